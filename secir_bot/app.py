@@ -1,0 +1,85 @@
+"""The composition root: builds everything from the config and runs it.
+
+Every long-lived task (Matrix sync, IMAP receive, the outbox workers) runs under one
+``asyncio.TaskGroup``: if one fails, the others are cancelled and the process exits loudly
+instead of running half-alive. Shutdown closes in reverse order of construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+
+from secir_bot.bridges import Bridge
+from secir_bot.bridges.email import EmailBridge
+from secir_bot.bridges.matrix import MatrixBridge
+from secir_bot.config import Config
+from secir_bot.crypto import Keyring
+from secir_bot.errors import StoreError, StoreMissing
+from secir_bot.model import Channel
+from secir_bot.outbox import Outbox
+from secir_bot.pipeline import Services
+from secir_bot.relay import Processor
+from secir_bot.store import Store
+
+log = logging.getLogger(__name__)
+
+LIST_FPR_KEY = "list.fingerprint"
+
+
+def check_store_dir(config: Config) -> None:
+    path = config.store_path
+    if not path.is_dir():
+        raise StoreMissing(f"no store at {path}: run 'secir-bot init' first")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        os.chmod(path, 0o700)
+        log.warning("store directory %s had mode %o; set to 0700", path, mode)
+
+
+class App:
+    """One running list: store, keyring, bridges and outbox."""
+
+    def __init__(self, config: Config) -> None:
+        check_store_dir(config)
+        self.config = config
+        self.store = Store.open(config.store_path)
+        self.keyring = Keyring(config.store_path / "gnupg")
+        list_fpr = self.store.get(LIST_FPR_KEY)
+        if not list_fpr:
+            raise StoreMissing("the store has no list key: run 'secir-bot init' first")
+        self.services = Services(config=config, store=self.store, keyring=self.keyring,
+                                 list_fpr=list_fpr, bot_user_id=config.matrix.user_id)
+        self.processor = Processor(self.services)
+        self.matrix = MatrixBridge(config, self.store, config.store_path / "matrix",
+                                   self.processor.process, self._wake, self._notify)
+        self.email = EmailBridge(config, self.store, self.processor.process, self._wake)
+        bridges: dict[Channel, Bridge] = {Channel.MATRIX: self.matrix, Channel.EMAIL: self.email}
+        self.outbox = Outbox(self.store, bridges, config.delivery, self.processor.notice,
+                             config.matrix.control_room)
+        if self.matrix.user_id != config.matrix.user_id:
+            raise StoreError("the Matrix login does not match matrix.user_id")
+
+    def _wake(self) -> None:
+        self.outbox.wake()
+
+    def _notify(self, text: str) -> None:
+        self.outbox.notify(text)
+
+    async def run(self) -> None:
+        log.info("secir-bot running for %s (list key %s)", self.config.list.address,
+                 self.services.list_fpr)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.matrix.run(), name="matrix")
+                tg.create_task(self.email.run(), name="email")
+                tg.create_task(self.outbox.run(), name="outbox")
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        await self.matrix.close()
+        await asyncio.to_thread(self.keyring.close)
+        self.store.close()

@@ -1,0 +1,202 @@
+"""The email bridge: IMAP IDLE in, SMTP out.
+
+Receiving: every message in the list mailbox is fetched, made durable in the inbox, decided,
+and only then moved out of the mailbox (to the processed folder, or to quarantine when it
+was rejected). A crash anywhere before the move means the message is fetched again on the
+next start; the inbox's uniqueness by Message-ID makes that harmless.
+
+IDLE is used when the server offers it (with a timeout, so a silently dead connection is
+noticed); otherwise the mailbox is polled. Connection failures reconnect with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+
+import aioimaplib
+import aiosmtplib
+
+from secir_bot.bridges.mime import message_id_of
+from secir_bot.config import Config
+from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
+from secir_bot.model import Channel
+from secir_bot.relay import Outcome
+from secir_bot.store import InboxItem, OutboxRow, Store
+
+log = logging.getLogger(__name__)
+
+
+class ImapError(Exception):
+    """The IMAP server refused a command (translated from aioimaplib responses)."""
+
+
+def _ok(resp: aioimaplib.Response, what: str) -> aioimaplib.Response:
+    if resp.result != "OK":
+        raise ImapError(f"IMAP {what} failed: {resp.result} {resp.lines[-1:]!r}")
+    return resp
+
+
+class EmailBridge:
+    channel = Channel.EMAIL
+
+    def __init__(self, config: Config, store: Store,
+                 process: Callable[[InboxItem], Awaitable[Outcome]],
+                 on_work: Callable[[], None]) -> None:
+        self.config = config
+        self.store = store
+        self.process = process
+        self.on_work = on_work
+        self.connected = asyncio.Event()
+        self._password = config.imap.password.read()
+
+    # -- receiving ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                await self._session()
+            except (OSError, TimeoutError, ImapError, aioimaplib.Abort,
+                    aioimaplib.CommandTimeout) as exc:
+                self.connected.clear()
+                log.warning("IMAP connection problem (%s); reconnecting in %.0fs",
+                            type(exc).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+            else:
+                backoff = 1.0
+
+    async def _connect(self, lost: asyncio.Event) -> aioimaplib.IMAP4:
+        cfg = self.config.imap
+        def conn_lost(exc: Exception | None) -> None:
+            lost.set()
+        if cfg.security == "tls":
+            imap: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
+                host=cfg.host, port=cfg.port, timeout=60, conn_lost_cb=conn_lost,
+                ssl_context=ssl.create_default_context())
+        else:
+            imap = aioimaplib.IMAP4(host=cfg.host, port=cfg.port, timeout=60,
+                                    conn_lost_cb=conn_lost)
+        await imap.wait_hello_from_server()
+        _ok(await imap.login(cfg.username, self._password), "LOGIN")
+        for folder in (cfg.processed_folder, cfg.quarantine_folder):
+            await imap.create(folder)  # fails harmlessly when the folder exists
+        _ok(await imap.select(cfg.mailbox), "SELECT")
+        return imap
+
+    async def _session(self) -> None:
+        lost = asyncio.Event()
+        imap = await self._connect(lost)
+        self.connected.set()
+        log.info("IMAP connected to %s:%s as %s", self.config.imap.host, self.config.imap.port,
+                 self.config.imap.username)
+        try:
+            while not lost.is_set():
+                await self._drain(imap)
+                if imap.has_capability("IDLE"):
+                    await self._idle(imap, lost)
+                else:
+                    await asyncio.sleep(self.config.imap.poll_interval)
+            raise ImapError("connection lost")
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(imap.logout(), 5)
+
+    async def _idle(self, imap: aioimaplib.IMAP4, lost: asyncio.Event) -> None:
+        idle = await imap.idle_start(timeout=self.config.imap.idle_timeout)
+        push = asyncio.ensure_future(imap.wait_server_push(timeout=self.config.imap.idle_timeout))
+        waiter = asyncio.ensure_future(lost.wait())
+        try:
+            await asyncio.wait({push, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            if not push.done():
+                push.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await push
+        if lost.is_set():
+            return
+        imap.idle_done()
+        await asyncio.wait_for(idle, 30)
+
+    async def _drain(self, imap: aioimaplib.IMAP4) -> None:
+        """Take every message out of the mailbox, oldest first."""
+        resp = _ok(await imap.uid_search("ALL"), "UID SEARCH")
+        uids = [u.decode() for line in resp.lines[:1] for u in bytes(line).split()
+                if u.isdigit()]
+        for uid in uids:
+            raw = await self._fetch(imap, uid)
+            if raw is None:
+                continue
+            item, new = self.store.accept("email", message_id_of(raw), raw, {"imap_uid": uid})
+            if not new:
+                log.info("mail %s was already in the inbox (item %s)", uid, item.id)
+            outcome = await self.process(item)
+            self.on_work()
+            cfg = self.config.imap
+            folder = cfg.quarantine_folder if outcome.state == "rejected" else \
+                cfg.processed_folder
+            await self._move(imap, uid, folder)
+
+    async def _fetch(self, imap: aioimaplib.IMAP4, uid: str) -> bytes | None:
+        resp = _ok(await imap.uid("fetch", uid, "(BODY.PEEK[])"), "UID FETCH")
+        for line in resp.lines:
+            if isinstance(line, bytearray):
+                return bytes(line)
+        return None  # expunged meanwhile
+
+    async def _move(self, imap: aioimaplib.IMAP4, uid: str, folder: str) -> None:
+        if imap.has_capability("MOVE"):
+            _ok(await imap.uid("move", uid, folder), "UID MOVE")
+            return
+        _ok(await imap.uid("copy", uid, folder), "UID COPY")
+        _ok(await imap.uid("store", uid, "+FLAGS.SILENT", r"(\Deleted)"), "UID STORE")
+        if imap.has_capability("UIDPLUS"):
+            _ok(await imap.uid("expunge", uid), "UID EXPUNGE")
+        else:
+            _ok(await imap.expunge(), "EXPUNGE")
+
+    # -- sending -----------------------------------------------------------------------
+
+    async def deliver(self, row: OutboxRow) -> str:
+        cfg = self.config.smtp
+        pending = [r for r in row.recipients if r not in row.done]
+        if not pending:
+            return "nothing left to send"
+        smtp = aiosmtplib.SMTP(hostname=cfg.host, port=cfg.port, timeout=cfg.timeout,
+                               use_tls=cfg.security == "tls",
+                               start_tls=True if cfg.security == "starttls" else False)
+        done = list(row.done)
+        refused: list[str] = []
+        try:
+            await smtp.connect()
+            if cfg.username:
+                await smtp.login(cfg.username, cfg.password.read())
+            for i in range(0, len(pending), cfg.max_recipients):
+                batch = pending[i:i + cfg.max_recipients]
+                errors, _ = await smtp.sendmail(self.config.list.address, batch, row.payload)
+                refused.extend(f"{addr} ({resp.code} {resp.message})"
+                               for addr, resp in errors.items())
+                done.extend(batch)
+                self.store.partly_delivered(row.id, tuple(done))
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            if all(c >= 500 for c in codes):
+                raise PermanentDeliveryError(f"all recipients refused: {exc}") from exc
+            raise TransientDeliveryError(f"recipients refused for now: {exc}") from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            error = PermanentDeliveryError if exc.code >= 500 else TransientDeliveryError
+            raise error(f"SMTP {exc.code} {exc.message}") from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise TransientDeliveryError(f"SMTP: {type(exc).__name__}: {exc}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await smtp.quit()
+        result = f"sent to {len(done) - len(refused)} recipient(s)"
+        if refused:
+            result += "; refused: " + ", ".join(refused)
+        return result

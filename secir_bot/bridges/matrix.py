@@ -1,0 +1,336 @@
+"""The Matrix bridge: matrix-nio with end-to-end encryption (vodozemac).
+
+Receiving: the bot runs its own sync loop. The events of each sync are written to the inbox
+together with the sync position, in one commit, before anything is decided; nio's own token
+store is off (it saves the token before callbacks run, which would lose events on a crash).
+The first sync after start asks for full state, so room and member data are complete.
+Events that cannot be decrypted yet are parked and retried when keys arrive; after
+``matrix.undecryptable_report_after`` seconds the admins are told.
+
+Sending: device trust is trust-on-first-use. Before each send the devices in the room are
+checked: a member's (or, in the control room, an admin's) new device is trusted and
+recorded; a device whose key changed, and every device of a non-member, is blacklisted and
+never gets room keys. ``ignore_unverified_devices`` stays False, so a device that slipped
+past this is an error, not a silent leak. The bot refuses to send into an unencrypted room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    EncryptionError,
+    LocalProtocolError,
+    LoginResponse,
+    MegolmEvent,
+    OlmUnverifiedDeviceError,
+    RoomSendResponse,
+    SyncResponse,
+)
+
+from secir_bot.config import Config
+from secir_bot.errors import (
+    PermanentDeliveryError,
+    StoreError,
+    StoreMissing,
+    TransientDeliveryError,
+)
+from secir_bot.model import Channel
+from secir_bot.relay import Outcome
+from secir_bot.store import InboxItem, OutboxRow, Store
+
+log = logging.getLogger(__name__)
+
+CREDENTIALS = "credentials.json"
+SYNC_FILTER = {"room": {"timeline": {"limit": 500}, "state": {"lazy_load_members": False}}}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user_id: str
+    device_id: str
+    access_token: str
+    pickle_key: str
+
+    @classmethod
+    def load(cls, directory: Path) -> Credentials:
+        path = directory / CREDENTIALS
+        if not path.exists():
+            raise StoreMissing(f"no Matrix login in {directory}: run 'secir-bot init' first")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(**data)
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = directory / CREDENTIALS
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(self.__dict__, fh)
+
+
+def _client(config: Config, directory: Path, pickle_key: str,
+            device_id: str | None = None) -> AsyncClient:
+    cfg = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=False,
+                            pickle_key=pickle_key, max_limit_exceeded=10, max_timeouts=3,
+                            request_timeout=60)
+    return AsyncClient(config.matrix.homeserver, config.matrix.user_id, device_id=device_id,
+                       store_path=str(directory), config=cfg)
+
+
+async def login_once(config: Config, directory: Path, password: str, pickle_key: str
+                     ) -> Credentials:
+    """Log the bot's device in (``secir-bot init``); the device id is then kept for ever."""
+    if (directory / CREDENTIALS).exists():
+        return Credentials.load(directory)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    client = _client(config, directory, pickle_key)
+    try:
+        resp = await client.login(password, device_name=config.matrix.device_name)
+        if not isinstance(resp, LoginResponse):
+            raise StoreError(f"Matrix login failed: {resp}")
+        if client.olm is None:
+            raise StoreError("Matrix login gave no encryption store; refusing to continue")
+        creds = Credentials(resp.user_id, resp.device_id, resp.access_token, pickle_key)
+        creds.save(directory)
+        if client.should_upload_keys:
+            await client.keys_upload()
+        return creds
+    finally:
+        await client.close()
+
+
+class MatrixBridge:
+    channel = Channel.MATRIX
+
+    def __init__(self, config: Config, store: Store, directory: Path,
+                 process: Callable[[InboxItem], Awaitable[Outcome]],
+                 on_work: Callable[[], None], notify: Callable[[str], None]) -> None:
+        self.config = config
+        self.store = store
+        self.directory = directory
+        self.process = process
+        self.on_work = on_work
+        self.notify = notify
+        self.synced = asyncio.Event()
+        creds = Credentials.load(directory)
+        if creds.user_id != config.matrix.user_id:
+            raise StoreError(f"the Matrix store belongs to {creds.user_id}, not to "
+                             f"{config.matrix.user_id}; refusing to start")
+        db = directory / f"{creds.user_id}_{creds.device_id}.db"
+        if not db.exists():
+            raise StoreError(
+                f"the crypto store of device {creds.device_id} is missing ({db.name}); "
+                "starting would give an existing device new identity keys. Restore "
+                "store/matrix from backup, or remove credentials.json and run init again "
+                "to register a new device.")
+        self.creds = creds
+        self.client = _client(config, directory, creds.pickle_key, creds.device_id)
+        self.client.restore_login(creds.user_id, creds.device_id, creds.access_token)
+        if self.client.olm is None:
+            raise StoreError("the Matrix crypto store could not be loaded; refusing to run "
+                             "without end-to-end encryption")
+        self.rooms = (config.matrix.incident_room, config.matrix.control_room)
+        self._send_lock = asyncio.Lock()
+
+    @property
+    def user_id(self) -> str:
+        return self.creds.user_id
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # -- receiving ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        token = self.store.get("matrix.sync_token")
+        first = True
+        backoff = 1.0
+        # Items decided before a crash but not yet processed.
+        for item in self.store.inbox_pending("matrix"):
+            await self.process(item)
+        while True:
+            resp = await self.client.sync(timeout=30000, since=token, full_state=first,
+                                          sync_filter=SYNC_FILTER)
+            if not isinstance(resp, SyncResponse):
+                log.warning("Matrix sync failed (%s); retrying in %.0fs", resp, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+                continue
+            backoff = 1.0
+            first = False
+            await self._joins(resp)
+            self.store.accept_sync(self._items(resp), resp.next_batch)
+            token = resp.next_batch
+            await self._housekeeping()
+            await self._retry_parked()
+            for item in self.store.inbox_pending("matrix"):
+                await self.process(item)
+            self.synced.set()
+            self.on_work()
+
+    def _items(self, resp: SyncResponse) -> list[tuple[str, bytes, dict[str, Any], str]]:
+        items = []
+        for room_id, info in resp.rooms.join.items():
+            if room_id != self.config.matrix.incident_room:
+                continue  # the control room's commands arrive with a later release
+            if info.timeline.limited:
+                log.warning("Matrix sync for %s was limited: older events were skipped",
+                            room_id)
+                self.notify(f"Warning: the Matrix sync for {room_id} skipped older events "
+                            "(the bot was away for long); check the room history.")
+            for event in info.timeline.events:
+                if isinstance(event, MegolmEvent):
+                    meta = {"room_id": room_id, "encrypted": True, "parked_at": time.time(),
+                            "session_id": event.session_id}
+                    items.append((event.event_id, json.dumps(event.source).encode(), meta,
+                                  "parked"))
+                    continue
+                source = event.source
+                if not isinstance(source, dict) or source.get("type") != "m.room.message":
+                    continue
+                raw = {"type": source.get("type"), "content": source.get("content", {}),
+                       "event_id": event.event_id, "sender": event.sender,
+                       "origin_server_ts": event.server_timestamp}
+                meta = {"room_id": room_id, "encrypted": bool(getattr(event, "decrypted", False))}
+                items.append((event.event_id, json.dumps(raw).encode(), meta, "new"))
+        return items
+
+    async def _joins(self, resp: SyncResponse) -> None:
+        for room_id in resp.rooms.invite:
+            if room_id in self.rooms:
+                log.info("joining %s", room_id)
+                await self.client.join(room_id)
+
+    async def _housekeeping(self) -> None:
+        c = self.client
+        if c.should_upload_keys:
+            await c.keys_upload()
+        if c.should_query_keys:
+            await c.keys_query()
+        if c.should_claim_keys:
+            await c.keys_claim(c.get_users_for_key_claiming())
+        await c.send_to_device_messages()
+
+    async def _retry_parked(self) -> None:
+        for item in self.store.inbox_pending("matrix", "parked"):
+            event = MegolmEvent.from_dict(json.loads(item.raw))
+            if not isinstance(event, MegolmEvent):
+                continue
+            try:
+                clear = self.client.decrypt_event(event)
+            except EncryptionError:
+                clear = None
+            if clear is not None and isinstance(clear.source, dict):
+                raw = {"type": clear.source.get("type"),
+                       "content": clear.source.get("content", {}),
+                       "event_id": event.event_id, "sender": event.sender,
+                       "origin_server_ts": event.server_timestamp}
+                meta = dict(item.meta, encrypted=True)
+                self.store.unpark(item.id, json.dumps(raw).encode(), meta)
+                log.info("parked event %s decrypted", event.event_id)
+                continue
+            waited = time.time() - float(item.meta.get("parked_at", time.time()))
+            if waited > self.config.matrix.undecryptable_report_after and \
+                    not item.meta.get("reported"):
+                self.notify(f"An event from {event.sender} ({event.event_id}) in the incident "
+                            f"room could not be decrypted for {waited / 60:.0f} min; the bot "
+                            "never received its key. Ask the sender to re-send it.")
+                self.store.set_inbox_meta(item.id, dict(item.meta, reported=True))
+
+    # -- sending -----------------------------------------------------------------------
+
+    def _allowed(self, room_id: str, user_id: str) -> bool:
+        member = self.store.member_by_matrix_id(user_id)
+        if member is not None and member.active:
+            return True
+        return room_id == self.config.matrix.control_room and user_id in \
+            self.config.matrix.admins
+
+    async def trust_room_devices(self, room_id: str) -> None:
+        """Trust on first use for the devices of a room (see the module docstring)."""
+        c = self.client
+        room = c.rooms.get(room_id)
+        if room is None:
+            raise TransientDeliveryError(f"the bot is not (yet) in room {room_id}")
+        if not room.encrypted:
+            raise PermanentDeliveryError(f"room {room_id} is not encrypted; refusing to send")
+        if not room.members_synced:
+            await c.joined_members(room_id)
+        if c.should_query_keys:
+            await c.keys_query()
+        for user_id, devices in c.room_devices(room_id).items():
+            if user_id == self.user_id:
+                continue
+            allowed = self._allowed(room_id, user_id)
+            for device in devices.values():
+                if device.deleted:
+                    continue
+                if not allowed:
+                    if not c.olm or not c.olm.is_device_blacklisted(device):
+                        c.blacklist_device(device)
+                    continue
+                known = self.store.device_state(user_id, device.id)
+                if known is None:
+                    first = self.store.known_devices(user_id) == 0
+                    self.store.record_device(user_id, device.id, device.ed25519, "trusted")
+                    c.verify_device(device)
+                    if not first:
+                        self.notify(f"New Matrix device {device.id} of {user_id} trusted on "
+                                    f"first use (ed25519 {device.ed25519}).")
+                elif known[1] != device.ed25519 or known[0] != "trusted":
+                    if known[0] == "trusted":
+                        self.store.record_device(user_id, device.id, device.ed25519, "blocked")
+                        self.notify(f"The keys of Matrix device {device.id} of {user_id} "
+                                    "changed; the device is blocked and gets no room keys.")
+                    c.blacklist_device(device)
+                elif c.olm is not None and not c.olm.is_device_verified(device):
+                    c.verify_device(device)
+
+    async def deliver(self, row: OutboxRow) -> str:
+        payload = json.loads(row.payload)
+        content = dict(payload["content"])
+        relation = self._relation(payload.get("root_uid"), payload.get("parent_uid"))
+        if relation:
+            content["m.relates_to"] = relation
+        async with self._send_lock:
+            for attempt in (1, 2):
+                await self.trust_room_devices(row.target)
+                try:
+                    resp = await self.client.room_send(
+                        row.target, "m.room.message", content, tx_id=f"secir-{row.id}",
+                        ignore_unverified_devices=False)
+                except OlmUnverifiedDeviceError as exc:
+                    if attempt == 2:
+                        raise TransientDeliveryError(f"unverified device: {exc}") from exc
+                    continue
+                except LocalProtocolError as exc:
+                    raise TransientDeliveryError(f"Matrix: {exc}") from exc
+                break
+        if isinstance(resp, RoomSendResponse):
+            return str(resp.event_id)
+        status = str(getattr(resp, "status_code", "") or "")
+        if status in ("M_FORBIDDEN", "M_NOT_FOUND", "M_UNKNOWN_TOKEN"):
+            raise PermanentDeliveryError(f"Matrix refused: {resp}")
+        raise TransientDeliveryError(f"Matrix send failed: {resp}")
+
+    def _relation(self, root_uid: str | None, parent_uid: str | None) -> dict[str, Any] | None:
+        if not root_uid:
+            return None
+        root_events = self.store.links_of(root_uid, "event")
+        if not root_events:
+            return None
+        parent_events = self.store.links_of(parent_uid, "event") if parent_uid else []
+        parent_event = parent_events[0] if parent_events else root_events[0]
+        return {"rel_type": "m.thread", "event_id": root_events[0],
+                "is_falling_back": parent_event == root_events[0],
+                "m.in_reply_to": {"event_id": parent_event}}

@@ -1,0 +1,325 @@
+"""MIME for the list: parse what members send, compose what the list sends.
+
+Inbound mail is only *read* with Python's ``email`` package; the bytes that a signature
+covers are cut out of the original text, never re-serialised (re-serialising can change
+line endings, header folding or transfer encodings and break the signature).
+
+Outbound mail is PGP/MIME (RFC 3156, §6.2 combined signed+encrypted). The real subject
+and sender travel inside the encrypted part as protected headers; the cleartext Subject
+carries only the list tag.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import re
+from dataclasses import dataclass, field
+from email.message import EmailMessage, Message
+from email.utils import formataddr, format_datetime, getaddresses, parseaddr
+from datetime import UTC, datetime
+
+ARMOR_BEGIN = b"-----BEGIN PGP MESSAGE-----"
+ARMOR_END = b"-----END PGP MESSAGE-----"
+CLEARSIGN_BEGIN = "-----BEGIN PGP SIGNED MESSAGE-----"
+LOOP_HEADER = "X-Secir-List"
+_MSGID = re.compile(r"<[^<>\s]+>")
+_AUTOMATED_PRECEDENCE = {"bulk", "junk", "auto_reply"}
+
+
+class MalformedMail(ValueError):
+    """The bytes are not a mail we can read."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Everything readable before decryption."""
+
+    message_id: str | None
+    from_addr: str
+    from_name: str
+    subject: str
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    list_id: str | None
+    loop_marker: str | None
+    automated: str | None  # why this is an auto-reply or bounce, if it is one
+    kind: str  # "pgp-mime", "inline", "signed-only", "plain"
+    ciphertext: bytes | None
+
+    @property
+    def source_id(self) -> str:
+        """A stable key for de-duplication (the Message-ID; a hash when there is none)."""
+        assert self.message_id is not None
+        return self.message_id
+
+
+@dataclass(frozen=True)
+class Content:
+    """The readable content of a decrypted message."""
+
+    subject: str | None
+    text: str
+    attachments: tuple[str, ...] = field(default=())
+    signed_part: bytes | None = None  # exact bytes covered by a detached signature
+    signature: bytes | None = None
+    inline_signed: bytes | None = None  # a clear-signed text that still needs checking
+
+
+def message_id_of(raw: bytes) -> str:
+    """The Message-ID of ``raw``, or a digest of the bytes when it has none."""
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    found = _MSGID.findall(str(msg.get("Message-ID", "")))
+    return found[0] if found else "<sha256-" + hashlib.sha256(raw).hexdigest() + "@no-id>"
+
+
+def _ids(value: str | None) -> tuple[str, ...]:
+    return tuple(_MSGID.findall(value or ""))
+
+
+def _header(msg: Message, name: str) -> str:
+    value = msg.get(name)
+    if value is None:
+        return ""
+    try:
+        return str(email.header.make_header(email.header.decode_header(str(value))))
+    except (UnicodeDecodeError, LookupError, email.errors.HeaderParseError):
+        return str(value)
+
+
+def _automated(msg: Message, from_addr: str) -> str | None:
+    """RFC 3834 and bounce checks: never redistribute machine-made mail."""
+    auto = _header(msg, "Auto-Submitted").strip().lower()
+    if auto and not auto.startswith("no"):
+        return f"auto-submitted mail ({auto})"
+    if msg.get_content_type() == "multipart/report":
+        return "delivery or disposition report (bounce)"
+    local = from_addr.split("@", 1)[0].lower()
+    if local in ("mailer-daemon", "postmaster") or not from_addr:
+        return "mail from a mailer daemon (bounce)"
+    if _header(msg, "Precedence").strip().lower() in _AUTOMATED_PRECEDENCE:
+        return f"precedence {_header(msg, 'Precedence').strip().lower()} (automated mail)"
+    for name in ("X-Autoreply", "X-Autorespond", "X-Auto-Response-Suppress-Reply"):
+        if msg.get(name) is not None:
+            return f"auto-reply ({name})"
+    return None
+
+
+def _payload_bytes(part: Message) -> bytes:
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
+
+
+def parse_envelope(raw: bytes) -> Envelope:
+    """Read the cleartext facts of a received mail."""
+    if not raw.strip():
+        raise MalformedMail("empty message")
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    except Exception as exc:  # the parser is lenient; anything here is really broken
+        raise MalformedMail(f"unparseable message: {exc}") from exc
+    if not msg.keys():
+        raise MalformedMail("no headers")
+    name, addr = parseaddr(_header(msg, "From"))
+    ctype = msg.get_content_type()
+    kind, cipher = "plain", None
+    if ctype == "multipart/encrypted":
+        parts = msg.get_payload()
+        if not isinstance(parts, list) or len(parts) != 2:
+            raise MalformedMail("multipart/encrypted without its two parts")
+        if parts[0].get_content_type() != "application/pgp-encrypted":
+            raise MalformedMail("multipart/encrypted that is not PGP/MIME")
+        kind, cipher = "pgp-mime", _payload_bytes(parts[1])
+        if ARMOR_BEGIN not in cipher:
+            raise MalformedMail("PGP/MIME message without an armored OpenPGP message")
+    elif ctype == "multipart/signed":
+        kind = "signed-only"
+    else:
+        for part in msg.walk():
+            if part.get_content_maintype() == "text" or part.get_content_type() in (
+                    "application/pgp-encrypted", "application/octet-stream"):
+                data = _payload_bytes(part)
+                start = data.find(ARMOR_BEGIN)
+                end = data.find(ARMOR_END, start)
+                if start >= 0 and end > start:
+                    kind, cipher = "inline", data[start:end + len(ARMOR_END)] + b"\n"
+                    break
+                if CLEARSIGN_BEGIN.encode() in data:
+                    kind = "signed-only"
+    return Envelope(
+        message_id=message_id_of(raw), from_addr=addr.lower(), from_name=name,
+        subject=_header(msg, "Subject"), in_reply_to=_ids(msg.get("In-Reply-To")),
+        references=_ids(msg.get("References")), list_id=_header(msg, "List-Id") or None,
+        loop_marker=_header(msg, LOOP_HEADER) or None, automated=_automated(msg, addr),
+        kind=kind, ciphertext=cipher,
+    )
+
+
+def _split_multipart(raw: bytes, boundary: str) -> list[bytes]:
+    """The exact bytes of each body part of a multipart entity (RFC 2046 §5.1.1)."""
+    delim = re.compile(rb"(?:\r?\n|^)--" + re.escape(boundary.encode()) + rb"(--)?[ \t]*(?=\r?\n|$)")
+    header_end = re.search(rb"\r?\n\r?\n", raw)
+    body_start = header_end.end() if header_end else 0
+    marks = list(delim.finditer(raw, body_start - 2 if body_start >= 2 else 0))
+    parts = []
+    for here, nxt in zip(marks, marks[1:], strict=False):
+        if here.group(1):
+            break
+        chunk = raw[here.end():nxt.start()]
+        parts.append(chunk[2:] if chunk.startswith(b"\r\n") else chunk[1:])
+    return parts
+
+
+def _text_of(part: Message) -> str:
+    data = _payload_bytes(part)
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return data.decode(charset, errors="replace")
+    except LookupError:
+        return data.decode("utf-8", errors="replace")
+
+
+def _strip_html(html: str) -> str:
+    text = re.sub(r"(?is)<(script|style).*?</\1>", "", html)
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>", "\n", text)
+    text = re.sub(r"<[^>]+>", "", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def _readable(msg: Message) -> tuple[str, tuple[str, ...]]:
+    """The message's text and the names of what was left out."""
+    plain: list[str] = []
+    html: list[str] = []
+    left_out: list[str] = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+        if ctype == "text/rfc822-headers" or part.get_param("protected-headers") and \
+                ctype != "text/plain":
+            continue  # the "legacy display" part of protected headers: a copy, not content
+        if ctype == "application/pgp-signature":
+            continue
+        if disposition == "attachment" or not ctype.startswith("text/"):
+            left_out.append(part.get_filename() or ctype)
+        elif ctype == "text/plain":
+            plain.append(_text_of(part))
+        elif ctype == "text/html":
+            html.append(_strip_html(_text_of(part)))
+    text = "\n".join(plain) if plain else "\n".join(html)
+    return text.replace("\r\n", "\n").strip("\n"), tuple(left_out)
+
+
+def parse_decrypted(plaintext: bytes, kind: str) -> Content:
+    """Read a decrypted payload: a MIME entity (PGP/MIME) or text (inline PGP)."""
+    if kind == "inline":
+        text = plaintext.decode("utf-8", errors="replace").replace("\r\n", "\n")
+        if text.lstrip().startswith(CLEARSIGN_BEGIN):
+            return Content(subject=None, text=_clearsigned_text(text),
+                           inline_signed=plaintext)
+        return Content(subject=None, text=text.strip("\n"))
+    msg = email.message_from_bytes(plaintext, policy=email.policy.compat32)
+    subject = _header(msg, "Subject") or None
+    if msg.get_content_type() == "multipart/signed":
+        boundary = msg.get_boundary()
+        parts = _split_multipart(plaintext, boundary) if boundary else []
+        if len(parts) != 2:
+            raise MalformedMail("multipart/signed without its two parts")
+        inner = email.message_from_bytes(parts[0], policy=email.policy.compat32)
+        sig = email.message_from_bytes(parts[1], policy=email.policy.compat32)
+        text, left_out = _readable(inner)
+        return Content(subject=_header(inner, "Subject") or subject, text=text,
+                       attachments=left_out, signed_part=parts[0],
+                       signature=_payload_bytes(sig))
+    text, left_out = _readable(msg)
+    return Content(subject=subject, text=text, attachments=left_out)
+
+
+def _clearsigned_text(text: str) -> str:
+    """The text of a clear-signed message (RFC 4880 §7), dash-escaping undone."""
+    lines = text.lstrip().split("\n")
+    body: list[str] = []
+    in_body = False
+    for line in lines[1:]:
+        if not in_body:
+            in_body = line.strip() == ""
+            continue
+        if line.startswith("-----BEGIN PGP SIGNATURE-----"):
+            break
+        body.append(line[2:] if line.startswith("- ") else line)
+    return "\n".join(body).strip("\n")
+
+
+# -- composing -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListHeaders:
+    """The list's identity as it appears in every mail it sends."""
+
+    name: str
+    address: str
+    list_id: str
+    owner: str
+    tag: str
+
+
+def compose_inner(*, subject: str, text: str, from_label: str, lists: ListHeaders,
+                  message_id: str, date: datetime | None = None) -> bytes:
+    """The part that gets encrypted: protected headers plus the text."""
+    inner = EmailMessage(policy=email.policy.SMTP)
+    inner["From"] = formataddr((f"{from_label} via {lists.name}", lists.address))
+    inner["To"] = lists.address
+    inner["Subject"] = subject
+    inner["Message-ID"] = message_id
+    inner["Date"] = format_datetime(date or datetime.now(UTC))
+    inner.set_content(text, charset="utf-8", cte="quoted-printable")
+    inner.set_param("protected-headers", "v1")
+    return inner.as_bytes()
+
+
+def compose_outer(*, armored: bytes, from_label: str, lists: ListHeaders, message_id: str,
+                  to: str, in_reply_to: str | None = None, references: tuple[str, ...] = (),
+                  reply: bool = False, automated: bool = False,
+                  date: datetime | None = None) -> bytes:
+    """The PGP/MIME envelope around ``armored`` with the list headers."""
+    outer = EmailMessage(policy=email.policy.SMTP)
+    outer["From"] = formataddr((f"{from_label} via {lists.name}", lists.address))
+    outer["To"] = to
+    outer["Reply-To"] = lists.address
+    outer["Subject"] = f"[{lists.tag}] {'Re: ' if reply else ''}encrypted message"
+    outer["Message-ID"] = message_id
+    outer["Date"] = format_datetime(date or datetime.now(UTC))
+    if in_reply_to:
+        outer["In-Reply-To"] = in_reply_to
+    if references:
+        outer["References"] = " ".join(references)
+    outer["List-Id"] = f"{lists.name} <{lists.list_id}>"
+    outer["List-Post"] = f"<mailto:{lists.address}>"
+    outer["List-Help"] = f"<mailto:{lists.address}?subject=help>"
+    outer["List-Unsubscribe"] = f"<mailto:{lists.address}?subject=unsubscribe>"
+    outer["List-Owner"] = f"<mailto:{lists.owner}>"
+    outer["Precedence"] = "list"
+    outer["X-Auto-Response-Suppress"] = "All"
+    outer[LOOP_HEADER] = lists.list_id
+    if automated:
+        outer["Auto-Submitted"] = "auto-replied"
+    outer.set_type("multipart/encrypted")
+    outer.set_param("protocol", "application/pgp-encrypted")
+    control = EmailMessage(policy=email.policy.SMTP)
+    control.set_content(b"Version: 1\r\n", maintype="application", subtype="pgp-encrypted",
+                        cte="7bit")
+    control["Content-Description"] = "PGP/MIME version identification"
+    del control["MIME-Version"]
+    body = EmailMessage(policy=email.policy.SMTP)
+    body.set_content(armored, maintype="application", subtype="octet-stream", cte="7bit",
+                     disposition="inline", filename="encrypted.asc")
+    del body["MIME-Version"]
+    outer.set_payload([control, body])
+    return outer.as_bytes()
+
+
+def recipients_of(header_value: str) -> list[str]:
+    return [addr.lower() for _, addr in getaddresses([header_value]) if addr]

@@ -1,0 +1,192 @@
+"""The ``secir-bot`` command: init, run, check-config, member add/import/list, sandbox.
+
+Errors of ours become a message on stderr and an exit code: 2 for configuration problems,
+3 for store problems, 4 for a refused member, 1 for anything else that broke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from secir_bot import config as config_mod
+from secir_bot.app import LIST_FPR_KEY, App
+from secir_bot.config import Config
+from secir_bot.crypto import Keyring
+from secir_bot.errors import ConfigError, MemberError, SecirError, StoreError
+from secir_bot.members import MemberRequest, add_member, read_import_file
+from secir_bot.store import Store
+
+log = logging.getLogger("secir_bot")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="secir-bot", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("-c", "--config", type=Path, default=Path("config.toml"),
+                        help="configuration file (default: config.toml)")
+        return sp
+
+    with_config(sub.add_parser("check-config", help="report every configuration problem"))
+    init = with_config(sub.add_parser(
+        "init", help="create the store, the list key and the bot's Matrix device"))
+    init.add_argument("--import-key", type=Path, metavar="FILE",
+                      help="use this armored secret key as the list key instead of a new one")
+    with_config(sub.add_parser("run", help="run the bot"))
+    member = sub.add_parser("member", help="manage the roster from the command line")
+    msub = member.add_subparsers(dest="member_command", required=True)
+    add = with_config(msub.add_parser("add", help="add one member"))
+    add.add_argument("--tld", required=True, help="the member's ccTLD, e.g. .nl or .рф")
+    add.add_argument("--name", required=True)
+    add.add_argument("--email", required=True)
+    add.add_argument("--key", required=True, type=Path, help="file with the public key")
+    add.add_argument("--matrix-id", help="@user:server")
+    add.add_argument("--channels", default="", help="matrix,email (default: all they have)")
+    add.add_argument("--rank", type=int, default=1, choices=(1, 2, 3))
+    imp = with_config(msub.add_parser("import", help="add members from a TOML or CSV file"))
+    imp.add_argument("file", type=Path)
+    with_config(msub.add_parser("list", help="list the members"))
+    sandbox = sub.add_parser("sandbox", help="run the demo sandbox (make demo)")
+    sandbox.add_argument("--once", action="store_true",
+                         help="show the round trip and exit instead of staying up")
+    return p
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        for noisy in ("nio", "aioimaplib", "gnupg", "peewee"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def init(config: Config, import_key: Path | None = None) -> str:
+    """Create the store, the list key and the Matrix device (idempotent)."""
+    from secir_bot.bridges.matrix import login_once
+
+    store = Store.open(config.store_path, create=True)
+    keyring = Keyring.create(config.store_path / "gnupg")
+    try:
+        fpr = store.get(LIST_FPR_KEY)
+        if not fpr:
+            if import_key is not None:
+                fprs = await keyring.import_key(import_key.read_text(encoding="utf-8"))
+                info = [k for k in await keyring.keys(fprs) if k.has_secret]
+                if len(info) != 1:
+                    raise StoreError("--import-key must hold exactly one secret key")
+                fpr = info[0].fingerprint
+            else:
+                fpr = await keyring.generate(f"{config.list.name} list", config.list.address)
+            store.put(LIST_FPR_KEY, fpr)
+            log.info("list key %s", fpr)
+        matrix_dir = config.store_path / "matrix"
+        if not (matrix_dir / "credentials.json").exists():
+            if not config.matrix.password.configured:
+                raise ConfigError(["matrix.password_file or matrix.password_env: needed by "
+                                   "init to log the bot's device in once"])
+            creds = await login_once(config, matrix_dir, config.matrix.password.read(),
+                                     secrets.token_urlsafe(32))
+            log.info("Matrix device %s logged in; keep store/ safe, it holds its keys",
+                     creds.device_id)
+        return fpr
+    finally:
+        keyring.close()
+        store.close()
+
+
+async def run(config: Config) -> None:
+    app = App(config)
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await app.run()
+    except asyncio.CancelledError:
+        log.info("stopped")
+
+
+async def _member_add(config: Config, reqs: list[MemberRequest]) -> int:
+    store = Store.open(config.store_path)
+    keyring = Keyring(config.store_path / "gnupg")
+    failed = 0
+    try:
+        for req in reqs:
+            try:
+                m = await add_member(store, keyring, req)
+            except MemberError as exc:
+                failed += 1
+                print(f"refused {req.email}: {exc}", file=sys.stderr)
+            else:
+                print(f"added {m.label} <{m.email}> key {m.fingerprint} "
+                      f"channels {','.join(sorted(m.channels))}")
+    finally:
+        keyring.close()
+        store.close()
+    return 4 if failed else 0
+
+
+def _member_list(config: Config) -> int:
+    store = Store.open(config.store_path)
+    try:
+        for m in store.members(active_only=False):
+            print(f"{m.tld_display:<12} #{m.rank} {m.name:<24} {m.email:<32} "
+                  f"{m.matrix_id or '-':<28} {','.join(sorted(m.channels)):<13} {m.status}")
+    finally:
+        store.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        if args.command == "sandbox":
+            from secir_bot.sandbox.demo import main as sandbox_main
+
+            return sandbox_main(once=args.once)
+        config = config_mod.load(args.config)
+        if args.command == "check-config":
+            print(f"{args.config}: OK")
+            return 0
+        if args.command == "init":
+            fpr = asyncio.run(init(config, args.import_key))
+            print(f"store ready at {config.store_path}; list key {fpr}")
+            return 0
+        if args.command == "run":
+            asyncio.run(run(config))
+            return 0
+        if args.member_command == "add":
+            req = MemberRequest(tld=args.tld, name=args.name, email=args.email,
+                                key=args.key.read_text(encoding="utf-8"),
+                                matrix_id=args.matrix_id, channels=args.channels,
+                                rank=args.rank)
+            return asyncio.run(_member_add(config, [req]))
+        if args.member_command == "import":
+            return asyncio.run(_member_add(config, read_import_file(args.file)))
+        return _member_list(config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"store: {exc}", file=sys.stderr)
+        return 3
+    except MemberError as exc:
+        print(f"member: {exc}", file=sys.stderr)
+        return 4
+    except SecirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

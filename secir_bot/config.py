@@ -1,0 +1,299 @@
+"""Configuration: one TOML file -> frozen dataclasses, validated once.
+
+Every problem is collected and reported by its dotted key, so an admin fixes the whole
+file in one go. The example file's placeholder values are refused, and secrets are never
+inline: each password comes from a file (``password_file``) or an environment variable
+(``password_env``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from secir_bot.errors import ConfigError
+
+T = TypeVar("T")
+
+PLACEHOLDER = "CHANGE-ME"
+# RFC 2606 documentation domains: the example file uses them, a real list never does.
+_DOC_DOMAIN = re.compile(r"(^|[.@:])example\.(org|com|net)\b", re.IGNORECASE)
+_EMAIL = re.compile(r"^[^@\s<>\"]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$")
+_MXID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
+_ROOM = re.compile(r"^!.+:[A-Za-z0-9.\-]+(:\d+)?$")
+SECURITY_MODES = ("tls", "starttls", "plain")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """Where a password lives: a file or an environment variable, never the config."""
+
+    file: Path | None = None
+    env: str | None = None
+
+    def read(self) -> str:
+        if self.file is not None:
+            return self.file.read_text(encoding="utf-8").strip()
+        if self.env is not None:
+            return os.environ[self.env]
+        return ""
+
+    @property
+    def configured(self) -> bool:
+        return self.file is not None or self.env is not None
+
+
+@dataclass(frozen=True)
+class ListConfig:
+    name: str
+    address: str
+    list_id: str
+    owner: str
+    subject_tag: str
+    echo_to_sender: bool
+    max_message_bytes: int
+
+    @property
+    def domain(self) -> str:
+        return self.address.rsplit("@", 1)[1]
+
+
+@dataclass(frozen=True)
+class MatrixConfig:
+    homeserver: str
+    user_id: str
+    password: Secret
+    device_name: str
+    incident_room: str
+    control_room: str
+    admins: tuple[str, ...]
+    undecryptable_report_after: float
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    host: str
+    port: int
+    security: str
+    username: str
+    password: Secret
+    mailbox: str
+    processed_folder: str
+    quarantine_folder: str
+    poll_interval: float
+    idle_timeout: float
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    security: str
+    username: str | None
+    password: Secret
+    max_recipients: int
+    timeout: float
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    retry_base: float
+    retry_max: float
+    give_up_after: float
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    store_path: Path
+    list: ListConfig
+    matrix: MatrixConfig
+    imap: ImapConfig
+    smtp: SmtpConfig
+    delivery: DeliveryConfig
+
+
+class _Reader:
+    """Reads typed values out of nested tables, collecting problems by dotted key."""
+
+    def __init__(self, data: dict[str, Any], base: Path) -> None:
+        self.data = data
+        self.base = base
+        self.problems: list[str] = []
+
+    def _get(self, key: str) -> tuple[bool, Any]:
+        node: Any = self.data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False, None
+            node = node[part]
+        return True, node
+
+    def value(self, key: str, kind: type[T], default: T | None = None, *,
+              check: Callable[[T], str | None] | None = None) -> T:
+        found, raw = self._get(key)
+        if not found:
+            if default is None:
+                self.problems.append(f"{key}: missing (required)")
+                return kind()
+            return default
+        ok = isinstance(raw, kind) and not (kind in (int, float) and isinstance(raw, bool))
+        if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+            raw, ok = float(raw), True
+        if not ok:
+            self.problems.append(f"{key}: expected {kind.__name__}, got {type(raw).__name__}")
+            return kind() if default is None else default
+        if isinstance(raw, str) and (PLACEHOLDER in raw or _DOC_DOMAIN.search(raw)):
+            self.problems.append(f"{key}: still the example's placeholder value {raw!r}")
+        elif check is not None and (why := check(raw)) is not None:
+            self.problems.append(f"{key}: {why}")
+        return raw  # type: ignore[no-any-return]
+
+    def secret(self, key: str, *, required: bool = True) -> Secret:
+        found_file, file = self._get(f"{key}_file")
+        found_env, env = self._get(f"{key}_env")
+        found_inline, _ = self._get(key)
+        if found_inline:
+            self.problems.append(
+                f"{key}: passwords are never written in the config; "
+                f"use {key.rsplit('.', 1)[-1]}_file or {key.rsplit('.', 1)[-1]}_env"
+            )
+        if found_file and found_env:
+            self.problems.append(f"{key}_file / {key}_env: give one of them, not both")
+        if found_file:
+            if not isinstance(file, str) or PLACEHOLDER in file:
+                self.problems.append(f"{key}_file: give the path of a file holding the password")
+                return Secret()
+            path = (self.base / file).resolve()
+            if not path.is_file():
+                self.problems.append(f"{key}_file: no such file: {file}")
+            return Secret(file=path)
+        if found_env:
+            if not isinstance(env, str) or not env or PLACEHOLDER in env:
+                self.problems.append(f"{key}_env: give the name of an environment variable")
+                return Secret()
+            if env not in os.environ:
+                self.problems.append(f"{key}_env: environment variable {env} is not set")
+            return Secret(env=env)
+        if required:
+            self.problems.append(f"{key}_file or {key}_env: missing (required)")
+        return Secret()
+
+
+def _email(value: str) -> str | None:
+    return None if _EMAIL.match(value) else f"not an email address: {value!r}"
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _port(value: int) -> str | None:
+    return None if 0 < value < 65536 else "not a TCP port"
+
+
+def _security(value: str) -> str | None:
+    return None if value in SECURITY_MODES else f"must be one of {', '.join(SECURITY_MODES)}"
+
+
+def _imap_security(value: str) -> str | None:
+    # aioimaplib has no STARTTLS; implicit TLS (port 993) is the norm for IMAP anyway.
+    return None if value in ("tls", "plain") else "must be tls or plain"
+
+
+def _mxid(value: str) -> str | None:
+    return None if _MXID.match(value) else f"not a Matrix user id (@name:server): {value!r}"
+
+
+def _room(value: str) -> str | None:
+    return None if _ROOM.match(value) else f"not a Matrix room id (!id:server): {value!r}"
+
+
+def _url(value: str) -> str | None:
+    return None if re.match(r"^https?://[^\s/]+", value) else "not an http(s) URL"
+
+
+def parse(data: dict[str, Any], path: Path) -> Config:
+    """Validate a parsed TOML document; raise ``ConfigError`` listing every problem."""
+    r = _Reader(data, path.parent)
+    known = {"store", "list", "matrix", "imap", "smtp", "delivery"}
+    r.problems.extend(f"{k}: unknown section" for k in data if k not in known)
+
+    store = r.value("store.path", str, "store")
+    lst = ListConfig(
+        name=r.value("list.name", str, "SECIR"),
+        address=r.value("list.address", str, check=_email),
+        list_id=r.value("list.list_id", str),
+        owner=r.value("list.owner", str, check=_email),
+        subject_tag=r.value("list.subject_tag", str, "SECIR"),
+        echo_to_sender=r.value("list.echo_to_sender", bool, False),
+        max_message_bytes=r.value("list.max_message_bytes", int, 2_000_000, check=_positive),
+    )
+    admins = r.value("matrix.admins", list, [])
+    for i, admin in enumerate(admins):
+        if not isinstance(admin, str) or _mxid(admin):
+            r.problems.append(f"matrix.admins[{i}]: not a Matrix user id: {admin!r}")
+    if not admins:
+        r.problems.append("matrix.admins: name at least one admin")
+    mx = MatrixConfig(
+        homeserver=r.value("matrix.homeserver", str, check=_url),
+        user_id=r.value("matrix.user_id", str, check=_mxid),
+        password=r.secret("matrix.password", required=False),
+        device_name=r.value("matrix.device_name", str, "secir-bot"),
+        incident_room=r.value("matrix.incident_room", str, check=_room),
+        control_room=r.value("matrix.control_room", str, check=_room),
+        admins=tuple(a for a in admins if isinstance(a, str)),
+        undecryptable_report_after=r.value(
+            "matrix.undecryptable_report_after", float, 300.0, check=_positive),
+    )
+    if mx.incident_room and mx.incident_room == mx.control_room:
+        r.problems.append("matrix.control_room: must differ from matrix.incident_room")
+    imap = ImapConfig(
+        host=r.value("imap.host", str),
+        port=r.value("imap.port", int, 993, check=_port),
+        security=r.value("imap.security", str, "tls", check=_imap_security),
+        username=r.value("imap.username", str),
+        password=r.secret("imap.password"),
+        mailbox=r.value("imap.mailbox", str, "INBOX"),
+        processed_folder=r.value("imap.processed_folder", str, "secir-processed"),
+        quarantine_folder=r.value("imap.quarantine_folder", str, "secir-quarantine"),
+        poll_interval=r.value("imap.poll_interval", float, 60.0, check=_positive),
+        idle_timeout=r.value("imap.idle_timeout", float, 300.0, check=_positive),
+    )
+    smtp_user = r.value("smtp.username", str, "")
+    smtp = SmtpConfig(
+        host=r.value("smtp.host", str),
+        port=r.value("smtp.port", int, 587, check=_port),
+        security=r.value("smtp.security", str, "starttls", check=_security),
+        username=smtp_user or None,
+        password=r.secret("smtp.password", required=bool(smtp_user)),
+        max_recipients=r.value("smtp.max_recipients", int, 100, check=_positive),
+        timeout=r.value("smtp.timeout", float, 60.0, check=_positive),
+    )
+    delivery = DeliveryConfig(
+        retry_base=r.value("delivery.retry_base", float, 5.0, check=_positive),
+        retry_max=r.value("delivery.retry_max", float, 900.0, check=_positive),
+        give_up_after=r.value("delivery.give_up_after", float, 86400.0, check=_positive),
+    )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return Config(path=path, store_path=(path.parent / store).resolve(), list=lst, matrix=mx,
+                  imap=imap, smtp=smtp, delivery=delivery)
+
+
+def load(path: Path) -> Config:
+    """Read and validate the configuration file at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+    return parse(data, path.resolve())

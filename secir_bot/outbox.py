@@ -1,0 +1,100 @@
+"""Durable delivery: drain the outbox, one worker per channel.
+
+Rows of one channel go out in creation order; a row that fails transiently holds back the
+rows after it (a thread reply must not overtake its root) and is retried with exponential
+backoff. Retries are idempotent: Matrix sends reuse the row's transaction id, mail reuses
+its fixed Message-ID and skips recipients already accepted. A permanent failure, or one that
+lasts longer than ``delivery.give_up_after``, makes the row a dead letter and the admins
+get a notice in the control room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from secir_bot.bridges import Bridge
+from secir_bot.config import DeliveryConfig
+from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
+from secir_bot.model import Channel
+from secir_bot.store import NewDelivery, OutboxRow, Store
+
+log = logging.getLogger(__name__)
+
+
+class Outbox:
+    def __init__(self, store: Store, bridges: Mapping[Channel, Bridge], cfg: DeliveryConfig,
+                 notice: Callable[[str], NewDelivery], control_room: str) -> None:
+        self.store = store
+        self.bridges = bridges
+        self.cfg = cfg
+        self.notice = notice
+        self.control_room = control_room
+        self._wake = {channel: asyncio.Event() for channel in bridges}
+
+    def wake(self) -> None:
+        for event in self._wake.values():
+            event.set()
+
+    def notify(self, text: str) -> None:
+        """Queue a notice for the admins (used by bridges and workers)."""
+        self.store.enqueue(self.notice(text))
+        self.wake()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for channel in self.bridges:
+                tg.create_task(self._worker(channel), name=f"outbox-{channel}")
+
+    async def _worker(self, channel: Channel) -> None:
+        wake = self._wake[channel]
+        while True:
+            wake.clear()
+            await self.drain(channel)
+            next_at = self.store.outbox_next_time()
+            timeout = None if next_at is None else max(0.05, next_at - time.time())
+            try:
+                await asyncio.wait_for(wake.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def drain(self, channel: Channel) -> None:
+        """Deliver every due row of ``channel``, stopping at the first transient failure."""
+        for row in self.store.outbox_due(channel, time.time()):
+            if not await self._deliver(row):
+                return
+
+    async def _deliver(self, row: OutboxRow) -> bool:
+        bridge = self.bridges[row.channel]
+        try:
+            result = await bridge.deliver(row)
+        except TransientDeliveryError as exc:
+            age = time.time() - row.created_at
+            if age > self.cfg.give_up_after:
+                self._dead(row, f"gave up after {age / 3600:.1f} h: {exc}")
+                return True
+            delay = min(self.cfg.retry_base * 2 ** row.attempts, self.cfg.retry_max)
+            log.warning("outbox %s (%s) failed, retry in %.0fs: %s", row.id, row.channel,
+                        delay, exc)
+            self.store.retry_later(row.id, str(exc), time.time() + delay)
+            return False
+        except PermanentDeliveryError as exc:
+            self._dead(row, str(exc))
+            return True
+        log.info("outbox %s (%s %s) delivered: %s", row.id, row.channel, row.kind, result)
+        link = ("event", result) if row.channel is Channel.MATRIX and row.kind == "post" \
+            else None
+        self.store.delivered(row.id, result, link=link, post_uid=row.post_uid)
+        if "refused:" in result:
+            self.notify(f"Some recipients refused delivery {row.id}: {result}")
+        return True
+
+    def _dead(self, row: OutboxRow, why: str) -> None:
+        log.error("outbox %s (%s to %s) is a dead letter: %s", row.id, row.channel, row.target,
+                  why)
+        self.store.dead(row.id, why)
+        if not (row.channel is Channel.MATRIX and row.target == self.control_room):
+            self.notify(f"Delivery {row.id} ({row.kind} via {row.channel} to {row.target}) "
+                        f"failed for good: {why}")

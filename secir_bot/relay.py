@@ -1,0 +1,270 @@
+"""From a decision to durable work: posts, thread links and outbox rows.
+
+``Processor`` runs an inbox item through its pipeline stage and records the outcome in one
+store transaction: an accepted item becomes a ``Post`` plus one outbox row per
+destination; a rejected one becomes a control-room notice and, for a member, an encrypted
+explanation. Email fan-out is composed here, once per post: one signature and one
+encryption to all recipients, whatever their number.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+
+from secir_bot.bridges import mime
+from secir_bot.model import Channel, Member, Post
+from secir_bot.pipeline import (
+    EMAIL_STEPS,
+    MATRIX_STEPS,
+    Decision,
+    MailItem,
+    MatrixItem,
+    Services,
+    Verdict,
+)
+from secir_bot.steps.matrix import MARKER
+from secir_bot.store import InboxItem, NewDelivery
+
+log = logging.getLogger(__name__)
+
+_TAG = re.compile(r"^\s*(\[[^\]]*\]\s*)+")
+_RE = re.compile(r"^\s*((re|aw|sv|antw|fwd?)\s*:\s*)+", re.IGNORECASE)
+PLACEHOLDER_SUBJECTS = {"", "...", "encrypted message", "(no subject)"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: str  # "relayed", "rejected", "dropped"
+    reason: str = ""
+
+
+def new_uid() -> str:
+    return secrets.token_hex(10)
+
+
+def clean_subject(subject: str) -> str:
+    return _TAG.sub("", subject).strip()
+
+
+class Processor:
+    """Decides inbox items and turns them into posts and deliveries."""
+
+    def __init__(self, services: Services) -> None:
+        self.s = services
+        lst = services.config.list
+        self.headers = mime.ListHeaders(name=lst.name, address=lst.address,
+                                        list_id=lst.list_id, owner=lst.owner,
+                                        tag=lst.subject_tag)
+
+    def message_id(self, uid: str) -> str:
+        return f"<{uid}@{self.s.config.list.domain}>"
+
+    # -- items -------------------------------------------------------------------------
+
+    async def process(self, item: InboxItem) -> Outcome:
+        """Decide one inbox item (idempotent: a decided item keeps its outcome)."""
+        if item.state != "new":
+            return Outcome(item.state, item.reason or "")
+        if item.source == "email":
+            return await self._process_mail(item)
+        return await self._process_matrix(item)
+
+    async def _process_mail(self, item: InboxItem) -> Outcome:
+        ctx = MailItem(item)
+        decision = await EMAIL_STEPS.run(ctx, self.s)
+        if decision.verdict is Verdict.DROP:
+            self.s.store.decide(item.id, "dropped", decision.reason)
+            return Outcome("dropped", decision.reason)
+        if decision.verdict is Verdict.REJECT:
+            self.s.store.decide(item.id, "rejected", decision.reason,
+                                deliveries=await self._mail_rejected(ctx, decision))
+            return Outcome("rejected", decision.reason)
+        assert ctx.signer is not None and ctx.envelope is not None and ctx.content is not None
+        env, content = ctx.envelope, ctx.content
+        parent = None
+        for mid in (*env.in_reply_to, *reversed(env.references)):
+            parent = self.s.store.post_for("msgid", mid)
+            if parent is not None:
+                break
+        subject = clean_subject(content.subject or env.subject)
+        if subject.lower() in PLACEHOLDER_SUBJECTS and parent is not None:
+            subject = "Re: " + _RE.sub("", self._root_subject(parent))
+        post = Post(uid=new_uid(), origin=Channel.EMAIL, author=ctx.signer,
+                    subject=subject or "(no subject)", body=content.text,
+                    parent_uid=parent.uid if parent else None,
+                    root_uid=(parent.root_uid or parent.uid) if parent else None,
+                    attachments=content.attachments)
+        deliveries = [self._to_room(post), *await self._to_list(post)]
+        links = [("msgid", env.source_id), ("msgid", self.message_id(post.uid))]
+        self.s.store.decide(item.id, "relayed", post=post, links=links,
+                            deliveries=deliveries)
+        return Outcome("relayed")
+
+    async def _process_matrix(self, item: InboxItem) -> Outcome:
+        ctx = MatrixItem(item)
+        decision = await MATRIX_STEPS.run(ctx, self.s)
+        if decision.verdict is Verdict.DROP:
+            self.s.store.decide(item.id, "dropped", decision.reason)
+            return Outcome("dropped", decision.reason)
+        if decision.verdict is Verdict.REJECT:
+            self.s.store.decide(item.id, "rejected", decision.reason,
+                                deliveries=self._matrix_rejected(ctx, decision))
+            return Outcome("rejected", decision.reason)
+        assert ctx.sender is not None
+        content = ctx.event.get("content") or {}
+        rel = content.get("m.relates_to") or {}
+        parent = root = None
+        reply_to = (rel.get("m.in_reply_to") or {}).get("event_id")
+        if reply_to:
+            parent = self.s.store.post_for("event", str(reply_to))
+        if rel.get("rel_type") == "m.thread" and rel.get("event_id"):
+            root = self.s.store.post_for("event", str(rel["event_id"]))
+            if parent is None or rel.get("is_falling_back"):
+                parent = parent or root
+        if parent is not None and root is None:
+            root = self.s.store.post(parent.root_uid) if parent.root_uid else parent
+        body = strip_reply_fallback(str(content.get("body", "")))
+        if content.get("msgtype") == "m.emote":
+            body = f"* {ctx.sender.name} {body}"
+        if root is not None:
+            subject = "Re: " + _RE.sub("", self._root_subject(root))
+        else:
+            subject = first_line(body)
+        post = Post(uid=new_uid(), origin=Channel.MATRIX, author=ctx.sender, subject=subject,
+                    body=body, parent_uid=parent.uid if parent else None,
+                    root_uid=root.uid if root else None)
+        links = [("event", str(ctx.event.get("event_id"))), ("msgid", self.message_id(post.uid))]
+        self.s.store.decide(item.id, "relayed", post=post, links=links,
+                            deliveries=await self._to_list(post))
+        return Outcome("relayed")
+
+    def _root_subject(self, post: Post) -> str:
+        root = self.s.store.post(post.root_uid) if post.root_uid else post
+        return (root or post).subject
+
+    # -- destinations ------------------------------------------------------------------
+
+    def _to_room(self, post: Post) -> NewDelivery:
+        text = post.body
+        if post.attachments:
+            text += "\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]"
+        head = f"{post.author.label} by email"
+        body = f"{head}: {post.subject}\n\n{text}"
+        formatted = (f"<p><strong>{html.escape(post.author.label)}</strong> by email: "
+                     f"<strong>{html.escape(post.subject)}</strong></p>"
+                     f"<pre>{html.escape(text)}</pre>")
+        content = {"msgtype": "m.text", "body": body, "format": "org.matrix.custom.html",
+                   "formatted_body": formatted, "m.mentions": {},
+                   MARKER: {"post": post.uid, "from": "email"}}
+        payload = {"content": content, "root_uid": post.root_uid, "parent_uid": post.parent_uid}
+        return NewDelivery(channel=Channel.MATRIX, target=self.s.config.matrix.incident_room,
+                           kind="post", payload=json.dumps(payload).encode(),
+                           post_uid=post.uid)
+
+    def email_recipients(self, exclude: Member | None) -> list[Member]:
+        return [m for m in self.s.store.members()
+                if Channel.EMAIL in m.channels
+                and (exclude is None or m.id != exclude.id or self.s.config.list.echo_to_sender)]
+
+    async def _to_list(self, post: Post) -> list[NewDelivery]:
+        members = self.email_recipients(post.author)
+        if not members:
+            return []
+        refs: list[str] = []
+        in_reply_to = None
+        if post.parent_uid:
+            root_uid = post.root_uid or post.parent_uid
+            refs = [self.message_id(root_uid)]
+            if post.parent_uid != root_uid:
+                refs.append(self.message_id(post.parent_uid))
+            in_reply_to = self.message_id(post.parent_uid)
+        origin = "in the Matrix room" if post.origin is Channel.MATRIX else "by email"
+        footer = (f"\n\n-- \n{post.author.label} <{post.author.email}> wrote this {origin}; "
+                  f"the signature was checked by the list.\nReply to this mail to answer "
+                  f"everyone on {self.headers.name}, by mail and in the Matrix room.")
+        if post.attachments:
+            footer = ("\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]"
+                      + footer)
+        data = await self._encrypt(
+            subject=post.subject, text=post.body + footer, label=post.author.label,
+            message_id=self.message_id(post.uid), to=[m.fingerprint for m in members],
+            in_reply_to=in_reply_to, references=tuple(refs))
+        return [NewDelivery(channel=Channel.EMAIL, target="list", kind="post", payload=data,
+                            recipients=tuple(m.email for m in members), post_uid=post.uid)]
+
+    async def _encrypt(self, *, subject: str, text: str, label: str, message_id: str,
+                       to: list[str], in_reply_to: str | None = None,
+                       references: tuple[str, ...] = (), automated: bool = False,
+                       recipient: str | None = None) -> bytes:
+        inner = mime.compose_inner(subject=subject, text=text, from_label=label,
+                                   lists=self.headers, message_id=message_id)
+        armored = await self.s.keyring.sign_encrypt(inner, to, self.s.list_fpr)
+        return mime.compose_outer(
+            armored=armored, from_label=label, lists=self.headers, message_id=message_id,
+            to=recipient or self.headers.address, in_reply_to=in_reply_to,
+            references=references, reply=bool(in_reply_to), automated=automated)
+
+    # -- rejections --------------------------------------------------------------------
+
+    def notice(self, text: str) -> NewDelivery:
+        """A notice for the admins in the control room."""
+        content = {"msgtype": "m.notice", "body": text, "m.mentions": {}}
+        return NewDelivery(channel=Channel.MATRIX, target=self.s.config.matrix.control_room,
+                           kind="notice", payload=json.dumps({"content": content}).encode())
+
+    async def _mail_rejected(self, ctx: MailItem, decision: Decision) -> list[NewDelivery]:
+        env = ctx.envelope
+        sender = env.from_addr if env else "(unreadable)"
+        mid = env.message_id if env else mime.message_id_of(ctx.item.raw)
+        signer = f"; signed by {ctx.signer.label}" if ctx.signer else ""
+        out = [self.notice(
+            f"Mail rejected and quarantined: {decision.reason}. From: {sender}{signer}; "
+            f"Message-ID: {mid}; inbox item {ctx.item.id}.")]
+        member = ctx.signer or ctx.claimed
+        if member is not None and member.active:
+            text = (f"Your mail {mid} to {self.headers.address} was not relayed to the list:\n\n"
+                    f"    {decision.reason}.\n\nNothing was sent to the other members. Mail to "
+                    f"the list must be encrypted to the list key and signed with the key "
+                    f"registered for you ({member.fingerprint}).\nThe list admins have "
+                    f"been told. This is an automatic answer.")
+            data = await self._encrypt(
+                subject="Your mail was not relayed", text=text, label=self.headers.name,
+                message_id=self.message_id(new_uid()), to=[member.fingerprint],
+                in_reply_to=mid if env else None, automated=True, recipient=member.email)
+            out.append(NewDelivery(channel=Channel.EMAIL, target=member.email, kind="notice",
+                                   payload=data, recipients=(member.email,)))
+        return out
+
+    def _matrix_rejected(self, ctx: MatrixItem, decision: Decision) -> list[NewDelivery]:
+        event_id = ctx.event.get("event_id", "?")
+        sender = ctx.event.get("sender", "?")
+        out = [self.notice(f"Matrix event not relayed: {decision.reason}. Sender: {sender}; "
+                           f"event: {event_id}; room: {ctx.room_id}.")]
+        if ctx.room_id and ctx.room_id != self.s.config.matrix.control_room:
+            content = {"msgtype": "m.notice", "m.mentions": {},
+                       "body": f"Not mirrored to the mailing list: {decision.reason}.",
+                       "m.relates_to": {"m.in_reply_to": {"event_id": event_id}}}
+            out.append(NewDelivery(channel=Channel.MATRIX, target=ctx.room_id, kind="notice",
+                                   payload=json.dumps({"content": content}).encode()))
+        return out
+
+
+def strip_reply_fallback(body: str) -> str:
+    """Drop the quoted ``> <@user> ...`` fallback that older clients put before replies."""
+    lines = body.split("\n")
+    if lines and lines[0].startswith("> <"):
+        while lines and lines[0].startswith(">"):
+            lines.pop(0)
+        while lines and not lines[0].strip():
+            lines.pop(0)
+    return "\n".join(lines)
+
+
+def first_line(body: str, limit: int = 72) -> str:
+    line = next((ln.strip() for ln in body.splitlines() if ln.strip()), "(no subject)")
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"

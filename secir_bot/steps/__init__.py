@@ -1,0 +1,1 @@
+"""Pipeline steps, one small function per policy; the order lives in ``pipeline.py``."""

@@ -1,0 +1,125 @@
+"""Steps for mail received on the list address.
+
+Envelope checks (loops, auto-replies, encryption present) run before any decryption;
+sender policy runs only on a verified signature. The signing key identifies the sender,
+never the From header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from secir_bot.bridges import mime
+from secir_bot.crypto import Decrypted
+from secir_bot.pipeline import CONTINUE, Decision, MailItem, Services, drop, reject
+
+
+async def parse(ctx: MailItem, s: Services) -> Decision:
+    try:
+        ctx.envelope = mime.parse_envelope(ctx.item.raw)
+    except mime.MalformedMail as exc:
+        return reject(f"unreadable mail: {exc}")
+    ctx.claimed = s.store.member_by_email(ctx.envelope.from_addr)
+    return CONTINUE
+
+
+async def not_a_loop(ctx: MailItem, s: Services) -> Decision:
+    env = ctx.envelope
+    assert env is not None
+    own = s.config.list.list_id
+    if env.loop_marker == own or (env.list_id and f"<{own}>" in env.list_id):
+        return drop("the list's own mail came back")
+    if env.from_addr == s.config.list.address.lower():
+        return drop("mail from the list address itself")
+    return CONTINUE
+
+
+async def not_automated(ctx: MailItem, s: Services) -> Decision:
+    assert ctx.envelope is not None
+    if ctx.envelope.automated:
+        return drop(ctx.envelope.automated)
+    return CONTINUE
+
+
+async def encrypted(ctx: MailItem, s: Services) -> Decision:
+    assert ctx.envelope is not None
+    if ctx.envelope.ciphertext is None:
+        if ctx.envelope.kind == "signed-only":
+            return reject("the mail is signed but not encrypted to the list key")
+        return reject("the mail is not encrypted to the list key")
+    return CONTINUE
+
+
+async def size_limit(ctx: MailItem, s: Services) -> Decision:
+    limit = s.config.list.max_message_bytes
+    if len(ctx.item.raw) > limit:
+        return reject(f"the mail is larger than the list's limit of {limit} bytes")
+    return CONTINUE
+
+
+async def decrypt(ctx: MailItem, s: Services) -> Decision:
+    env = ctx.envelope
+    assert env is not None and env.ciphertext is not None
+    result = await s.keyring.decrypt(env.ciphertext)
+    if not result.ok:
+        return reject(f"the mail could not be decrypted with the list key ({result.status})")
+    ctx.decrypted = result
+    try:
+        content = mime.parse_decrypted(result.data, env.kind)
+    except mime.MalformedMail as exc:
+        return reject(f"the decrypted content is unreadable: {exc}")
+    if not result.signed:
+        # Signed, then encrypted as separate layers (RFC 3156 §6.1) or inline sign+encrypt.
+        if content.signed_part is not None and content.signature is not None:
+            verified = await s.keyring.verify_detached(content.signed_part, content.signature)
+            if not verified.valid and b"\r\n" not in content.signed_part:
+                canonical = content.signed_part.replace(b"\n", b"\r\n")
+                verified = await s.keyring.verify_detached(canonical, content.signature)
+            ctx.decrypted = _with_signature(result, verified.valid, verified.signer)
+        elif content.inline_signed is not None:
+            verified = await s.keyring.verify(content.inline_signed)
+            ctx.decrypted = _with_signature(result, verified.valid, verified.signer)
+    ctx.content = content
+    return CONTINUE
+
+
+def _with_signature(result: Decrypted, valid: bool, signer: str | None) -> Decrypted:
+    return replace(result, signed=True, valid=valid, signer=signer)
+
+
+async def signed(ctx: MailItem, s: Services) -> Decision:
+    d = ctx.decrypted
+    assert d is not None
+    if not d.signed:
+        return reject("the mail is not signed; sign it with your registered key")
+    if not d.valid or d.signer is None:
+        return reject("the signature does not verify (bad signature or unknown key)")
+    return CONTINUE
+
+
+async def signer_is_member(ctx: MailItem, s: Services) -> Decision:
+    d = ctx.decrypted
+    assert d is not None and d.signer is not None
+    member = s.store.member_by_fingerprint(d.signer)
+    if member is None:
+        return reject(f"the signing key {d.signer} does not belong to a member")
+    if not member.active:
+        return reject(f"the signing key belongs to a member who is {member.status}")
+    ctx.signer = member
+    return CONTINUE
+
+
+async def from_matches_signer(ctx: MailItem, s: Services) -> Decision:
+    assert ctx.signer is not None and ctx.envelope is not None
+    if ctx.claimed is not None and ctx.claimed.id != ctx.signer.id:
+        return reject(
+            f"the From address {ctx.envelope.from_addr} belongs to another member than the "
+            f"signing key ({ctx.signer.email})")
+    return CONTINUE
+
+
+async def has_text(ctx: MailItem, s: Services) -> Decision:
+    assert ctx.content is not None
+    if not ctx.content.text.strip():
+        return reject("the mail has no readable text")
+    return CONTINUE

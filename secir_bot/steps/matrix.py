@@ -1,0 +1,69 @@
+"""Steps for events in the incident room.
+
+The bot never acts on its own events, on ``m.notice`` (the spec's rule for automated
+clients) or on anything carrying its relay marker; and it refuses to relay an event that
+did not arrive encrypted.
+"""
+
+from __future__ import annotations
+
+import json
+
+from secir_bot.pipeline import CONTINUE, Decision, MatrixItem, Services, drop, reject
+
+MARKER = "org.secir.relay"
+
+
+async def parse(ctx: MatrixItem, s: Services) -> Decision:
+    try:
+        ctx.event = json.loads(ctx.item.raw)
+    except ValueError:
+        return drop("stored event is not JSON")
+    ctx.room_id = str(ctx.item.meta.get("room_id", ""))
+    return CONTINUE
+
+
+async def not_own_event(ctx: MatrixItem, s: Services) -> Decision:
+    if ctx.event.get("sender") == s.bot_user_id:
+        return drop("own event")
+    return CONTINUE
+
+
+async def is_human_message(ctx: MatrixItem, s: Services) -> Decision:
+    content = ctx.event.get("content") or {}
+    if ctx.event.get("type") != "m.room.message":
+        return drop(f"not a message ({ctx.event.get('type')})")
+    if MARKER in content:
+        return drop("relayed by the bot")
+    if content.get("msgtype") == "m.notice":
+        return drop("notice (automated)")
+    rel = content.get("m.relates_to") or {}
+    if rel.get("rel_type") == "m.replace":
+        return reject("edits cannot be mirrored to email; post a follow-up message instead")
+    return CONTINUE
+
+
+async def was_encrypted(ctx: MatrixItem, s: Services) -> Decision:
+    if not ctx.item.meta.get("encrypted"):
+        return reject("the message was not end-to-end encrypted; it is not relayed")
+    return CONTINUE
+
+
+async def sender_is_member(ctx: MatrixItem, s: Services) -> Decision:
+    sender = str(ctx.event.get("sender", ""))
+    member = s.store.member_by_matrix_id(sender)
+    if member is None:
+        return reject(f"{sender} is not a member; the message is not relayed")
+    if not member.active:
+        return reject(f"{sender} is {member.status}; the message is not relayed")
+    ctx.sender = member
+    return CONTINUE
+
+
+async def has_text(ctx: MatrixItem, s: Services) -> Decision:
+    content = ctx.event.get("content") or {}
+    if content.get("msgtype") not in ("m.text", "m.emote"):
+        return reject(f"{content.get('msgtype')} messages are not mirrored yet; send text")
+    if not str(content.get("body", "")).strip():
+        return drop("empty message")
+    return CONTINUE

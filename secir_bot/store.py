@@ -1,0 +1,446 @@
+"""The durable store: SQLite through sqlite-utils, with recorded migrations.
+
+This is the only module that imports sqlite-utils. Each unit of work (an item accepted,
+an item decided, a delivery recorded) is one transaction. sqlite-utils' own write helpers
+commit on their own, so inside a unit of work only plain SQL is used; the helpers serve
+schema creation.
+
+Tables:
+  members   the roster (one row per person)
+  posts     accepted messages; links maps Matrix event ids and Message-IDs to posts
+  inbox     every received item, raw bytes kept, unique per (source, source_id)
+  outbox    one row per (post, destination); the delivery worker drains it
+  devices   Matrix devices seen, for trust on first use
+  kv        small state (Matrix sync token, list key fingerprint)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from secir_bot.errors import StoreError, StoreMissing
+from secir_bot.model import Channel, Member, Post
+
+DB_NAME = "secir.sqlite"
+
+
+def _m001_initial(db: sqlite_utils.Database) -> None:
+    db["members"].create(
+        {"id": int, "tld": str, "tld_display": str, "name": str, "email": str,
+         "fingerprint": str, "matrix_id": str, "channels": str, "rank": int,
+         "status": str, "added_at": float},
+        pk="id", not_null={"tld", "name", "email", "fingerprint", "channels", "status"},
+    )
+    db["members"].create_index(["email"], unique=True)
+    db["members"].create_index(["fingerprint"], unique=True)
+    db["members"].create_index(["matrix_id"], unique=True)
+    db["posts"].create(
+        {"uid": str, "origin": str, "author_id": int, "subject": str, "body": str,
+         "parent_uid": str, "root_uid": str, "attachments": str, "created_at": float},
+        pk="uid", foreign_keys=[("author_id", "members", "id")],
+    )
+    db["links"].create({"kind": str, "value": str, "post_uid": str}, pk=("kind", "value"))
+    db["inbox"].create(
+        {"id": int, "source": str, "source_id": str, "raw": bytes, "meta": str,
+         "received_at": float, "state": str, "reason": str, "post_uid": str,
+         "decided_at": float},
+        pk="id", not_null={"source", "source_id", "state"},
+    )
+    db["inbox"].create_index(["source", "source_id"], unique=True)
+    db["inbox"].create_index(["state"])
+    db["outbox"].create(
+        {"id": int, "post_uid": str, "channel": str, "target": str, "kind": str,
+         "payload": bytes, "recipients": str, "state": str, "attempts": int,
+         "next_attempt_at": float, "created_at": float, "last_error": str, "result": str,
+         "done": str},
+        pk="id", not_null={"channel", "target", "state"},
+    )
+    db["outbox"].create_index(["state", "channel"])
+    db["devices"].create(
+        {"user_id": str, "device_id": str, "ed25519": str, "state": str, "first_seen": float},
+        pk=("user_id", "device_id"),
+    )
+    db["kv"].create({"key": str, "value": str}, pk="key")
+
+
+# Append only: a migration, once released, is never edited or reordered.
+MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
+    ("001_initial", _m001_initial),
+)
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    id: int
+    source: str
+    source_id: str
+    raw: bytes
+    meta: dict[str, Any]
+    state: str
+    reason: str | None
+    post_uid: str | None
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    post_uid: str | None
+    channel: Channel
+    target: str
+    kind: str
+    payload: bytes
+    recipients: tuple[str, ...]
+    attempts: int
+    created_at: float
+    done: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """An outbox row to create as part of a decision."""
+
+    channel: Channel
+    target: str
+    kind: str
+    payload: bytes
+    recipients: tuple[str, ...] = ()
+    post_uid: str | None = None
+
+
+class Store:
+    """The SQLite store of one list. Create with ``Store.open``."""
+
+    def __init__(self, db: sqlite_utils.Database, directory: Path) -> None:
+        self.db = db
+        self.directory = directory
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path, *, create: bool = False) -> Store:
+        """Open (or with ``create``, make) the store in ``directory`` and migrate it."""
+        path = directory / DB_NAME
+        if not path.exists() and not create:
+            raise StoreMissing(f"no store at {directory}: run 'secir-bot init' first")
+        if create:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(directory, 0o700)
+        try:
+            conn = sqlite3.connect(path, isolation_level="DEFERRED")
+            db = sqlite_utils.Database(conn)
+            db.enable_wal()
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from exc
+        store = cls(db, directory)
+        store.migrate()
+        return store
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations in order; return the names applied."""
+        db = self.db
+        if "_migrations" not in db.table_names():
+            db["_migrations"].create({"name": str, "applied_at": float}, pk="name")
+        done = {row["name"] for row in db["_migrations"].rows}
+        applied = []
+        for name, fn in MIGRATIONS:
+            if name in done:
+                continue
+            with db.conn:
+                fn(db)
+                db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                           [name, time.time()])
+            applied.append(name)
+        return applied
+
+    def applied_migrations(self) -> list[str]:
+        return [r["name"] for r in self.db.query("SELECT name FROM _migrations ORDER BY name")]
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One unit of work: commit on success, roll back on any exception."""
+        conn = self.db.conn
+        with conn:
+            yield conn
+
+    # -- small state -----------------------------------------------------------------
+
+    def get(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM kv WHERE key = ?", [key]).fetchone()
+        return None if row is None else str(row[0])
+
+    def put(self, key: str, value: str) -> None:
+        with self.transaction() as tx:
+            _put(tx, key, value)
+
+    # -- members ---------------------------------------------------------------------
+
+    def add_member(self, *, tld: str, tld_display: str, name: str, email: str,
+                   fingerprint: str, matrix_id: str | None, channels: frozenset[Channel],
+                   rank: int = 1) -> Member:
+        try:
+            with self.transaction() as tx:
+                cur = tx.execute(
+                    "INSERT INTO members (tld, tld_display, name, email, fingerprint, matrix_id,"
+                    " channels, rank, status, added_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    [tld, tld_display, name, email.lower(), fingerprint.upper(), matrix_id,
+                     ",".join(sorted(channels)), rank, "active", time.time()],
+                )
+                member_id = cur.lastrowid
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"a member with this email, key or Matrix id exists: {exc}") from exc
+        member = self.member(int(member_id or 0))
+        assert member is not None
+        return member
+
+    def _members(self, where: str, params: list[Any]) -> list[Member]:
+        rows = self.db.execute(f"SELECT * FROM members WHERE {where} ORDER BY tld, rank, id",
+                               params)
+        cols = [d[0] for d in rows.description]
+        return [_member(dict(zip(cols, r, strict=True))) for r in rows.fetchall()]
+
+    def member(self, member_id: int) -> Member | None:
+        found = self._members("id = ?", [member_id])
+        return found[0] if found else None
+
+    def member_by_fingerprint(self, fpr: str) -> Member | None:
+        found = self._members("fingerprint = ?", [fpr.upper()])
+        return found[0] if found else None
+
+    def member_by_email(self, email: str) -> Member | None:
+        found = self._members("email = ?", [email.lower()])
+        return found[0] if found else None
+
+    def member_by_matrix_id(self, mxid: str) -> Member | None:
+        found = self._members("matrix_id = ?", [mxid])
+        return found[0] if found else None
+
+    def members(self, *, active_only: bool = True) -> list[Member]:
+        return self._members("status = 'active'" if active_only else "1", [])
+
+    # -- inbox -----------------------------------------------------------------------
+
+    def accept(self, source: str, source_id: str, raw: bytes,
+               meta: dict[str, Any] | None = None) -> tuple[InboxItem, bool]:
+        """Make a received item durable; return it and whether it was new."""
+        with self.transaction() as tx:
+            new = _accept(tx, source, source_id, raw, meta)
+        item = self.inbox_item(source, source_id)
+        assert item is not None
+        return item, new
+
+    def accept_sync(self, items: list[tuple[str, bytes, dict[str, Any], str]],
+                    token: str) -> None:
+        """Store a Matrix sync's events and, in the same commit, the position after them.
+
+        Each item is (event id, raw JSON, meta, initial state): "new", or "parked" for an
+        event that could not be decrypted yet.
+        """
+        with self.transaction() as tx:
+            for source_id, raw, meta, state in items:
+                _accept(tx, "matrix", source_id, raw, meta, state)
+            _put(tx, "matrix.sync_token", token)
+
+    def unpark(self, item_id: int, raw: bytes, meta: dict[str, Any]) -> None:
+        """A parked event was decrypted: keep the clear event and queue it."""
+        with self.transaction() as tx:
+            tx.execute("UPDATE inbox SET raw = ?, meta = ?, state = 'new' WHERE id = ?"
+                       " AND state = 'parked'", [raw, json.dumps(meta), item_id])
+
+    def inbox_item(self, source: str, source_id: str) -> InboxItem | None:
+        rows = self._inbox("source = ? AND source_id = ?", [source, source_id])
+        return rows[0] if rows else None
+
+    def inbox_pending(self, source: str, state: str = "new") -> list[InboxItem]:
+        return self._inbox("source = ? AND state = ?", [source, state])
+
+    def _inbox(self, where: str, params: list[Any]) -> list[InboxItem]:
+        cur = self.db.execute(f"SELECT * FROM inbox WHERE {where} ORDER BY id", params)
+        cols = [d[0] for d in cur.description]
+        out = []
+        for r in cur.fetchall():
+            row = dict(zip(cols, r, strict=True))
+            out.append(InboxItem(
+                id=row["id"], source=row["source"], source_id=row["source_id"],
+                raw=bytes(row["raw"] or b""), meta=json.loads(row["meta"] or "{}"),
+                state=row["state"], reason=row["reason"], post_uid=row["post_uid"]))
+        return out
+
+    def set_inbox_meta(self, item_id: int, meta: dict[str, Any]) -> None:
+        with self.transaction() as tx:
+            tx.execute("UPDATE inbox SET meta = ? WHERE id = ?", [json.dumps(meta), item_id])
+
+    def decide(self, item_id: int, state: str, reason: str | None = None, *,
+               post: Post | None = None, links: Sequence[tuple[str, str]] = (),
+               deliveries: Sequence[NewDelivery] = ()) -> None:
+        """Record the outcome of one item: its post, links and deliveries, in one commit."""
+        now = time.time()
+        with self.transaction() as tx:
+            if post is not None:
+                tx.execute(
+                    "INSERT INTO posts (uid, origin, author_id, subject, body, parent_uid,"
+                    " root_uid, attachments, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    [post.uid, post.origin.value, post.author.id, post.subject, post.body,
+                     post.parent_uid, post.root_uid, json.dumps(list(post.attachments)), now],
+                )
+            for kind, value in links:
+                _link(tx, kind, value, post.uid if post else "")
+            for d in deliveries:
+                _enqueue(tx, d, now)
+            tx.execute(
+                "UPDATE inbox SET state = ?, reason = ?, post_uid = ?, decided_at = ?"
+                " WHERE id = ?", [state, reason, post.uid if post else None, now, item_id])
+
+    # -- posts and links -------------------------------------------------------------
+
+    def post(self, uid: str) -> Post | None:
+        cur = self.db.execute("SELECT * FROM posts WHERE uid = ?", [uid])
+        cols = [d[0] for d in cur.description]
+        r = cur.fetchone()
+        if r is None:
+            return None
+        row = dict(zip(cols, r, strict=True))
+        author = self.member(row["author_id"])
+        assert author is not None
+        return Post(uid=row["uid"], origin=Channel(row["origin"]), author=author,
+                    subject=row["subject"], body=row["body"], parent_uid=row["parent_uid"],
+                    root_uid=row["root_uid"],
+                    attachments=tuple(json.loads(row["attachments"] or "[]")))
+
+    def post_for(self, kind: str, value: str) -> Post | None:
+        row = self.db.execute("SELECT post_uid FROM links WHERE kind = ? AND value = ?",
+                              [kind, value]).fetchone()
+        return None if row is None else self.post(row[0])
+
+    def links_of(self, post_uid: str, kind: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT value FROM links WHERE post_uid = ? AND kind = ? ORDER BY rowid",
+            [post_uid, kind])
+        return [r[0] for r in rows.fetchall()]
+
+    def add_link(self, kind: str, value: str, post_uid: str) -> None:
+        with self.transaction() as tx:
+            _link(tx, kind, value, post_uid)
+
+    # -- outbox ----------------------------------------------------------------------
+
+    def enqueue(self, delivery: NewDelivery) -> None:
+        with self.transaction() as tx:
+            _enqueue(tx, delivery, time.time())
+
+    def outbox_due(self, channel: Channel, now: float) -> list[OutboxRow]:
+        """Pending rows of a channel in creation order (earlier rows first: threads need it)."""
+        cur = self.db.execute(
+            "SELECT * FROM outbox WHERE state = 'pending' AND channel = ? ORDER BY id",
+            [channel.value])
+        cols = [d[0] for d in cur.description]
+        rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        return [_outbox(r) for r in rows if (r["next_attempt_at"] or 0) <= now]
+
+    def outbox_counts(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def outbox_next_time(self) -> float | None:
+        row = self.db.execute(
+            "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def delivered(self, row_id: int, result: str, link: tuple[str, str] | None = None,
+                  post_uid: str | None = None) -> None:
+        with self.transaction() as tx:
+            tx.execute("UPDATE outbox SET state = 'sent', result = ?, last_error = NULL"
+                       " WHERE id = ?", [result, row_id])
+            if link is not None and post_uid is not None:
+                _link(tx, link[0], link[1], post_uid)
+
+    def partly_delivered(self, row_id: int, done: tuple[str, ...]) -> None:
+        with self.transaction() as tx:
+            tx.execute("UPDATE outbox SET done = ? WHERE id = ?", [json.dumps(done), row_id])
+
+    def retry_later(self, row_id: int, error: str, at: float) -> None:
+        with self.transaction() as tx:
+            tx.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?,"
+                       " next_attempt_at = ? WHERE id = ?", [error, at, row_id])
+
+    def dead(self, row_id: int, error: str) -> None:
+        with self.transaction() as tx:
+            tx.execute("UPDATE outbox SET state = 'dead', attempts = attempts + 1,"
+                       " last_error = ? WHERE id = ?", [error, row_id])
+
+    # -- devices ---------------------------------------------------------------------
+
+    def device_state(self, user_id: str, device_id: str) -> tuple[str, str] | None:
+        row = self.db.execute(
+            "SELECT state, ed25519 FROM devices WHERE user_id = ? AND device_id = ?",
+            [user_id, device_id]).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def known_devices(self, user_id: str) -> int:
+        row = self.db.execute("SELECT count(*) FROM devices WHERE user_id = ?",
+                              [user_id]).fetchone()
+        return int(row[0])
+
+    def record_device(self, user_id: str, device_id: str, ed25519: str, state: str) -> None:
+        with self.transaction() as tx:
+            tx.execute("INSERT OR REPLACE INTO devices (user_id, device_id, ed25519, state,"
+                       " first_seen) VALUES (?,?,?,?,?)",
+                       [user_id, device_id, ed25519, state, time.time()])
+
+
+def _put(tx: sqlite3.Connection, key: str, value: str) -> None:
+    tx.execute("INSERT INTO kv (key, value) VALUES (?, ?)"
+               " ON CONFLICT(key) DO UPDATE SET value = excluded.value", [key, value])
+
+
+def _accept(tx: sqlite3.Connection, source: str, source_id: str, raw: bytes,
+            meta: dict[str, Any] | None, state: str = "new") -> bool:
+    cur = tx.execute(
+        "INSERT INTO inbox (source, source_id, raw, meta, received_at, state)"
+        " VALUES (?,?,?,?,?,?) ON CONFLICT(source, source_id) DO NOTHING",
+        [source, source_id, raw, json.dumps(meta or {}), time.time(), state])
+    return cur.rowcount == 1
+
+
+def _link(tx: sqlite3.Connection, kind: str, value: str, post_uid: str) -> None:
+    tx.execute("INSERT OR IGNORE INTO links (kind, value, post_uid) VALUES (?,?,?)",
+               [kind, value, post_uid])
+
+
+def _enqueue(tx: sqlite3.Connection, d: NewDelivery, now: float) -> None:
+    tx.execute(
+        "INSERT INTO outbox (post_uid, channel, target, kind, payload, recipients, state,"
+        " attempts, next_attempt_at, created_at, done) VALUES (?,?,?,?,?,?, 'pending', 0,?,?,'[]')",
+        [d.post_uid, d.channel.value, d.target, d.kind, d.payload, json.dumps(d.recipients),
+         now, now])
+
+
+def _member(row: dict[str, Any]) -> Member:
+    return Member(
+        id=row["id"], tld=row["tld"], tld_display=row["tld_display"] or "." + row["tld"],
+        name=row["name"], email=row["email"], fingerprint=row["fingerprint"],
+        matrix_id=row["matrix_id"],
+        channels=frozenset(Channel(c) for c in row["channels"].split(",") if c),
+        rank=row["rank"] or 1, status=row["status"])
+
+
+def _outbox(row: dict[str, Any]) -> OutboxRow:
+    return OutboxRow(
+        id=row["id"], post_uid=row["post_uid"], channel=Channel(row["channel"]),
+        target=row["target"], kind=row["kind"], payload=bytes(row["payload"] or b""),
+        recipients=tuple(json.loads(row["recipients"] or "[]")), attempts=row["attempts"],
+        created_at=row["created_at"], done=tuple(json.loads(row["done"] or "[]")))
