@@ -25,7 +25,7 @@ PLACEHOLDER = "CHANGE-ME"
 _DOC_DOMAIN = re.compile(r"(^|[.@:])example\.(org|com|net)\b", re.IGNORECASE)
 _EMAIL = re.compile(r"^[^@\s<>\"]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$")
 _MXID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
-_ROOM = re.compile(r"^!.+:[A-Za-z0-9.\-]+(:\d+)?$")
+_ROOM = re.compile(r"^![^\s:]+(:[A-Za-z0-9.\-]+(:\d+)?)?$")  # room v12 ids have no server part
 SECURITY_MODES = ("tls", "starttls", "plain")
 
 
@@ -211,7 +211,7 @@ def _mxid(value: str) -> str | None:
 
 
 def _room(value: str) -> str | None:
-    return None if _ROOM.match(value) else f"not a Matrix room id (!id:server): {value!r}"
+    return None if _ROOM.match(value) else f"not a Matrix room id (!id or !id:server): {value!r}"
 
 
 def _url(value: str) -> str | None:

@@ -205,6 +205,21 @@ class Keyring:
             raise CryptoError(f"gpg could not encrypt: {result.status}")
         return bytes(result.data)
 
+    async def encrypt(self, data: bytes, recipients: list[str]) -> bytes:
+        """Encrypt without signing (operators in tests and the demo use it)."""
+        result = await self._run(self._gpg.encrypt, data, recipients, always_trust=True,
+                                 armor=True)
+        if not result.ok:
+            raise CryptoError(f"gpg could not encrypt: {result.status}")
+        return bytes(result.data)
+
+    async def detach_sign(self, data: bytes, signer: str) -> bytes:
+        result = await self._run(self._gpg.sign, data, keyid=signer, detach=True,
+                                 binary=False)
+        if not result.data:
+            raise CryptoError(f"gpg could not sign: {result.status}")
+        return bytes(result.data)
+
 
 def _verified(result: Any) -> Verified:
     signer = result.pubkey_fingerprint or result.fingerprint

@@ -13,6 +13,7 @@ pytest's ``tmp_path`` easily does.  Comments say why each unusual setting is the
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 import pwd
 import shutil
@@ -88,19 +89,24 @@ protocols = imap lmtp
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+# A failed login is normally answered after 2 s, to slow down guessing; tests want it now.
+auth_failure_delay = 0
 log_path = {root}/dovecot.log
 first_valid_uid = {mail_uid}
 mail_location = maildir:~/Maildir
 mail_fsync = never
+# One passwd-file per user.  Dovecot re-checks a passwd-file at most once a second, so a user
+# added to a shared file right after a lookup stays unknown for up to a second; a new file is
+# read at once.  Names are matched in lower case, as real servers do.
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {root}/users
+  args = scheme=PLAIN username_format=%Lu {root}/users/%Ld/%Ln
 }}
-# Users come from the same file, so LMTP refuses unknown addresses (Postfix then bounces the
+# Users come from the same files, so LMTP refuses unknown addresses (Postfix then bounces the
 # mail to its sender, as a real server does).
 userdb {{
   driver = passwd-file
-  args = username_format=%u {root}/users
+  args = username_format=%Lu {root}/users/%Ld/%Ln
 }}
 service imap-login {{
   inet_listener imap {{
@@ -193,7 +199,7 @@ def _make_postfix_dirs(queue: Path, data: Path) -> bool:
     if meta.returncode != 0 or not listing.is_file():
         return False
     places = {"$queue_directory": queue, "$data_directory": data}
-    owners = {"$mail_owner": "postfix", "$setgid_group": "postdrop", "-": None}
+    names = {"$mail_owner": "postfix", "$setgid_group": "postdrop"}
     for line in listing.read_text().splitlines():
         # path:type:owner:group:mode:flags, e.g. $queue_directory/public:d:$mail_owner:...
         fields = line.split(":")
@@ -204,7 +210,10 @@ def _make_postfix_dirs(queue: Path, data: Path) -> bool:
             continue
         path = places[top] / rest if rest else places[top]
         path.mkdir(exist_ok=True)
-        shutil.chown(path, owners.get(fields[2], fields[2]), owners.get(fields[3], fields[3]))
+        owner, group = (names.get(field, field) for field in fields[2:4])
+        uid = -1 if owner == "-" else pwd.getpwnam(owner).pw_uid
+        gid = -1 if group == "-" else grp.getgrnam(group).gr_gid
+        os.chown(path, uid, gid)
         path.chmod(int(fields[4], 8))
     return True
 
@@ -223,7 +232,7 @@ class MailStack:
         self.smtp_port = _free_port()
         self.dovecot_dir = _short_tempdir("dv")
         self.postfix_dir = _short_tempdir("pf")
-        self._users_file = self.dovecot_dir / "users"
+        self._users_dir = self.dovecot_dir / "users"
         mail_user = pwd.getpwnam("mail")  # Debian's mail user (uid 8) owns every mailbox
         self._uid, self._gid = mail_user.pw_uid, mail_user.pw_gid
         self._dovecot: subprocess.Popen[bytes] | None = None
@@ -244,15 +253,22 @@ class MailStack:
         return stack
 
     def add_user(self, address: str, password: str) -> None:
-        """Add a mailbox user; Dovecot notices the changed file on the next lookup."""
-        if ":" in address + password or "\n" in address + password or "@" not in address:
+        """Add a mailbox user, usable at once (a changed password may take a second)."""
+        address = address.lower()
+        local, _, domain = address.rpartition("@")
+        text = address + password
+        if not local or not domain or any(c in text for c in ":/\n") or local.startswith("."):
             raise ServerError(f"cannot store user {address!r} in a passwd-file")
         # user:password:uid:gid:gecos:home:shell:extra; Dovecot's userdb needs uid, gid and
         # home on the line itself (default_fields do not fill in a short line).
-        local, _, domain = address.rpartition("@")
         home = self.dovecot_dir / "mail" / domain / local
-        with open(self._users_file, "a") as users:
-            users.write(f"{address}:{{PLAIN}}{password}:{self._uid}:{self._gid}::{home}::\n")
+        entry = f"{address}:{{PLAIN}}{password}:{self._uid}:{self._gid}::{home}::\n"
+        path = self._users_dir / domain / local
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write and rename, so Dovecot never reads half a line.
+        partial = path.with_name(f".{local}.new")
+        partial.write_text(entry)
+        partial.replace(path)
 
     def dovecot_log(self) -> str:
         return _tail(self.dovecot_dir / "dovecot.log")
@@ -270,7 +286,7 @@ class MailStack:
         for sub in ("run", "state", "mail"):
             (root / sub).mkdir()
         os.chown(root / "mail", self._uid, self._gid)
-        self._users_file.touch()
+        self._users_dir.mkdir(exist_ok=True)
         config = _DOVECOT_CONF.format(
             root=root,
             hostname=HOSTNAME,

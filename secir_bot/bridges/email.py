@@ -40,6 +40,17 @@ def _ok(resp: aioimaplib.Response, what: str) -> aioimaplib.Response:
     return resp
 
 
+async def close_imap(imap: aioimaplib.IMAP4) -> None:
+    """Log out if the server still listens, and close the socket in any case."""
+    with contextlib.suppress(Exception):
+        if imap.protocol.state == aioimaplib.IDLE:
+            imap.idle_done()
+        await asyncio.wait_for(imap.logout(), 5)
+    transport = getattr(imap.protocol, "transport", None)
+    if transport is not None and not transport.is_closing():
+        transport.close()
+
+
 class EmailBridge:
     channel = Channel.EMAIL
 
@@ -103,8 +114,7 @@ class EmailBridge:
                     await asyncio.sleep(self.config.imap.poll_interval)
             raise ImapError("connection lost")
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(imap.logout(), 5)
+            await close_imap(imap)
 
     async def _idle(self, imap: aioimaplib.IMAP4, lost: asyncio.Event) -> None:
         idle = await imap.idle_start(timeout=self.config.imap.idle_timeout)

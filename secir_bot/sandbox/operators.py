@@ -1,0 +1,312 @@
+"""Operators as real clients, for the demo and the tests.
+
+A ``MailOperator`` is a person with a mail account and an OpenPGP key: it builds PGP/MIME
+or inline-PGP mail signed with its own key and encrypted to the list key, sends it over
+SMTP, and reads the list's mail over IMAP, decrypting it with its own key. A
+``MatrixOperator`` is a matrix-nio client with its own device and crypto store that
+syncs in the background and records the decrypted messages it sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import email.policy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aioimaplib
+import aiosmtplib
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    InviteMemberEvent,
+    MatrixRoom,
+    RoomCreateResponse,
+    RoomMessageNotice,
+    RoomMessageText,
+)
+from nio.event_builders import EnableEncryptionBuilder
+
+from secir_bot.bridges import mime
+from secir_bot.bridges.email import close_imap
+from secir_bot.crypto import Keyring
+
+T = TypeVar("T")
+
+
+async def wait_until(check: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout}s for {what}")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class ReceivedMail:
+    raw: bytes
+    headers: email.message.Message
+    text: str = ""
+    subject: str | None = None
+    signer: str | None = None
+    decrypted: bool = False
+
+
+@dataclass
+class MailOperator:
+    """A list member (or outsider) on email, with their own key and mailbox."""
+
+    address: str
+    name: str
+    keyring: Keyring
+    fingerprint: str
+    password: str
+    smtp_port: int
+    imap_port: int
+    host: str = "127.0.0.1"
+    seen: list[ReceivedMail] = field(default_factory=list)
+
+    async def compose(self, to: str, list_fpr: str | None, subject: str, body: str, *,
+                      fmt: str = "pgp-mime", sign: bool = True, in_reply_to: str | None = None,
+                      references: tuple[str, ...] = (), headers: dict[str, str] | None = None,
+                      signing_keyring: Keyring | None = None,
+                      signing_fpr: str | None = None) -> tuple[str, bytes]:
+        """Build a mail; return (Message-ID, bytes). ``fmt``: pgp-mime, inline, plain,
+        signed-only, pgp-mime-nosig, pgp-mime-layered (sign then encrypt, RFC 3156 §6.1)."""
+        msgid = make_msgid(domain=self.address.split("@")[1])
+        ring = signing_keyring or self.keyring
+        signer = signing_fpr or self.fingerprint
+        outer = EmailMessage(policy=email.policy.SMTP)
+        outer["From"] = f"{self.name} <{self.address}>"
+        outer["To"] = to
+        outer["Subject"] = "..." if fmt.startswith("pgp-mime") else subject
+        outer["Message-ID"] = msgid
+        outer["Date"] = format_datetime(datetime.now(UTC))
+        if in_reply_to:
+            outer["In-Reply-To"] = in_reply_to
+        if references:
+            outer["References"] = " ".join(references)
+        for k, v in (headers or {}).items():
+            outer[k] = v
+        if fmt == "plain":
+            outer.set_content(body)
+            return msgid, outer.as_bytes()
+        if fmt == "signed-only":
+            outer.set_content(body)
+            return msgid, outer.as_bytes()
+        assert list_fpr is not None
+        if fmt == "inline":
+            armored = await ring.sign_encrypt(body.encode(), [list_fpr], signer) if sign else \
+                await _encrypt_only(ring, body.encode(), list_fpr)
+            outer.set_content(armored.decode())
+            return msgid, outer.as_bytes()
+        inner = EmailMessage(policy=email.policy.SMTP)
+        inner["Subject"] = subject
+        inner["From"] = outer["From"]
+        inner.set_content(body)
+        inner.set_param("protected-headers", "v1")
+        data = inner.as_bytes()
+        if fmt == "pgp-mime-layered":
+            data = await _layered(ring, signer, inner)
+            armored = await _encrypt_only(ring, data, list_fpr)
+        elif sign and fmt != "pgp-mime-nosig":
+            armored = await ring.sign_encrypt(data, [list_fpr], signer)
+        else:
+            armored = await _encrypt_only(ring, data, list_fpr)
+        outer.set_type("multipart/encrypted")
+        outer.set_param("protocol", "application/pgp-encrypted")
+        control = EmailMessage(policy=email.policy.SMTP)
+        control.set_content(b"Version: 1\r\n", maintype="application", subtype="pgp-encrypted",
+                            cte="7bit")
+        del control["MIME-Version"]
+        part = EmailMessage(policy=email.policy.SMTP)
+        part.set_content(armored, maintype="application", subtype="octet-stream", cte="7bit",
+                         filename="encrypted.asc")
+        del part["MIME-Version"]
+        outer.set_payload([control, part])
+        return msgid, outer.as_bytes()
+
+    async def send_raw(self, to: str, data: bytes) -> None:
+        async with aiosmtplib.SMTP(hostname=self.host, port=self.smtp_port,
+                                   start_tls=False) as smtp:
+            await smtp.sendmail(self.address, [to], data)
+
+    async def send(self, to: str, list_fpr: str | None, subject: str, body: str,
+                   **kwargs: Any) -> str:
+        msgid, data = await self.compose(to, list_fpr, subject, body, **kwargs)
+        await self.send_raw(to, data)
+        return msgid
+
+    async def fetch_all(self) -> list[bytes]:
+        imap = aioimaplib.IMAP4(host=self.host, port=self.imap_port, timeout=10)
+        await imap.wait_hello_from_server()
+        await imap.login(self.address, self.password)
+        await imap.select("INBOX")
+        resp = await imap.uid_search("ALL")
+        out = []
+        for uid in bytes(resp.lines[0]).split():
+            if not uid.isdigit():
+                continue
+            fetched = await imap.uid("fetch", uid.decode(), "(BODY.PEEK[])")
+            out.extend(bytes(x) for x in fetched.lines if isinstance(x, bytearray))
+        await close_imap(imap)
+        return out
+
+    async def read(self, raw: bytes) -> ReceivedMail:
+        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+        got = ReceivedMail(raw=raw, headers=msg)
+        env = mime.parse_envelope(raw)
+        if env.ciphertext is not None:
+            result = await self.keyring.decrypt(env.ciphertext)
+            if result.ok:
+                content = mime.parse_decrypted(result.data, env.kind)
+                got.text, got.subject = content.text, content.subject
+                got.signer, got.decrypted = result.signer, True
+        return got
+
+    async def wait_for_mail(self, predicate: Callable[[ReceivedMail], bool],
+                            timeout: float = 20.0, what: str = "a mail") -> ReceivedMail:
+        deadline = time.monotonic() + timeout
+        known = {m.raw for m in self.seen}
+        while True:
+            for raw in await self.fetch_all():
+                if raw in known:
+                    continue
+                known.add(raw)
+                self.seen.append(await self.read(raw))
+            for mail in self.seen:
+                if predicate(mail):
+                    return mail
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.address} waited {timeout}s for {what}; has "
+                                   f"{[(m.subject, m.text[:60]) for m in self.seen]}")
+            await asyncio.sleep(0.1)
+
+
+async def _encrypt_only(ring: Keyring, data: bytes, fpr: str) -> bytes:
+    return await ring.encrypt(data, [fpr])
+
+
+async def _layered(ring: Keyring, signer: str, inner: EmailMessage) -> bytes:
+    """multipart/signed around ``inner`` (to be encrypted afterwards)."""
+    signed_part = inner.as_bytes(policy=email.policy.SMTP)
+    sig = await ring.detach_sign(signed_part, signer)
+    boundary = "sig-" + make_msgid().strip("<>").replace("@", "-")
+    return (
+        b'Content-Type: multipart/signed; micalg=pgp-sha256;\r\n'
+        b' protocol="application/pgp-signature"; boundary="' + boundary.encode() + b'"\r\n\r\n'
+        b"--" + boundary.encode() + b"\r\n" + signed_part + b"\r\n--" + boundary.encode()
+        + b"\r\nContent-Type: application/pgp-signature; name=signature.asc\r\n\r\n" + sig
+        + b"\r\n--" + boundary.encode() + b"--\r\n")
+
+
+@dataclass
+class SeenEvent:
+    room_id: str
+    event_id: str
+    sender: str
+    body: str
+    msgtype: str
+    decrypted: bool
+    content: dict[str, Any]
+
+
+class MatrixOperator:
+    """A Matrix user with their own E2E device, syncing in the background."""
+
+    def __init__(self, homeserver: str, user_id: str, device_id: str, access_token: str,
+                 store_path: Path) -> None:
+        store_path.mkdir(parents=True, exist_ok=True)
+        self.client = AsyncClient(homeserver, user_id, device_id=device_id,
+                                  store_path=str(store_path),
+                                  config=AsyncClientConfig(encryption_enabled=True,
+                                                           store_sync_tokens=True))
+        self.client.restore_login(user_id, device_id, access_token)
+        assert self.client.olm is not None, "no crypto store: E2E would be off"
+        self.events: list[SeenEvent] = []
+        self.auto_join = True
+        self.client.add_event_callback(self._on_message, (RoomMessageText, RoomMessageNotice))
+        self.client.add_event_callback(self._on_invite, InviteMemberEvent)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def user_id(self) -> str:
+        return str(self.client.user_id)
+
+    async def _on_message(self, room: MatrixRoom, event: Any) -> None:
+        self.events.append(SeenEvent(room.room_id, event.event_id, event.sender, event.body,
+                                     event.source.get("content", {}).get("msgtype", ""),
+                                     bool(getattr(event, "decrypted", False)),
+                                     event.source.get("content", {})))
+
+    async def _on_invite(self, room: MatrixRoom, event: InviteMemberEvent) -> None:
+        if self.auto_join and event.state_key == self.user_id and event.membership == "invite":
+            await self.client.join(room.room_id)
+
+    async def start(self) -> None:
+        await self.client.sync(timeout=0, full_state=True)
+        if self.client.should_upload_keys:
+            await self.client.keys_upload()
+        self._task = asyncio.create_task(self._sync_forever())
+
+    async def _sync_forever(self) -> None:
+        await self.client.sync_forever(timeout=1000, full_state=True)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.client.close()
+
+    async def create_room(self, name: str, invite: list[str]) -> str:
+        resp = await self.client.room_create(
+            name=name, invite=invite, initial_state=[EnableEncryptionBuilder().as_dict()])
+        assert isinstance(resp, RoomCreateResponse), resp
+        await wait_until(lambda: resp.room_id in self.client.rooms, 10, f"room {name} synced")
+        return str(resp.room_id)
+
+    async def wait_joined(self, room_id: str, users: list[str], timeout: float = 15) -> None:
+        def joined() -> bool:
+            room = self.client.rooms.get(room_id)
+            return room is not None and all(u in room.users for u in users)
+        await wait_until(joined, timeout, f"{users} joined {room_id}")
+
+    async def send(self, room_id: str, body: str, *, reply_to: str | None = None,
+                   thread_root: str | None = None, msgtype: str = "m.text",
+                   extra: dict[str, Any] | None = None) -> str:
+        content: dict[str, Any] = {"msgtype": msgtype, "body": body}
+        if thread_root:
+            content["m.relates_to"] = {"rel_type": "m.thread", "event_id": thread_root,
+                                       "is_falling_back": reply_to is None,
+                                       "m.in_reply_to": {"event_id": reply_to or thread_root}}
+        elif reply_to:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+        content.update(extra or {})
+        resp = await self.client.room_send(room_id, "m.room.message", content,
+                                           ignore_unverified_devices=True)
+        event_id = getattr(resp, "event_id", None)
+        assert event_id, resp
+        return str(event_id)
+
+    async def wait_for_event(self, predicate: Callable[[SeenEvent], bool],
+                             timeout: float = 20.0, what: str = "an event") -> SeenEvent:
+        def found() -> SeenEvent | None:
+            return next((e for e in self.events if predicate(e)), None)
+        try:
+            return await wait_until(found, timeout, what)
+        except TimeoutError as exc:
+            seen = [(e.sender, e.body[:60]) for e in self.events]
+            raise TimeoutError(f"{self.user_id}: {exc}; saw {seen}") from None
