@@ -43,7 +43,7 @@ def _ok(resp: aioimaplib.Response, what: str) -> aioimaplib.Response:
 async def close_imap(imap: aioimaplib.IMAP4) -> None:
     """Log out if the server still listens, and close the socket in any case."""
     with contextlib.suppress(Exception):
-        if imap.protocol.state == aioimaplib.IDLE:
+        if imap.has_pending_idle():
             imap.idle_done()
         await asyncio.wait_for(imap.logout(), 5)
     transport = getattr(imap.protocol, "transport", None)

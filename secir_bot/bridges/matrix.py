@@ -169,7 +169,8 @@ class MatrixBridge:
             backoff = 1.0
             first = False
             await self._joins(resp)
-            self.store.accept_sync(self._items(resp), resp.next_batch)
+            self.store.accept_sync(self._items(resp, resumed=token is not None),
+                                   resp.next_batch)
             token = resp.next_batch
             await self._housekeeping()
             await self._retry_parked()
@@ -178,12 +179,13 @@ class MatrixBridge:
             self.synced.set()
             self.on_work()
 
-    def _items(self, resp: SyncResponse) -> list[tuple[str, bytes, dict[str, Any], str]]:
+    def _items(self, resp: SyncResponse, resumed: bool
+               ) -> list[tuple[str, bytes, dict[str, Any], str]]:
         items = []
         for room_id, info in resp.rooms.join.items():
             if room_id != self.config.matrix.incident_room:
                 continue  # the control room's commands arrive with a later release
-            if info.timeline.limited:
+            if info.timeline.limited and resumed:
                 log.warning("Matrix sync for %s was limited: older events were skipped",
                             room_id)
                 self.notify(f"Warning: the Matrix sync for {room_id} skipped older events "

@@ -284,6 +284,22 @@ class MatrixOperator:
             return room is not None and all(u in room.users for u in users)
         await wait_until(joined, timeout, f"{users} joined {room_id}")
 
+    async def know_devices_of(self, user_id: str, timeout: float = 10) -> None:
+        """Wait until this client has fetched ``user_id``'s device keys.
+
+        A message sent before that is not encrypted for those devices: a real client race,
+        which tests avoid by waiting here once after the bot joins.
+        """
+        olm = self.client.olm
+        assert olm is not None
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not list(olm.device_store.active_user_devices(user_id)):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{self.user_id} never learnt the devices of {user_id}")
+            olm.users_for_key_query.add(user_id)
+            await self.client.keys_query()
+            await asyncio.sleep(0.05)
+
     async def send(self, room_id: str, body: str, *, reply_to: str | None = None,
                    thread_root: str | None = None, msgtype: str = "m.text",
                    extra: dict[str, Any] | None = None) -> str:

@@ -207,8 +207,9 @@ class World:
         await self.admin.wait_joined(self.control_room, [self.config.matrix.user_id])
         await asyncio.wait_for(self.app.email.connected.wait(), 15)
         await asyncio.wait_for(self.app.matrix.synced.wait(), 15)
-        for op in self.mx.values():
+        for op in [*self.mx.values(), self.admin]:
             await op.wait_joined(self.incident_room, [self.config.matrix.user_id])
+            await op.know_devices_of(self.config.matrix.user_id)
         return self.app
 
     async def stop_bot(self) -> None:

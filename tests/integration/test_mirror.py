@@ -41,3 +41,76 @@ async def test_room_post_reaches_email_members(world: World) -> None:
     # The author also takes email, but gets no echo of her own post.
     alice_mail = world.mail["alice"]
     assert not [m for m in await alice_mail.fetch_all() if b"DDoS" in m]
+
+
+async def _mail_to_room(world: World, fmt: str) -> None:
+    bob = world.mail["bob"]
+    subject = f"Phishing wave against registrars ({fmt})"
+    await bob.send(world.list_address, world.list_fpr, subject,
+                   "We see lookalike domains under several ccTLDs.\nIOC list follows.",
+                   fmt=fmt)
+    carol = world.mx["carol"]
+    event = await carol.wait_for_event(lambda e: "lookalike domains" in e.body,
+                                       what="the mail in the room")
+    assert event.decrypted
+    assert event.room_id == world.incident_room
+    assert event.msgtype == "m.text"
+    assert "Bob Silva (.br)" in event.body
+    if fmt != "inline":  # inline PGP has no protected subject: the cleartext one is used
+        assert subject in event.body
+    assert raw_event_type(world, world.incident_room, event.event_id) == "m.room.encrypted"
+    # The other email member gets it too, signed by the list; the sender gets no echo.
+    alice = world.mail["alice"]
+    mail = await alice.wait_for_mail(lambda m: "lookalike domains" in m.text)
+    assert mail.signer == world.list_fpr
+    assert mail.headers["From"] == f'"Bob Silva (.br) via SECIR" <{world.list_address}>'
+    assert not [m for m in await bob.fetch_all() if b"lookalike" in m]
+
+
+async def test_pgp_mime_mail_reaches_room_and_members(world: World) -> None:
+    await _mail_to_room(world, "pgp-mime")
+
+
+async def test_inline_pgp_mail_reaches_room_and_members(world: World) -> None:
+    await _mail_to_room(world, "inline")
+
+
+async def test_sign_then_encrypt_layers_are_accepted(world: World) -> None:
+    await _mail_to_room(world, "pgp-mime-layered")
+
+
+async def test_email_reply_lands_in_the_matrix_thread(world: World) -> None:
+    alice_mx, carol = world.mx["alice"], world.mx["carol"]
+    root_id = await alice_mx.send(world.incident_room, "Registry API returning 500s")
+    bob = world.mail["bob"]
+    root_mail = await bob.wait_for_mail(lambda m: "Registry API" in m.text)
+    root_msgid = str(root_mail.headers["Message-ID"])
+    await bob.send(world.list_address, world.list_fpr, "Re: Registry API returning 500s",
+                   "Same here since 12:40 UTC.", in_reply_to=root_msgid,
+                   references=(root_msgid,))
+    reply = await carol.wait_for_event(lambda e: "Same here" in e.body)
+    rel = reply.content["m.relates_to"]
+    assert rel["rel_type"] == "m.thread"
+    assert rel["event_id"] == root_id
+    # And a Matrix thread reply goes out with In-Reply-To / References to the root's mail.
+    await carol.send(world.incident_room, "Confirmed from .jp as well", thread_root=root_id)
+    mail = await bob.wait_for_mail(lambda m: "Confirmed from .jp" in m.text)
+    assert mail.headers["In-Reply-To"] == root_msgid
+    assert root_msgid in str(mail.headers["References"])
+    assert mail.subject == "Re: Registry API returning 500s"
+
+
+async def test_matrix_reply_to_a_mail_threads_by_mail(world: World) -> None:
+    bob, carol = world.mail["bob"], world.mx["carol"]
+    msgid = await bob.send(world.list_address, world.list_fpr, "Anycast node down in GRU",
+                           "One of our anycast nodes is down.")
+    event = await carol.wait_for_event(lambda e: "anycast nodes" in e.body)
+    await carol.send(world.incident_room, "Need a secondary?", reply_to=event.event_id)
+    alice = world.mail["alice"]
+    first = await alice.wait_for_mail(lambda m: "anycast nodes" in m.text)
+    reply = await alice.wait_for_mail(lambda m: "Need a secondary" in m.text)
+    assert reply.headers["In-Reply-To"] == first.headers["Message-ID"]
+    # Bob sent the original; his client threads by his own Message-ID, which the bot knows.
+    bob_copy = await bob.wait_for_mail(lambda m: "Need a secondary" in m.text)
+    assert bob_copy.headers["In-Reply-To"] == first.headers["Message-ID"]
+    assert msgid != first.headers["Message-ID"]
