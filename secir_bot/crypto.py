@@ -170,8 +170,11 @@ class Keyring:
 
     async def decrypt(self, data: bytes) -> Decrypted:
         result = await self._run(self._gpg.decrypt, data, always_trust=True)
-        # gpg reports a signature (good, bad or unverifiable) through sig_info.
-        signed = bool(result.valid or getattr(result, "sig_info", None))
+        # A signature shows as valid, in sig_info (good ones), or as a problem (bad ones,
+        # unknown keys); "no secret key" problems concern decryption, not signatures.
+        sig_problems = [p for p in getattr(result, "problems", [])
+                        if p.get("status") != "no secret key"]
+        signed = bool(result.valid or getattr(result, "sig_info", None) or sig_problems)
         signer = result.pubkey_fingerprint or result.fingerprint
         return Decrypted(
             ok=bool(result.ok), data=bytes(result.data or b""),

@@ -141,6 +141,7 @@ class MatrixBridge:
                              "without end-to-end encryption")
         self.rooms = (config.matrix.incident_room, config.matrix.control_room)
         self._send_lock = asyncio.Lock()
+        self._seen_rooms: set[str] = set()
 
     @property
     def user_id(self) -> str:
@@ -169,8 +170,10 @@ class MatrixBridge:
             backoff = 1.0
             first = False
             await self._joins(resp)
-            self.store.accept_sync(self._items(resp, resumed=token is not None),
-                                   resp.next_batch)
+            if token is not None and not self._seen_rooms:
+                self._seen_rooms.update(resp.rooms.join)  # resumed: gaps are real
+            self.store.accept_sync(self._items(resp), resp.next_batch)
+            self._seen_rooms.update(resp.rooms.join)
             token = resp.next_batch
             await self._housekeeping()
             await self._retry_parked()
@@ -179,13 +182,13 @@ class MatrixBridge:
             self.synced.set()
             self.on_work()
 
-    def _items(self, resp: SyncResponse, resumed: bool
-               ) -> list[tuple[str, bytes, dict[str, Any], str]]:
+    def _items(self, resp: SyncResponse) -> list[tuple[str, bytes, dict[str, Any], str]]:
         items = []
         for room_id, info in resp.rooms.join.items():
             if room_id != self.config.matrix.incident_room:
                 continue  # the control room's commands arrive with a later release
-            if info.timeline.limited and resumed:
+            # A room just joined always starts "limited"; a gap in a room we follow is real.
+            if info.timeline.limited and room_id in self._seen_rooms:
                 log.warning("Matrix sync for %s was limited: older events were skipped",
                             room_id)
                 self.notify(f"Warning: the Matrix sync for {room_id} skipped older events "

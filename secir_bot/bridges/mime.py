@@ -74,6 +74,15 @@ def message_id_of(raw: bytes) -> str:
     return found[0] if found else "<sha256-" + hashlib.sha256(raw).hexdigest() + "@no-id>"
 
 
+def from_address(raw: bytes) -> str:
+    """The From address of ``raw`` as best as can be read ("" when there is none)."""
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+        return parseaddr(_header(msg, "From"))[1].lower()
+    except Exception:  # a last-chance reading of broken input; nothing depends on it
+        return ""
+
+
 def _ids(value: str | None) -> tuple[str, ...]:
     return tuple(_MSGID.findall(value or ""))
 

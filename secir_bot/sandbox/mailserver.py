@@ -121,7 +121,6 @@ class SandboxMail:
     ) -> SandboxMail:
         """Create ``users`` (address -> password) and listen on ``host``; 0 picks a free port."""
         mail = cls(host)
-        mail._config.apply_context()
         for address, password in users.items():
             await mail.add_user(address, password)
         loop = asyncio.get_running_loop()

@@ -74,7 +74,21 @@ def _free_port() -> int:
         return port
 
 
-def _homeserver_config(directory: Path, server_name: str, port: int, secret: str) -> dict[str, Any]:
+def _secrets(directory: Path) -> dict[str, str]:
+    """The server's secrets, made once per directory so a restarted sandbox keeps its users."""
+    path = directory / "secrets.json"
+    if path.exists():
+        stored: dict[str, str] = json.loads(path.read_text())
+        return stored
+    made = {name: secrets.token_hex(32) for name in ("registration", "macaroon", "form")}
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(made) + "\n")
+    return made
+
+
+def _homeserver_config(
+    directory: Path, server_name: str, port: int, keys: dict[str, str]
+) -> dict[str, Any]:
     return {
         "server_name": server_name,
         "public_baseurl": f"http://127.0.0.1:{port}/",
@@ -94,9 +108,9 @@ def _homeserver_config(directory: Path, server_name: str, port: int, secret: str
         "log_config": str(directory / "log.yaml"),
         "media_store_path": str(directory / "media"),
         "signing_key_path": str(directory / "signing.key"),
-        "registration_shared_secret": secret,
-        "macaroon_secret_key": secrets.token_hex(32),
-        "form_secret": secrets.token_hex(32),
+        "registration_shared_secret": keys["registration"],
+        "macaroon_secret_key": keys["macaroon"],
+        "form_secret": keys["form"],
         "report_stats": False,
         "enable_registration": False,
         # The default of 12 rounds costs about 250 ms per registration and per login.
@@ -154,27 +168,32 @@ class Synapse:
         self._owns_directory = owns_directory
 
     @classmethod
-    def start(cls, directory: Path | None = None, server_name: str = "test.local") -> Synapse:
+    def start(
+        cls, directory: Path | None = None, server_name: str = "test.local", *, port: int = 0
+    ) -> Synapse:
         """Write a config into ``directory`` (a new temporary one if None) and start Synapse.
 
-        Returns once ``GET /health`` answers 200.  Raises :class:`SandboxError` with the end of
-        the server's log if it exits or is not ready within :data:`START_TIMEOUT` seconds.
-        A directory made here is deleted by :meth:`stop`; a given one is kept.
+        ``port`` 0 picks a free loopback port.  Returns once ``GET /health`` answers 200.
+        Raises :class:`SandboxError` with the end of the server's log if it exits or is not
+        ready within :data:`START_TIMEOUT` seconds.  A directory made here is deleted by
+        :meth:`stop`; a given one is kept, and starting on it again reuses its database,
+        signing key and secrets, so users and rooms survive a restart.
         """
         owns_directory = directory is None
         if directory is None:
             directory = Path(tempfile.mkdtemp(prefix="syn"))
         directory = directory.resolve()
         directory.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
-        secret = secrets.token_hex(16)
-        config = _homeserver_config(directory, server_name, port, secret)
+        port = port or _free_port()
+        keys = _secrets(directory)
+        config = _homeserver_config(directory, server_name, port, keys)
         # JSON is a subset of YAML, so the standard library can write Synapse's config files.
         (directory / "homeserver.yaml").write_text(json.dumps(config, indent=2) + "\n")
         (directory / "log.yaml").write_text(json.dumps(_log_config(directory), indent=2) + "\n")
-        # Writing the key in-process saves the ~1 s of a `--generate-keys` run.
-        with open(directory / "signing.key", "w") as key_file:
-            write_signing_keys(key_file, [generate_signing_key("a_sandbox")])
+        if not (directory / "signing.key").exists():
+            # Writing the key in-process saves the ~1 s of a `--generate-keys` run.
+            with open(directory / "signing.key", "w") as key_file:
+                write_signing_keys(key_file, [generate_signing_key("a_sandbox")])
 
         output = open(directory / "stdout.log", "ab")  # closed by stop()
         command = [sys.executable, "-m", "synapse.app.homeserver"]
@@ -190,7 +209,7 @@ class Synapse:
             output=output,
             url=f"http://127.0.0.1:{port}",
             server_name=server_name,
-            shared_secret=secret,
+            shared_secret=keys["registration"],
             directory=directory,
             owns_directory=owns_directory,
         )

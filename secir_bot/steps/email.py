@@ -18,6 +18,8 @@ async def parse(ctx: MailItem, s: Services) -> Decision:
     try:
         ctx.envelope = mime.parse_envelope(ctx.item.raw)
     except mime.MalformedMail as exc:
+        # Still try to name the sender, so that a member learns why nothing happened.
+        ctx.claimed = s.store.member_by_email(mime.from_address(ctx.item.raw))
         return reject(f"unreadable mail: {exc}")
     ctx.claimed = s.store.member_by_email(ctx.envelope.from_addr)
     return CONTINUE
