@@ -11,6 +11,7 @@ get a notice in the control room.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -22,6 +23,8 @@ from secir_bot.model import Channel
 from secir_bot.store import NewDelivery, OutboxRow, Store
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 30.0  # seconds an in-flight delivery may take to finish on shutdown
 
 
 class Outbox:
@@ -67,6 +70,17 @@ class Outbox:
                 return
 
     async def _deliver(self, row: OutboxRow) -> bool:
+        # A delivery is not abandoned half-way on shutdown: an SMTP server that has taken
+        # the data must see it recorded as sent, or a restart would send it again.
+        attempt = asyncio.ensure_future(self._attempt(row))
+        try:
+            return await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(attempt, SHUTDOWN_GRACE)
+            raise
+
+    async def _attempt(self, row: OutboxRow) -> bool:
         bridge = self.bridges[row.channel]
         try:
             result = await bridge.deliver(row)

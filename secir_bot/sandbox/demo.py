@@ -30,8 +30,9 @@ import signal
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from secir_bot.sandbox import SandboxError
 from secir_bot.sandbox.mailserver import SandboxMail
@@ -43,12 +44,16 @@ __all__ = ["main"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 DOMAIN = "secir.test"  # mail domain and Matrix server name; .test is reserved (RFC 2606)
 HOST = "127.0.0.1"
 LEG_TIMEOUT = 30.0  # seconds each leg of the round trip may take before the demo gives up
 EXIT_INTERRUPTED = 130
 
-ALICE_POST = "DDoS on .nl name servers since 13:05 UTC, about 40 Gbit/s of DNS traffic"
+# Alice's first line becomes the mail's subject and Bob's reply adds "Re: "; kept short so
+# neither header is folded (see the report on folded subjects in bridges/mime.py).
+ALICE_POST = "DDoS on .nl name servers since 13:05 UTC, 40 Gbit/s"
 BOB_REPLY = "Same pattern against .br since 13:20 UTC; we are sharing the source prefixes."
 
 # Libraries that log every connection at INFO; the demo's own lines say what matters.
@@ -105,22 +110,31 @@ class Demo:
         say("[1/4] Starting Synapse, the Matrix homeserver ...")
         # Synapse.start blocks until the server answers; a thread keeps Ctrl-C responsive,
         # and the shield lets close() stop a server that finishes starting after a Ctrl-C.
-        self._synapse_start = asyncio.ensure_future(asyncio.to_thread(
-            Synapse.start, directory=self.state / "synapse", server_name=DOMAIN))
+        self._synapse_start = asyncio.ensure_future(
+            asyncio.to_thread(Synapse.start, directory=self.state / "synapse", server_name=DOMAIN)
+        )
         self.synapse = synapse = await asyncio.shield(self._synapse_start)
         say(f"      ready at {synapse.url} ({_seconds(t)})")
 
         t = time.monotonic()
         say("[2/4] Starting the sandbox mail server (IMAP + SMTP, in this process) ...")
         self.mail = mail = await SandboxMail.start({}, host=HOST)
-        say(f"      IMAP on {HOST}:{mail.imap_port}, SMTP on {HOST}:{mail.smtp_port} "
-            f"({_seconds(t)})")
+        say(
+            f"      IMAP on {HOST}:{mail.imap_port}, SMTP on {HOST}:{mail.smtp_port} "
+            f"({_seconds(t)})"
+        )
 
         t = time.monotonic()
         say("[3/4] Setting up the list: Matrix users, OpenPGP keys, encrypted rooms, members ...")
-        self.world = world = World(synapse=synapse, directory=self.state / "world",
-                                   domain=DOMAIN, mail_host=HOST, smtp_port=mail.smtp_port,
-                                   imap_port=mail.imap_port, add_mail_user=mail.add_user)
+        self.world = world = World(
+            synapse=synapse,
+            directory=self.state / "world",
+            domain=DOMAIN,
+            mail_host=HOST,
+            smtp_port=mail.smtp_port,
+            imap_port=mail.imap_port,
+            add_mail_user=mail.add_user,
+        )
         await world.setup(DEFAULT_PEOPLE)
         for person in DEFAULT_PEOPLE:
             where = []
@@ -129,15 +143,16 @@ class Demo:
             if person.email:
                 where.append(f"email {world.address(person.key)}")
             say(f"      {person.name} ({person.tld}): {' + '.join(where)}")
-        say(f"      list address {world.list_address}, list key {world.list_fpr} "
-            f"({_seconds(t)})")
+        say(f"      list address {world.list_address}, list key {world.list_fpr} ({_seconds(t)})")
 
         t = time.monotonic()
         say("[4/4] Starting the bot ...")
         await world.start_bot()
         assert world.config is not None
-        say(f"      {world.config.matrix.user_id} is in the rooms and logged in to IMAP "
-            f"({_seconds(t)})")
+        say(
+            f"      {world.config.matrix.user_id} is in the rooms and logged in to IMAP "
+            f"({_seconds(t)})"
+        )
         return world
 
     # -- the round trip ----------------------------------------------------------------
@@ -148,23 +163,29 @@ class Demo:
         root_event, root_mail = await self._room_to_mail(world)
         await self._mail_to_room(world, root_event, root_mail)
         say()
-        say("Round trip done: " + ", ".join(f"{leg} {seconds:.2f} s"
-                                            for leg, seconds in self.latencies.items()) + ".")
+        say(
+            "Round trip done: "
+            + ", ".join(f"{leg} {seconds:.2f} s" for leg, seconds in self.latencies.items())
+            + "."
+        )
 
     async def _room_to_mail(self, world: World) -> tuple[str, ReceivedMail]:
         alice, bob = world.mx["alice"], world.mail["bob"]
         say()
         say("Leg 1: room -> mail")
         say(f"  Alice posts in the encrypted Matrix room {world.incident_room}:")
-        say(f"    \"{ALICE_POST}\"")
+        say(f'    "{ALICE_POST}"')
         start = time.monotonic()
         event_id = await alice.send(world.incident_room, ALICE_POST)
         wire_type = await self._wire_type(world, event_id)
         say(f"  Synapse stores event {event_id} as {wire_type}: the server cannot read it.")
         say(f"  Bob ({bob.address}) checks his mailbox over IMAP ...")
         try:
-            mail = await bob.wait_for_mail(lambda m: ALICE_POST in m.text,
-                                           timeout=LEG_TIMEOUT, what="Alice's post")
+            mail = await self._while_bot_runs(
+                bob.wait_for_mail(
+                    lambda m: ALICE_POST in m.text, timeout=LEG_TIMEOUT, what="Alice's post"
+                )
+            )
         except TimeoutError as exc:
             raise LegFailed(f"room -> mail: Bob got no readable mail: {exc}") from None
         latency = time.monotonic() - start
@@ -178,8 +199,10 @@ class Demo:
         if headers.get_content_type() != "multipart/encrypted":
             raise LegFailed("room -> mail: the mail is not PGP/MIME encrypted")
         if mail.signer != world.list_fpr:
-            raise LegFailed(f"room -> mail: the mail is not signed by the list key "
-                            f"{world.list_fpr} (signer: {mail.signer})")
+            raise LegFailed(
+                f"room -> mail: the mail is not signed by the list key "
+                f"{world.list_fpr} (signer: {mail.signer})"
+            )
         say("    Decrypted with Bob's own key; good signature by the list key.")
         say(f"    Protected subject: {mail.subject}")
         say_block("Text:", mail.text)
@@ -190,21 +213,32 @@ class Demo:
     async def _mail_to_room(self, world: World, root_event: str, root_mail: ReceivedMail) -> None:
         bob, carol = world.mail["bob"], world.mx["carol"]
         root_msgid = str(root_mail.headers["Message-ID"])
-        subject = f"Re: {root_mail.subject}"
+        # What a mail client does: unfold the subject it shows, then put "Re: " before it.
+        subject = "Re: " + " ".join((root_mail.subject or "").split())
         say()
         say("Leg 2: mail -> room")
         say(f"  Bob replies by mail to {world.list_address}, signed with his key and encrypted")
         say(f"  to the list key, In-Reply-To: {root_msgid}")
         say(f"    Subject (protected): {subject}")
-        say(f"    \"{BOB_REPLY}\"")
+        say(f'    "{BOB_REPLY}"')
         start = time.monotonic()
-        await bob.send(world.list_address, world.list_fpr, subject, BOB_REPLY,
-                       in_reply_to=root_msgid, references=(root_msgid,))
+        await bob.send(
+            world.list_address,
+            world.list_fpr,
+            subject,
+            BOB_REPLY,
+            in_reply_to=root_msgid,
+            references=(root_msgid,),
+        )
         say("  Carol (Matrix only) watches the room with her own encrypted device ...")
         try:
-            event = await carol.wait_for_event(
-                lambda e: e.room_id == world.incident_room and BOB_REPLY in e.body,
-                timeout=LEG_TIMEOUT, what="Bob's reply in the room")
+            event = await self._while_bot_runs(
+                carol.wait_for_event(
+                    lambda e: e.room_id == world.incident_room and BOB_REPLY in e.body,
+                    timeout=LEG_TIMEOUT,
+                    what="Bob's reply in the room",
+                )
+            )
         except TimeoutError as exc:
             raise LegFailed(f"mail -> room: Carol never saw Bob's reply: {exc}") from None
         latency = time.monotonic() - start
@@ -212,14 +246,36 @@ class Demo:
         say(f"  Carol's client shows, after {latency:.2f} s:")
         say(f"    sender:   {event.sender}")
         say_block("body:", event.body, width=10)
-        say(f"    on the wire: {wire_type}; decrypted on Carol's device: "
-            f"{'yes' if event.decrypted else 'no'}")
+        say(
+            f"    on the wire: {wire_type}; decrypted on Carol's device: "
+            f"{'yes' if event.decrypted else 'no'}"
+        )
         self._check_reply(event, root_event, wire_type)
         relation = event.content["m.relates_to"]
-        say(f"    thread:   {relation['rel_type']} on {relation['event_id']}, "
-            "in the thread of Alice's post")
+        say(
+            f"    thread:   {relation['rel_type']} on {relation['event_id']}, "
+            "in the thread of Alice's post"
+        )
         self.latencies["mail -> room"] = latency
         say(f"  mail -> room: OK in {latency:.2f} s")
+
+    async def _while_bot_runs(self, waiting: Awaitable[T]) -> T:
+        """Await ``waiting``, but fail at once (not at the deadline) if the bot dies."""
+        world = self.world
+        assert world is not None and world.app_task is not None
+        bot = world.app_task
+        waiter = asyncio.ensure_future(waiting)
+        try:
+            await asyncio.wait([waiter, bot], return_when=asyncio.FIRST_COMPLETED)
+            if waiter.done():
+                return waiter.result()
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
+        error = None if bot.cancelled() else bot.exception()
+        raise LegFailed(f"the bot stopped while we waited: {error!r}")
 
     @staticmethod
     def _check_reply(event: SeenEvent, root_event: str, wire_type: str) -> None:
@@ -227,15 +283,16 @@ class Demo:
             raise LegFailed("mail -> room: the reply was not end-to-end encrypted")
         relation = event.content.get("m.relates_to") or {}
         if relation.get("rel_type") != "m.thread" or relation.get("event_id") != root_event:
-            raise LegFailed(f"mail -> room: the reply is not in the thread of Alice's post "
-                            f"{root_event}; its relation is {relation}")
+            raise LegFailed(
+                f"mail -> room: the reply is not in the thread of Alice's post "
+                f"{root_event}; its relation is {relation}"
+            )
 
     @staticmethod
     async def _wire_type(world: World, event_id: str) -> str:
         """The event's type as Synapse stores it, fetched over plain HTTP (no decryption)."""
         assert world.admin is not None
-        url = (f"{world.synapse.url}/_matrix/client/v3/rooms/{world.incident_room}"
-               f"/event/{event_id}")
+        url = f"{world.synapse.url}/_matrix/client/v3/rooms/{world.incident_room}/event/{event_id}"
         token = world.admin.client.access_token
 
         def fetch() -> str:
@@ -284,18 +341,25 @@ class Demo:
         say(f"  incident room {world.incident_room}")
         say(f"  control room  {world.control_room}  (admin and bot only)")
         say(f"  the bot is {world.config.matrix.user_id}")
-        say("  A new device only gets the room keys for messages sent after it logged in.")
+        say("  A device you log in now only gets the keys of messages sent after that; the bot")
+        say("  trusts a member's new device on first use and tells the admin in the control room.")
+        say("  The admin is not a list member, so the bot gives it no keys for the incident room.")
         say()
-        say(f"Mail (e.g. Thunderbird): IMAP {HOST}:{mail.imap_port}, SMTP {HOST}:{mail.smtp_port},"
-            " no TLS, normal password")
-        for key, op in world.mail.items():
-            say(f"  {world.people[key].name:<14} {op.address:<28} password {op.password}")
+        say(
+            f"Mail (e.g. Thunderbird): IMAP {HOST}:{mail.imap_port}, SMTP {HOST}:{mail.smtp_port},"
+            " no TLS, normal password"
+        )
+        for key, mailer in world.mail.items():
+            say(f"  {world.people[key].name:<14} {mailer.address:<28} password {mailer.password}")
         say(f"  {'the list':<14} {world.list_address:<28} password pw-list  (the bot's mailbox)")
         say()
         say("OpenPGP keys to import (Thunderbird: Account Settings > End-To-End Encryption):")
         for key, path in keys.items():
-            what = "the list's public key" if key == "list" else \
-                f"{world.people[key].name}'s secret key"
+            what = (
+                "the list's public key"
+                if key == "list"
+                else f"{world.people[key].name}'s secret key"
+            )
             say(f"  {what:<26} {path}")
         say()
         say(f"The bot's config is {world.config_path}; its store is {world.config.store_path}.")
@@ -315,10 +379,18 @@ class Demo:
     async def close(self) -> None:
         """Stop everything that was started, in reverse order, and remove the state."""
         if self.world is not None:
+            bot = self.world.app_task
+            if bot is not None and bot.done():
+                # World.close() re-raises a dead bot's error before it stops the clients
+                # and keyrings; take the error out first so the rest is still closed.
+                error = None if bot.cancelled() else bot.exception()
+                self.world.app_task = self.world.app = None
+                if error is not None:
+                    say(f"The bot had stopped with an error: {error!r}")
             try:
                 await self.world.close()
-            except Exception as exc:  # the bot's own failure, re-raised by stop_bot
-                say(f"The bot had failed: {exc!r}")
+            except Exception as exc:
+                say(f"Closing the bot failed: {exc!r}")
         if self.mail is not None:
             await self.mail.stop()
         if self.synapse is None and self._synapse_start is not None:
