@@ -141,7 +141,6 @@ class MatrixBridge:
                              "without end-to-end encryption")
         self.rooms = (config.matrix.incident_room, config.matrix.control_room)
         self._send_lock = asyncio.Lock()
-        self._seen_rooms: set[str] = set()
 
     @property
     def user_id(self) -> str:
@@ -160,8 +159,8 @@ class MatrixBridge:
         for item in self.store.inbox_pending("matrix"):
             await self.process(item)
         while True:
-            resp = await self.client.sync(timeout=30000, since=token, full_state=first,
-                                          sync_filter=SYNC_FILTER)
+            resp = await self.client.sync(timeout=self._poll_ms(), since=token,
+                                          full_state=first, sync_filter=SYNC_FILTER)
             if not isinstance(resp, SyncResponse):
                 log.warning("Matrix sync failed (%s); retrying in %.0fs", resp, backoff)
                 await asyncio.sleep(backoff)
@@ -170,10 +169,7 @@ class MatrixBridge:
             backoff = 1.0
             first = False
             await self._joins(resp)
-            if token is not None and not self._seen_rooms:
-                self._seen_rooms.update(resp.rooms.join)  # resumed: gaps are real
             self.store.accept_sync(self._items(resp), resp.next_batch)
-            self._seen_rooms.update(resp.rooms.join)
             token = resp.next_batch
             await self._housekeeping()
             await self._retry_parked()
@@ -182,13 +178,19 @@ class MatrixBridge:
             self.synced.set()
             self.on_work()
 
+    def _poll_ms(self) -> int:
+        """Long-poll for 30 s, or shorter while parked events wait for their deadline."""
+        if not self.store.inbox_pending("matrix", "parked"):
+            return 30000
+        return int(min(30.0, max(0.5, self.config.matrix.undecryptable_report_after / 2)) * 1000)
+
     def _items(self, resp: SyncResponse) -> list[tuple[str, bytes, dict[str, Any], str]]:
         items = []
         for room_id, info in resp.rooms.join.items():
             if room_id != self.config.matrix.incident_room:
                 continue  # the control room's commands arrive with a later release
             # A room just joined always starts "limited"; a gap in a room we follow is real.
-            if info.timeline.limited and room_id in self._seen_rooms:
+            if info.timeline.limited and not self._just_joined(info):
                 log.warning("Matrix sync for %s was limited: older events were skipped",
                             room_id)
                 self.notify(f"Warning: the Matrix sync for {room_id} skipped older events "
@@ -209,6 +211,11 @@ class MatrixBridge:
                 meta = {"room_id": room_id, "encrypted": bool(getattr(event, "decrypted", False))}
                 items.append((event.event_id, json.dumps(raw).encode(), meta, "new"))
         return items
+
+    def _just_joined(self, info: Any) -> bool:
+        events = [*info.timeline.events, *info.state]
+        return any(getattr(e, "state_key", None) == self.user_id
+                   and getattr(e, "membership", None) == "join" for e in events)
 
     async def _joins(self, resp: SyncResponse) -> None:
         for room_id in resp.rooms.invite:
@@ -255,11 +262,15 @@ class MatrixBridge:
     # -- sending -----------------------------------------------------------------------
 
     def _allowed(self, room_id: str, user_id: str) -> bool:
-        member = self.store.member_by_matrix_id(user_id)
-        if member is not None and member.active:
+        """Active members get room keys everywhere; the configured admins too.
+
+        Anyone else in a room (a non-member invited by mistake, a revoked member not yet
+        kicked) gets no keys, so cannot read what the bot sends.
+        """
+        if user_id in self.config.matrix.admins:
             return True
-        return room_id == self.config.matrix.control_room and user_id in \
-            self.config.matrix.admins
+        member = self.store.member_by_matrix_id(user_id)
+        return member is not None and member.active
 
     async def trust_room_devices(self, room_id: str) -> None:
         """Trust on first use for the devices of a room (see the module docstring)."""

@@ -60,8 +60,8 @@ BOB_REPLY = "Same pattern against .br since 13:20 UTC; we are sharing the source
 _QUIET_LOGGERS = ("mail.log", "pymap", "aiosmtpd", "proxyprotocol", "asyncio")
 
 
-class LegFailed(Exception):
-    """A leg of the round trip did not arrive, or arrived wrong; the message says why."""
+class DemoFailed(Exception):
+    """Something the demo shows did not happen, or happened wrong; the message says why."""
 
 
 def say(text: str = "") -> None:
@@ -187,7 +187,7 @@ class Demo:
                 )
             )
         except TimeoutError as exc:
-            raise LegFailed(f"room -> mail: Bob got no readable mail: {exc}") from None
+            raise DemoFailed(f"room -> mail: Bob got no readable mail: {exc}") from None
         latency = time.monotonic() - start
         headers = mail.headers
         say(f"  Bob received a mail after {latency:.2f} s:")
@@ -197,9 +197,9 @@ class Demo:
         say(f"    Content-Type:      {headers.get_content_type()} (PGP/MIME)")
         say(f"    Message-ID:        {headers['Message-ID']}")
         if headers.get_content_type() != "multipart/encrypted":
-            raise LegFailed("room -> mail: the mail is not PGP/MIME encrypted")
+            raise DemoFailed("room -> mail: the mail is not PGP/MIME encrypted")
         if mail.signer != world.list_fpr:
-            raise LegFailed(
+            raise DemoFailed(
                 f"room -> mail: the mail is not signed by the list key "
                 f"{world.list_fpr} (signer: {mail.signer})"
             )
@@ -240,7 +240,7 @@ class Demo:
                 )
             )
         except TimeoutError as exc:
-            raise LegFailed(f"mail -> room: Carol never saw Bob's reply: {exc}") from None
+            raise DemoFailed(f"mail -> room: Carol never saw Bob's reply: {exc}") from None
         latency = time.monotonic() - start
         wire_type = await self._wire_type(world, event.event_id)
         say(f"  Carol's client shows, after {latency:.2f} s:")
@@ -275,15 +275,15 @@ class Demo:
                 with contextlib.suppress(asyncio.CancelledError):
                     await waiter
         error = None if bot.cancelled() else bot.exception()
-        raise LegFailed(f"the bot stopped while we waited: {error!r}")
+        raise DemoFailed(f"the bot stopped while we waited: {error!r}")
 
     @staticmethod
     def _check_reply(event: SeenEvent, root_event: str, wire_type: str) -> None:
         if not event.decrypted or wire_type != "m.room.encrypted":
-            raise LegFailed("mail -> room: the reply was not end-to-end encrypted")
+            raise DemoFailed("mail -> room: the reply was not end-to-end encrypted")
         relation = event.content.get("m.relates_to") or {}
         if relation.get("rel_type") != "m.thread" or relation.get("event_id") != root_event:
-            raise LegFailed(
+            raise DemoFailed(
                 f"mail -> room: the reply is not in the thread of Alice's post "
                 f"{root_event}; its relation is {relation}"
             )
@@ -343,7 +343,6 @@ class Demo:
         say(f"  the bot is {world.config.matrix.user_id}")
         say("  A device you log in now only gets the keys of messages sent after that; the bot")
         say("  trusts a member's new device on first use and tells the admin in the control room.")
-        say("  The admin is not a list member, so the bot gives it no keys for the incident room.")
         say()
         say(
             f"Mail (e.g. Thunderbird): IMAP {HOST}:{mail.imap_port}, SMTP {HOST}:{mail.smtp_port},"
@@ -371,8 +370,7 @@ class Demo:
         assert world is not None and world.app_task is not None
         self.up = True
         await asyncio.wait([world.app_task])
-        error = None if world.app_task.cancelled() else world.app_task.exception()
-        raise SandboxError(f"the bot stopped by itself: {error!r}")
+        raise DemoFailed("the bot stopped by itself; its log above says why")
 
     # -- stop --------------------------------------------------------------------------
 
@@ -413,10 +411,9 @@ async def _run(demo: Demo, once: bool) -> int:
 
 
 async def _main(once: bool) -> int:
-    for name in _QUIET_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.getEffectiveLevel() < logging.WARNING:
-            logger.setLevel(logging.WARNING)
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # not secir-bot -v
+        for name in _QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     demo = Demo(_short_tempdir())
     loop = asyncio.get_running_loop()
     work = asyncio.create_task(_run(demo, once), name="demo")
@@ -443,7 +440,7 @@ async def _main(once: bool) -> int:
             code = 0 if demo.up else EXIT_INTERRUPTED
             if not demo.up:
                 say("Interrupted before the demo finished.")
-        except LegFailed as exc:
+        except DemoFailed as exc:
             say()
             say(f"FAILED: {exc}")
         except (SandboxError, TimeoutError, OSError) as exc:

@@ -29,6 +29,7 @@ from nio import (
     AsyncClientConfig,
     InviteMemberEvent,
     MatrixRoom,
+    MegolmEvent,
     RoomCreateResponse,
     RoomMessageNotice,
     RoomMessageText,
@@ -237,7 +238,9 @@ class MatrixOperator:
         assert self.client.olm is not None, "no crypto store: E2E would be off"
         self.events: list[SeenEvent] = []
         self.auto_join = True
+        self.undecryptable: list[MegolmEvent] = []
         self.client.add_event_callback(self._on_message, (RoomMessageText, RoomMessageNotice))
+        self.client.add_event_callback(self._on_undecryptable, MegolmEvent)
         self.client.add_event_callback(self._on_invite, InviteMemberEvent)
         self._task: asyncio.Task[None] | None = None
 
@@ -250,6 +253,9 @@ class MatrixOperator:
                                      event.source.get("content", {}).get("msgtype", ""),
                                      bool(getattr(event, "decrypted", False)),
                                      event.source.get("content", {})))
+
+    async def _on_undecryptable(self, room: MatrixRoom, event: MegolmEvent) -> None:
+        self.undecryptable.append(event)
 
     async def _on_invite(self, room: MatrixRoom, event: InviteMemberEvent) -> None:
         if self.auto_join and event.state_key == self.user_id and event.membership == "invite":

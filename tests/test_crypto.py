@@ -1,0 +1,328 @@
+"""Tests for secir_bot.crypto with real gpg and the session's test keys (``gpg_world``).
+
+The list keyring is made once per module with ``Keyring.generate`` in a short temp home;
+members decrypt and sign with their own homes, exported from the world.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from servers import GpgWorld
+
+from secir_bot.crypto import Keyring, inspect_key
+from secir_bot.errors import CryptoError
+
+LIST_EMAIL = "secir@lists.secir.test"
+ALICE, BOB, CAROL = "alice@test.example", "bob@test.example", "carol@test.example"
+DAVE, MALLORY = "dave@test.example", "mallory@test.example"
+MEMBERS = (ALICE, BOB, CAROL)
+# Lines as a member's client produces them: CRLF, trailing space, a dash line, non-ASCII.
+TEXT = "Subject line\r\n\r\nTrailing space \r\n-- \r\nGrüße, Алиса\r\n".encode()
+
+
+@dataclass(frozen=True)
+class ListKey:
+    ring: Keyring
+    fingerprint: str
+    public: str
+
+
+@pytest.fixture(scope="module")
+def list_key(gpg_world: GpgWorld) -> Iterator[ListKey]:
+    """The list's keyring: its own new key and the members' public keys."""
+    home = Path(tempfile.mkdtemp(prefix="g"))
+    ring = Keyring.create(home)
+    try:
+        async def setup() -> ListKey:
+            fpr = await ring.generate("SECIR list", LIST_EMAIL)
+            for email in MEMBERS:
+                await ring.import_key(gpg_world.export_public(email))
+            return ListKey(ring, fpr, await ring.export_public(fpr))
+
+        yield asyncio.run(setup())
+    finally:
+        ring.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def member_rings(gpg_world: GpgWorld, list_key: ListKey) -> dict[str, Keyring]:
+    """Each person's own home (their secret key) plus the list's public key."""
+    rings = {}
+    for email in (*MEMBERS, DAVE, MALLORY):
+        home = gpg_world.make_home([email])
+        gpg_world.gpg(home, "--import", input=list_key.public.encode())
+        rings[email] = Keyring(home)
+    return rings
+
+
+# -- KeyInfo -----------------------------------------------------------------------------
+
+
+async def test_normal_key_has_no_problems(gpg_world: GpgWorld) -> None:
+    (info,) = await inspect_key(gpg_world.export_public(ALICE))
+
+    assert info.fingerprint == gpg_world.fingerprint(ALICE)
+    assert info.v4
+    assert info.uids == ("Alice Jansen <alice@test.example>",)
+    assert info.emails == (ALICE,)
+    assert info.can_sign and info.can_encrypt
+    assert not info.expired and not info.revoked and info.expires is None
+    assert not info.has_secret
+    assert info.problems() == []
+    assert info.problems(ALICE) == []
+    assert info.problems("Alice@Test.Example") == []
+
+
+@pytest.mark.parametrize(
+    ("email", "problem"),
+    [
+        ("expired@test.example", "the key has expired"),
+        ("revoked@test.example", "the key is revoked"),
+        ("signonly@test.example", "the key has no usable encryption subkey"),
+    ],
+)
+async def test_unusable_keys_say_why(gpg_world: GpgWorld, email: str, problem: str) -> None:
+    (info,) = await inspect_key(gpg_world.export_public(email))
+
+    assert info.fingerprint == gpg_world.fingerprint(email)
+    assert info.problems() == [problem]
+    assert info.problems(email) == [problem]
+
+
+async def test_expired_and_revoked_flags(gpg_world: GpgWorld) -> None:
+    (expired,) = await inspect_key(gpg_world.export_public("expired@test.example"))
+    (revoked,) = await inspect_key(gpg_world.export_public("revoked@test.example"))
+
+    assert expired.expired and not expired.revoked
+    assert expired.expires is not None and expired.expires < 1_600_000_000  # Jan 2020
+    assert revoked.revoked and not revoked.expired
+
+
+async def test_email_must_be_in_a_user_id(gpg_world: GpgWorld) -> None:
+    (info,) = await inspect_key(gpg_world.export_public(ALICE))
+
+    assert info.problems(BOB) == [f"no user id of the key carries {BOB}"]
+
+
+async def test_problems_add_up(gpg_world: GpgWorld) -> None:
+    (info,) = await inspect_key(gpg_world.export_public("signonly@test.example"))
+
+    assert info.problems(BOB) == ["the key has no usable encryption subkey",
+                                  f"no user id of the key carries {BOB}"]
+
+
+async def test_inspect_key_reads_every_key_given(gpg_world: GpgWorld) -> None:
+    both = gpg_world.export_public(ALICE) + gpg_world.export_public(BOB)
+
+    infos = await inspect_key(both)
+
+    assert sorted(i.fingerprint for i in infos) == sorted(
+        [gpg_world.fingerprint(ALICE), gpg_world.fingerprint(BOB)])
+
+
+async def test_inspect_key_refuses_garbage() -> None:
+    with pytest.raises(CryptoError):
+        await inspect_key("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnot a key\n")
+
+
+# -- the list key ------------------------------------------------------------------------
+
+
+async def test_generated_list_key(list_key: ListKey) -> None:
+    info = await list_key.ring.key(list_key.fingerprint)
+
+    assert info is not None
+    assert re.fullmatch(r"[0-9A-F]{40}", list_key.fingerprint)
+    assert info.has_secret
+    assert info.emails == (LIST_EMAIL,)
+    assert info.problems(LIST_EMAIL) == []
+    assert "BEGIN PGP PUBLIC KEY BLOCK" in list_key.public
+
+
+async def test_keyring_lists_imported_member_keys(list_key: ListKey,
+                                                  gpg_world: GpgWorld) -> None:
+    keys = {k.fingerprint: k for k in await list_key.ring.keys()}
+
+    for email in MEMBERS:
+        assert not keys[gpg_world.fingerprint(email)].has_secret
+    assert gpg_world.fingerprint(DAVE) not in keys
+
+
+async def test_import_of_nothing_is_an_error(list_key: ListKey) -> None:
+    with pytest.raises(CryptoError):
+        await list_key.ring.import_key("no key here")
+
+
+def test_keyring_needs_a_home(tmp_path: Path) -> None:
+    with pytest.raises(CryptoError):
+        Keyring(tmp_path / "absent")
+
+
+# -- fan-out -----------------------------------------------------------------------------
+
+
+async def test_sign_encrypt_is_one_gpg_call(list_key: ListKey, gpg_world: GpgWorld) -> None:
+    recipients = [gpg_world.fingerprint(e) for e in MEMBERS]
+    before = list_key.ring.calls
+
+    await list_key.ring.sign_encrypt(TEXT, recipients, list_key.fingerprint)
+
+    assert list_key.ring.calls - before == 1
+
+
+async def test_every_recipient_decrypts_and_sees_the_list_signature(
+        list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld) -> None:
+    recipients = [gpg_world.fingerprint(e) for e in MEMBERS]
+    cipher = await list_key.ring.sign_encrypt(TEXT, recipients, list_key.fingerprint)
+
+    for email in MEMBERS:
+        result = await member_rings[email].decrypt(cipher)
+        assert result.ok, email
+        assert result.data == TEXT
+        assert result.signed and result.valid
+        assert result.signer == list_key.fingerprint
+
+    outsider = await member_rings[DAVE].decrypt(cipher)
+    assert not outsider.ok and outsider.data == b""
+
+
+def _pubkey_packets(gpg_world: GpgWorld, cipher: bytes) -> list[str]:
+    """The ``:pubkey enc packet:`` lines gpg lists, read with a home holding no secret key."""
+    empty = gpg_world.make_home([])
+    listing = subprocess.run(["gpg", "--homedir", str(empty), "--batch", "--list-packets"],
+                             input=cipher, capture_output=True, check=False)
+    return [line for line in listing.stdout.decode().splitlines()
+            if line.startswith(":pubkey enc packet:")]
+
+
+async def test_recipient_key_ids_are_hidden(list_key: ListKey, gpg_world: GpgWorld) -> None:
+    recipients = [gpg_world.fingerprint(e) for e in MEMBERS]
+
+    hidden = await list_key.ring.sign_encrypt(TEXT, recipients, list_key.fingerprint)
+    shown = await list_key.ring.encrypt(TEXT, recipients)  # no --throw-keyids: the control
+
+    hidden_packets = _pubkey_packets(gpg_world, hidden)
+    assert len(hidden_packets) == len(MEMBERS)
+    assert all("keyid 0000000000000000" in line for line in hidden_packets)
+    shown_packets = _pubkey_packets(gpg_world, shown)
+    assert len(shown_packets) == len(MEMBERS)
+    assert not any("keyid 0000000000000000" in line for line in shown_packets)
+
+
+async def test_sign_encrypt_needs_recipients(list_key: ListKey) -> None:
+    with pytest.raises(CryptoError):
+        await list_key.ring.sign_encrypt(TEXT, [], list_key.fingerprint)
+
+
+# -- decrypting what members send --------------------------------------------------------
+
+
+async def test_decrypt_signed_by_a_known_key(list_key: ListKey,
+                                             member_rings: dict[str, Keyring],
+                                             gpg_world: GpgWorld) -> None:
+    cipher = await member_rings[ALICE].sign_encrypt(
+        TEXT, [list_key.fingerprint], gpg_world.fingerprint(ALICE))
+
+    result = await list_key.ring.decrypt(cipher)
+
+    assert result.ok and result.data == TEXT
+    assert result.signed and result.valid
+    assert result.signer == gpg_world.fingerprint(ALICE)
+
+
+async def test_decrypt_unsigned(list_key: ListKey, member_rings: dict[str, Keyring]) -> None:
+    cipher = await member_rings[BOB].encrypt(TEXT, [list_key.fingerprint])
+
+    result = await list_key.ring.decrypt(cipher)
+
+    assert result.ok and result.data == TEXT
+    assert not result.signed and not result.valid
+    assert result.signer is None
+
+
+async def test_decrypt_signed_by_an_unknown_key(list_key: ListKey,
+                                                member_rings: dict[str, Keyring],
+                                                gpg_world: GpgWorld) -> None:
+    cipher = await member_rings[MALLORY].sign_encrypt(
+        TEXT, [list_key.fingerprint], gpg_world.fingerprint(MALLORY))
+
+    result = await list_key.ring.decrypt(cipher)
+
+    assert result.ok and result.data == TEXT
+    assert result.signed  # there is a signature ...
+    assert not result.valid  # ... that cannot be checked
+    assert result.signer is None
+
+
+async def test_decrypt_of_a_message_for_someone_else(
+        list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld) -> None:
+    cipher = await member_rings[BOB].encrypt(TEXT, [gpg_world.fingerprint(BOB)])
+
+    result = await list_key.ring.decrypt(cipher)
+
+    assert not result.ok and result.data == b""
+    assert not result.valid and result.signer is None
+
+
+# -- signatures --------------------------------------------------------------------------
+
+
+async def test_verify_detached_on_exact_bytes(list_key: ListKey) -> None:
+    signature = await list_key.ring.detach_sign(TEXT, list_key.fingerprint)
+
+    good = await list_key.ring.verify_detached(TEXT, signature)
+
+    assert signature.startswith(b"-----BEGIN PGP SIGNATURE-----")
+    assert good.valid and good.signer == list_key.fingerprint
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda b: b[:5] + bytes([b[5] ^ 0x01]) + b[6:], id="one-bit"),
+        pytest.param(lambda b: b.replace(b"\r\n", b"\n"), id="crlf-to-lf"),
+        pytest.param(lambda b: b.replace(b"space \r\n", b"space\r\n"), id="trailing-space"),
+        pytest.param(lambda b: b[:-1], id="truncated"),
+    ],
+)
+async def test_verify_detached_fails_when_a_byte_changes(list_key: ListKey, change) -> None:  # type: ignore[no-untyped-def]
+    signature = await list_key.ring.detach_sign(TEXT, list_key.fingerprint)
+    changed = change(TEXT)
+    assert changed != TEXT
+
+    result = await list_key.ring.verify_detached(changed, signature)
+
+    assert not result.valid and result.signer is None
+
+
+async def test_verify_detached_by_a_member(list_key: ListKey, member_rings: dict[str, Keyring],
+                                           gpg_world: GpgWorld) -> None:
+    signature = await member_rings[CAROL].detach_sign(TEXT, gpg_world.fingerprint(CAROL))
+
+    result = await list_key.ring.verify_detached(TEXT, signature)
+
+    assert result.valid and result.signer == gpg_world.fingerprint(CAROL)
+
+
+async def test_verify_clearsigned_inline(list_key: ListKey, member_rings: dict[str, Keyring],
+                                         gpg_world: GpgWorld) -> None:
+    home = member_rings[ALICE].home
+    signed = gpg_world.gpg(home, "--clearsign", "--local-user", gpg_world.fingerprint(ALICE),
+                           input=b"- starts with a dash\nplain line\n").stdout
+    assert b"\n- - starts with a dash\n" in signed  # gpg dash-escaped it
+
+    good = await list_key.ring.verify(signed)
+    bad = await list_key.ring.verify(signed.replace(b"plain line", b"plain lime"))
+
+    assert good.valid and good.signer == gpg_world.fingerprint(ALICE)
+    assert not bad.valid

@@ -1,0 +1,609 @@
+"""Tests for secir_bot.bridges.mime against the corpus of real-world mail shapes.
+
+The corpus (``tests/corpus``, described in its README) holds whole received mails
+(``*.eml``) and decrypted payloads (``decrypted-*.txt``). The expectations below say what a
+correct reader makes of each one; composing is checked by reading our own output back.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import Message
+from pathlib import Path
+
+import pytest
+
+from secir_bot.bridges import mime
+from secir_bot.bridges.mime import (
+    ARMOR_BEGIN,
+    ARMOR_END,
+    ListHeaders,
+    MalformedMail,
+    compose_inner,
+    compose_outer,
+    parse_decrypted,
+    parse_envelope,
+)
+
+CORPUS = Path(__file__).parent / "corpus"
+# Files saved as a Unix MUA writes them (LF); every other corpus file has CRLF line endings.
+LF_FILES = {"mutt-inline-pgp.eml", "clearsigned-inline.eml", "decrypted-inline-clearsigned.txt"}
+LIST_ID = "secir.lists.secir.test"
+LISTS = ListHeaders(name="SECIR", address="secir@lists.secir.test", list_id=LIST_ID,
+                    owner="owner@secir.test", tag="SECIR")
+WHEN = datetime(2025, 3, 4, 9, 30, tzinfo=UTC)
+
+BUG_DECODED_FROM = ("bug: mime.py parse_envelope decodes encoded-words in From before "
+                    "parsing the address, so a decoded ',' or '(..)' changes the address")
+BUG_FOLDED_SUBJECT = "bug: mime.py _header does not unfold folded header lines (CRLF kept)"
+BUG_HTML_PROTECTED = ("bug: mime.py _readable skips every non-text/plain part carrying "
+                      "protected-headers, so an HTML-only protected message loses its body")
+BUG_HTML_ENTITIES = "bug: mime.py _strip_html leaves HTML entities (&amp; &nbsp;) escaped"
+
+
+def corpus(name: str) -> bytes:
+    return (CORPUS / name).read_bytes()
+
+
+# -- the corpus itself -------------------------------------------------------------------
+
+
+def test_corpus_files_are_all_listed_in_the_readme() -> None:
+    readme = (CORPUS / "README.md").read_text(encoding="utf-8")
+    files = sorted(p.name for p in CORPUS.iterdir() if p.suffix in (".eml", ".txt"))
+
+    assert len(files) >= 20
+    assert [f for f in files if f"`{f}`" not in readme] == []
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.glob("*.*")
+                                        if p.suffix in (".eml", ".txt")))
+def test_corpus_line_endings_are_as_saved(name: str) -> None:
+    """Guards the corpus against editors and git normalising its line endings."""
+    raw = corpus(name)
+    if not raw:
+        return
+    bare_lf = re.search(rb"(?<!\r)\n", raw) is not None
+    if name in LF_FILES:
+        assert b"\r" not in raw
+    else:
+        assert not bare_lf
+        assert raw.endswith(b"\r\n")
+
+
+# -- envelopes ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expect:
+    kind: str
+    from_addr: str
+    subject: str
+    message_id: str | None  # None: the sha256 fallback
+    automated: str | None = None  # a word the reason must contain; None: not automated
+    loop: str | None = None
+    list_id: str | None = None
+    in_reply_to: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+
+
+ENVELOPES = [
+    pytest.param("thunderbird-pgpmime-protected-headers.eml", Expect(
+        "pgp-mime", "anna@nic.test", "...",
+        "<6b0e2c1d-94a7-4f3b-8d52-1c7e9a0f4b26@nic.test>"), id="thunderbird"),
+    pytest.param("k9-pgpmime.eml", Expect(
+        "pgp-mime", "bram@registry.nl.test", "Re: Phishing wave against registrar accounts",
+        "<F1A27C3E-5D0B-4C8E-9E64-2B7A91D0C355@registry.nl.test>",
+        in_reply_to=("<3c9d51ae0f7b4e21@lists.secir.test>",),
+        references=("<8a1f44c2d09e7b35@lists.secir.test>",
+                    "<3c9d51ae0f7b4e21@lists.secir.test>")), id="k9"),
+    pytest.param("mutt-inline-pgp.eml", Expect(
+        "inline", "jan.novak@nic.cz.test", "[SECIR] DNSSEC rollover stuck at publish stage",
+        "<20250306065831.bq4tk2xw7hfm3nla@gw.nic.cz.test>"), id="mutt"),
+    pytest.param("outlook-inline-pgp-in-html-alternative.eml", Expect(
+        "inline", "smarquez@nic.es.test", "[SECIR] Resolver abuse from 203.0.113.0/24",
+        "<DB9PR06MB7721C3E0A9F54B2D8E16B4A3C9D22@DB9PR06MB7721.eurprd06.prod.outlook.test>"),
+        id="outlook"),
+    pytest.param("no-message-id.eml", Expect(
+        "inline", "noc-robot@nic.at.test", "[SECIR] nightly zone check report", None),
+        id="no-message-id"),
+    pytest.param("iso-8859-1-subject-and-body.eml", Expect(
+        "plain", "francois.levesque@nic.fr.test", "Réponse à l'incident du résolveur",
+        "<5E2A.7c41b0@webmail.nic.fr.test>"), id="iso-8859-1"),
+    pytest.param("bounce-dsn.eml", Expect(
+        "plain", "mailer-daemon@mx.lists.secir.test", "Undelivered Mail Returned to Sender",
+        "<20250311084602.8F1B2C0A55@mx.lists.secir.test>", automated="auto-submitted"),
+        id="bounce"),
+    pytest.param("read-receipt-mdn.eml", Expect(
+        "plain", "rui@cert.pt.test", "Return Receipt (displayed) - [SECIR] encrypted message",
+        "<a7c03e51-2b8f-4d19-b6e0-93f1c5d8e2a4@cert.pt.test>", automated="report"),
+        id="mdn"),
+    pytest.param("auto-reply-out-of-office.eml", Expect(
+        "plain", "lena@dns.be.test", "Automatic reply: [SECIR] encrypted message",
+        "<dovecot-sieve-1741697452-480211-0@mail.dns.be.test>", automated="auto-submitted",
+        in_reply_to=("<4be01c2f93d8a6e5a7c1@lists.secir.test>",),
+        references=("<4be01c2f93d8a6e5a7c1@lists.secir.test>",)), id="sieve-vacation"),
+    pytest.param("exchange-ooo-x-autoreply.eml", Expect(
+        "plain", "marc.weber@registry.lu.test", "Out of Office: [SECIR] encrypted message",
+        "<9f3c1a7e22b84d0c8b1e5a6d7c2f3e41@EX02.corp.registry.lu.test>",
+        automated="X-Autoreply",
+        in_reply_to=("<4be01c2f93d8a6e5a7c1@lists.secir.test>",)), id="x-autoreply"),
+    pytest.param("signed-only-multipart-signed.eml", Expect(
+        "signed-only", "anna@nic.test", "[SECIR] forgot to encrypt, sorry",
+        "<0d5e8b2a-71c4-4f6e-a3b9-e2c84f17d690@nic.test>"), id="multipart-signed"),
+    pytest.param("clearsigned-inline.eml", Expect(
+        "signed-only", "jan.novak@nic.cz.test", "[SECIR] public notice: maintenance window",
+        "<20250313160540.x7mkq3vd2pr9tz4c@gw.nic.cz.test>"), id="clearsigned"),
+    pytest.param("plain-unencrypted.eml", Expect(
+        "plain", "piet.jansen@gmail.test", "Question about joining the list",
+        "<CAF8x2qVb7Yk3+tR1mW0pQ9sN4eL6hJ2uZ5cD8aG1oE7iXnB3wA@mail.gmail.test>"),
+        id="plain"),
+    pytest.param("own-list-loop.eml", Expect(
+        "pgp-mime", "secir@lists.secir.test", "[SECIR] Re: encrypted message",
+        "<9d2be6a01f4c7e38b5a1@lists.secir.test>", loop=LIST_ID,
+        list_id=f"SECIR <{LIST_ID}>",
+        in_reply_to=("<3c9d51ae0f7b4e21@lists.secir.test>",),
+        references=("<8a1f44c2d09e7b35@lists.secir.test>",
+                    "<3c9d51ae0f7b4e21@lists.secir.test>")), id="own-list"),
+    pytest.param("apple-mail-folded-long-subject.eml", Expect(
+        "pgp-mime", "lena@dns.be.test",
+        "[SECIR] Registrar credential stuffing: affected accounts and the timeline we "
+        "reconstructed so far", "<2E91C4B7-0A5D-4C3F-8B16-7D40E2A9F3C8@dns.be.test>"),
+        id="apple-folded-subject", marks=pytest.mark.xfail(strict=True,
+                                                           reason=BUG_FOLDED_SUBJECT)),
+    pytest.param("encoded-word-comma-in-from-name.eml", Expect(
+        "inline", "francois.levesque@nic.fr.test", "[SECIR] Re: Resolver abuse",
+        "<PR3P192MB0824A1F06B7C2E9D53A1B8C4D7E92@PR3P192MB0824.EURP192.PROD.OUTLOOK.TEST>"),
+        id="encoded-comma-from", marks=pytest.mark.xfail(strict=True,
+                                                         reason=BUG_DECODED_FROM)),
+]
+
+
+@pytest.mark.parametrize(("name", "expect"), ENVELOPES)
+def test_envelope(name: str, expect: Expect) -> None:
+    raw = corpus(name)
+
+    env = parse_envelope(raw)
+
+    assert env.kind == expect.kind
+    assert env.from_addr == expect.from_addr
+    assert env.subject == expect.subject
+    if expect.message_id is None:
+        assert env.message_id == f"<sha256-{hashlib.sha256(raw).hexdigest()}@no-id>"
+    else:
+        assert env.message_id == expect.message_id
+    assert env.source_id == env.message_id
+    if expect.automated is None:
+        assert env.automated is None
+    else:
+        assert env.automated is not None and expect.automated in env.automated
+    assert env.loop_marker == expect.loop
+    assert env.list_id == expect.list_id
+    assert env.in_reply_to == expect.in_reply_to
+    assert env.references == expect.references
+    if expect.kind in ("pgp-mime", "inline"):
+        assert env.ciphertext is not None
+        assert env.ciphertext.startswith(ARMOR_BEGIN)
+        assert env.ciphertext.rstrip().endswith(ARMOR_END)
+    else:
+        assert env.ciphertext is None
+
+
+@pytest.mark.parametrize("name", ["thunderbird-pgpmime-protected-headers.eml",
+                                  "k9-pgpmime.eml", "own-list-loop.eml"])
+def test_pgp_mime_ciphertext_is_the_second_part_exactly(name: str) -> None:
+    raw = corpus(name)
+    start = raw.index(ARMOR_BEGIN)
+    end = raw.index(ARMOR_END) + len(ARMOR_END)
+
+    env = parse_envelope(raw)
+
+    assert env.ciphertext is not None
+    assert env.ciphertext.rstrip(b"\r\n") == raw[start:end]
+
+
+def test_inline_armor_is_cut_out_of_the_text_part() -> None:
+    raw = corpus("mutt-inline-pgp.eml")
+
+    env = parse_envelope(raw)
+
+    assert env.ciphertext == raw[raw.index(ARMOR_BEGIN):]
+
+
+def test_quoted_printable_armor_is_decoded() -> None:
+    env = parse_envelope(corpus("outlook-inline-pgp-in-html-alternative.eml"))
+
+    assert env.ciphertext is not None
+    assert b"=3D" not in env.ciphertext
+    lines = env.ciphertext.replace(b"\r\n", b"\n").split(b"\n")
+    assert b"=A/Ou" in lines  # the CRC line
+    assert b"jRwU3cu20k2VNJNv/Vw8hz3muJETK0COjfinBc9LrjzmPQxARuImyAc=" in lines
+    assert b"<p" not in env.ciphertext  # taken from text/plain, not from the HTML copy
+
+
+def test_message_id_fallback_is_stable_and_follows_the_bytes() -> None:
+    raw = corpus("no-message-id.eml")
+    changed = raw.replace(b"nightly", b"Nightly")
+
+    first, again = parse_envelope(raw), parse_envelope(bytes(raw))
+
+    assert first.message_id == again.message_id == mime.message_id_of(raw)
+    assert first.message_id is not None and first.message_id.endswith("@no-id>")
+    assert parse_envelope(changed).message_id != first.message_id
+
+
+def test_message_id_is_taken_from_its_angle_brackets() -> None:
+    raw = (b"From: a@nic.test\r\nMessage-ID:  <abc@nic.test> (sent by hand)\r\n"
+           b"Subject: x\r\n\r\nbody\r\n")
+
+    assert mime.message_id_of(raw) == "<abc@nic.test>"
+
+
+@pytest.mark.parametrize("name", ["empty.eml", "multipart-encrypted-missing-part.eml"])
+def test_malformed_corpus_mail_is_refused(name: str) -> None:
+    with pytest.raises(MalformedMail):
+        parse_envelope(corpus(name))
+
+
+_ENCRYPTED_HEAD = (b"From: anna@nic.test\r\nMessage-ID: <m@nic.test>\r\nMIME-Version: 1.0\r\n"
+                   b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted";'
+                   b' boundary="b"\r\n\r\n')
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"   \r\n\r\n", "empty"),
+        (b"\r\njust a body without headers\r\n", "no headers"),
+        (_ENCRYPTED_HEAD + b"--b\r\nContent-Type: text/plain\r\n\r\nVersion: 1\r\n"
+         b"--b\r\nContent-Type: application/octet-stream\r\n\r\n"
+         b"-----BEGIN PGP MESSAGE-----\r\n\r\nAAAA\r\n-----END PGP MESSAGE-----\r\n--b--\r\n",
+         "not PGP/MIME"),
+        (_ENCRYPTED_HEAD + b"--b\r\nContent-Type: application/pgp-encrypted\r\n\r\n"
+         b"Version: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n"
+         b"Content-Transfer-Encoding: base64\r\n\r\nhF4DAAAAAAAAAAASAQdA\r\n--b--\r\n",
+         "without an armored"),
+    ],
+)
+def test_malformed_shapes_are_refused(raw: bytes, why: str) -> None:
+    with pytest.raises(MalformedMail, match=why):
+        parse_envelope(raw)
+
+
+@pytest.mark.parametrize(
+    ("headers", "word"),
+    [
+        ("Auto-Submitted: auto-generated", "auto-submitted"),
+        ("Auto-Submitted: auto-notified", "auto-submitted"),
+        ("Precedence: bulk", "precedence bulk"),
+        ("Precedence: junk", "precedence junk"),
+        ("Precedence: auto_reply", "precedence auto_reply"),
+        ("X-Autorespond: yes", "X-Autorespond"),
+        ("Content-Type: multipart/report; report-type=delivery-status; boundary=x",
+         "report"),
+    ],
+)
+def test_automated_markers(headers: str, word: str) -> None:
+    raw = (f"From: someone@nic.test\r\nMessage-ID: <a@nic.test>\r\n{headers}\r\n"
+           "Subject: hello\r\n\r\nbody\r\n").encode()
+
+    reason = parse_envelope(raw).automated
+
+    assert reason is not None and word in reason
+
+
+@pytest.mark.parametrize("sender", ["From: postmaster@nic.test", "From: MAILER-DAEMON",
+                                    "X-No-From: here"])
+def test_mail_from_daemons_or_nobody_is_automated(sender: str) -> None:
+    raw = f"{sender}\r\nMessage-ID: <a@nic.test>\r\nSubject: x\r\n\r\nbody\r\n".encode()
+
+    reason = parse_envelope(raw).automated
+
+    assert reason is not None and "bounce" in reason
+
+
+@pytest.mark.parametrize("headers", ["Auto-Submitted: no", "Precedence: list",
+                                     "X-Auto-Response-Suppress: All"])
+def test_human_mail_is_not_automated(headers: str) -> None:
+    raw = (f"From: anna@nic.test\r\nMessage-ID: <a@nic.test>\r\n{headers}\r\n"
+           "Subject: hello\r\n\r\nbody\r\n").encode()
+
+    assert parse_envelope(raw).automated is None
+
+
+# -- decrypted payloads ------------------------------------------------------------------
+
+
+def test_protected_headers_with_legacy_display() -> None:
+    content = parse_decrypted(corpus("decrypted-protected-headers-with-legacy-display.txt"),
+                              "pgp-mime")
+
+    assert content.subject == "Suspicious NS changes for several .test domains"
+    assert content.text == (
+        "Hi all,\n\nsince 06:00 UTC we see NS changes for 14 domains, all through one \n"
+        "registrar account. Café-style phishing page, details to follow.\n\nAnna")
+    assert "Subject:" not in content.text  # the legacy display copy is not shown twice
+    assert content.attachments == ()
+    assert content.signed_part is None and content.signature is None
+
+
+def _rfc3156_signed_part(raw: bytes, boundary: bytes) -> bytes:
+    """The signed bytes, cut out the way RFC 3156 §5 defines them (CRLF only)."""
+    first = raw.index(b"\r\n--" + boundary)
+    start = raw.index(b"\r\n", first + 2) + 2
+    end = raw.index(b"\r\n--" + boundary, start)
+    return raw[start:end]
+
+
+def test_multipart_signed_keeps_the_exact_signed_bytes() -> None:
+    raw = corpus("decrypted-multipart-signed.txt")
+    expected = _rfc3156_signed_part(raw, b"=-=sig=-=Xr7Tq2Lw9")
+
+    content = parse_decrypted(raw, "pgp-mime")
+
+    assert content.signed_part == expected
+    assert content.signed_part.startswith(b"Content-Type: multipart/mixed;")
+    assert content.signed_part.endswith(b"--=-=mix=-=Bn4Ky8Pd1--\r\n")
+    assert b"X-Note:    spacing  kept   exactly\r\n" in content.signed_part
+    assert content.signature is not None
+    assert content.signature.startswith(b"-----BEGIN PGP SIGNATURE-----")
+    assert content.signature.rstrip().endswith(b"-----END PGP SIGNATURE-----")
+    assert content.text == ("We blocked the three accounts at 19:05. \n"
+                            "The reseller confirmed the leak – passwords are being reset.\n\n"
+                            "-- \nBram")
+    assert content.attachments == ()
+
+
+def test_split_multipart_returns_original_not_reserialised_bytes() -> None:
+    raw = corpus("decrypted-multipart-signed.txt")
+    boundary = "=-=sig=-=Xr7Tq2Lw9"
+    parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
+    first = parsed.get_payload(0)
+    assert isinstance(first, Message)
+
+    parts = mime._split_multipart(raw, boundary)
+
+    assert len(parts) == 2
+    assert parts[0] == _rfc3156_signed_part(raw, boundary.encode())
+    # What the email package would produce instead: the signature would no longer match.
+    for policy in (email.policy.compat32, email.policy.SMTP):
+        assert first.as_bytes(policy=policy) != parts[0]
+    relaxed = first.as_bytes(policy=email.policy.SMTP)
+    assert relaxed.replace(b"\r\n", b"\n") != parts[0].replace(b"\r\n", b"\n")
+
+
+def test_split_multipart_with_lf_line_endings_and_transport_padding() -> None:
+    raw = corpus("decrypted-multipart-signed.txt").replace(b"\r\n", b"\n")
+    raw = raw.replace(b"\n--=-=sig=-=Xr7Tq2Lw9\n", b"\n--=-=sig=-=Xr7Tq2Lw9 \t\n", 1)
+    first = raw.index(b"\n--=-=sig=-=Xr7Tq2Lw9")
+    start = raw.index(b"\n", first + 1) + 1
+    end = raw.index(b"\n--=-=sig=-=Xr7Tq2Lw9", start)
+
+    content = parse_decrypted(raw, "pgp-mime")
+
+    assert content.signed_part == raw[start:end]
+
+
+def test_multipart_signed_with_one_part_is_malformed() -> None:
+    raw = (b'Content-Type: multipart/signed; protocol="application/pgp-signature";'
+           b' micalg=pgp-sha256; boundary="s"\r\n\r\n--s\r\nContent-Type: text/plain\r\n\r\n'
+           b"only text\r\n--s--\r\n")
+
+    with pytest.raises(MalformedMail):
+        parse_decrypted(raw, "pgp-mime")
+
+
+@pytest.mark.xfail(strict=True, reason=BUG_HTML_PROTECTED)
+def test_html_only_message_is_read() -> None:
+    content = parse_decrypted(corpus("decrypted-html-only.txt"), "pgp-mime")
+
+    assert content.subject == "Takedown request sent to AT&T abuse desk"
+    assert "Ticket: ABU-20250314-0193" in content.text
+    assert content.text.rstrip().endswith("Sofia")
+    assert "<" not in content.text
+    assert "tracking" not in content.text and "margin" not in content.text
+
+
+def test_html_is_turned_into_text_without_markup_scripts_or_styles() -> None:
+    raw = (b"Content-Type: text/html; charset=utf-8\r\n\r\n<html><head><style>p {x: y}</style>"
+           b"<script>alert(1)</script></head><body><p>first</p><div>second<br>third</div>"
+           b"</body></html>\r\n")
+
+    assert parse_decrypted(raw, "pgp-mime").text == "first\nsecond\nthird"
+
+
+@pytest.mark.xfail(strict=True, reason=BUG_HTML_ENTITIES)
+def test_html_entities_are_unescaped() -> None:
+    raw = (b"Content-Type: text/html; charset=utf-8\r\n\r\n"
+           b"<p>AT&amp;T&#39;s&nbsp;desk &lt;abuse@att.test&gt;</p>\r\n")
+
+    assert parse_decrypted(raw, "pgp-mime").text == "AT&T's\xa0desk <abuse@att.test>"
+
+
+def test_plain_text_wins_over_html_in_alternative() -> None:
+    content = parse_decrypted(corpus("plain-unencrypted.eml"), "pgp-mime")
+
+    assert content.text == "Hello, how do I join this list?"
+
+
+def test_attachments_are_named_not_relayed() -> None:
+    content = parse_decrypted(corpus("decrypted-with-attachment.txt"), "pgp-mime")
+
+    assert content.subject == "IOCs from the registrar compromise"
+    assert content.text == "Attached: the report and the indicator list."
+    assert content.attachments == ("incident-report.pdf", "iocs.csv", "журнал.log")
+    assert "login from" not in content.text  # a text/plain attachment is not the body
+
+
+def test_inline_clearsigned_text_has_dash_escaping_undone() -> None:
+    raw = corpus("decrypted-inline-clearsigned.txt")
+
+    content = parse_decrypted(raw, "inline")
+
+    assert content.subject is None
+    assert content.inline_signed == raw  # the exact bytes still to be verified
+    assert content.text == (
+        "Status update on the resolver incident:\n\n"
+        "---------------------------------------\n"
+        "- all three resolvers patched\n"
+        "- monitoring back to normal\n"
+        "---------------------------------------\n"
+        "All times are UTC; next update at 18:00.\n"
+        "Regards,\n"
+        "-- \n"
+        "Jan")
+
+
+def test_inline_plain_text_is_returned_as_is() -> None:
+    content = parse_decrypted("Grüße,\r\n\r\n- Jan\r\n".encode(), "inline")
+
+    assert content.text == "Grüße,\n\n- Jan"
+    assert content.inline_signed is None
+
+
+def test_latin1_body_is_decoded_by_its_charset() -> None:
+    content = parse_decrypted(corpus("iso-8859-1-subject-and-body.eml"), "pgp-mime")
+
+    assert content.subject == "Réponse à l'incident du résolveur"
+    assert "Le résolveur a été corrigé ce matin" in content.text
+    assert content.text.endswith("François")
+
+
+@pytest.mark.xfail(strict=True, reason=BUG_FOLDED_SUBJECT)
+def test_folded_protected_subject_is_unfolded() -> None:
+    content = parse_decrypted(corpus("decrypted-multipart-signed.txt"), "pgp-mime")
+
+    assert content.subject == "Re: Phishing wave against   registrar accounts"
+
+
+# -- composing ---------------------------------------------------------------------------
+
+ARMORED = (b"-----BEGIN PGP MESSAGE-----\n\nhF4DAAAAAAAAAAASAQdAdummyciphertextonly\n"
+           b"=abcd\n-----END PGP MESSAGE-----\n")
+
+
+def _headers(raw: bytes) -> Message:
+    return email.message_from_bytes(raw, policy=email.policy.compat32)
+
+
+def test_compose_inner_carries_protected_headers() -> None:
+    raw = compose_inner(subject="Réponse: résolveur ☃", text="Bonjour,\nça marche.",
+                        from_label="Anna Kowalska (.test)", lists=LISTS,
+                        message_id="<p1@lists.secir.test>", date=WHEN)
+    msg = _headers(raw)
+
+    assert msg.get_content_type() == "text/plain"
+    assert msg.get_param("protected-headers") == "v1"
+    assert msg.get_content_charset() == "utf-8"
+    assert msg["Message-ID"] == "<p1@lists.secir.test>"
+    assert msg["To"] == "secir@lists.secir.test"
+    assert msg["Date"] == "Tue, 04 Mar 2025 09:30:00 +0000"
+    assert b"\r\n" in raw and re.search(rb"(?<!\r)\n", raw) is None
+    content = parse_decrypted(raw, "pgp-mime")
+    assert content.subject == "Réponse: résolveur ☃"
+    assert content.text == "Bonjour,\nça marche."
+
+
+def _outer(**kwargs: object) -> bytes:
+    args: dict[str, object] = {
+        "armored": ARMORED, "from_label": "Anna Kowalska (.test)", "lists": LISTS,
+        "message_id": "<p2@lists.secir.test>", "to": "secir@lists.secir.test", "date": WHEN}
+    args.update(kwargs)
+    return compose_outer(**args)  # type: ignore[arg-type]
+
+
+def test_compose_outer_list_headers() -> None:
+    msg = _headers(_outer())
+
+    assert msg["List-Id"] == f"SECIR <{LIST_ID}>"
+    assert msg["List-Post"] == "<mailto:secir@lists.secir.test>"
+    assert msg["List-Help"] == "<mailto:secir@lists.secir.test?subject=help>"
+    assert msg["List-Unsubscribe"] == "<mailto:secir@lists.secir.test?subject=unsubscribe>"
+    assert msg["List-Owner"] == "<mailto:owner@secir.test>"
+    assert msg["Precedence"] == "list"
+    assert msg["X-Auto-Response-Suppress"] == "All"
+    assert msg["X-Secir-List"] == LIST_ID
+    assert msg["Reply-To"] == "secir@lists.secir.test"
+    assert msg["Auto-Submitted"] is None
+    assert msg["In-Reply-To"] is None and msg["References"] is None
+
+
+def test_compose_outer_is_rfc3156_pgp_mime() -> None:
+    raw = _outer()
+    msg = _headers(raw)
+
+    assert msg.get_content_type() == "multipart/encrypted"
+    assert msg.get_param("protocol") == "application/pgp-encrypted"
+    control, body = msg.get_payload()
+    assert control.get_content_type() == "application/pgp-encrypted"
+    assert control.get_payload(decode=True).strip() == b"Version: 1"
+    assert body.get_content_type() == "application/octet-stream"
+    assert body.get_payload(decode=True).replace(b"\r\n", b"\n") == ARMORED
+    assert re.search(rb"(?<!\r)\n", raw) is None  # CRLF throughout, ready for SMTP
+
+
+def test_cleartext_subject_has_only_the_tag() -> None:
+    inner = compose_inner(subject="Breach at registrar X", text="secret details",
+                          from_label="Anna", lists=LISTS, message_id="<p3@l>", date=WHEN)
+    assert b"Breach at registrar X" in inner
+
+    plain = _headers(_outer(message_id="<p3@l>"))
+    reply = _headers(_outer(message_id="<p4@l>", reply=True))
+
+    assert plain["Subject"] == "[SECIR] encrypted message"
+    assert reply["Subject"] == "[SECIR] Re: encrypted message"
+    for outer in (_outer(), _outer(reply=True)):
+        assert b"Breach" not in outer and b"secret details" not in outer
+
+
+def test_compose_outer_threading_headers() -> None:
+    msg = _headers(_outer(in_reply_to="<parent@lists.secir.test>",
+                          references=("<root@lists.secir.test>", "<parent@lists.secir.test>")))
+
+    assert msg["In-Reply-To"] == "<parent@lists.secir.test>"
+    assert msg["References"] == "<root@lists.secir.test> <parent@lists.secir.test>"
+
+
+def test_auto_submitted_only_on_automated_mail() -> None:
+    assert _headers(_outer(automated=True))["Auto-Submitted"] == "auto-replied"
+    assert _headers(_outer(automated=False))["Auto-Submitted"] is None
+
+
+@pytest.mark.parametrize("automated", [False, True])
+def test_compose_outer_round_trips_through_parse_envelope(automated: bool) -> None:
+    raw = _outer(in_reply_to="<parent@lists.secir.test>",
+                 references=("<root@lists.secir.test>", "<parent@lists.secir.test>"),
+                 reply=True, automated=automated)
+
+    env = parse_envelope(raw)
+
+    assert env.kind == "pgp-mime"
+    assert env.ciphertext is not None
+    assert env.ciphertext.replace(b"\r\n", b"\n") == ARMORED
+    assert env.message_id == "<p2@lists.secir.test>"
+    assert env.from_addr == "secir@lists.secir.test"
+    assert env.from_name == "Anna Kowalska (.test) via SECIR"
+    assert env.subject == "[SECIR] Re: encrypted message"
+    assert env.in_reply_to == ("<parent@lists.secir.test>",)
+    assert env.references == ("<root@lists.secir.test>", "<parent@lists.secir.test>")
+    assert env.list_id == f"SECIR <{LIST_ID}>"
+    assert env.loop_marker == LIST_ID  # our own mail is recognised when it comes back
+    assert (env.automated is not None) is automated
+
+
+@pytest.mark.xfail(strict=True, reason=BUG_DECODED_FROM)
+def test_non_ascii_sender_label_round_trips() -> None:
+    env = parse_envelope(_outer(from_label="Иван Петров (.рф)"))
+
+    assert env.from_name == "Иван Петров (.рф) via SECIR"
+    assert env.from_addr == "secir@lists.secir.test"
+
+
+def test_recipients_of() -> None:
+    assert mime.recipients_of('Anna <Anna@NIC.test>, "Bram, B." <bram@registry.nl.test>') == [
+        "anna@nic.test", "bram@registry.nl.test"]
