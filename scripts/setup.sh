@@ -5,10 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
-for pair in dovecot:dovecot-imapd dovecot:dovecot-lmtpd postfix:postfix gpg:gnupg; do
-    bin=${pair%%:*}; pkg=${pair#*:}
-    if ! dpkg -s "$pkg" >/dev/null 2>&1; then need_pkgs+=("$pkg"); fi
+for pkg in dovecot-imapd dovecot-lmtpd postfix gnupg; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+# Debian's own Python needs python3-venv for "python3 -m venv".
+"$PY" -c "import ensurepip" >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${need_pkgs[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -16,8 +19,6 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"
 fi
 
-PY=${PYTHON:-python3.11}
-command -v "$PY" >/dev/null 2>&1 || PY=python3
 stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     [ -x .venv/bin/python ] || "$PY" -m venv .venv

@@ -50,15 +50,27 @@ class App:
         list_fpr = self.store.get(LIST_FPR_KEY)
         if not list_fpr:
             raise StoreMissing("the store has no list key: run 'secir-bot init' first")
-        self.services = Services(config=config, store=self.store, keyring=self.keyring,
-                                 list_fpr=list_fpr, bot_user_id=config.matrix.user_id)
+        self.services = Services(
+            config=config,
+            store=self.store,
+            keyring=self.keyring,
+            list_fpr=list_fpr,
+            bot_user_id=config.matrix.user_id,
+        )
         self.processor = Processor(self.services)
-        self.matrix = MatrixBridge(config, self.store, config.store_path / "matrix",
-                                   self.processor.process, self._wake, self._notify)
+        self.matrix = MatrixBridge(
+            config,
+            self.store,
+            config.store_path / "matrix",
+            self.processor.process,
+            self._wake,
+            self._notify,
+        )
         self.email = EmailBridge(config, self.store, self.processor.process, self._wake)
         bridges: dict[Channel, Bridge] = {Channel.MATRIX: self.matrix, Channel.EMAIL: self.email}
-        self.outbox = Outbox(self.store, bridges, config.delivery, self.processor.notice,
-                             config.matrix.control_room)
+        self.outbox = Outbox(
+            self.store, bridges, config.delivery, self.processor.notice, config.matrix.control_room
+        )
         if self.matrix.user_id != config.matrix.user_id:
             raise StoreError("the Matrix login does not match matrix.user_id")
 
@@ -69,8 +81,11 @@ class App:
         self.outbox.notify(text)
 
     async def run(self) -> None:
-        log.info("secir-bot running for %s (list key %s)", self.config.list.address,
-                 self.services.list_fpr)
+        log.info(
+            "secir-bot running for %s (list key %s)",
+            self.config.list.address,
+            self.services.list_fpr,
+        )
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.matrix.run(), name="matrix")

@@ -27,20 +27,34 @@ log = logging.getLogger("secir_bot")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="secir-bot", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="secir-bot",
+        description="Secure incident-response channel for ccTLD operators: an end-to-end "
+        "encrypted Matrix room mirrored with a PGP-encrypted mailing list.",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("-c", "--config", type=Path, default=Path("config.toml"),
-                        help="configuration file (default: config.toml)")
+        sp.add_argument(
+            "-c",
+            "--config",
+            type=Path,
+            default=Path("config.toml"),
+            help="configuration file (default: config.toml)",
+        )
         return sp
 
     with_config(sub.add_parser("check-config", help="report every configuration problem"))
-    init = with_config(sub.add_parser(
-        "init", help="create the store, the list key and the bot's Matrix device"))
-    init.add_argument("--import-key", type=Path, metavar="FILE",
-                      help="use this armored secret key as the list key instead of a new one")
+    init = with_config(
+        sub.add_parser("init", help="create the store, the list key and the bot's Matrix device")
+    )
+    init.add_argument(
+        "--import-key",
+        type=Path,
+        metavar="FILE",
+        help="use this armored secret key as the list key instead of a new one",
+    )
     with_config(sub.add_parser("run", help="run the bot"))
     member = sub.add_parser("member", help="manage the roster from the command line")
     msub = member.add_subparsers(dest="member_command", required=True)
@@ -56,14 +70,17 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("file", type=Path)
     with_config(msub.add_parser("list", help="list the members"))
     sandbox = sub.add_parser("sandbox", help="run the demo sandbox (make demo)")
-    sandbox.add_argument("--once", action="store_true",
-                         help="show the round trip and exit instead of staying up")
+    sandbox.add_argument(
+        "--once", action="store_true", help="show the round trip and exit instead of staying up"
+    )
     return p
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if not verbose:
         for noisy in ("nio", "aioimaplib", "gnupg", "peewee"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -77,9 +94,16 @@ async def init(config: Config, import_key: Path | None = None) -> str:
     keyring = Keyring.create(config.store_path / "gnupg")
     try:
         fpr = store.get(LIST_FPR_KEY)
+        if fpr and import_key is not None:
+            log.warning(
+                "the store already has list key %s; --import-key is ignored "
+                "(key rotation is a separate, manual procedure)",
+                fpr,
+            )
         if not fpr:
             if import_key is not None:
-                fprs = await keyring.import_key(import_key.read_text(encoding="utf-8"))
+                armored = await asyncio.to_thread(import_key.read_text, encoding="utf-8")
+                fprs = await keyring.import_key(armored)
                 info = [k for k in await keyring.keys(fprs) if k.has_secret]
                 if len(info) != 1:
                     raise StoreError("--import-key must hold exactly one secret key")
@@ -91,12 +115,18 @@ async def init(config: Config, import_key: Path | None = None) -> str:
         matrix_dir = config.store_path / "matrix"
         if not (matrix_dir / "credentials.json").exists():
             if not config.matrix.password.configured:
-                raise ConfigError(["matrix.password_file or matrix.password_env: needed by "
-                                   "init to log the bot's device in once"])
-            creds = await login_once(config, matrix_dir, config.matrix.password.read(),
-                                     secrets.token_urlsafe(32))
-            log.info("Matrix device %s logged in; keep store/ safe, it holds its keys",
-                     creds.device_id)
+                raise ConfigError(
+                    [
+                        "matrix.password_file or matrix.password_env: needed by "
+                        "init to log the bot's device in once"
+                    ]
+                )
+            creds = await login_once(
+                config, matrix_dir, config.matrix.password.read(), secrets.token_urlsafe(32)
+            )
+            log.info(
+                "Matrix device %s logged in; keep store/ safe, it holds its keys", creds.device_id
+            )
         return fpr
     finally:
         keyring.close()
@@ -114,6 +144,12 @@ async def run(config: Config) -> None:
         await app.run()
     except asyncio.CancelledError:
         log.info("stopped")
+    except ExceptionGroup as group:
+        # A task of the TaskGroup failed: report our own error plainly, not as a group.
+        first = group.exceptions[0]
+        while isinstance(first, ExceptionGroup):
+            first = first.exceptions[0]
+        raise first from group
 
 
 async def _member_add(config: Config, reqs: list[MemberRequest]) -> int:
@@ -128,8 +164,10 @@ async def _member_add(config: Config, reqs: list[MemberRequest]) -> int:
                 failed += 1
                 print(f"refused {req.email}: {exc}", file=sys.stderr)
             else:
-                print(f"added {m.label} <{m.email}> key {m.fingerprint} "
-                      f"channels {','.join(sorted(m.channels))}")
+                print(
+                    f"added {m.label} <{m.email}> key {m.fingerprint} "
+                    f"channels {','.join(sorted(m.channels))}"
+                )
     finally:
         keyring.close()
         store.close()
@@ -140,8 +178,10 @@ def _member_list(config: Config) -> int:
     store = Store.open(config.store_path)
     try:
         for m in store.members(active_only=False):
-            print(f"{m.tld_display:<12} #{m.rank} {m.name:<24} {m.email:<32} "
-                  f"{m.matrix_id or '-':<28} {','.join(sorted(m.channels)):<13} {m.status}")
+            print(
+                f"{m.tld_display:<12} #{m.rank} {m.name:<24} {m.email:<32} "
+                f"{m.matrix_id or '-':<28} {','.join(sorted(m.channels)):<13} {m.status}"
+            )
     finally:
         store.close()
     return 0
@@ -167,10 +207,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(run(config))
             return 0
         if args.member_command == "add":
-            req = MemberRequest(tld=args.tld, name=args.name, email=args.email,
-                                key=args.key.read_text(encoding="utf-8"),
-                                matrix_id=args.matrix_id, channels=args.channels,
-                                rank=args.rank)
+            req = MemberRequest(
+                tld=args.tld,
+                name=args.name,
+                email=args.email,
+                key=args.key.read_text(encoding="utf-8"),
+                matrix_id=args.matrix_id,
+                channels=args.channels,
+                rank=args.rank,
+            )
             return asyncio.run(_member_add(config, [req]))
         if args.member_command == "import":
             return asyncio.run(_member_add(config, read_import_file(args.file)))

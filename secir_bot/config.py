@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 PLACEHOLDER = "CHANGE-ME"
 # RFC 2606 documentation domains: the example file uses them, a real list never does.
-_DOC_DOMAIN = re.compile(r"(^|[.@:])example\.(org|com|net)\b", re.IGNORECASE)
+_DOC_DOMAIN = re.compile(r"(^|[./@:])example\.(org|com|net)\b", re.IGNORECASE)
 _EMAIL = re.compile(r"^[^@\s<>\"]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$")
 _MXID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
 _ROOM = re.compile(r"^![^\s:]+(:[A-Za-z0-9.\-]+(:\d+)?)?$")  # room v12 ids have no server part
@@ -125,8 +125,10 @@ class _Reader:
         self.data = data
         self.base = base
         self.problems: list[str] = []
+        self.read: set[str] = set()  # every key looked up, to report unknown ones
 
     def _get(self, key: str) -> tuple[bool, Any]:
+        self.read.add(key)
         node: Any = self.data
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:
@@ -134,8 +136,14 @@ class _Reader:
             node = node[part]
         return True, node
 
-    def value(self, key: str, kind: type[T], default: T | None = None, *,
-              check: Callable[[T], str | None] | None = None) -> T:
+    def value(
+        self,
+        key: str,
+        kind: type[T],
+        default: T | None = None,
+        *,
+        check: Callable[[T], str | None] | None = None,
+    ) -> T:
         found, raw = self._get(key)
         if not found:
             if default is None:
@@ -238,6 +246,8 @@ def parse(data: dict[str, Any], path: Path) -> Config:
     for i, admin in enumerate(admins):
         if not isinstance(admin, str) or _mxid(admin):
             r.problems.append(f"matrix.admins[{i}]: not a Matrix user id: {admin!r}")
+        elif PLACEHOLDER in admin or _DOC_DOMAIN.search(admin):
+            r.problems.append(f"matrix.admins[{i}]: still the example's placeholder {admin!r}")
     if not admins:
         r.problems.append("matrix.admins: name at least one admin")
     mx = MatrixConfig(
@@ -249,7 +259,8 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         control_room=r.value("matrix.control_room", str, check=_room),
         admins=tuple(a for a in admins if isinstance(a, str)),
         undecryptable_report_after=r.value(
-            "matrix.undecryptable_report_after", float, 300.0, check=_positive),
+            "matrix.undecryptable_report_after", float, 300.0, check=_positive
+        ),
     )
     if mx.incident_room and mx.incident_room == mx.control_room:
         r.problems.append("matrix.control_room: must differ from matrix.incident_room")
@@ -280,10 +291,22 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         retry_max=r.value("delivery.retry_max", float, 900.0, check=_positive),
         give_up_after=r.value("delivery.give_up_after", float, 86400.0, check=_positive),
     )
+    for section, table in data.items():
+        if section in known and isinstance(table, dict):
+            r.problems.extend(
+                f"{section}.{key}: unknown key" for key in table if f"{section}.{key}" not in r.read
+            )
     if r.problems:
         raise ConfigError(r.problems)
-    return Config(path=path, store_path=(path.parent / store).resolve(), list=lst, matrix=mx,
-                  imap=imap, smtp=smtp, delivery=delivery)
+    return Config(
+        path=path,
+        store_path=(path.parent / store).resolve(),
+        list=lst,
+        matrix=mx,
+        imap=imap,
+        smtp=smtp,
+        delivery=delivery,
+    )
 
 
 def load(path: Path) -> Config:

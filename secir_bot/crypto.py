@@ -29,6 +29,8 @@ from secir_bot.errors import CryptoError
 
 log = logging.getLogger(__name__)
 
+MIN_RSA_BITS = 3072
+
 
 @dataclass(frozen=True)
 class KeyInfo:
@@ -43,6 +45,8 @@ class KeyInfo:
     revoked: bool
     expired: bool
     has_secret: bool = False
+    algorithm: int = 0  # OpenPGP public-key algorithm of the primary key
+    length: int = 0
 
     @property
     def v4(self) -> bool:
@@ -62,6 +66,10 @@ class KeyInfo:
                 out.append("the key has no usable encryption subkey")
             if not self.can_sign:
                 out.append("the key cannot sign")
+        if self.algorithm in (1, 2, 3) and self.length < MIN_RSA_BITS:
+            out.append(f"RSA keys need at least {MIN_RSA_BITS} bits (this one has {self.length})")
+        if self.algorithm in (16, 17, 20):
+            out.append("DSA and ElGamal keys are not accepted; use Ed25519/Cv25519 or RSA")
         if email is not None and email.lower() not in self.emails:
             out.append(f"no user id of the key carries {email}")
         return out
@@ -94,11 +102,17 @@ def _key_info(raw: dict[str, Any], secret_fprs: set[str]) -> KeyInfo:
     emails = tuple(parseaddr(u)[1].lower() for u in uids if "@" in u)
     fpr = str(raw["fingerprint"]).upper()
     return KeyInfo(
-        fingerprint=fpr, uids=uids, emails=emails,
-        can_sign="S" in cap, can_encrypt="E" in cap, expires=expires,
-        revoked=validity == "r", expired=validity == "e" or (
-            expires is not None and expires < time.time()),
+        fingerprint=fpr,
+        uids=uids,
+        emails=emails,
+        can_sign="S" in cap,
+        can_encrypt="E" in cap,
+        expires=expires,
+        revoked=validity == "r",
+        expired=validity == "e" or (expires is not None and expires < time.time()),
         has_secret=fpr in secret_fprs,
+        algorithm=int(raw.get("algo") or 0),
+        length=int(raw.get("length") or 0),
     )
 
 
@@ -125,17 +139,28 @@ class Keyring:
 
     def close(self) -> None:
         """Stop the gpg-agent that gpg started for this home."""
-        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "all"],
-                       check=False, capture_output=True)
+        subprocess.run(
+            ["gpgconf", "--homedir", str(self.home), "--kill", "all"],
+            check=False,
+            capture_output=True,
+        )
 
     # -- keys --------------------------------------------------------------------------
 
     async def generate(self, name: str, email: str) -> str:
         """Make the list key (Ed25519 signing, Cv25519 encryption, no passphrase)."""
         params = self._gpg.gen_key_input(
-            key_type="EDDSA", key_curve="ed25519", key_usage="sign",
-            subkey_type="ECDH", subkey_curve="cv25519", subkey_usage="encrypt",
-            name_real=name, name_email=email, expire_date=0, no_protection=True)
+            key_type="EDDSA",
+            key_curve="ed25519",
+            key_usage="sign",
+            subkey_type="ECDH",
+            subkey_curve="cv25519",
+            subkey_usage="encrypt",
+            name_real=name,
+            name_email=email,
+            expire_date=0,
+            no_protection=True,
+        )
         result = await self._run(self._gpg.gen_key, params)
         if not result.fingerprint:
             raise CryptoError(f"gpg could not generate the list key: {result.stderr[-400:]}")
@@ -163,8 +188,11 @@ class Keyring:
         return str(await self._run(self._gpg.export_keys, fingerprint, armor=True))
 
     async def export_secret(self, fingerprint: str) -> str:
-        return str(await self._run(self._gpg.export_keys, fingerprint, True,
-                                   armor=True, expect_passphrase=False))
+        return str(
+            await self._run(
+                self._gpg.export_keys, fingerprint, True, armor=True, expect_passphrase=False
+            )
+        )
 
     # -- messages ----------------------------------------------------------------------
 
@@ -172,13 +200,16 @@ class Keyring:
         result = await self._run(self._gpg.decrypt, data, always_trust=True)
         # A signature shows as valid, in sig_info (good ones), or as a problem (bad ones,
         # unknown keys); "no secret key" problems concern decryption, not signatures.
-        sig_problems = [p for p in getattr(result, "problems", [])
-                        if p.get("status") != "no secret key"]
+        sig_problems = [
+            p for p in getattr(result, "problems", []) if p.get("status") != "no secret key"
+        ]
         signed = bool(result.valid or getattr(result, "sig_info", None) or sig_problems)
         signer = result.pubkey_fingerprint or result.fingerprint
         return Decrypted(
-            ok=bool(result.ok), data=bytes(result.data or b""),
-            signed=signed, valid=bool(result.valid),
+            ok=bool(result.ok),
+            data=bytes(result.data or b""),
+            signed=signed,
+            valid=bool(result.valid),
             signer=str(signer).upper() if result.valid and signer else None,
             status=str(result.status or ""),
         )
@@ -197,28 +228,40 @@ class Keyring:
         """Check an inline (clear-signed or opaque) signed message."""
         return _verified(await self._run(self._gpg.verify, signed))
 
+    async def usable_for_encryption(self, fingerprints: list[str]) -> set[str]:
+        """Those of ``fingerprints`` whose keys can be encrypted to now (one listing)."""
+        return {
+            k.fingerprint
+            for k in await self.keys(fingerprints)
+            if k.can_encrypt and not k.expired and not k.revoked
+        }
+
     async def sign_encrypt(self, data: bytes, recipients: list[str], signer: str) -> bytes:
         """Sign with ``signer`` and encrypt to every recipient in one gpg call."""
         if not recipients:
             raise CryptoError("no recipients to encrypt to")
         result = await self._run(
-            self._gpg.encrypt, data, recipients, sign=signer, always_trust=True,
-            armor=True, extra_args=["--throw-keyids"])
+            self._gpg.encrypt,
+            data,
+            recipients,
+            sign=signer,
+            always_trust=True,
+            armor=True,
+            extra_args=["--throw-keyids"],
+        )
         if not result.ok:
             raise CryptoError(f"gpg could not encrypt: {result.status}")
         return bytes(result.data)
 
     async def encrypt(self, data: bytes, recipients: list[str]) -> bytes:
         """Encrypt without signing (operators in tests and the demo use it)."""
-        result = await self._run(self._gpg.encrypt, data, recipients, always_trust=True,
-                                 armor=True)
+        result = await self._run(self._gpg.encrypt, data, recipients, always_trust=True, armor=True)
         if not result.ok:
             raise CryptoError(f"gpg could not encrypt: {result.status}")
         return bytes(result.data)
 
     async def detach_sign(self, data: bytes, signer: str) -> bytes:
-        result = await self._run(self._gpg.sign, data, keyid=signer, detach=True,
-                                 binary=False)
+        result = await self._run(self._gpg.sign, data, keyid=signer, detach=True, binary=False)
         if not result.data:
             raise CryptoError(f"gpg could not sign: {result.status}")
         return bytes(result.data)
@@ -226,13 +269,18 @@ class Keyring:
 
 def _verified(result: Any) -> Verified:
     signer = result.pubkey_fingerprint or result.fingerprint
-    return Verified(valid=bool(result.valid),
-                    signer=str(signer).upper() if result.valid and signer else None,
-                    status=str(result.status or ""))
+    return Verified(
+        valid=bool(result.valid),
+        signer=str(signer).upper() if result.valid and signer else None,
+        status=str(result.status or ""),
+    )
 
 
 async def inspect_key(armored: str | bytes) -> list[KeyInfo]:
-    """Describe the keys in ``armored`` without touching any real keyring."""
+    """Describe the keys in ``armored`` without touching any real keyring.
+
+    ``has_secret`` is set when the data carries secret key material.
+    """
     home = Path(tempfile.mkdtemp(prefix="gk"))  # short: gpg-agent's socket path is limited
     try:
         ring = Keyring(home)

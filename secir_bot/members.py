@@ -83,6 +83,11 @@ async def add_member(store: Store, keyring: Keyring, req: MemberRequest) -> Memb
         else:
             fingerprint = keys[0].fingerprint
             problems.extend(f"key {fingerprint}: {p}" for p in keys[0].problems(email))
+            if keys[0].has_secret:
+                problems.append(
+                    "the key file holds a SECRET key: give the public key only "
+                    "(and consider this secret key exposed)"
+                )
     if fingerprint and store.member_by_fingerprint(fingerprint):
         problems.append(f"key {fingerprint} is already registered for another member")
     if _EMAIL.match(email) and store.member_by_email(email):
@@ -94,9 +99,16 @@ async def add_member(store: Store, keyring: Keyring, req: MemberRequest) -> Memb
     assert tld is not None
     await keyring.import_key(req.key)
     try:
-        return store.add_member(tld=tld.a_label, tld_display=tld.display, name=req.name.strip(),
-                                email=email, fingerprint=fingerprint, matrix_id=req.matrix_id,
-                                channels=channels, rank=req.rank)
+        return store.add_member(
+            tld=tld.a_label,
+            tld_display=tld.display,
+            name=req.name.strip(),
+            email=email,
+            fingerprint=fingerprint,
+            matrix_id=req.matrix_id,
+            channels=channels,
+            rank=req.rank,
+        )
     except StoreError as exc:
         raise MemberError(str(exc)) from exc
 
@@ -115,20 +127,38 @@ def read_import_file(path: Path) -> list[MemberRequest]:
     """Members from TOML (``[[member]]`` tables) or CSV (a header row)."""
     base = path.parent
     rows: list[dict[str, Any]]
-    if path.suffix.lower() == ".toml":
-        rows = list(tomllib.loads(path.read_text(encoding="utf-8")).get("member", []))
-    elif path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    else:
-        raise MemberError(f"{path.name}: use a .toml or .csv file")
+    try:
+        if path.suffix.lower() == ".toml":
+            rows = tomllib.loads(path.read_text(encoding="utf-8")).get("member", [])
+        elif path.suffix.lower() == ".csv":
+            with path.open(newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+        else:
+            raise MemberError(f"{path.name}: use a .toml or .csv file")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, csv.Error) as exc:
+        raise MemberError(f"{path.name}: cannot read: {exc}") from exc
+    if not isinstance(rows, list):
+        raise MemberError(f"{path.name}: expected [[member]] tables")
     out = []
     for i, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise MemberError(f"{path.name} entry {i}: not a table of fields")
         missing = [k for k in ("tld", "name", "email", "key") if not row.get(k)]
         if missing:
             raise MemberError(f"{path.name} entry {i}: missing {', '.join(missing)}")
-        out.append(MemberRequest(
-            tld=str(row["tld"]), name=str(row["name"]), email=str(row["email"]),
-            key=_read_key(str(row["key"]), base), matrix_id=row.get("matrix_id") or None,
-            channels=str(row.get("channels") or ""), rank=int(row.get("rank") or 1)))
+        try:
+            rank = int(row.get("rank") or 1)
+        except ValueError:
+            raise MemberError(f"{path.name} entry {i}: rank must be 1, 2 or 3") from None
+        out.append(
+            MemberRequest(
+                tld=str(row["tld"]),
+                name=str(row["name"]),
+                email=str(row["email"]),
+                key=_read_key(str(row["key"]), base),
+                matrix_id=row.get("matrix_id") or None,
+                channels=str(row.get("channels") or ""),
+                rank=rank,
+            )
+        )
     return out

@@ -28,8 +28,14 @@ SHUTDOWN_GRACE = 30.0  # seconds an in-flight delivery may take to finish on shu
 
 
 class Outbox:
-    def __init__(self, store: Store, bridges: Mapping[Channel, Bridge], cfg: DeliveryConfig,
-                 notice: Callable[[str], NewDelivery], control_room: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bridges: Mapping[Channel, Bridge],
+        cfg: DeliveryConfig,
+        notice: Callable[[str], NewDelivery],
+        control_room: str,
+    ) -> None:
         self.store = store
         self.bridges = bridges
         self.cfg = cfg
@@ -64,10 +70,18 @@ class Outbox:
                 pass
 
     async def drain(self, channel: Channel) -> None:
-        """Deliver every due row of ``channel``, stopping at the first transient failure."""
+        """Deliver every due row of ``channel`` in order.
+
+        A transient failure holds back the later rows of the same target only (a thread
+        reply must not overtake its root); other targets, such as the control room next to
+        the incident room, go on.
+        """
+        held: set[str] = set()
         for row in self.store.outbox_due(channel, time.time()):
+            if row.target in held:
+                continue
             if not await self._deliver(row):
-                return
+                held.add(row.target)
 
     async def _deliver(self, row: OutboxRow) -> bool:
         # A delivery is not abandoned half-way on shutdown: an SMTP server that has taken
@@ -89,26 +103,27 @@ class Outbox:
             if age > self.cfg.give_up_after:
                 self._dead(row, f"gave up after {age / 3600:.1f} h: {exc}")
                 return True
-            delay = min(self.cfg.retry_base * 2 ** row.attempts, self.cfg.retry_max)
-            log.warning("outbox %s (%s) failed, retry in %.0fs: %s", row.id, row.channel,
-                        delay, exc)
+            delay = min(self.cfg.retry_base * 2**row.attempts, self.cfg.retry_max)
+            log.warning(
+                "outbox %s (%s) failed, retry in %.0fs: %s", row.id, row.channel, delay, exc
+            )
             self.store.retry_later(row.id, str(exc), time.time() + delay)
             return False
         except PermanentDeliveryError as exc:
             self._dead(row, str(exc))
             return True
         log.info("outbox %s (%s %s) delivered: %s", row.id, row.channel, row.kind, result)
-        link = ("event", result) if row.channel is Channel.MATRIX and row.kind == "post" \
-            else None
+        link = ("event", result) if row.channel is Channel.MATRIX and row.kind == "post" else None
         self.store.delivered(row.id, result, link=link, post_uid=row.post_uid)
         if "refused:" in result:
             self.notify(f"Some recipients refused delivery {row.id}: {result}")
         return True
 
     def _dead(self, row: OutboxRow, why: str) -> None:
-        log.error("outbox %s (%s to %s) is a dead letter: %s", row.id, row.channel, row.target,
-                  why)
+        log.error("outbox %s (%s to %s) is a dead letter: %s", row.id, row.channel, row.target, why)
         self.store.dead(row.id, why)
         if not (row.channel is Channel.MATRIX and row.target == self.control_room):
-            self.notify(f"Delivery {row.id} ({row.kind} via {row.channel} to {row.target}) "
-                        f"failed for good: {why}")
+            self.notify(
+                f"Delivery {row.id} ({row.kind} via {row.channel} to {row.target}) "
+                f"failed for good: {why}"
+            )

@@ -1,7 +1,7 @@
 """The pipeline: ordered tuples of small steps, and the runner that logs each decision.
 
 A step looks at one received item and returns a ``Decision``: go on, drop it quietly,
-reject it with a reason (the sender and the admins are told), or hold it for an admin.
+or reject it with a reason (the sender and the admins are told).
 Exceptions mean that something broke, never that the input was bad. The order of the
 steps is data and lives in ``EMAIL_STEPS`` / ``MATRIX_STEPS`` below, in one place.
 """
@@ -92,8 +92,14 @@ class Stage(Generic[Ctx]):
         for step in self.steps:
             decision = await step(ctx, services)
             if decision.verdict is not Verdict.CONTINUE:
-                log.info("%s item %s: %s by %s (%s)", self.name, ctx.item.id,
-                         decision.verdict, step.__name__, decision.reason)
+                log.info(
+                    "%s item %s: %s by %s (%s)",
+                    self.name,
+                    ctx.item.id,
+                    decision.verdict,
+                    step.__name__,
+                    decision.reason,
+                )
                 return decision
         log.info("%s item %s: accepted", self.name, ctx.item.id)
         return CONTINUE
@@ -103,26 +109,33 @@ def _stages() -> tuple[Stage[MailItem], Stage[MatrixItem]]:
     from secir_bot.steps import email as e
     from secir_bot.steps import matrix as m
 
-    email_stage: Stage[MailItem] = Stage("email", (
-        e.parse,  # envelope checks come before decryption...
-        e.not_a_loop,
-        e.not_automated,
-        e.encrypted,
-        e.size_limit,
-        e.decrypt,  # ...sender policy after verification
-        e.signed,
-        e.signer_is_member,
-        e.from_matches_signer,
-        e.has_text,
-    ))
-    matrix_stage: Stage[MatrixItem] = Stage("matrix", (
-        m.parse,
-        m.not_own_event,
-        m.is_human_message,
-        m.was_encrypted,
-        m.sender_is_member,
-        m.has_text,
-    ))
+    email_stage: Stage[MailItem] = Stage(
+        "email",
+        (
+            e.parse,  # envelope checks come before decryption...
+            e.not_a_loop,
+            e.not_automated,
+            e.encrypted,
+            e.size_limit,
+            e.decrypt,  # ...sender policy after verification
+            e.signed,
+            e.signer_is_member,
+            e.from_matches_signer,
+            e.not_a_command,
+            e.has_text,
+        ),
+    )
+    matrix_stage: Stage[MatrixItem] = Stage(
+        "matrix",
+        (
+            m.parse,
+            m.not_own_event,
+            m.is_human_message,
+            m.was_encrypted,
+            m.sender_is_member,
+            m.has_text,
+        ),
+    )
     return email_stage, matrix_stage
 
 

@@ -32,7 +32,6 @@ from secir_bot.store import InboxItem, NewDelivery
 
 log = logging.getLogger(__name__)
 
-_TAG = re.compile(r"^\s*(\[[^\]]*\]\s*)+")
 _RE = re.compile(r"^\s*((re|aw|sv|antw|fwd?)\s*:\s*)+", re.IGNORECASE)
 PLACEHOLDER_SUBJECTS = {"", "...", "encrypted message", "(no subject)"}
 
@@ -47,8 +46,16 @@ def new_uid() -> str:
     return secrets.token_hex(10)
 
 
-def clean_subject(subject: str) -> str:
-    return _TAG.sub("", subject).strip()
+def clean_subject(subject: str, tag: str = "SECIR") -> str:
+    """Drop the list's own ``[TAG]`` (anywhere after a ``Re:``); other tags such as
+    ``[TLP:AMBER]`` are the author's and stay."""
+    own = re.compile(r"\[\s*" + re.escape(tag) + r"\s*\]\s*", re.IGNORECASE)
+    return re.sub(r"\s{2,}", " ", own.sub("", subject)).strip()
+
+
+def is_placeholder(subject: str) -> bool:
+    """Subjects that clients put in the clear when the real one is protected."""
+    return _RE.sub("", subject).strip().lower() in PLACEHOLDER_SUBJECTS
 
 
 class Processor:
@@ -57,9 +64,13 @@ class Processor:
     def __init__(self, services: Services) -> None:
         self.s = services
         lst = services.config.list
-        self.headers = mime.ListHeaders(name=lst.name, address=lst.address,
-                                        list_id=lst.list_id, owner=lst.owner,
-                                        tag=lst.subject_tag)
+        self.headers = mime.ListHeaders(
+            name=lst.name,
+            address=lst.address,
+            list_id=lst.list_id,
+            owner=lst.owner,
+            tag=lst.subject_tag,
+        )
 
     def message_id(self, uid: str) -> str:
         return f"<{uid}@{self.s.config.list.domain}>"
@@ -67,12 +78,33 @@ class Processor:
     # -- items -------------------------------------------------------------------------
 
     async def process(self, item: InboxItem) -> Outcome:
-        """Decide one inbox item (idempotent: a decided item keeps its outcome)."""
+        """Decide one inbox item (idempotent: a decided item keeps its outcome).
+
+        An item whose processing raises is *shunted*: kept in the store with the error,
+        reported to the admins, and not retried automatically, so that one poisonous
+        message cannot stop the list (Mailman's shunt queue).
+        """
         if item.state != "new":
             return Outcome(item.state, item.reason or "")
-        if item.source == "email":
-            return await self._process_mail(item)
-        return await self._process_matrix(item)
+        try:
+            if item.source == "email":
+                return await self._process_mail(item)
+            return await self._process_matrix(item)
+        except Exception as exc:
+            log.exception("inbox item %s could not be processed; shunted", item.id)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            self.s.store.decide(
+                item.id,
+                "shunted",
+                reason,
+                deliveries=[
+                    self.notice(
+                        f"Inbox item {item.id} ({item.source} {item.source_id}) could not be "
+                        f"processed and was set aside: {reason}. Nothing was relayed."
+                    )
+                ],
+            )
+            return Outcome("rejected", reason)
 
     async def _process_mail(self, item: InboxItem) -> Outcome:
         ctx = MailItem(item)
@@ -81,8 +113,12 @@ class Processor:
             self.s.store.decide(item.id, "dropped", decision.reason)
             return Outcome("dropped", decision.reason)
         if decision.verdict is Verdict.REJECT:
-            self.s.store.decide(item.id, "rejected", decision.reason,
-                                deliveries=await self._mail_rejected(ctx, decision))
+            self.s.store.decide(
+                item.id,
+                "rejected",
+                decision.reason,
+                deliveries=await self._mail_rejected(ctx, decision),
+            )
             return Outcome("rejected", decision.reason)
         assert ctx.signer is not None and ctx.envelope is not None and ctx.content is not None
         env, content = ctx.envelope, ctx.content
@@ -91,18 +127,27 @@ class Processor:
             parent = self.s.store.post_for("msgid", mid)
             if parent is not None:
                 break
-        subject = clean_subject(content.subject or env.subject)
-        if subject.lower() in PLACEHOLDER_SUBJECTS and parent is not None:
-            subject = "Re: " + _RE.sub("", self._root_subject(parent))
-        post = Post(uid=new_uid(), origin=Channel.EMAIL, author=ctx.signer,
-                    subject=subject or "(no subject)", body=content.text,
-                    parent_uid=parent.uid if parent else None,
-                    root_uid=(parent.root_uid or parent.uid) if parent else None,
-                    attachments=content.attachments)
+        tag = self.s.config.list.subject_tag
+        subject = clean_subject(content.subject or env.subject, tag)
+        if is_placeholder(subject):
+            subject = (
+                ("Re: " + _RE.sub("", self._root_subject(parent)))
+                if parent
+                else first_line(content.text)
+            )
+        post = Post(
+            uid=new_uid(),
+            origin=Channel.EMAIL,
+            author=ctx.signer,
+            subject=subject or "(no subject)",
+            body=content.text,
+            parent_uid=parent.uid if parent else None,
+            root_uid=(parent.root_uid or parent.uid) if parent else None,
+            attachments=content.attachments,
+        )
         deliveries = [self._to_room(post), *await self._to_list(post)]
         links = [("msgid", env.source_id), ("msgid", self.message_id(post.uid))]
-        self.s.store.decide(item.id, "relayed", post=post, links=links,
-                            deliveries=deliveries)
+        self.s.store.decide(item.id, "relayed", post=post, links=links, deliveries=deliveries)
         return Outcome("relayed")
 
     async def _process_matrix(self, item: InboxItem) -> Outcome:
@@ -112,8 +157,12 @@ class Processor:
             self.s.store.decide(item.id, "dropped", decision.reason)
             return Outcome("dropped", decision.reason)
         if decision.verdict is Verdict.REJECT:
-            self.s.store.decide(item.id, "rejected", decision.reason,
-                                deliveries=self._matrix_rejected(ctx, decision))
+            self.s.store.decide(
+                item.id,
+                "rejected",
+                decision.reason,
+                deliveries=self._matrix_rejected(ctx, decision),
+            )
             return Outcome("rejected", decision.reason)
         assert ctx.sender is not None
         content = ctx.event.get("content") or {}
@@ -135,12 +184,19 @@ class Processor:
             subject = "Re: " + _RE.sub("", self._root_subject(root))
         else:
             subject = first_line(body)
-        post = Post(uid=new_uid(), origin=Channel.MATRIX, author=ctx.sender, subject=subject,
-                    body=body, parent_uid=parent.uid if parent else None,
-                    root_uid=root.uid if root else None)
+        post = Post(
+            uid=new_uid(),
+            origin=Channel.MATRIX,
+            author=ctx.sender,
+            subject=subject,
+            body=body,
+            parent_uid=parent.uid if parent else None,
+            root_uid=root.uid if root else None,
+        )
         links = [("event", str(ctx.event.get("event_id"))), ("msgid", self.message_id(post.uid))]
-        self.s.store.decide(item.id, "relayed", post=post, links=links,
-                            deliveries=await self._to_list(post))
+        self.s.store.decide(
+            item.id, "relayed", post=post, links=links, deliveries=await self._to_list(post)
+        )
         return Outcome("relayed")
 
     def _root_subject(self, post: Post) -> str:
@@ -155,26 +211,52 @@ class Processor:
             text += "\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]"
         head = f"{post.author.label} by email"
         body = f"{head}: {post.subject}\n\n{text}"
-        formatted = (f"<p><strong>{html.escape(post.author.label)}</strong> by email: "
-                     f"<strong>{html.escape(post.subject)}</strong></p>"
-                     f"<pre>{html.escape(text)}</pre>")
-        content = {"msgtype": "m.text", "body": body, "format": "org.matrix.custom.html",
-                   "formatted_body": formatted, "m.mentions": {},
-                   MARKER: {"post": post.uid, "from": "email"}}
+        formatted = (
+            f"<p><strong>{html.escape(post.author.label)}</strong> by email: "
+            f"<strong>{html.escape(post.subject)}</strong></p>"
+            f"<pre>{html.escape(text)}</pre>"
+        )
+        content = {
+            "msgtype": "m.text",
+            "body": body,
+            "format": "org.matrix.custom.html",
+            "formatted_body": formatted,
+            "m.mentions": {},
+            MARKER: {"post": post.uid, "from": "email"},
+        }
         payload = {"content": content, "root_uid": post.root_uid, "parent_uid": post.parent_uid}
-        return NewDelivery(channel=Channel.MATRIX, target=self.s.config.matrix.incident_room,
-                           kind="post", payload=json.dumps(payload).encode(),
-                           post_uid=post.uid)
+        return NewDelivery(
+            channel=Channel.MATRIX,
+            target=self.s.config.matrix.incident_room,
+            kind="post",
+            payload=json.dumps(payload).encode(),
+            post_uid=post.uid,
+        )
 
     def email_recipients(self, exclude: Member | None) -> list[Member]:
-        return [m for m in self.s.store.members()
-                if Channel.EMAIL in m.channels
-                and (exclude is None or m.id != exclude.id or self.s.config.list.echo_to_sender)]
+        return [
+            m
+            for m in self.s.store.members()
+            if Channel.EMAIL in m.channels
+            and (exclude is None or m.id != exclude.id or self.s.config.list.echo_to_sender)
+        ]
 
     async def _to_list(self, post: Post) -> list[NewDelivery]:
         members = self.email_recipients(post.author)
+        out: list[NewDelivery] = []
+        usable = await self.s.keyring.usable_for_encryption([m.fingerprint for m in members])
+        skipped = [m for m in members if m.fingerprint not in usable]
+        if skipped:
+            members = [m for m in members if m.fingerprint in usable]
+            out.append(
+                self.notice(
+                    "Not mailed to "
+                    + ", ".join(f"{m.label} <{m.email}>" for m in skipped)
+                    + f" (post {post.uid}): their key is expired, revoked or cannot encrypt."
+                )
+            )
         if not members:
-            return []
+            return out
         refs: list[str] = []
         in_reply_to = None
         if post.parent_uid:
@@ -184,73 +266,144 @@ class Processor:
                 refs.append(self.message_id(post.parent_uid))
             in_reply_to = self.message_id(post.parent_uid)
         origin = "in the Matrix room" if post.origin is Channel.MATRIX else "by email"
-        footer = (f"\n\n-- \n{post.author.label} <{post.author.email}> wrote this {origin}; "
-                  f"the signature was checked by the list.\nReply to this mail to answer "
-                  f"everyone on {self.headers.name}, by mail and in the Matrix room.")
+        footer = (
+            f"\n\n-- \n{post.author.label} <{post.author.email}> wrote this {origin}; "
+            f"the signature was checked by the list.\nReply to this mail to answer "
+            f"everyone on {self.headers.name}, by mail and in the Matrix room."
+        )
         if post.attachments:
-            footer = ("\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]"
-                      + footer)
+            footer = "\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]" + footer
         data = await self._encrypt(
-            subject=post.subject, text=post.body + footer, label=post.author.label,
-            message_id=self.message_id(post.uid), to=[m.fingerprint for m in members],
-            in_reply_to=in_reply_to, references=tuple(refs))
-        return [NewDelivery(channel=Channel.EMAIL, target="list", kind="post", payload=data,
-                            recipients=tuple(m.email for m in members), post_uid=post.uid)]
+            subject=post.subject,
+            text=post.body + footer,
+            label=post.author.label,
+            message_id=self.message_id(post.uid),
+            to=[m.fingerprint for m in members],
+            in_reply_to=in_reply_to,
+            references=tuple(refs),
+        )
+        out.append(
+            NewDelivery(
+                channel=Channel.EMAIL,
+                target="list",
+                kind="post",
+                payload=data,
+                recipients=tuple(m.email for m in members),
+                post_uid=post.uid,
+            )
+        )
+        return out
 
-    async def _encrypt(self, *, subject: str, text: str, label: str, message_id: str,
-                       to: list[str], in_reply_to: str | None = None,
-                       references: tuple[str, ...] = (), automated: bool = False,
-                       recipient: str | None = None) -> bytes:
-        inner = mime.compose_inner(subject=subject, text=text, from_label=label,
-                                   lists=self.headers, message_id=message_id)
+    async def _encrypt(
+        self,
+        *,
+        subject: str,
+        text: str,
+        label: str | None,
+        message_id: str,
+        to: list[str],
+        in_reply_to: str | None = None,
+        references: tuple[str, ...] = (),
+        automated: bool = False,
+        recipient: str | None = None,
+    ) -> bytes:
+        inner = mime.compose_inner(
+            subject=subject, text=text, from_label=label, lists=self.headers, message_id=message_id
+        )
         armored = await self.s.keyring.sign_encrypt(inner, to, self.s.list_fpr)
         return mime.compose_outer(
-            armored=armored, from_label=label, lists=self.headers, message_id=message_id,
-            to=recipient or self.headers.address, in_reply_to=in_reply_to,
-            references=references, reply=bool(in_reply_to), automated=automated)
+            armored=armored,
+            from_label=label,
+            lists=self.headers,
+            message_id=message_id,
+            to=recipient or self.headers.address,
+            in_reply_to=in_reply_to,
+            references=references,
+            reply=bool(in_reply_to),
+            automated=automated,
+        )
 
     # -- rejections --------------------------------------------------------------------
 
     def notice(self, text: str) -> NewDelivery:
         """A notice for the admins in the control room."""
         content = {"msgtype": "m.notice", "body": text, "m.mentions": {}}
-        return NewDelivery(channel=Channel.MATRIX, target=self.s.config.matrix.control_room,
-                           kind="notice", payload=json.dumps({"content": content}).encode())
+        return NewDelivery(
+            channel=Channel.MATRIX,
+            target=self.s.config.matrix.control_room,
+            kind="notice",
+            payload=json.dumps({"content": content}).encode(),
+        )
 
     async def _mail_rejected(self, ctx: MailItem, decision: Decision) -> list[NewDelivery]:
         env = ctx.envelope
         sender = env.from_addr if env else "(unreadable)"
         mid = env.message_id if env else mime.message_id_of(ctx.item.raw)
         signer = f"; signed by {ctx.signer.label}" if ctx.signer else ""
-        out = [self.notice(
-            f"Mail rejected and quarantined: {decision.reason}. From: {sender}{signer}; "
-            f"Message-ID: {mid}; inbox item {ctx.item.id}.")]
+        out = [
+            self.notice(
+                f"Mail rejected and quarantined: {decision.reason}. From: {sender}{signer}; "
+                f"Message-ID: {mid}; inbox item {ctx.item.id}."
+            )
+        ]
         member = ctx.signer or ctx.claimed
-        if member is not None and member.active:
-            text = (f"Your mail {mid} to {self.headers.address} was not relayed to the list:\n\n"
-                    f"    {decision.reason}.\n\nNothing was sent to the other members. Mail to "
-                    f"the list must be encrypted to the list key and signed with the key "
-                    f"registered for you ({member.fingerprint}).\nThe list admins have "
-                    f"been told. This is an automatic answer.")
+        if (
+            member is not None
+            and member.active
+            and await self.s.keyring.usable_for_encryption([member.fingerprint])
+        ):
+            text = (
+                f"Your mail {mid} to {self.headers.address} was not relayed to the list:\n\n"
+                f"    {decision.reason}.\n\nNothing was sent to the other members. Mail to "
+                f"the list must be encrypted to the list key and signed with the key "
+                f"registered for you ({member.fingerprint}).\nThe list admins have "
+                f"been told. This is an automatic answer."
+            )
             data = await self._encrypt(
-                subject="Your mail was not relayed", text=text, label=self.headers.name,
-                message_id=self.message_id(new_uid()), to=[member.fingerprint],
-                in_reply_to=mid if env else None, automated=True, recipient=member.email)
-            out.append(NewDelivery(channel=Channel.EMAIL, target=member.email, kind="notice",
-                                   payload=data, recipients=(member.email,)))
+                subject="Your mail was not relayed",
+                text=text,
+                label=None,
+                message_id=self.message_id(new_uid()),
+                to=[member.fingerprint],
+                in_reply_to=mid if env else None,
+                automated=True,
+                recipient=member.email,
+            )
+            out.append(
+                NewDelivery(
+                    channel=Channel.EMAIL,
+                    target=member.email,
+                    kind="notice",
+                    payload=data,
+                    recipients=(member.email,),
+                )
+            )
         return out
 
     def _matrix_rejected(self, ctx: MatrixItem, decision: Decision) -> list[NewDelivery]:
         event_id = ctx.event.get("event_id", "?")
         sender = ctx.event.get("sender", "?")
-        out = [self.notice(f"Matrix event not relayed: {decision.reason}. Sender: {sender}; "
-                           f"event: {event_id}; room: {ctx.room_id}.")]
+        out = [
+            self.notice(
+                f"Matrix event not relayed: {decision.reason}. Sender: {sender}; "
+                f"event: {event_id}; room: {ctx.room_id}."
+            )
+        ]
         if ctx.room_id and ctx.room_id != self.s.config.matrix.control_room:
-            content = {"msgtype": "m.notice", "m.mentions": {},
-                       "body": f"Not mirrored to the mailing list: {decision.reason}.",
-                       "m.relates_to": {"m.in_reply_to": {"event_id": event_id}}}
-            out.append(NewDelivery(channel=Channel.MATRIX, target=ctx.room_id, kind="notice",
-                                   payload=json.dumps({"content": content}).encode()))
+            content = {
+                "msgtype": "m.notice",
+                "m.mentions": {},
+                "body": f"Not mirrored to the mailing list: {decision.reason}.",
+                "m.relates_to": {"m.in_reply_to": {"event_id": event_id}},
+            }
+            out.append(
+                NewDelivery(
+                    channel=Channel.MATRIX,
+                    target=ctx.room_id,
+                    kind="notice",
+                    payload=json.dumps({"content": content}).encode(),
+                )
+            )
         return out
 
 

@@ -34,43 +34,91 @@ from secir_bot.model import Channel, Member, Post
 DB_NAME = "secir.sqlite"
 
 
+def _table(db: sqlite_utils.Database, name: str) -> sqlite_utils.db.Table:
+    return db.table(name)
+
+
 def _m001_initial(db: sqlite_utils.Database) -> None:
-    db["members"].create(
-        {"id": int, "tld": str, "tld_display": str, "name": str, "email": str,
-         "fingerprint": str, "matrix_id": str, "channels": str, "rank": int,
-         "status": str, "added_at": float},
-        pk="id", not_null={"tld", "name", "email", "fingerprint", "channels", "status"},
+    _table(db, "members").create(
+        {
+            "id": int,
+            "tld": str,
+            "tld_display": str,
+            "name": str,
+            "email": str,
+            "fingerprint": str,
+            "matrix_id": str,
+            "channels": str,
+            "rank": int,
+            "status": str,
+            "added_at": float,
+        },
+        pk="id",
+        not_null={"tld", "name", "email", "fingerprint", "channels", "status"},
     )
-    db["members"].create_index(["email"], unique=True)
-    db["members"].create_index(["fingerprint"], unique=True)
-    db["members"].create_index(["matrix_id"], unique=True)
-    db["posts"].create(
-        {"uid": str, "origin": str, "author_id": int, "subject": str, "body": str,
-         "parent_uid": str, "root_uid": str, "attachments": str, "created_at": float},
-        pk="uid", foreign_keys=[("author_id", "members", "id")],
+    _table(db, "members").create_index(["email"], unique=True)
+    _table(db, "members").create_index(["fingerprint"], unique=True)
+    _table(db, "members").create_index(["matrix_id"], unique=True)
+    _table(db, "posts").create(
+        {
+            "uid": str,
+            "origin": str,
+            "author_id": int,
+            "subject": str,
+            "body": str,
+            "parent_uid": str,
+            "root_uid": str,
+            "attachments": str,
+            "created_at": float,
+        },
+        pk="uid",
+        foreign_keys=[("author_id", "members", "id")],
     )
-    db["links"].create({"kind": str, "value": str, "post_uid": str}, pk=("kind", "value"))
-    db["inbox"].create(
-        {"id": int, "source": str, "source_id": str, "raw": bytes, "meta": str,
-         "received_at": float, "state": str, "reason": str, "post_uid": str,
-         "decided_at": float},
-        pk="id", not_null={"source", "source_id", "state"},
+    _table(db, "links").create({"kind": str, "value": str, "post_uid": str}, pk=("kind", "value"))
+    _table(db, "inbox").create(
+        {
+            "id": int,
+            "source": str,
+            "source_id": str,
+            "raw": bytes,
+            "meta": str,
+            "received_at": float,
+            "state": str,
+            "reason": str,
+            "post_uid": str,
+            "decided_at": float,
+        },
+        pk="id",
+        not_null={"source", "source_id", "state"},
     )
-    db["inbox"].create_index(["source", "source_id"], unique=True)
-    db["inbox"].create_index(["state"])
-    db["outbox"].create(
-        {"id": int, "post_uid": str, "channel": str, "target": str, "kind": str,
-         "payload": bytes, "recipients": str, "state": str, "attempts": int,
-         "next_attempt_at": float, "created_at": float, "last_error": str, "result": str,
-         "done": str},
-        pk="id", not_null={"channel", "target", "state"},
+    _table(db, "inbox").create_index(["source", "source_id"], unique=True)
+    _table(db, "inbox").create_index(["state"])
+    _table(db, "outbox").create(
+        {
+            "id": int,
+            "post_uid": str,
+            "channel": str,
+            "target": str,
+            "kind": str,
+            "payload": bytes,
+            "recipients": str,
+            "state": str,
+            "attempts": int,
+            "next_attempt_at": float,
+            "created_at": float,
+            "last_error": str,
+            "result": str,
+            "done": str,
+        },
+        pk="id",
+        not_null={"channel", "target", "state"},
     )
-    db["outbox"].create_index(["state", "channel"])
-    db["devices"].create(
+    _table(db, "outbox").create_index(["state", "channel"])
+    _table(db, "devices").create(
         {"user_id": str, "device_id": str, "ed25519": str, "state": str, "first_seen": float},
         pk=("user_id", "device_id"),
     )
-    db["kv"].create({"key": str, "value": str}, pk="key")
+    _table(db, "kv").create({"key": str, "value": str}, pk="key")
 
 
 # Append only: a migration, once released, is never edited or reordered.
@@ -154,7 +202,7 @@ class Store:
         """Apply pending migrations in order; return the names applied."""
         db = self.db
         if "_migrations" not in db.table_names():
-            db["_migrations"].create({"name": str, "applied_at": float}, pk="name")
+            _table(db, "_migrations").create({"name": str, "applied_at": float}, pk="name")
         done = {row["name"] for row in db["_migrations"].rows}
         applied = []
         for name, fn in MIGRATIONS:
@@ -162,8 +210,9 @@ class Store:
                 continue
             with db.conn:
                 fn(db)
-                db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
-                           [name, time.time()])
+                db.execute(
+                    "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", [name, time.time()]
+                )
             applied.append(name)
         return applied
 
@@ -189,16 +238,35 @@ class Store:
 
     # -- members ---------------------------------------------------------------------
 
-    def add_member(self, *, tld: str, tld_display: str, name: str, email: str,
-                   fingerprint: str, matrix_id: str | None, channels: frozenset[Channel],
-                   rank: int = 1) -> Member:
+    def add_member(
+        self,
+        *,
+        tld: str,
+        tld_display: str,
+        name: str,
+        email: str,
+        fingerprint: str,
+        matrix_id: str | None,
+        channels: frozenset[Channel],
+        rank: int = 1,
+    ) -> Member:
         try:
             with self.transaction() as tx:
                 cur = tx.execute(
                     "INSERT INTO members (tld, tld_display, name, email, fingerprint, matrix_id,"
                     " channels, rank, status, added_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    [tld, tld_display, name, email.lower(), fingerprint.upper(), matrix_id,
-                     ",".join(sorted(channels)), rank, "active", time.time()],
+                    [
+                        tld,
+                        tld_display,
+                        name,
+                        email.lower(),
+                        fingerprint.upper(),
+                        matrix_id,
+                        ",".join(sorted(channels)),
+                        rank,
+                        "active",
+                        time.time(),
+                    ],
                 )
                 member_id = cur.lastrowid
         except sqlite3.IntegrityError as exc:
@@ -208,8 +276,9 @@ class Store:
         return member
 
     def _members(self, where: str, params: list[Any]) -> list[Member]:
-        rows = self.db.execute(f"SELECT * FROM members WHERE {where} ORDER BY tld, rank, id",
-                               params)
+        rows = self.db.execute(
+            f"SELECT * FROM members WHERE {where} ORDER BY tld, rank, id", params
+        )
         cols = [d[0] for d in rows.description]
         return [_member(dict(zip(cols, r, strict=True))) for r in rows.fetchall()]
 
@@ -234,8 +303,9 @@ class Store:
 
     # -- inbox -----------------------------------------------------------------------
 
-    def accept(self, source: str, source_id: str, raw: bytes,
-               meta: dict[str, Any] | None = None) -> tuple[InboxItem, bool]:
+    def accept(
+        self, source: str, source_id: str, raw: bytes, meta: dict[str, Any] | None = None
+    ) -> tuple[InboxItem, bool]:
         """Make a received item durable; return it and whether it was new."""
         with self.transaction() as tx:
             new = _accept(tx, source, source_id, raw, meta)
@@ -243,8 +313,7 @@ class Store:
         assert item is not None
         return item, new
 
-    def accept_sync(self, items: list[tuple[str, bytes, dict[str, Any], str]],
-                    token: str) -> None:
+    def accept_sync(self, items: list[tuple[str, bytes, dict[str, Any], str]], token: str) -> None:
         """Store a Matrix sync's events and, in the same commit, the position after them.
 
         Each item is (event id, raw JSON, meta, initial state): "new", or "parked" for an
@@ -258,8 +327,11 @@ class Store:
     def unpark(self, item_id: int, raw: bytes, meta: dict[str, Any]) -> None:
         """A parked event was decrypted: keep the clear event and queue it."""
         with self.transaction() as tx:
-            tx.execute("UPDATE inbox SET raw = ?, meta = ?, state = 'new' WHERE id = ?"
-                       " AND state = 'parked'", [raw, json.dumps(meta), item_id])
+            tx.execute(
+                "UPDATE inbox SET raw = ?, meta = ?, state = 'new' WHERE id = ?"
+                " AND state = 'parked'",
+                [raw, json.dumps(meta), item_id],
+            )
 
     def inbox_item(self, source: str, source_id: str) -> InboxItem | None:
         rows = self._inbox("source = ? AND source_id = ?", [source, source_id])
@@ -274,19 +346,34 @@ class Store:
         out = []
         for r in cur.fetchall():
             row = dict(zip(cols, r, strict=True))
-            out.append(InboxItem(
-                id=row["id"], source=row["source"], source_id=row["source_id"],
-                raw=bytes(row["raw"] or b""), meta=json.loads(row["meta"] or "{}"),
-                state=row["state"], reason=row["reason"], post_uid=row["post_uid"]))
+            out.append(
+                InboxItem(
+                    id=row["id"],
+                    source=row["source"],
+                    source_id=row["source_id"],
+                    raw=bytes(row["raw"] or b""),
+                    meta=json.loads(row["meta"] or "{}"),
+                    state=row["state"],
+                    reason=row["reason"],
+                    post_uid=row["post_uid"],
+                )
+            )
         return out
 
     def set_inbox_meta(self, item_id: int, meta: dict[str, Any]) -> None:
         with self.transaction() as tx:
             tx.execute("UPDATE inbox SET meta = ? WHERE id = ?", [json.dumps(meta), item_id])
 
-    def decide(self, item_id: int, state: str, reason: str | None = None, *,
-               post: Post | None = None, links: Sequence[tuple[str, str]] = (),
-               deliveries: Sequence[NewDelivery] = ()) -> None:
+    def decide(
+        self,
+        item_id: int,
+        state: str,
+        reason: str | None = None,
+        *,
+        post: Post | None = None,
+        links: Sequence[tuple[str, str]] = (),
+        deliveries: Sequence[NewDelivery] = (),
+    ) -> None:
         """Record the outcome of one item: its post, links and deliveries, in one commit."""
         now = time.time()
         with self.transaction() as tx:
@@ -294,16 +381,26 @@ class Store:
                 tx.execute(
                     "INSERT INTO posts (uid, origin, author_id, subject, body, parent_uid,"
                     " root_uid, attachments, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                    [post.uid, post.origin.value, post.author.id, post.subject, post.body,
-                     post.parent_uid, post.root_uid, json.dumps(list(post.attachments)), now],
+                    [
+                        post.uid,
+                        post.origin.value,
+                        post.author.id,
+                        post.subject,
+                        post.body,
+                        post.parent_uid,
+                        post.root_uid,
+                        json.dumps(list(post.attachments)),
+                        now,
+                    ],
                 )
             for kind, value in links:
                 _link(tx, kind, value, post.uid if post else "")
             for d in deliveries:
                 _enqueue(tx, d, now)
             tx.execute(
-                "UPDATE inbox SET state = ?, reason = ?, post_uid = ?, decided_at = ?"
-                " WHERE id = ?", [state, reason, post.uid if post else None, now, item_id])
+                "UPDATE inbox SET state = ?, reason = ?, post_uid = ?, decided_at = ? WHERE id = ?",
+                [state, reason, post.uid if post else None, now, item_id],
+            )
 
     # -- posts and links -------------------------------------------------------------
 
@@ -316,20 +413,28 @@ class Store:
         row = dict(zip(cols, r, strict=True))
         author = self.member(row["author_id"])
         assert author is not None
-        return Post(uid=row["uid"], origin=Channel(row["origin"]), author=author,
-                    subject=row["subject"], body=row["body"], parent_uid=row["parent_uid"],
-                    root_uid=row["root_uid"],
-                    attachments=tuple(json.loads(row["attachments"] or "[]")))
+        return Post(
+            uid=row["uid"],
+            origin=Channel(row["origin"]),
+            author=author,
+            subject=row["subject"],
+            body=row["body"],
+            parent_uid=row["parent_uid"],
+            root_uid=row["root_uid"],
+            attachments=tuple(json.loads(row["attachments"] or "[]")),
+        )
 
     def post_for(self, kind: str, value: str) -> Post | None:
-        row = self.db.execute("SELECT post_uid FROM links WHERE kind = ? AND value = ?",
-                              [kind, value]).fetchone()
+        row = self.db.execute(
+            "SELECT post_uid FROM links WHERE kind = ? AND value = ?", [kind, value]
+        ).fetchone()
         return None if row is None else self.post(row[0])
 
     def links_of(self, post_uid: str, kind: str) -> list[str]:
         rows = self.db.execute(
             "SELECT value FROM links WHERE post_uid = ? AND kind = ? ORDER BY rowid",
-            [post_uid, kind])
+            [post_uid, kind],
+        )
         return [r[0] for r in rows.fetchall()]
 
     def add_link(self, kind: str, value: str, post_uid: str) -> None:
@@ -346,7 +451,8 @@ class Store:
         """Pending rows of a channel in creation order (earlier rows first: threads need it)."""
         cur = self.db.execute(
             "SELECT * FROM outbox WHERE state = 'pending' AND channel = ? ORDER BY id",
-            [channel.value])
+            [channel.value],
+        )
         cols = [d[0] for d in cur.description]
         rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
         return [_outbox(r) for r in rows if (r["next_attempt_at"] or 0) <= now]
@@ -357,14 +463,22 @@ class Store:
 
     def outbox_next_time(self) -> float | None:
         row = self.db.execute(
-            "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'").fetchone()
+            "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'"
+        ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
-    def delivered(self, row_id: int, result: str, link: tuple[str, str] | None = None,
-                  post_uid: str | None = None) -> None:
+    def delivered(
+        self,
+        row_id: int,
+        result: str,
+        link: tuple[str, str] | None = None,
+        post_uid: str | None = None,
+    ) -> None:
         with self.transaction() as tx:
-            tx.execute("UPDATE outbox SET state = 'sent', result = ?, last_error = NULL"
-                       " WHERE id = ?", [result, row_id])
+            tx.execute(
+                "UPDATE outbox SET state = 'sent', result = ?, last_error = NULL WHERE id = ?",
+                [result, row_id],
+            )
             if link is not None and post_uid is not None:
                 _link(tx, link[0], link[1], post_uid)
 
@@ -374,73 +488,117 @@ class Store:
 
     def retry_later(self, row_id: int, error: str, at: float) -> None:
         with self.transaction() as tx:
-            tx.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?,"
-                       " next_attempt_at = ? WHERE id = ?", [error, at, row_id])
+            tx.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?,"
+                " next_attempt_at = ? WHERE id = ?",
+                [error, at, row_id],
+            )
 
     def dead(self, row_id: int, error: str) -> None:
         with self.transaction() as tx:
-            tx.execute("UPDATE outbox SET state = 'dead', attempts = attempts + 1,"
-                       " last_error = ? WHERE id = ?", [error, row_id])
+            tx.execute(
+                "UPDATE outbox SET state = 'dead', attempts = attempts + 1,"
+                " last_error = ? WHERE id = ?",
+                [error, row_id],
+            )
 
     # -- devices ---------------------------------------------------------------------
 
     def device_state(self, user_id: str, device_id: str) -> tuple[str, str] | None:
         row = self.db.execute(
             "SELECT state, ed25519 FROM devices WHERE user_id = ? AND device_id = ?",
-            [user_id, device_id]).fetchone()
+            [user_id, device_id],
+        ).fetchone()
         return None if row is None else (row[0], row[1])
 
     def known_devices(self, user_id: str) -> int:
-        row = self.db.execute("SELECT count(*) FROM devices WHERE user_id = ?",
-                              [user_id]).fetchone()
+        row = self.db.execute(
+            "SELECT count(*) FROM devices WHERE user_id = ?", [user_id]
+        ).fetchone()
         return int(row[0])
 
     def record_device(self, user_id: str, device_id: str, ed25519: str, state: str) -> None:
         with self.transaction() as tx:
-            tx.execute("INSERT OR REPLACE INTO devices (user_id, device_id, ed25519, state,"
-                       " first_seen) VALUES (?,?,?,?,?)",
-                       [user_id, device_id, ed25519, state, time.time()])
+            tx.execute(
+                "INSERT OR REPLACE INTO devices (user_id, device_id, ed25519, state,"
+                " first_seen) VALUES (?,?,?,?,?)",
+                [user_id, device_id, ed25519, state, time.time()],
+            )
 
 
 def _put(tx: sqlite3.Connection, key: str, value: str) -> None:
-    tx.execute("INSERT INTO kv (key, value) VALUES (?, ?)"
-               " ON CONFLICT(key) DO UPDATE SET value = excluded.value", [key, value])
+    tx.execute(
+        "INSERT INTO kv (key, value) VALUES (?, ?)"
+        " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [key, value],
+    )
 
 
-def _accept(tx: sqlite3.Connection, source: str, source_id: str, raw: bytes,
-            meta: dict[str, Any] | None, state: str = "new") -> bool:
+def _accept(
+    tx: sqlite3.Connection,
+    source: str,
+    source_id: str,
+    raw: bytes,
+    meta: dict[str, Any] | None,
+    state: str = "new",
+) -> bool:
     cur = tx.execute(
         "INSERT INTO inbox (source, source_id, raw, meta, received_at, state)"
         " VALUES (?,?,?,?,?,?) ON CONFLICT(source, source_id) DO NOTHING",
-        [source, source_id, raw, json.dumps(meta or {}), time.time(), state])
+        [source, source_id, raw, json.dumps(meta or {}), time.time(), state],
+    )
     return cur.rowcount == 1
 
 
 def _link(tx: sqlite3.Connection, kind: str, value: str, post_uid: str) -> None:
-    tx.execute("INSERT OR IGNORE INTO links (kind, value, post_uid) VALUES (?,?,?)",
-               [kind, value, post_uid])
+    tx.execute(
+        "INSERT OR IGNORE INTO links (kind, value, post_uid) VALUES (?,?,?)",
+        [kind, value, post_uid],
+    )
 
 
 def _enqueue(tx: sqlite3.Connection, d: NewDelivery, now: float) -> None:
     tx.execute(
         "INSERT INTO outbox (post_uid, channel, target, kind, payload, recipients, state,"
         " attempts, next_attempt_at, created_at, done) VALUES (?,?,?,?,?,?, 'pending', 0,?,?,'[]')",
-        [d.post_uid, d.channel.value, d.target, d.kind, d.payload, json.dumps(d.recipients),
-         now, now])
+        [
+            d.post_uid,
+            d.channel.value,
+            d.target,
+            d.kind,
+            d.payload,
+            json.dumps(d.recipients),
+            now,
+            now,
+        ],
+    )
 
 
 def _member(row: dict[str, Any]) -> Member:
     return Member(
-        id=row["id"], tld=row["tld"], tld_display=row["tld_display"] or "." + row["tld"],
-        name=row["name"], email=row["email"], fingerprint=row["fingerprint"],
+        id=row["id"],
+        tld=row["tld"],
+        tld_display=row["tld_display"] or "." + row["tld"],
+        name=row["name"],
+        email=row["email"],
+        fingerprint=row["fingerprint"],
         matrix_id=row["matrix_id"],
         channels=frozenset(Channel(c) for c in row["channels"].split(",") if c),
-        rank=row["rank"] or 1, status=row["status"])
+        rank=row["rank"] or 1,
+        status=row["status"],
+    )
 
 
 def _outbox(row: dict[str, Any]) -> OutboxRow:
     return OutboxRow(
-        id=row["id"], post_uid=row["post_uid"], channel=Channel(row["channel"]),
-        target=row["target"], kind=row["kind"], payload=bytes(row["payload"] or b""),
-        recipients=tuple(json.loads(row["recipients"] or "[]")), attempts=row["attempts"],
-        created_at=row["created_at"], done=tuple(json.loads(row["done"] or "[]")))
+        id=row["id"],
+        post_uid=row["post_uid"],
+        channel=Channel(row["channel"]),
+        target=row["target"],
+        kind=row["kind"],
+        payload=bytes(row["payload"] or b""),
+        recipients=tuple(json.loads(row["recipients"] or "[]")),
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        done=tuple(json.loads(row["done"] or "[]")),
+    )

@@ -11,7 +11,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -295,7 +295,8 @@ async def test_verify_detached_on_exact_bytes(list_key: ListKey) -> None:
         pytest.param(lambda b: b[:-1], id="truncated"),
     ],
 )
-async def test_verify_detached_fails_when_a_byte_changes(list_key: ListKey, change) -> None:  # type: ignore[no-untyped-def]
+async def test_verify_detached_fails_when_a_byte_changes(
+        list_key: ListKey, change: Callable[[bytes], bytes]) -> None:
     signature = await list_key.ring.detach_sign(TEXT, list_key.fingerprint)
     changed = change(TEXT)
     assert changed != TEXT

@@ -7,6 +7,7 @@ short temp home so gpg-agent's socket path stays within its limit.
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -148,6 +149,15 @@ async def test_two_keys_are_refused(store: Store, keyring: Keyring, gpg_world: G
     message = await _refused(store, keyring, request_for(ALICE, key=two))
 
     assert "give exactly one public key (found 2)" in message
+
+
+async def test_secret_key_is_refused(store: Store, keyring: Keyring, gpg_world: GpgWorld,
+                                     request_for: Callable[..., MemberRequest]) -> None:
+    message = await _refused(store, keyring,
+                             request_for(ALICE, key=gpg_world.export_secret(ALICE)))
+
+    assert "SECRET key" in message
+    assert await keyring.keys() == []
 
 
 async def test_all_problems_in_one_message(store: Store, keyring: Keyring,
@@ -293,7 +303,7 @@ def test_import_entry_with_missing_fields(import_dir: Path) -> None:
     path.write_text("tld,name,email,key\n.jp,Carol,carol@test.example,keys/carol.asc\n"
                     ".nl,Someone,,\n", encoding="utf-8")
 
-    with pytest.raises(MemberError, match="members.csv entry 2: missing email, key"):
+    with pytest.raises(MemberError, match=re.escape("members.csv entry 2: missing email, key")):
         read_import_file(path)
 
 
@@ -302,7 +312,7 @@ def test_import_key_file_must_exist(import_dir: Path) -> None:
     path.write_text('[[member]]\ntld = "nl"\nname = "A"\nemail = "a@test.example"\n'
                     'key = "keys/nobody.asc"\n', encoding="utf-8")
 
-    with pytest.raises(MemberError, match="cannot read key file keys/nobody.asc"):
+    with pytest.raises(MemberError, match=re.escape("cannot read key file keys/nobody.asc")):
         read_import_file(path)
 
 
@@ -313,7 +323,7 @@ def test_import_key_path_is_not_relative_to_the_working_directory(
     path.write_text('[[member]]\ntld = "nl"\nname = "A"\nemail = "alice@test.example"\n'
                     'key = "cwd.asc"\n', encoding="utf-8")
 
-    with pytest.raises(MemberError, match="cannot read key file cwd.asc"):
+    with pytest.raises(MemberError, match=re.escape("cannot read key file cwd.asc")):
         read_import_file(path)
 
 
@@ -321,5 +331,22 @@ def test_import_needs_toml_or_csv(import_dir: Path) -> None:
     path = import_dir / "members.json"
     path.write_text("[]", encoding="utf-8")
 
-    with pytest.raises(MemberError, match="use a .toml or .csv file"):
+    with pytest.raises(MemberError, match=re.escape("use a .toml or .csv file")):
+        read_import_file(path)
+
+
+def test_import_bad_rank_names_the_entry(import_dir: Path) -> None:
+    path = import_dir / "members.csv"
+    path.write_text("tld,name,email,key,rank\n.jp,Carol,carol@test.example,keys/carol.asc,"
+                    "high\n", encoding="utf-8")
+
+    with pytest.raises(MemberError, match=re.escape("members.csv entry 1")):
+        read_import_file(path)
+
+
+def test_import_invalid_toml_is_a_member_error(import_dir: Path) -> None:
+    path = import_dir / "members.toml"
+    path.write_text("[[member]\ntld = 'nl'\n", encoding="utf-8")
+
+    with pytest.raises(MemberError, match=re.escape("members.toml")):
         read_import_file(path)

@@ -54,9 +54,13 @@ async def close_imap(imap: aioimaplib.IMAP4) -> None:
 class EmailBridge:
     channel = Channel.EMAIL
 
-    def __init__(self, config: Config, store: Store,
-                 process: Callable[[InboxItem], Awaitable[Outcome]],
-                 on_work: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        process: Callable[[InboxItem], Awaitable[Outcome]],
+        on_work: Callable[[], None],
+    ) -> None:
         self.config = config
         self.store = store
         self.process = process
@@ -71,11 +75,19 @@ class EmailBridge:
         while True:
             try:
                 await self._session()
-            except (OSError, TimeoutError, ImapError, aioimaplib.Abort,
-                    aioimaplib.CommandTimeout) as exc:
+            except (
+                OSError,
+                TimeoutError,
+                ImapError,
+                aioimaplib.Abort,
+                aioimaplib.CommandTimeout,
+            ) as exc:
                 self.connected.clear()
-                log.warning("IMAP connection problem (%s); reconnecting in %.0fs",
-                            type(exc).__name__, backoff)
+                log.warning(
+                    "IMAP connection problem (%s); reconnecting in %.0fs",
+                    type(exc).__name__,
+                    backoff,
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
             else:
@@ -83,15 +95,22 @@ class EmailBridge:
 
     async def _connect(self, lost: asyncio.Event) -> aioimaplib.IMAP4:
         cfg = self.config.imap
+
         def conn_lost(exc: Exception | None) -> None:
             lost.set()
+
         if cfg.security == "tls":
             imap: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
-                host=cfg.host, port=cfg.port, timeout=60, conn_lost_cb=conn_lost,
-                ssl_context=ssl.create_default_context())
+                host=cfg.host,
+                port=cfg.port,
+                timeout=60,
+                conn_lost_cb=conn_lost,
+                ssl_context=ssl.create_default_context(),
+            )
         else:
-            imap = aioimaplib.IMAP4(host=cfg.host, port=cfg.port, timeout=60,
-                                    conn_lost_cb=conn_lost)
+            imap = aioimaplib.IMAP4(
+                host=cfg.host, port=cfg.port, timeout=60, conn_lost_cb=conn_lost
+            )
         await imap.wait_hello_from_server()
         _ok(await imap.login(cfg.username, self._password), "LOGIN")
         for folder in (cfg.processed_folder, cfg.quarantine_folder):
@@ -103,8 +122,12 @@ class EmailBridge:
         lost = asyncio.Event()
         imap = await self._connect(lost)
         self.connected.set()
-        log.info("IMAP connected to %s:%s as %s", self.config.imap.host, self.config.imap.port,
-                 self.config.imap.username)
+        log.info(
+            "IMAP connected to %s:%s as %s",
+            self.config.imap.host,
+            self.config.imap.port,
+            self.config.imap.username,
+        )
         try:
             while not lost.is_set():
                 await self._drain(imap)
@@ -136,8 +159,7 @@ class EmailBridge:
     async def _drain(self, imap: aioimaplib.IMAP4) -> None:
         """Take every message out of the mailbox, oldest first."""
         resp = _ok(await imap.uid_search("ALL"), "UID SEARCH")
-        uids = [u.decode() for line in resp.lines[:1] for u in bytes(line).split()
-                if u.isdigit()]
+        uids = [u.decode() for line in resp.lines[:1] for u in bytes(line).split() if u.isdigit()]
         for uid in uids:
             raw = await self._fetch(imap, uid)
             if raw is None:
@@ -148,8 +170,7 @@ class EmailBridge:
             outcome = await self.process(item)
             self.on_work()
             cfg = self.config.imap
-            folder = cfg.quarantine_folder if outcome.state == "rejected" else \
-                cfg.processed_folder
+            folder = cfg.quarantine_folder if outcome.state == "rejected" else cfg.processed_folder
             await self._move(imap, uid, folder)
 
     async def _fetch(self, imap: aioimaplib.IMAP4, uid: str) -> bytes | None:
@@ -177,27 +198,36 @@ class EmailBridge:
         pending = [r for r in row.recipients if r not in row.done]
         if not pending:
             return "nothing left to send"
-        smtp = aiosmtplib.SMTP(hostname=cfg.host, port=cfg.port, timeout=cfg.timeout,
-                               use_tls=cfg.security == "tls",
-                               start_tls=True if cfg.security == "starttls" else False)
+        smtp = aiosmtplib.SMTP(
+            hostname=cfg.host,
+            port=cfg.port,
+            timeout=cfg.timeout,
+            use_tls=cfg.security == "tls",
+            start_tls=True if cfg.security == "starttls" else False,
+        )
         done = list(row.done)
         refused: list[str] = []
+        later: list[str] = []
         try:
             await smtp.connect()
             if cfg.username:
                 await smtp.login(cfg.username, cfg.password.read())
             for i in range(0, len(pending), cfg.max_recipients):
-                batch = pending[i:i + cfg.max_recipients]
-                errors, _ = await smtp.sendmail(self.config.list.address, batch, row.payload)
-                refused.extend(f"{addr} ({resp.code} {resp.message})"
-                               for addr, resp in errors.items())
-                done.extend(batch)
+                batch = pending[i : i + cfg.max_recipients]
+                try:
+                    errors, _ = await smtp.sendmail(self.config.list.address, batch, row.payload)
+                except aiosmtplib.SMTPRecipientsRefused as exc:
+                    errors = {
+                        r.recipient: aiosmtplib.SMTPResponse(r.code, r.message)
+                        for r in exc.recipients
+                    }
+                for addr, resp in errors.items():
+                    if resp.code >= 500:
+                        refused.append(f"{addr} ({resp.code} {resp.message})")
+                    else:
+                        later.append(addr)
+                done.extend(a for a in batch if a not in later)
                 self.store.partly_delivered(row.id, tuple(done))
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            codes = [r.code for r in exc.recipients]
-            if all(c >= 500 for c in codes):
-                raise PermanentDeliveryError(f"all recipients refused: {exc}") from exc
-            raise TransientDeliveryError(f"recipients refused for now: {exc}") from exc
         except aiosmtplib.SMTPResponseException as exc:
             error = PermanentDeliveryError if exc.code >= 500 else TransientDeliveryError
             raise error(f"SMTP {exc.code} {exc.message}") from exc
@@ -206,6 +236,11 @@ class EmailBridge:
         finally:
             with contextlib.suppress(Exception):
                 await smtp.quit()
+        if later:
+            # Keep what went through; retry only those the server asked to try later.
+            raise TransientDeliveryError("deferred by the server: " + ", ".join(later))
+        if refused and len(refused) == len(pending):
+            raise PermanentDeliveryError("every recipient was refused: " + ", ".join(refused))
         result = f"sent to {len(done) - len(refused)} recipient(s)"
         if refused:
             result += "; refused: " + ", ".join(refused)

@@ -8,8 +8,8 @@ Events that cannot be decrypted yet are parked and retried when keys arrive; aft
 ``matrix.undecryptable_report_after`` seconds the admins are told.
 
 Sending: device trust is trust-on-first-use. Before each send the devices in the room are
-checked: a member's (or, in the control room, an admin's) new device is trusted and
-recorded; a device whose key changed, and every device of a non-member, is blacklisted and
+checked: a new device of an active member or of a configured admin is trusted and
+recorded; a device whose key changed, and every device of anyone else, is blacklisted and
 never gets room keys. ``ignore_unverified_devices`` stays False, so a device that slipped
 past this is an error, not a silent leak. The bot refuses to send into an unencrypted room.
 """
@@ -62,6 +62,12 @@ class Credentials:
     access_token: str
     pickle_key: str
 
+    @staticmethod
+    def exist(directory: Path) -> bool:
+        """Whether ``directory`` holds a login; creates the directory (0700) if missing."""
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return (directory / CREDENTIALS).exists()
+
     @classmethod
     def load(cls, directory: Path) -> Credentials:
         path = directory / CREDENTIALS
@@ -78,21 +84,32 @@ class Credentials:
             json.dump(self.__dict__, fh)
 
 
-def _client(config: Config, directory: Path, pickle_key: str,
-            device_id: str | None = None) -> AsyncClient:
-    cfg = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=False,
-                            pickle_key=pickle_key, max_limit_exceeded=10, max_timeouts=3,
-                            request_timeout=60)
-    return AsyncClient(config.matrix.homeserver, config.matrix.user_id, device_id=device_id,
-                       store_path=str(directory), config=cfg)
+def _client(
+    config: Config, directory: Path, pickle_key: str, device_id: str | None = None
+) -> AsyncClient:
+    cfg = AsyncClientConfig(
+        encryption_enabled=True,
+        store_sync_tokens=False,
+        pickle_key=pickle_key,
+        max_limit_exceeded=10,
+        max_timeouts=3,
+        request_timeout=60,
+    )
+    return AsyncClient(
+        config.matrix.homeserver,
+        config.matrix.user_id,
+        device_id=device_id,
+        store_path=str(directory),
+        config=cfg,
+    )
 
 
-async def login_once(config: Config, directory: Path, password: str, pickle_key: str
-                     ) -> Credentials:
+async def login_once(
+    config: Config, directory: Path, password: str, pickle_key: str
+) -> Credentials:
     """Log the bot's device in (``secir-bot init``); the device id is then kept for ever."""
-    if (directory / CREDENTIALS).exists():
+    if Credentials.exist(directory):
         return Credentials.load(directory)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     client = _client(config, directory, pickle_key)
     try:
         resp = await client.login(password, device_name=config.matrix.device_name)
@@ -112,9 +129,15 @@ async def login_once(config: Config, directory: Path, password: str, pickle_key:
 class MatrixBridge:
     channel = Channel.MATRIX
 
-    def __init__(self, config: Config, store: Store, directory: Path,
-                 process: Callable[[InboxItem], Awaitable[Outcome]],
-                 on_work: Callable[[], None], notify: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        directory: Path,
+        process: Callable[[InboxItem], Awaitable[Outcome]],
+        on_work: Callable[[], None],
+        notify: Callable[[str], None],
+    ) -> None:
         self.config = config
         self.store = store
         self.directory = directory
@@ -124,21 +147,26 @@ class MatrixBridge:
         self.synced = asyncio.Event()
         creds = Credentials.load(directory)
         if creds.user_id != config.matrix.user_id:
-            raise StoreError(f"the Matrix store belongs to {creds.user_id}, not to "
-                             f"{config.matrix.user_id}; refusing to start")
+            raise StoreError(
+                f"the Matrix store belongs to {creds.user_id}, not to "
+                f"{config.matrix.user_id}; refusing to start"
+            )
         db = directory / f"{creds.user_id}_{creds.device_id}.db"
         if not db.exists():
             raise StoreError(
                 f"the crypto store of device {creds.device_id} is missing ({db.name}); "
                 "starting would give an existing device new identity keys. Restore "
                 "store/matrix from backup, or remove credentials.json and run init again "
-                "to register a new device.")
+                "to register a new device."
+            )
         self.creds = creds
         self.client = _client(config, directory, creds.pickle_key, creds.device_id)
         self.client.restore_login(creds.user_id, creds.device_id, creds.access_token)
         if self.client.olm is None:
-            raise StoreError("the Matrix crypto store could not be loaded; refusing to run "
-                             "without end-to-end encryption")
+            raise StoreError(
+                "the Matrix crypto store could not be loaded; refusing to run "
+                "without end-to-end encryption"
+            )
         self.rooms = (config.matrix.incident_room, config.matrix.control_room)
         self._send_lock = asyncio.Lock()
 
@@ -159,8 +187,9 @@ class MatrixBridge:
         for item in self.store.inbox_pending("matrix"):
             await self.process(item)
         while True:
-            resp = await self.client.sync(timeout=self._poll_ms(), since=token,
-                                          full_state=first, sync_filter=SYNC_FILTER)
+            resp = await self.client.sync(
+                timeout=self._poll_ms(), since=token, full_state=first, sync_filter=SYNC_FILTER
+            )
             if not isinstance(resp, SyncResponse):
                 log.warning("Matrix sync failed (%s); retrying in %.0fs", resp, backoff)
                 await asyncio.sleep(backoff)
@@ -191,31 +220,55 @@ class MatrixBridge:
                 continue  # the control room's commands arrive with a later release
             # A room just joined always starts "limited"; a gap in a room we follow is real.
             if info.timeline.limited and not self._just_joined(info):
-                log.warning("Matrix sync for %s was limited: older events were skipped",
-                            room_id)
-                self.notify(f"Warning: the Matrix sync for {room_id} skipped older events "
-                            "(the bot was away for long); check the room history.")
-            for event in info.timeline.events:
+                log.warning("Matrix sync for %s was limited: older events were skipped", room_id)
+                self.notify(
+                    f"Warning: the Matrix sync for {room_id} skipped older events "
+                    "(the bot was away for long); check the room history."
+                )
+            events = list(info.timeline.events)
+            joined_at = [
+                i
+                for i, e in enumerate(events)
+                if getattr(e, "state_key", None) == self.user_id
+                and getattr(e, "membership", None) == "join"
+            ]
+            if joined_at:
+                # History from before the bot joined is not ours to relay (and its keys
+                # were never shared with the bot).
+                events = events[joined_at[-1] + 1 :]
+            for event in events:
                 if isinstance(event, MegolmEvent):
-                    meta = {"room_id": room_id, "encrypted": True, "parked_at": time.time(),
-                            "session_id": event.session_id}
-                    items.append((event.event_id, json.dumps(event.source).encode(), meta,
-                                  "parked"))
+                    meta = {
+                        "room_id": room_id,
+                        "encrypted": True,
+                        "parked_at": time.time(),
+                        "session_id": event.session_id,
+                    }
+                    items.append(
+                        (event.event_id, json.dumps(event.source).encode(), meta, "parked")
+                    )
                     continue
                 source = event.source
                 if not isinstance(source, dict) or source.get("type") != "m.room.message":
                     continue
-                raw = {"type": source.get("type"), "content": source.get("content", {}),
-                       "event_id": event.event_id, "sender": event.sender,
-                       "origin_server_ts": event.server_timestamp}
+                raw = {
+                    "type": source.get("type"),
+                    "content": source.get("content", {}),
+                    "event_id": event.event_id,
+                    "sender": event.sender,
+                    "origin_server_ts": event.server_timestamp,
+                }
                 meta = {"room_id": room_id, "encrypted": bool(getattr(event, "decrypted", False))}
                 items.append((event.event_id, json.dumps(raw).encode(), meta, "new"))
         return items
 
     def _just_joined(self, info: Any) -> bool:
         events = [*info.timeline.events, *info.state]
-        return any(getattr(e, "state_key", None) == self.user_id
-                   and getattr(e, "membership", None) == "join" for e in events)
+        return any(
+            getattr(e, "state_key", None) == self.user_id
+            and getattr(e, "membership", None) == "join"
+            for e in events
+        )
 
     async def _joins(self, resp: SyncResponse) -> None:
         for room_id in resp.rooms.invite:
@@ -243,20 +296,26 @@ class MatrixBridge:
             except EncryptionError:
                 clear = None
             if clear is not None and isinstance(clear.source, dict):
-                raw = {"type": clear.source.get("type"),
-                       "content": clear.source.get("content", {}),
-                       "event_id": event.event_id, "sender": event.sender,
-                       "origin_server_ts": event.server_timestamp}
+                raw = {
+                    "type": clear.source.get("type"),
+                    "content": clear.source.get("content", {}),
+                    "event_id": event.event_id,
+                    "sender": event.sender,
+                    "origin_server_ts": event.server_timestamp,
+                }
                 meta = dict(item.meta, encrypted=True)
                 self.store.unpark(item.id, json.dumps(raw).encode(), meta)
                 log.info("parked event %s decrypted", event.event_id)
                 continue
             waited = time.time() - float(item.meta.get("parked_at", time.time()))
-            if waited > self.config.matrix.undecryptable_report_after and \
-                    not item.meta.get("reported"):
-                self.notify(f"An event from {event.sender} ({event.event_id}) in the incident "
-                            f"room could not be decrypted for {waited / 60:.0f} min; the bot "
-                            "never received its key. Ask the sender to re-send it.")
+            if waited > self.config.matrix.undecryptable_report_after and not item.meta.get(
+                "reported"
+            ):
+                self.notify(
+                    f"An event from {event.sender} ({event.event_id}) in the incident "
+                    f"room could not be decrypted for {waited / 60:.0f} min; the bot "
+                    "never received its key. Ask the sender to re-send it."
+                )
                 self.store.set_inbox_meta(item.id, dict(item.meta, reported=True))
 
     # -- sending -----------------------------------------------------------------------
@@ -301,13 +360,17 @@ class MatrixBridge:
                     self.store.record_device(user_id, device.id, device.ed25519, "trusted")
                     c.verify_device(device)
                     if not first:
-                        self.notify(f"New Matrix device {device.id} of {user_id} trusted on "
-                                    f"first use (ed25519 {device.ed25519}).")
+                        self.notify(
+                            f"New Matrix device {device.id} of {user_id} trusted on "
+                            f"first use (ed25519 {device.ed25519})."
+                        )
                 elif known[1] != device.ed25519 or known[0] != "trusted":
                     if known[0] == "trusted":
                         self.store.record_device(user_id, device.id, device.ed25519, "blocked")
-                        self.notify(f"The keys of Matrix device {device.id} of {user_id} "
-                                    "changed; the device is blocked and gets no room keys.")
+                        self.notify(
+                            f"The keys of Matrix device {device.id} of {user_id} "
+                            "changed; the device is blocked and gets no room keys."
+                        )
                     c.blacklist_device(device)
                 elif c.olm is not None and not c.olm.is_device_verified(device):
                     c.verify_device(device)
@@ -323,8 +386,12 @@ class MatrixBridge:
                 await self.trust_room_devices(row.target)
                 try:
                     resp = await self.client.room_send(
-                        row.target, "m.room.message", content, tx_id=f"secir-{row.id}",
-                        ignore_unverified_devices=False)
+                        row.target,
+                        "m.room.message",
+                        content,
+                        tx_id=f"secir-{row.id}",
+                        ignore_unverified_devices=False,
+                    )
                 except OlmUnverifiedDeviceError as exc:
                     if attempt == 2:
                         raise TransientDeliveryError(f"unverified device: {exc}") from exc
@@ -347,6 +414,9 @@ class MatrixBridge:
             return None
         parent_events = self.store.links_of(parent_uid, "event") if parent_uid else []
         parent_event = parent_events[0] if parent_events else root_events[0]
-        return {"rel_type": "m.thread", "event_id": root_events[0],
-                "is_falling_back": parent_event == root_events[0],
-                "m.in_reply_to": {"event_id": parent_event}}
+        return {
+            "rel_type": "m.thread",
+            "event_id": root_events[0],
+            "is_falling_back": parent_event == root_events[0],
+            "m.in_reply_to": {"event_id": parent_event},
+        }

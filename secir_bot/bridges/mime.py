@@ -14,11 +14,13 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
+import html
+import itertools
 import re
 from dataclasses import dataclass, field
-from email.message import EmailMessage, Message
-from email.utils import formataddr, format_datetime, getaddresses, parseaddr
 from datetime import UTC, datetime
+from email.message import EmailMessage, Message
+from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 
 ARMOR_BEGIN = b"-----BEGIN PGP MESSAGE-----"
 ARMOR_END = b"-----END PGP MESSAGE-----"
@@ -78,7 +80,7 @@ def from_address(raw: bytes) -> str:
     """The From address of ``raw`` as best as can be read ("" when there is none)."""
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-        return parseaddr(_header(msg, "From"))[1].lower()
+        return _sender(msg)[1].lower()
     except Exception:  # a last-chance reading of broken input; nothing depends on it
         return ""
 
@@ -87,14 +89,25 @@ def _ids(value: str | None) -> tuple[str, ...]:
     return tuple(_MSGID.findall(value or ""))
 
 
+def _decode(value: str) -> str:
+    """Unfold and decode RFC 2047 encoded-words."""
+    value = re.sub(r"\r?\n(?=[ \t])", "", value)
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except (UnicodeDecodeError, LookupError, email.errors.HeaderParseError):
+        return value
+
+
 def _header(msg: Message, name: str) -> str:
     value = msg.get(name)
-    if value is None:
-        return ""
-    try:
-        return str(email.header.make_header(email.header.decode_header(str(value))))
-    except (UnicodeDecodeError, LookupError, email.errors.HeaderParseError):
-        return str(value)
+    return "" if value is None else _decode(str(value))
+
+
+def _sender(msg: Message) -> tuple[str, str]:
+    """(display name, address) of From: the address is read *before* decoding, so that a
+    comma or parenthesis inside an encoded display name cannot change it."""
+    name, addr = parseaddr(re.sub(r"\r?\n(?=[ \t])", "", str(msg.get("From", ""))))
+    return _decode(name), addr
 
 
 def _automated(msg: Message, from_addr: str) -> str | None:
@@ -130,12 +143,13 @@ def parse_envelope(raw: bytes) -> Envelope:
         raise MalformedMail(f"unparseable message: {exc}") from exc
     if not msg.keys():
         raise MalformedMail("no headers")
-    name, addr = parseaddr(_header(msg, "From"))
+    name, addr = _sender(msg)
     ctype = msg.get_content_type()
     kind, cipher = "plain", None
     if ctype == "multipart/encrypted":
-        parts = msg.get_payload()
-        if not isinstance(parts, list) or len(parts) != 2:
+        payload = msg.get_payload()
+        parts = [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
+        if len(parts) != 2:
             raise MalformedMail("multipart/encrypted without its two parts")
         if parts[0].get_content_type() != "application/pgp-encrypted":
             raise MalformedMail("multipart/encrypted that is not PGP/MIME")
@@ -147,35 +161,45 @@ def parse_envelope(raw: bytes) -> Envelope:
     else:
         for part in msg.walk():
             if part.get_content_maintype() == "text" or part.get_content_type() in (
-                    "application/pgp-encrypted", "application/octet-stream"):
+                "application/pgp-encrypted",
+                "application/octet-stream",
+            ):
                 data = _payload_bytes(part)
                 start = data.find(ARMOR_BEGIN)
                 end = data.find(ARMOR_END, start)
                 if start >= 0 and end > start:
-                    kind, cipher = "inline", data[start:end + len(ARMOR_END)] + b"\n"
+                    kind, cipher = "inline", data[start : end + len(ARMOR_END)] + b"\n"
                     break
                 if CLEARSIGN_BEGIN.encode() in data:
                     kind = "signed-only"
     return Envelope(
-        message_id=message_id_of(raw), from_addr=addr.lower(), from_name=name,
-        subject=_header(msg, "Subject"), in_reply_to=_ids(msg.get("In-Reply-To")),
-        references=_ids(msg.get("References")), list_id=_header(msg, "List-Id") or None,
-        loop_marker=_header(msg, LOOP_HEADER) or None, automated=_automated(msg, addr),
-        kind=kind, ciphertext=cipher,
+        message_id=message_id_of(raw),
+        from_addr=addr.lower(),
+        from_name=name,
+        subject=_header(msg, "Subject"),
+        in_reply_to=_ids(msg.get("In-Reply-To")),
+        references=_ids(msg.get("References")),
+        list_id=_header(msg, "List-Id") or None,
+        loop_marker=_header(msg, LOOP_HEADER) or None,
+        automated=_automated(msg, addr),
+        kind=kind,
+        ciphertext=cipher,
     )
 
 
 def _split_multipart(raw: bytes, boundary: str) -> list[bytes]:
     """The exact bytes of each body part of a multipart entity (RFC 2046 §5.1.1)."""
-    delim = re.compile(rb"(?:\r?\n|^)--" + re.escape(boundary.encode()) + rb"(--)?[ \t]*(?=\r?\n|$)")
+    delim = re.compile(
+        rb"(?:\r?\n|^)--" + re.escape(boundary.encode()) + rb"(--)?[ \t]*(?=\r?\n|$)"
+    )
     header_end = re.search(rb"\r?\n\r?\n", raw)
     body_start = header_end.end() if header_end else 0
     marks = list(delim.finditer(raw, body_start - 2 if body_start >= 2 else 0))
     parts = []
-    for here, nxt in zip(marks, marks[1:], strict=False):
+    for here, nxt in itertools.pairwise(marks):
         if here.group(1):
             break
-        chunk = raw[here.end():nxt.start()]
+        chunk = raw[here.end() : nxt.start()]
         parts.append(chunk[2:] if chunk.startswith(b"\r\n") else chunk[1:])
     return parts
 
@@ -189,25 +213,24 @@ def _text_of(part: Message) -> str:
         return data.decode("utf-8", errors="replace")
 
 
-def _strip_html(html: str) -> str:
-    text = re.sub(r"(?is)<(script|style).*?</\1>", "", html)
+def _strip_html(markup: str) -> str:
+    text = re.sub(r"(?is)<(script|style).*?</\1>", "", markup)
     text = re.sub(r"(?i)<br\s*/?>|</p>|</div>", "\n", text)
-    text = re.sub(r"<[^>]+>", "", text)
+    text = html.unescape(re.sub(r"<[^>]+>", "", text))
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
 def _readable(msg: Message) -> tuple[str, tuple[str, ...]]:
     """The message's text and the names of what was left out."""
     plain: list[str] = []
-    html: list[str] = []
+    htmls: list[str] = []
     left_out: list[str] = []
     for part in msg.walk():
         if part.is_multipart():
             continue
         ctype = part.get_content_type()
         disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
-        if ctype == "text/rfc822-headers" or part.get_param("protected-headers") and \
-                ctype != "text/plain":
+        if ctype == "text/rfc822-headers" and part is not msg:
             continue  # the "legacy display" part of protected headers: a copy, not content
         if ctype == "application/pgp-signature":
             continue
@@ -216,8 +239,8 @@ def _readable(msg: Message) -> tuple[str, tuple[str, ...]]:
         elif ctype == "text/plain":
             plain.append(_text_of(part))
         elif ctype == "text/html":
-            html.append(_strip_html(_text_of(part)))
-    text = "\n".join(plain) if plain else "\n".join(html)
+            htmls.append(_strip_html(_text_of(part)))
+    text = "\n".join(plain) if plain else "\n".join(htmls)
     return text.replace("\r\n", "\n").strip("\n"), tuple(left_out)
 
 
@@ -226,8 +249,7 @@ def parse_decrypted(plaintext: bytes, kind: str) -> Content:
     if kind == "inline":
         text = plaintext.decode("utf-8", errors="replace").replace("\r\n", "\n")
         if text.lstrip().startswith(CLEARSIGN_BEGIN):
-            return Content(subject=None, text=_clearsigned_text(text),
-                           inline_signed=plaintext)
+            return Content(subject=None, text=_clearsigned_text(text), inline_signed=plaintext)
         return Content(subject=None, text=text.strip("\n"))
     msg = email.message_from_bytes(plaintext, policy=email.policy.compat32)
     subject = _header(msg, "Subject") or None
@@ -239,9 +261,13 @@ def parse_decrypted(plaintext: bytes, kind: str) -> Content:
         inner = email.message_from_bytes(parts[0], policy=email.policy.compat32)
         sig = email.message_from_bytes(parts[1], policy=email.policy.compat32)
         text, left_out = _readable(inner)
-        return Content(subject=_header(inner, "Subject") or subject, text=text,
-                       attachments=left_out, signed_part=parts[0],
-                       signature=_payload_bytes(sig))
+        return Content(
+            subject=_header(inner, "Subject") or subject,
+            text=text,
+            attachments=left_out,
+            signed_part=parts[0],
+            signature=_payload_bytes(sig),
+        )
     text, left_out = _readable(msg)
     return Content(subject=subject, text=text, attachments=left_out)
 
@@ -275,11 +301,23 @@ class ListHeaders:
     tag: str
 
 
-def compose_inner(*, subject: str, text: str, from_label: str, lists: ListHeaders,
-                  message_id: str, date: datetime | None = None) -> bytes:
+def _display(from_label: str | None, lists: ListHeaders) -> str:
+    """``Alice Jansen (.nl) via SECIR`` for a member's post; the list's name for its own."""
+    return f"{from_label} via {lists.name}" if from_label else lists.name
+
+
+def compose_inner(
+    *,
+    subject: str,
+    text: str,
+    from_label: str | None,
+    lists: ListHeaders,
+    message_id: str,
+    date: datetime | None = None,
+) -> bytes:
     """The part that gets encrypted: protected headers plus the text."""
     inner = EmailMessage(policy=email.policy.SMTP)
-    inner["From"] = formataddr((f"{from_label} via {lists.name}", lists.address))
+    inner["From"] = formataddr((_display(from_label, lists), lists.address))
     inner["To"] = lists.address
     inner["Subject"] = subject
     inner["Message-ID"] = message_id
@@ -289,13 +327,22 @@ def compose_inner(*, subject: str, text: str, from_label: str, lists: ListHeader
     return inner.as_bytes()
 
 
-def compose_outer(*, armored: bytes, from_label: str, lists: ListHeaders, message_id: str,
-                  to: str, in_reply_to: str | None = None, references: tuple[str, ...] = (),
-                  reply: bool = False, automated: bool = False,
-                  date: datetime | None = None) -> bytes:
+def compose_outer(
+    *,
+    armored: bytes,
+    from_label: str | None,
+    lists: ListHeaders,
+    message_id: str,
+    to: str,
+    in_reply_to: str | None = None,
+    references: tuple[str, ...] = (),
+    reply: bool = False,
+    automated: bool = False,
+    date: datetime | None = None,
+) -> bytes:
     """The PGP/MIME envelope around ``armored`` with the list headers."""
     outer = EmailMessage(policy=email.policy.SMTP)
-    outer["From"] = formataddr((f"{from_label} via {lists.name}", lists.address))
+    outer["From"] = formataddr((_display(from_label, lists), lists.address))
     outer["To"] = to
     outer["Reply-To"] = lists.address
     outer["Subject"] = f"[{lists.tag}] {'Re: ' if reply else ''}encrypted message"
@@ -318,13 +365,20 @@ def compose_outer(*, armored: bytes, from_label: str, lists: ListHeaders, messag
     outer.set_type("multipart/encrypted")
     outer.set_param("protocol", "application/pgp-encrypted")
     control = EmailMessage(policy=email.policy.SMTP)
-    control.set_content(b"Version: 1\r\n", maintype="application", subtype="pgp-encrypted",
-                        cte="7bit")
+    control.set_content(
+        b"Version: 1\r\n", maintype="application", subtype="pgp-encrypted", cte="7bit"
+    )
     control["Content-Description"] = "PGP/MIME version identification"
     del control["MIME-Version"]
     body = EmailMessage(policy=email.policy.SMTP)
-    body.set_content(armored, maintype="application", subtype="octet-stream", cte="7bit",
-                     disposition="inline", filename="encrypted.asc")
+    body.set_content(
+        armored,
+        maintype="application",
+        subtype="octet-stream",
+        cte="7bit",
+        disposition="inline",
+        filename="encrypted.asc",
+    )
     del body["MIME-Version"]
     outer.set_payload([control, body])
     return outer.as_bytes()

@@ -79,11 +79,21 @@ class MailOperator:
     host: str = "127.0.0.1"
     seen: list[ReceivedMail] = field(default_factory=list)
 
-    async def compose(self, to: str, list_fpr: str | None, subject: str, body: str, *,
-                      fmt: str = "pgp-mime", sign: bool = True, in_reply_to: str | None = None,
-                      references: tuple[str, ...] = (), headers: dict[str, str] | None = None,
-                      signing_keyring: Keyring | None = None,
-                      signing_fpr: str | None = None) -> tuple[str, bytes]:
+    async def compose(
+        self,
+        to: str,
+        list_fpr: str | None,
+        subject: str,
+        body: str,
+        *,
+        fmt: str = "pgp-mime",
+        sign: bool = True,
+        in_reply_to: str | None = None,
+        references: tuple[str, ...] = (),
+        headers: dict[str, str] | None = None,
+        signing_keyring: Keyring | None = None,
+        signing_fpr: str | None = None,
+    ) -> tuple[str, bytes]:
         """Build a mail; return (Message-ID, bytes). ``fmt``: pgp-mime, inline, plain,
         signed-only, pgp-mime-nosig, pgp-mime-layered (sign then encrypt, RFC 3156 §6.1)."""
         msgid = make_msgid(domain=self.address.split("@")[1])
@@ -109,8 +119,11 @@ class MailOperator:
             return msgid, outer.as_bytes()
         assert list_fpr is not None
         if fmt == "inline":
-            armored = await ring.sign_encrypt(body.encode(), [list_fpr], signer) if sign else \
-                await _encrypt_only(ring, body.encode(), list_fpr)
+            armored = (
+                await ring.sign_encrypt(body.encode(), [list_fpr], signer)
+                if sign
+                else await _encrypt_only(ring, body.encode(), list_fpr)
+            )
             outer.set_content(armored.decode())
             return msgid, outer.as_bytes()
         inner = EmailMessage(policy=email.policy.SMTP)
@@ -129,23 +142,31 @@ class MailOperator:
         outer.set_type("multipart/encrypted")
         outer.set_param("protocol", "application/pgp-encrypted")
         control = EmailMessage(policy=email.policy.SMTP)
-        control.set_content(b"Version: 1\r\n", maintype="application", subtype="pgp-encrypted",
-                            cte="7bit")
+        control.set_content(
+            b"Version: 1\r\n", maintype="application", subtype="pgp-encrypted", cte="7bit"
+        )
         del control["MIME-Version"]
         part = EmailMessage(policy=email.policy.SMTP)
-        part.set_content(armored, maintype="application", subtype="octet-stream", cte="7bit",
-                         filename="encrypted.asc")
+        part.set_content(
+            armored,
+            maintype="application",
+            subtype="octet-stream",
+            cte="7bit",
+            filename="encrypted.asc",
+        )
         del part["MIME-Version"]
         outer.set_payload([control, part])
         return msgid, outer.as_bytes()
 
     async def send_raw(self, to: str, data: bytes) -> None:
-        async with aiosmtplib.SMTP(hostname=self.host, port=self.smtp_port,
-                                   start_tls=False) as smtp:
+        async with aiosmtplib.SMTP(
+            hostname=self.host, port=self.smtp_port, start_tls=False
+        ) as smtp:
             await smtp.sendmail(self.address, [to], data)
 
-    async def send(self, to: str, list_fpr: str | None, subject: str, body: str,
-                   **kwargs: Any) -> str:
+    async def send(
+        self, to: str, list_fpr: str | None, subject: str, body: str, **kwargs: Any
+    ) -> str:
         msgid, data = await self.compose(to, list_fpr, subject, body, **kwargs)
         await self.send_raw(to, data)
         return msgid
@@ -156,7 +177,7 @@ class MailOperator:
         await imap.login(self.address, self.password)
         await imap.select("INBOX")
         resp = await imap.uid_search("ALL")
-        out = []
+        out: list[bytes] = []
         for uid in bytes(resp.lines[0]).split():
             if not uid.isdigit():
                 continue
@@ -177,8 +198,9 @@ class MailOperator:
                 got.signer, got.decrypted = result.signer, True
         return got
 
-    async def wait_for_mail(self, predicate: Callable[[ReceivedMail], bool],
-                            timeout: float = 20.0, what: str = "a mail") -> ReceivedMail:
+    async def wait_for_mail(
+        self, predicate: Callable[[ReceivedMail], bool], timeout: float = 20.0, what: str = "a mail"
+    ) -> ReceivedMail:
         deadline = time.monotonic() + timeout
         known = {m.raw for m in self.seen}
         while True:
@@ -191,8 +213,10 @@ class MailOperator:
                 if predicate(mail):
                     return mail
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.address} waited {timeout}s for {what}; has "
-                                   f"{[(m.subject, m.text[:60]) for m in self.seen]}")
+                raise TimeoutError(
+                    f"{self.address} waited {timeout}s for {what}; has "
+                    f"{[(m.subject, m.text[:60]) for m in self.seen]}"
+                )
             await asyncio.sleep(0.1)
 
 
@@ -206,11 +230,20 @@ async def _layered(ring: Keyring, signer: str, inner: EmailMessage) -> bytes:
     sig = await ring.detach_sign(signed_part, signer)
     boundary = "sig-" + make_msgid().strip("<>").replace("@", "-")
     return (
-        b'Content-Type: multipart/signed; micalg=pgp-sha256;\r\n'
+        b"Content-Type: multipart/signed; micalg=pgp-sha256;\r\n"
         b' protocol="application/pgp-signature"; boundary="' + boundary.encode() + b'"\r\n\r\n'
-        b"--" + boundary.encode() + b"\r\n" + signed_part + b"\r\n--" + boundary.encode()
-        + b"\r\nContent-Type: application/pgp-signature; name=signature.asc\r\n\r\n" + sig
-        + b"\r\n--" + boundary.encode() + b"--\r\n")
+        b"--"
+        + boundary.encode()
+        + b"\r\n"
+        + signed_part
+        + b"\r\n--"
+        + boundary.encode()
+        + b"\r\nContent-Type: application/pgp-signature; name=signature.asc\r\n\r\n"
+        + sig
+        + b"\r\n--"
+        + boundary.encode()
+        + b"--\r\n"
+    )
 
 
 @dataclass
@@ -227,13 +260,17 @@ class SeenEvent:
 class MatrixOperator:
     """A Matrix user with their own E2E device, syncing in the background."""
 
-    def __init__(self, homeserver: str, user_id: str, device_id: str, access_token: str,
-                 store_path: Path) -> None:
+    def __init__(
+        self, homeserver: str, user_id: str, device_id: str, access_token: str, store_path: Path
+    ) -> None:
         store_path.mkdir(parents=True, exist_ok=True)
-        self.client = AsyncClient(homeserver, user_id, device_id=device_id,
-                                  store_path=str(store_path),
-                                  config=AsyncClientConfig(encryption_enabled=True,
-                                                           store_sync_tokens=True))
+        self.client = AsyncClient(
+            homeserver,
+            user_id,
+            device_id=device_id,
+            store_path=str(store_path),
+            config=AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True),
+        )
         self.client.restore_login(user_id, device_id, access_token)
         assert self.client.olm is not None, "no crypto store: E2E would be off"
         self.events: list[SeenEvent] = []
@@ -249,10 +286,17 @@ class MatrixOperator:
         return str(self.client.user_id)
 
     async def _on_message(self, room: MatrixRoom, event: Any) -> None:
-        self.events.append(SeenEvent(room.room_id, event.event_id, event.sender, event.body,
-                                     event.source.get("content", {}).get("msgtype", ""),
-                                     bool(getattr(event, "decrypted", False)),
-                                     event.source.get("content", {})))
+        self.events.append(
+            SeenEvent(
+                room.room_id,
+                event.event_id,
+                event.sender,
+                event.body,
+                event.source.get("content", {}).get("msgtype", ""),
+                bool(getattr(event, "decrypted", False)),
+                event.source.get("content", {}),
+            )
+        )
 
     async def _on_undecryptable(self, room: MatrixRoom, event: MegolmEvent) -> None:
         self.undecryptable.append(event)
@@ -279,7 +323,8 @@ class MatrixOperator:
 
     async def create_room(self, name: str, invite: list[str]) -> str:
         resp = await self.client.room_create(
-            name=name, invite=invite, initial_state=[EnableEncryptionBuilder().as_dict()])
+            name=name, invite=invite, initial_state=[EnableEncryptionBuilder().as_dict()]
+        )
         assert isinstance(resp, RoomCreateResponse), resp
         await wait_until(lambda: resp.room_id in self.client.rooms, 10, f"room {name} synced")
         return str(resp.room_id)
@@ -288,6 +333,7 @@ class MatrixOperator:
         def joined() -> bool:
             room = self.client.rooms.get(room_id)
             return room is not None and all(u in room.users for u in users)
+
         await wait_until(joined, timeout, f"{users} joined {room_id}")
 
     async def know_devices_of(self, user_id: str, timeout: float = 10) -> None:
@@ -306,27 +352,40 @@ class MatrixOperator:
             await self.client.keys_query()
             await asyncio.sleep(0.05)
 
-    async def send(self, room_id: str, body: str, *, reply_to: str | None = None,
-                   thread_root: str | None = None, msgtype: str = "m.text",
-                   extra: dict[str, Any] | None = None) -> str:
+    async def send(
+        self,
+        room_id: str,
+        body: str,
+        *,
+        reply_to: str | None = None,
+        thread_root: str | None = None,
+        msgtype: str = "m.text",
+        extra: dict[str, Any] | None = None,
+    ) -> str:
         content: dict[str, Any] = {"msgtype": msgtype, "body": body}
         if thread_root:
-            content["m.relates_to"] = {"rel_type": "m.thread", "event_id": thread_root,
-                                       "is_falling_back": reply_to is None,
-                                       "m.in_reply_to": {"event_id": reply_to or thread_root}}
+            content["m.relates_to"] = {
+                "rel_type": "m.thread",
+                "event_id": thread_root,
+                "is_falling_back": reply_to is None,
+                "m.in_reply_to": {"event_id": reply_to or thread_root},
+            }
         elif reply_to:
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
         content.update(extra or {})
-        resp = await self.client.room_send(room_id, "m.room.message", content,
-                                           ignore_unverified_devices=True)
+        resp = await self.client.room_send(
+            room_id, "m.room.message", content, ignore_unverified_devices=True
+        )
         event_id = getattr(resp, "event_id", None)
         assert event_id, resp
         return str(event_id)
 
-    async def wait_for_event(self, predicate: Callable[[SeenEvent], bool],
-                             timeout: float = 20.0, what: str = "an event") -> SeenEvent:
+    async def wait_for_event(
+        self, predicate: Callable[[SeenEvent], bool], timeout: float = 20.0, what: str = "an event"
+    ) -> SeenEvent:
         def found() -> SeenEvent | None:
             return next((e for e in self.events if predicate(e)), None)
+
         try:
             return await wait_until(found, timeout, what)
         except TimeoutError as exc:

@@ -15,7 +15,7 @@ import inspect
 import secrets
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,28 +131,41 @@ class World:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    async def setup(self, people: tuple[Person, ...] = DEFAULT_PEOPLE,
-                    undecryptable_after: float = 300.0) -> None:
+    async def setup(
+        self, people: tuple[Person, ...] = DEFAULT_PEOPLE, undecryptable_after: float = 300.0
+    ) -> None:
         """Everything up to (not including) starting the bot."""
         self.directory.mkdir(parents=True, exist_ok=True)
         hs = self.synapse
         bot = await asyncio.to_thread(self._register, f"secir-{self.tag}")
         admin_reg = await asyncio.to_thread(self._register, f"admin-{self.tag}")
-        self.admin = MatrixOperator(hs.url, admin_reg["user_id"], admin_reg["device_id"],
-                                    admin_reg["access_token"], self._operator_dir("admin"))
+        self.admin = MatrixOperator(
+            hs.url,
+            admin_reg["user_id"],
+            admin_reg["device_id"],
+            admin_reg["access_token"],
+            self._operator_dir("admin"),
+        )
         await self.admin.start()
         for person in people:
             self.people[person.key] = person
             if person.matrix:
                 reg = await asyncio.to_thread(self._register, f"{person.key}-{self.tag}")
-                op = MatrixOperator(hs.url, reg["user_id"], reg["device_id"],
-                                    reg["access_token"], self._operator_dir(person.key))
+                op = MatrixOperator(
+                    hs.url,
+                    reg["user_id"],
+                    reg["device_id"],
+                    reg["access_token"],
+                    self._operator_dir(person.key),
+                )
                 await op.start()
                 self.mx[person.key] = op
         self.incident_room = await self.admin.create_room(
-            f"SECIR incidents {self.tag}", [bot["user_id"], *(o.user_id for o in self.mx.values())])
+            f"SECIR incidents {self.tag}", [bot["user_id"], *(o.user_id for o in self.mx.values())]
+        )
         self.control_room = await self.admin.create_room(
-            f"SECIR control {self.tag}", [bot["user_id"]])
+            f"SECIR control {self.tag}", [bot["user_id"]]
+        )
         await self._mail_user(self.list_address, "pw-list")
 
         secrets_dir = self.directory / "secrets"
@@ -160,12 +173,22 @@ class World:
         (secrets_dir / "matrix-password").write_text(f"pw-secir-{self.tag}\n")
         (secrets_dir / "imap-password").write_text("pw-list\n")
         self.config_path = self.directory / "config.toml"
-        self.config_path.write_text(CONFIG_TEMPLATE.format(
-            list_address=self.list_address, list_id=f"secir-{self.tag}.{self.domain}",
-            owner=self.address("owner"), homeserver=hs.url, bot_user_id=bot["user_id"],
-            incident_room=self.incident_room, control_room=self.control_room,
-            admin=self.admin.user_id, mail_host=self.mail_host, imap_port=self.imap_port,
-            smtp_port=self.smtp_port, undecryptable_after=undecryptable_after))
+        self.config_path.write_text(
+            CONFIG_TEMPLATE.format(
+                list_address=self.list_address,
+                list_id=f"secir-{self.tag}.{self.domain}",
+                owner=self.address("owner"),
+                homeserver=hs.url,
+                bot_user_id=bot["user_id"],
+                incident_room=self.incident_room,
+                control_room=self.control_room,
+                admin=self.admin.user_id,
+                mail_host=self.mail_host,
+                imap_port=self.imap_port,
+                smtp_port=self.smtp_port,
+                undecryptable_after=undecryptable_after,
+            )
+        )
         self.config = config_mod.load(self.config_path)
         self.list_fpr = await init(self.config)
 
@@ -184,17 +207,31 @@ class World:
                 if person.email:
                     await self._mail_user(address, "pw-" + person.key)
                     self.mail[person.key] = MailOperator(
-                        address=address, name=person.name, keyring=ring, fingerprint=fpr,
-                        password="pw-" + person.key, smtp_port=self.smtp_port,
-                        imap_port=self.imap_port, host=self.mail_host)
+                        address=address,
+                        name=person.name,
+                        keyring=ring,
+                        fingerprint=fpr,
+                        password="pw-" + person.key,
+                        smtp_port=self.smtp_port,
+                        imap_port=self.imap_port,
+                        host=self.mail_host,
+                    )
                 if person.member:
-                    channels = ",".join(c for c, on in (("matrix", person.matrix),
-                                                        ("email", person.email)) if on)
-                    await add_member(store, bot_ring, MemberRequest(
-                        tld=person.tld, name=person.name, email=address,
-                        key=await ring.export_public(fpr),
-                        matrix_id=self.mx[person.key].user_id if person.matrix else None,
-                        channels=channels))
+                    channels = ",".join(
+                        c for c, on in (("matrix", person.matrix), ("email", person.email)) if on
+                    )
+                    await add_member(
+                        store,
+                        bot_ring,
+                        MemberRequest(
+                            tld=person.tld,
+                            name=person.name,
+                            email=address,
+                            key=await ring.export_public(fpr),
+                            matrix_id=self.mx[person.key].user_id if person.matrix else None,
+                            channels=channels,
+                        ),
+                    )
         finally:
             bot_ring.close()
             store.close()
@@ -217,8 +254,11 @@ class World:
             self.app_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.app_task
-            if self.app_task.done() and not self.app_task.cancelled() and \
-                    self.app_task.exception() is not None:
+            if (
+                self.app_task.done()
+                and not self.app_task.cancelled()
+                and self.app_task.exception() is not None
+            ):
                 raise self.app_task.exception()  # type: ignore[misc]
         self.app = None
         self.app_task = None
@@ -236,7 +276,8 @@ class World:
 async def notices(world: World) -> list[str]:
     """Bodies of the bot's notices in the control room, as the admin sees them."""
     assert world.admin is not None and world.config is not None
-    return [e.body for e in world.admin.events
-            if e.room_id == world.control_room and e.sender == world.config.matrix.user_id]
-
-
+    return [
+        e.body
+        for e in world.admin.events
+        if e.room_id == world.control_room and e.sender == world.config.matrix.user_id
+    ]

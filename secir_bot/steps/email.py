@@ -116,7 +116,26 @@ async def from_matches_signer(ctx: MailItem, s: Services) -> Decision:
     if ctx.claimed is not None and ctx.claimed.id != ctx.signer.id:
         return reject(
             f"the From address {ctx.envelope.from_addr} belongs to another member than the "
-            f"signing key ({ctx.signer.email})")
+            f"signing key ({ctx.signer.email})"
+        )
+    return CONTINUE
+
+
+COMMAND_WORDS = ("help", "unsubscribe", "subscribe")
+
+
+async def not_a_command(ctx: MailItem, s: Services) -> Decision:
+    """The List-Help / List-Unsubscribe mailto links produce such mail: never post it."""
+    assert ctx.content is not None and ctx.envelope is not None
+    subject = (ctx.content.subject or ctx.envelope.subject).strip().lower()
+    body = ctx.content.text.strip().lower()
+    word = next((w for w in COMMAND_WORDS if subject == w or body == w), None)
+    if word is not None:
+        return reject(
+            f"this looks like the list command '{word}', which is not posted; "
+            f"commands by mail are not available yet, so write to the list owner "
+            f"({s.config.list.owner})"
+        )
     return CONTINUE
 
 

@@ -94,9 +94,10 @@ async def test_unsigned_mail_is_rejected(world: World) -> None:
 async def test_signer_not_a_member_is_rejected(world: World) -> None:
     marker = "OUTSIDER-5521"
     # Bob's mailbox, but a key the list has never seen: the signing key decides.
-    from secir_bot.crypto import Keyring
     import tempfile
     from pathlib import Path
+
+    from secir_bot.crypto import Keyring
 
     home = Path(tempfile.mkdtemp(prefix="gx"))
     ring = Keyring.create(home)
