@@ -23,5 +23,9 @@ lint: setup
 # Everything CI runs: the linters, then the whole suite.
 check: lint test
 
+# Figures, not assertions: gpg calls and time per post as the list grows.
+bench: setup
+	$(PY) scripts/bench_fanout.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-state

@@ -174,10 +174,16 @@ class Keyring:
             raise CryptoError("no OpenPGP key found in the data given")
         return fprs
 
-    async def keys(self, fingerprints: list[str] | None = None) -> list[KeyInfo]:
+    async def keys(
+        self, fingerprints: list[str] | None = None, *, with_secret: bool = True
+    ) -> list[KeyInfo]:
+        """Describe keys; ``with_secret`` also tells which have secret material (a second
+        listing, unfiltered: gpg fails a filtered one that matches public keys only)."""
         raw = await self._run(self._gpg.list_keys, False, fingerprints)
-        secret = await self._run(self._gpg.list_keys, True, fingerprints)
-        secret_fprs = {str(k["fingerprint"]).upper() for k in secret}
+        secret_fprs: set[str] = set()
+        if with_secret:
+            secret = await self._run(self._gpg.list_keys, True)
+            secret_fprs = {str(k["fingerprint"]).upper() for k in secret}
         return [_key_info(k, secret_fprs) for k in raw]
 
     async def key(self, fingerprint: str) -> KeyInfo | None:
@@ -232,7 +238,7 @@ class Keyring:
         """Those of ``fingerprints`` whose keys can be encrypted to now (one listing)."""
         return {
             k.fingerprint
-            for k in await self.keys(fingerprints)
+            for k in await self.keys(fingerprints, with_secret=False)
             if k.can_encrypt and not k.expired and not k.revoked
         }
 

@@ -264,7 +264,12 @@ class World:
         self.app_task = None
 
     async def close(self) -> None:
-        await self.stop_bot()
+        try:
+            await self.stop_bot()
+        finally:
+            await self._close_clients()
+
+    async def _close_clients(self) -> None:
         for op in [*self.mx.values(), *([self.admin] if self.admin else [])]:
             await op.stop()
         for ring in self.keyrings.values():

@@ -1,0 +1,109 @@
+"""Fan-out composition and subject handling in ``relay`` (real gpg, no servers)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from secir_bot import config as config_mod
+from secir_bot.crypto import Keyring
+from secir_bot.members import MemberRequest, add_member
+from secir_bot.model import Channel, Member, Post
+from secir_bot.pipeline import Services
+from secir_bot.relay import (
+    Processor,
+    clean_subject,
+    first_line,
+    is_placeholder,
+    strip_reply_fallback,
+)
+from secir_bot.store import Store
+
+
+@pytest.mark.parametrize(("raw", "clean"), [
+    ("[SECIR] Re: DDoS", "Re: DDoS"),
+    ("Re: [SECIR] DDoS", "Re: DDoS"),
+    ("[secir] [TLP:AMBER] Hijack of .xx", "[TLP:AMBER] Hijack of .xx"),
+    ("[OTHER] note", "[OTHER] note"),
+])
+def test_only_the_lists_own_tag_is_removed(raw: str, clean: str) -> None:
+    assert clean_subject(raw, "SECIR") == clean
+
+
+@pytest.mark.parametrize(("subject", "placeholder"), [
+    ("...", True), ("Re: ...", True), ("encrypted message", True), ("Re: encrypted message", True),
+    ("", True), ("Re: outage", False),
+])
+def test_placeholder_subjects(subject: str, placeholder: bool) -> None:
+    assert is_placeholder(subject) is placeholder
+
+
+def test_reply_fallback_is_stripped_and_first_line_is_short() -> None:
+    body = "> <@alice:x> original\n> more\n\nmy answer"
+    assert strip_reply_fallback(body) == "my answer"
+    assert strip_reply_fallback("> quoted by hand\ntext") == "> quoted by hand\ntext"
+    assert first_line("\n\n  hello  \nworld") == "hello"
+    assert first_line("x" * 100).endswith("…")
+    assert len(first_line("x" * 100)) == 72
+
+
+class Setup:
+    def __init__(self, root: Path) -> None:
+        (root / "pw").write_text("x\n")
+        self.config = config_mod.parse({
+            "list": {"address": "list@relay.test", "list_id": "secir.relay.test",
+                     "owner": "owner@relay.test"},
+            "matrix": {"homeserver": "http://127.0.0.1:1", "user_id": "@bot:relay.test",
+                       "incident_room": "!i:relay.test", "control_room": "!c:relay.test",
+                       "admins": ["@admin:relay.test"]},
+            "imap": {"host": "127.0.0.1", "username": "list", "password_file": "pw"},
+            "smtp": {"host": "127.0.0.1"},
+        }, root / "config.toml")
+        self.store = Store.open(self.config.store_path, create=True)
+        self.ring = Keyring.create(self.config.store_path / "gnupg")
+        self.members_home = Path(tempfile.mkdtemp(prefix="gr"))
+        self.members_ring = Keyring.create(self.members_home)
+        self.members: list[Member] = []
+
+    async def add(self, n: int) -> None:
+        while len(self.members) < n:
+            i = len(self.members)
+            fpr = await self.members_ring.generate(f"M {i}", f"m{i}@relay.test")
+            self.members.append(await add_member(self.store, self.ring, MemberRequest(
+                tld="nl", name=f"M {i}", email=f"m{i}@relay.test", rank=1 + i % 3,
+                key=await self.members_ring.export_public(fpr), channels="email")))
+
+
+@pytest_asyncio.fixture
+async def setup() -> AsyncIterator[Setup]:
+    root = Path(tempfile.mkdtemp(prefix="rl"))
+    s = Setup(root)
+    try:
+        yield s
+    finally:
+        s.ring.close()
+        s.members_ring.close()
+        s.store.close()
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(s.members_home, ignore_errors=True)
+
+
+async def test_gpg_calls_per_post_do_not_grow_with_the_list(setup: Setup) -> None:
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    processor = Processor(Services(setup.config, setup.store, setup.ring, list_fpr, "@bot:x"))
+    calls = {}
+    for size in (3, 15):
+        await setup.add(size)
+        post = Post(uid=f"p{size}", origin=Channel.MATRIX, author=setup.members[0],
+                    subject="s", body="b")
+        before = setup.ring.calls
+        deliveries = await processor._to_list(post)
+        calls[size] = setup.ring.calls - before
+        assert len(deliveries) == 1
+        assert len(deliveries[0].recipients) == size - 1  # no echo to the author
+    assert calls[3] == calls[15] <= 2
