@@ -4,7 +4,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint check bench clean
+.PHONY: setup demo test lint bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -12,7 +12,8 @@ setup:
 demo: setup
 	$(PY) -m secir_bot sandbox
 
-test: setup
+# The linters first (ruff, mypy strict), then the whole suite against real servers.
+test: setup lint
 	$(PY) -m pytest
 
 lint: setup
@@ -20,8 +21,6 @@ lint: setup
 	$(VENV)/bin/ruff format --check secir_bot tests scripts
 	$(VENV)/bin/mypy
 
-# Everything CI runs: the linters, then the whole suite.
-check: lint test
 
 # Figures, not assertions: gpg calls and time per post as the list grows.
 bench: setup

@@ -31,11 +31,18 @@ TLDS = ("nl", "br", "jp", "de", "fr", "za", "ke", "cl", "nz", "in")
 def _config(directory: Path) -> config_mod.Config:
     (directory / "pw").write_text("x\n")
     data = {
-        "list": {"address": "list@bench.test", "list_id": "secir.bench.test",
-                 "owner": "owner@bench.test"},
-        "matrix": {"homeserver": "http://127.0.0.1:1", "user_id": "@bot:bench.test",
-                   "incident_room": "!i:bench.test", "control_room": "!c:bench.test",
-                   "admins": ["@admin:bench.test"]},
+        "list": {
+            "address": "list@bench.test",
+            "list_id": "secir.bench.test",
+            "owner": "owner@bench.test",
+        },
+        "matrix": {
+            "homeserver": "http://127.0.0.1:1",
+            "user_id": "@bot:bench.test",
+            "incident_room": "!i:bench.test",
+            "control_room": "!c:bench.test",
+            "admins": ["@admin:bench.test"],
+        },
         "imap": {"host": "127.0.0.1", "username": "list", "password_file": "pw"},
         "smtp": {"host": "127.0.0.1"},
     }
@@ -59,21 +66,36 @@ async def main() -> None:
             while count < size:
                 email = f"m{count:03d}@bench.test"
                 fpr = await members_ring.generate(f"Member {count}", email)
-                m = await add_member(store, ring, MemberRequest(
-                    tld=TLDS[count % len(TLDS)], name=f"Member {count}", email=email,
-                    key=await members_ring.export_public(fpr), channels="email",
-                    rank=1 + count // len(TLDS) % 3))
+                m = await add_member(
+                    store,
+                    ring,
+                    MemberRequest(
+                        tld=TLDS[count % len(TLDS)],
+                        name=f"Member {count}",
+                        email=email,
+                        key=await members_ring.export_public(fpr),
+                        channels="email",
+                        rank=1 + count // len(TLDS) % 3,
+                    ),
+                )
                 author = author or m
                 count += 1
             assert author is not None
-            post = Post(uid=f"bench{size}", origin=Channel.MATRIX, author=author,
-                        subject="bench", body=("x" * 60 + "\n") * 60)
+            post = Post(
+                uid=f"bench{size}",
+                origin=Channel.MATRIX,
+                author=author,
+                subject="bench",
+                body=("x" * 60 + "\n") * 60,
+            )
             before, start = ring.calls, time.perf_counter()
             deliveries = await processor._to_list(post)
             elapsed = (time.perf_counter() - start) * 1000
             recipients = sum(len(d.recipients) for d in deliveries)
-            print(f"{size:>8} {ring.calls - before:>15} {elapsed:>11.1f}   "
-                  f"({recipients} recipients, {len(deliveries)} SMTP row)")
+            print(
+                f"{size:>8} {ring.calls - before:>15} {elapsed:>11.1f}   "
+                f"({recipients} recipients, {len(deliveries)} SMTP row)"
+            )
         members_ring.close()
         ring.close()
         store.close()

@@ -145,7 +145,8 @@ def test_valid_config_loads(write: Callable[[Data], Path], conf_dir: Path) -> No
 
 
 def test_secrets_come_from_files_and_the_environment(
-        write: Callable[[Data], Path], conf_dir: Path) -> None:
+    write: Callable[[Data], Path], conf_dir: Path
+) -> None:
     config = load(write(valid_data()))
 
     assert config.matrix.password == Secret(file=conf_dir / "secrets" / "matrix.pw")
@@ -157,7 +158,8 @@ def test_secrets_come_from_files_and_the_environment(
 
 
 def test_relative_paths_resolve_against_the_config_directory(
-        write: Callable[[Data], Path], conf_dir: Path, tmp_path: Path) -> None:
+    write: Callable[[Data], Path], conf_dir: Path, tmp_path: Path
+) -> None:
     data = valid_data()
     data["store"]["path"] = "../state"
     data["smtp"]["password_file"] = "./secrets/../secrets/smtp.pw"
@@ -216,12 +218,16 @@ def test_every_problem_is_reported_at_once(write: Callable[[Data], Path]) -> Non
     problems = problems_of(write(data))
 
     assert keys_of(problems) == {
-        "list.address", "imap.port", "smtp.security", "matrix.user_id", "delivery.retry_max"}
+        "list.address",
+        "imap.port",
+        "smtp.security",
+        "matrix.user_id",
+        "delivery.retry_max",
+    }
     assert len(problems) == 5
 
 
-def test_error_message_lists_each_problem_on_its_own_line(
-        write: Callable[[Data], Path]) -> None:
+def test_error_message_lists_each_problem_on_its_own_line(write: Callable[[Data], Path]) -> None:
     data = valid_data()
     data["imap"]["port"] = 0
     data["smtp"]["port"] = 70000
@@ -274,8 +280,9 @@ def test_an_empty_file_reports_the_same_missing_keys(write: Callable[[Data], Pat
         ("list", "address", 42, "list.address: expected str, got int"),
     ],
 )
-def test_wrong_types_are_named(write: Callable[[Data], Path], section: str, key: str,
-                               value: Any, expected: str) -> None:
+def test_wrong_types_are_named(
+    write: Callable[[Data], Path], section: str, key: str, value: Any, expected: str
+) -> None:
     data = valid_data()
     data[section][key] = value
 
@@ -305,12 +312,19 @@ def test_edge_ports_are_accepted(write: Callable[[Data], Path], port: int) -> No
         ("starttls", "starttls", ["imap.security: must be tls or plain"]),
         ("ssl", "tls", ["imap.security: must be tls or plain"]),
         ("tls", "ssl", ["smtp.security: must be one of tls, starttls, plain"]),
-        ("TLS", "STARTTLS", ["imap.security: must be tls or plain",
-                             "smtp.security: must be one of tls, starttls, plain"]),
+        (
+            "TLS",
+            "STARTTLS",
+            [
+                "imap.security: must be tls or plain",
+                "smtp.security: must be one of tls, starttls, plain",
+            ],
+        ),
     ],
 )
-def test_bad_security_values_are_refused(write: Callable[[Data], Path], imap_security: str,
-                                         smtp_security: str, expected: list[str]) -> None:
+def test_bad_security_values_are_refused(
+    write: Callable[[Data], Path], imap_security: str, smtp_security: str, expected: list[str]
+) -> None:
     data = valid_data()
     data["imap"]["security"] = imap_security
     data["smtp"]["security"] = smtp_security
@@ -318,10 +332,12 @@ def test_bad_security_values_are_refused(write: Callable[[Data], Path], imap_sec
     assert problems_of(write(data)) == expected
 
 
-@pytest.mark.parametrize(("imap_security", "smtp_security"),
-                         [("plain", "plain"), ("tls", "tls"), ("plain", "starttls")])
-def test_good_security_values_are_accepted(write: Callable[[Data], Path], imap_security: str,
-                                           smtp_security: str) -> None:
+@pytest.mark.parametrize(
+    ("imap_security", "smtp_security"), [("plain", "plain"), ("tls", "tls"), ("plain", "starttls")]
+)
+def test_good_security_values_are_accepted(
+    write: Callable[[Data], Path], imap_security: str, smtp_security: str
+) -> None:
     data = valid_data()
     data["imap"]["security"] = imap_security
     data["smtp"]["security"] = smtp_security
@@ -331,15 +347,24 @@ def test_good_security_values_are_accepted(write: Callable[[Data], Path], imap_s
     assert (config.imap.security, config.smtp.security) == (imap_security, smtp_security)
 
 
-@pytest.mark.parametrize("user_id", ["secir-bot", "@secir-bot", "secir-bot:secir.test",
-                                     "@Secir-Bot:secir.test", "@secir bot:secir.test",
-                                     "#secir:secir.test"])
+@pytest.mark.parametrize(
+    "user_id",
+    [
+        "secir-bot",
+        "@secir-bot",
+        "secir-bot:secir.test",
+        "@Secir-Bot:secir.test",
+        "@secir bot:secir.test",
+        "#secir:secir.test",
+    ],
+)
 def test_bad_matrix_user_ids_are_refused(write: Callable[[Data], Path], user_id: str) -> None:
     data = valid_data()
     data["matrix"]["user_id"] = user_id
 
     assert problems_of(write(data)) == [
-        f"matrix.user_id: not a Matrix user id (@name:server): {user_id!r}"]
+        f"matrix.user_id: not a Matrix user id (@name:server): {user_id!r}"
+    ]
 
 
 def test_bad_admins_are_named_by_index(write: Callable[[Data], Path]) -> None:
@@ -359,26 +384,39 @@ def test_an_empty_admin_list_is_refused(write: Callable[[Data], Path]) -> None:
     assert problems_of(write(data)) == ["matrix.admins: name at least one admin"]
 
 
-@pytest.mark.parametrize("room", ["#incidents:secir.test", "incidents:secir.test", "!",
-                                  "!in cidents:secir.test", "!incidents:", "@anna:nic.test"])
+@pytest.mark.parametrize(
+    "room",
+    [
+        "#incidents:secir.test",
+        "incidents:secir.test",
+        "!",
+        "!in cidents:secir.test",
+        "!incidents:",
+        "@anna:nic.test",
+    ],
+)
 def test_bad_room_ids_are_refused(write: Callable[[Data], Path], room: str) -> None:
     data = valid_data()
     data["matrix"]["incident_room"] = room
 
     assert problems_of(write(data)) == [
-        f"matrix.incident_room: not a Matrix room id (!id or !id:server): {room!r}"]
+        f"matrix.incident_room: not a Matrix room id (!id or !id:server): {room!r}"
+    ]
 
 
-@pytest.mark.parametrize("room", ["!incidents:secir.test",
-                                  "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM"])
-def test_incident_room_must_differ_from_control_room(write: Callable[[Data], Path],
-                                                    room: str) -> None:
+@pytest.mark.parametrize(
+    "room", ["!incidents:secir.test", "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM"]
+)
+def test_incident_room_must_differ_from_control_room(
+    write: Callable[[Data], Path], room: str
+) -> None:
     data = valid_data()
     data["matrix"]["incident_room"] = room
     data["matrix"]["control_room"] = room
 
     assert problems_of(write(data)) == [
-        "matrix.control_room: must differ from matrix.incident_room"]
+        "matrix.control_room: must differ from matrix.incident_room"
+    ]
 
 
 def test_homeserver_must_be_an_http_url(write: Callable[[Data], Path]) -> None:
@@ -388,8 +426,7 @@ def test_homeserver_must_be_an_http_url(write: Callable[[Data], Path]) -> None:
     assert problems_of(write(data)) == ["matrix.homeserver: not an http(s) URL"]
 
 
-@pytest.mark.parametrize(("key", "value"), [
-    ("max_message_bytes", 0), ("max_message_bytes", -5)])
+@pytest.mark.parametrize(("key", "value"), [("max_message_bytes", 0), ("max_message_bytes", -5)])
 def test_sizes_must_be_positive(write: Callable[[Data], Path], key: str, value: int) -> None:
     data = valid_data()
     data["list"][key] = value
@@ -409,12 +446,14 @@ def test_inline_password_is_refused_without_echoing_it(write: Callable[[Data], P
 
     assert info.value.problems == [
         "imap.password: passwords are never written in the config; "
-        "use password_file or password_env"]
+        "use password_file or password_env"
+    ]
     assert "hunter2-inline" not in str(info.value)
 
 
 def test_inline_password_is_refused_even_where_a_password_is_optional(
-        write: Callable[[Data], Path]) -> None:
+    write: Callable[[Data], Path],
+) -> None:
     data = valid_data()
     del data["matrix"]["password_file"]
     data["matrix"]["password"] = "s3cret"
@@ -427,7 +466,8 @@ def test_password_file_and_env_together_are_refused(write: Callable[[Data], Path
     data["smtp"]["password_env"] = IMAP_ENV
 
     assert problems_of(write(data)) == [
-        "smtp.password_file / smtp.password_env: give one of them, not both"]
+        "smtp.password_file / smtp.password_env: give one of them, not both"
+    ]
 
 
 def test_missing_password_file_is_named(write: Callable[[Data], Path]) -> None:
@@ -438,7 +478,8 @@ def test_missing_password_file_is_named(write: Callable[[Data], Path]) -> None:
 
 
 def test_password_file_is_not_looked_up_in_the_working_directory(
-        write: Callable[[Data], Path], tmp_path: Path) -> None:
+    write: Callable[[Data], Path], tmp_path: Path
+) -> None:
     (tmp_path / "elsewhere" / "cwd.pw").write_text("x", encoding="utf-8")
     data = valid_data()
     data["smtp"]["password_file"] = "cwd.pw"
@@ -446,12 +487,14 @@ def test_password_file_is_not_looked_up_in_the_working_directory(
     assert problems_of(write(data)) == ["smtp.password_file: no such file: cwd.pw"]
 
 
-def test_unset_password_env_is_named(write: Callable[[Data], Path],
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unset_password_env_is_named(
+    write: Callable[[Data], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(IMAP_ENV)
 
     assert problems_of(write(valid_data())) == [
-        f"imap.password_env: environment variable {IMAP_ENV} is not set"]
+        f"imap.password_env: environment variable {IMAP_ENV} is not set"
+    ]
 
 
 def test_smtp_username_requires_a_password(write: Callable[[Data], Path]) -> None:
@@ -459,7 +502,8 @@ def test_smtp_username_requires_a_password(write: Callable[[Data], Path]) -> Non
     del data["smtp"]["password_file"]
 
     assert problems_of(write(data)) == [
-        "smtp.password_file or smtp.password_env: missing (required)"]
+        "smtp.password_file or smtp.password_env: missing (required)"
+    ]
 
 
 # -- sections and placeholders -----------------------------------------------------------
@@ -485,18 +529,19 @@ def test_unknown_section_is_refused(write: Callable[[Data], Path]) -> None:
         ("matrix", "incident_room", "!incidents:example.org"),
     ],
 )
-def test_example_placeholders_are_refused(write: Callable[[Data], Path], section: str,
-                                          key: str, value: str) -> None:
+def test_example_placeholders_are_refused(
+    write: Callable[[Data], Path], section: str, key: str, value: str
+) -> None:
     data = valid_data()
     data[section][key] = value
 
     assert problems_of(write(data)) == [
-        f"{section}.{key}: still the example's placeholder value {value!r}"]
+        f"{section}.{key}: still the example's placeholder value {value!r}"
+    ]
 
 
 @pytest.mark.parametrize("key", ["password_file", "password_env"])
-def test_placeholder_secret_locations_are_refused(write: Callable[[Data], Path],
-                                                  key: str) -> None:
+def test_placeholder_secret_locations_are_refused(write: Callable[[Data], Path], key: str) -> None:
     data = valid_data()
     del data["imap"]["password_env"]
     data["imap"][key] = "CHANGE-ME"
@@ -560,6 +605,14 @@ def test_the_shipped_example_is_refused_key_by_key() -> None:
 
     keys = keys_of(problems_of(example))
 
-    assert {"list.address", "list.list_id", "list.owner", "matrix.homeserver",
-            "matrix.user_id", "matrix.incident_room", "matrix.control_room",
-            "imap.host", "smtp.host"} <= keys
+    assert {
+        "list.address",
+        "list.list_id",
+        "list.owner",
+        "matrix.homeserver",
+        "matrix.user_id",
+        "matrix.incident_room",
+        "matrix.control_room",
+        "imap.host",
+        "smtp.host",
+    } <= keys

@@ -42,6 +42,7 @@ def list_key(gpg_world: GpgWorld) -> Iterator[ListKey]:
     home = Path(tempfile.mkdtemp(prefix="g"))
     ring = Keyring.create(home)
     try:
+
         async def setup() -> ListKey:
             fpr = await ring.generate("SECIR list", LIST_EMAIL)
             for email in MEMBERS:
@@ -117,8 +118,10 @@ async def test_email_must_be_in_a_user_id(gpg_world: GpgWorld) -> None:
 async def test_problems_add_up(gpg_world: GpgWorld) -> None:
     (info,) = await inspect_key(gpg_world.export_public("signonly@test.example"))
 
-    assert info.problems(BOB) == ["the key has no usable encryption subkey",
-                                  f"no user id of the key carries {BOB}"]
+    assert info.problems(BOB) == [
+        "the key has no usable encryption subkey",
+        f"no user id of the key carries {BOB}",
+    ]
 
 
 async def test_inspect_key_reads_every_key_given(gpg_world: GpgWorld) -> None:
@@ -127,7 +130,8 @@ async def test_inspect_key_reads_every_key_given(gpg_world: GpgWorld) -> None:
     infos = await inspect_key(both)
 
     assert sorted(i.fingerprint for i in infos) == sorted(
-        [gpg_world.fingerprint(ALICE), gpg_world.fingerprint(BOB)])
+        [gpg_world.fingerprint(ALICE), gpg_world.fingerprint(BOB)]
+    )
 
 
 async def test_inspect_key_refuses_garbage() -> None:
@@ -149,8 +153,7 @@ async def test_generated_list_key(list_key: ListKey) -> None:
     assert "BEGIN PGP PUBLIC KEY BLOCK" in list_key.public
 
 
-async def test_keyring_lists_imported_member_keys(list_key: ListKey,
-                                                  gpg_world: GpgWorld) -> None:
+async def test_keyring_lists_imported_member_keys(list_key: ListKey, gpg_world: GpgWorld) -> None:
     keys = {k.fingerprint: k for k in await list_key.ring.keys()}
 
     for email in MEMBERS:
@@ -181,7 +184,8 @@ async def test_sign_encrypt_is_one_gpg_call(list_key: ListKey, gpg_world: GpgWor
 
 
 async def test_every_recipient_decrypts_and_sees_the_list_signature(
-        list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld) -> None:
+    list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld
+) -> None:
     recipients = [gpg_world.fingerprint(e) for e in MEMBERS]
     cipher = await list_key.ring.sign_encrypt(TEXT, recipients, list_key.fingerprint)
 
@@ -199,10 +203,17 @@ async def test_every_recipient_decrypts_and_sees_the_list_signature(
 def _pubkey_packets(gpg_world: GpgWorld, cipher: bytes) -> list[str]:
     """The ``:pubkey enc packet:`` lines gpg lists, read with a home holding no secret key."""
     empty = gpg_world.make_home([])
-    listing = subprocess.run(["gpg", "--homedir", str(empty), "--batch", "--list-packets"],
-                             input=cipher, capture_output=True, check=False)
-    return [line for line in listing.stdout.decode().splitlines()
-            if line.startswith(":pubkey enc packet:")]
+    listing = subprocess.run(
+        ["gpg", "--homedir", str(empty), "--batch", "--list-packets"],
+        input=cipher,
+        capture_output=True,
+        check=False,
+    )
+    return [
+        line
+        for line in listing.stdout.decode().splitlines()
+        if line.startswith(":pubkey enc packet:")
+    ]
 
 
 async def test_recipient_key_ids_are_hidden(list_key: ListKey, gpg_world: GpgWorld) -> None:
@@ -227,11 +238,12 @@ async def test_sign_encrypt_needs_recipients(list_key: ListKey) -> None:
 # -- decrypting what members send --------------------------------------------------------
 
 
-async def test_decrypt_signed_by_a_known_key(list_key: ListKey,
-                                             member_rings: dict[str, Keyring],
-                                             gpg_world: GpgWorld) -> None:
+async def test_decrypt_signed_by_a_known_key(
+    list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld
+) -> None:
     cipher = await member_rings[ALICE].sign_encrypt(
-        TEXT, [list_key.fingerprint], gpg_world.fingerprint(ALICE))
+        TEXT, [list_key.fingerprint], gpg_world.fingerprint(ALICE)
+    )
 
     result = await list_key.ring.decrypt(cipher)
 
@@ -250,11 +262,12 @@ async def test_decrypt_unsigned(list_key: ListKey, member_rings: dict[str, Keyri
     assert result.signer is None
 
 
-async def test_decrypt_signed_by_an_unknown_key(list_key: ListKey,
-                                                member_rings: dict[str, Keyring],
-                                                gpg_world: GpgWorld) -> None:
+async def test_decrypt_signed_by_an_unknown_key(
+    list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld
+) -> None:
     cipher = await member_rings[MALLORY].sign_encrypt(
-        TEXT, [list_key.fingerprint], gpg_world.fingerprint(MALLORY))
+        TEXT, [list_key.fingerprint], gpg_world.fingerprint(MALLORY)
+    )
 
     result = await list_key.ring.decrypt(cipher)
 
@@ -265,7 +278,8 @@ async def test_decrypt_signed_by_an_unknown_key(list_key: ListKey,
 
 
 async def test_decrypt_of_a_message_for_someone_else(
-        list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld) -> None:
+    list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld
+) -> None:
     cipher = await member_rings[BOB].encrypt(TEXT, [gpg_world.fingerprint(BOB)])
 
     result = await list_key.ring.decrypt(cipher)
@@ -296,7 +310,8 @@ async def test_verify_detached_on_exact_bytes(list_key: ListKey) -> None:
     ],
 )
 async def test_verify_detached_fails_when_a_byte_changes(
-        list_key: ListKey, change: Callable[[bytes], bytes]) -> None:
+    list_key: ListKey, change: Callable[[bytes], bytes]
+) -> None:
     signature = await list_key.ring.detach_sign(TEXT, list_key.fingerprint)
     changed = change(TEXT)
     assert changed != TEXT
@@ -306,8 +321,9 @@ async def test_verify_detached_fails_when_a_byte_changes(
     assert not result.valid and result.signer is None
 
 
-async def test_verify_detached_by_a_member(list_key: ListKey, member_rings: dict[str, Keyring],
-                                           gpg_world: GpgWorld) -> None:
+async def test_verify_detached_by_a_member(
+    list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld
+) -> None:
     signature = await member_rings[CAROL].detach_sign(TEXT, gpg_world.fingerprint(CAROL))
 
     result = await list_key.ring.verify_detached(TEXT, signature)
@@ -315,11 +331,17 @@ async def test_verify_detached_by_a_member(list_key: ListKey, member_rings: dict
     assert result.valid and result.signer == gpg_world.fingerprint(CAROL)
 
 
-async def test_verify_clearsigned_inline(list_key: ListKey, member_rings: dict[str, Keyring],
-                                         gpg_world: GpgWorld) -> None:
+async def test_verify_clearsigned_inline(
+    list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld
+) -> None:
     home = member_rings[ALICE].home
-    signed = gpg_world.gpg(home, "--clearsign", "--local-user", gpg_world.fingerprint(ALICE),
-                           input=b"- starts with a dash\nplain line\n").stdout
+    signed = gpg_world.gpg(
+        home,
+        "--clearsign",
+        "--local-user",
+        gpg_world.fingerprint(ALICE),
+        input=b"- starts with a dash\nplain line\n",
+    ).stdout
     assert b"\n- - starts with a dash\n" in signed  # gpg dash-escaped it
 
     good = await list_key.ring.verify(signed)

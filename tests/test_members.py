@@ -49,9 +49,11 @@ def keyring() -> Iterator[Keyring]:
 @pytest.fixture
 def request_for(gpg_world: GpgWorld) -> Callable[..., MemberRequest]:
     """A good request by ``owner`` with their own key; keywords change single fields."""
+
     def make(owner: str = ALICE, **changes: object) -> MemberRequest:
-        req = MemberRequest(tld=".nl", name="Alice Jansen", email=owner,
-                            key=gpg_world.export_public(owner))
+        req = MemberRequest(
+            tld=".nl", name="Alice Jansen", email=owner, key=gpg_world.export_public(owner)
+        )
         return replace(req, **changes)  # type: ignore[arg-type]
 
     return make
@@ -69,10 +71,16 @@ async def _refused(store: Store, keyring: Keyring, req: MemberRequest) -> str:
 # -- accepted ----------------------------------------------------------------------------
 
 
-async def test_good_member_with_idn_cctld(store: Store, keyring: Keyring, gpg_world: GpgWorld,
-                                          request_for: Callable[..., MemberRequest]) -> None:
-    req = request_for(ALICE, tld="рф", name="  Алиса Янсен ", email="  Alice@Test.Example ",
-                      matrix_id="@alice:test.local")
+async def test_good_member_with_idn_cctld(
+    store: Store, keyring: Keyring, gpg_world: GpgWorld, request_for: Callable[..., MemberRequest]
+) -> None:
+    req = request_for(
+        ALICE,
+        tld="рф",
+        name="  Алиса Янсен ",
+        email="  Alice@Test.Example ",
+        matrix_id="@alice:test.local",
+    )
 
     member = await add_member(store, keyring, req)
 
@@ -87,16 +95,17 @@ async def test_good_member_with_idn_cctld(store: Store, keyring: Keyring, gpg_wo
     assert key is not None and not key.has_secret
 
 
-async def test_a_label_input_is_shown_as_u_label(store: Store, keyring: Keyring,
-                                                 request_for: Callable[..., MemberRequest]
-                                                 ) -> None:
+async def test_a_label_input_is_shown_as_u_label(
+    store: Store, keyring: Keyring, request_for: Callable[..., MemberRequest]
+) -> None:
     member = await add_member(store, keyring, request_for(BOB, tld="xn--p1ai"))
 
     assert (member.tld, member.tld_display) == ("xn--p1ai", ".рф")
 
 
-async def test_ascii_cctld_and_email_only(store: Store, keyring: Keyring,
-                                          request_for: Callable[..., MemberRequest]) -> None:
+async def test_ascii_cctld_and_email_only(
+    store: Store, keyring: Keyring, request_for: Callable[..., MemberRequest]
+) -> None:
     member = await add_member(store, keyring, request_for(BOB, tld="NL", rank=2))
 
     assert (member.tld, member.tld_display, member.rank) == ("nl", ".nl", 2)
@@ -133,17 +142,23 @@ def test_parse_channels() -> None:
         (ALICE, {"key": "not a key at all"}, "key: no OpenPGP key found"),
     ],
 )
-async def test_refusals(store: Store, keyring: Keyring,
-                        request_for: Callable[..., MemberRequest], owner: str,
-                        changes: dict[str, object], expected: str) -> None:
+async def test_refusals(
+    store: Store,
+    keyring: Keyring,
+    request_for: Callable[..., MemberRequest],
+    owner: str,
+    changes: dict[str, object],
+    expected: str,
+) -> None:
     message = await _refused(store, keyring, request_for(owner, **changes))
 
     assert expected in message
     assert await keyring.keys() == []  # nothing imported before every check passed
 
 
-async def test_two_keys_are_refused(store: Store, keyring: Keyring, gpg_world: GpgWorld,
-                                    request_for: Callable[..., MemberRequest]) -> None:
+async def test_two_keys_are_refused(
+    store: Store, keyring: Keyring, gpg_world: GpgWorld, request_for: Callable[..., MemberRequest]
+) -> None:
     two = gpg_world.export_public(ALICE) + gpg_world.export_public(BOB)
 
     message = await _refused(store, keyring, request_for(ALICE, key=two))
@@ -151,34 +166,44 @@ async def test_two_keys_are_refused(store: Store, keyring: Keyring, gpg_world: G
     assert "give exactly one public key (found 2)" in message
 
 
-async def test_secret_key_is_refused(store: Store, keyring: Keyring, gpg_world: GpgWorld,
-                                     request_for: Callable[..., MemberRequest]) -> None:
-    message = await _refused(store, keyring,
-                             request_for(ALICE, key=gpg_world.export_secret(ALICE)))
+async def test_secret_key_is_refused(
+    store: Store, keyring: Keyring, gpg_world: GpgWorld, request_for: Callable[..., MemberRequest]
+) -> None:
+    message = await _refused(store, keyring, request_for(ALICE, key=gpg_world.export_secret(ALICE)))
 
     assert "SECRET key" in message
     assert await keyring.keys() == []
 
 
-async def test_all_problems_in_one_message(store: Store, keyring: Keyring,
-                                           request_for: Callable[..., MemberRequest]) -> None:
-    req = request_for("expired@test.example", tld=".com", email="expired at test.example",
-                      channels="matrix,pager", matrix_id=None)
+async def test_all_problems_in_one_message(
+    store: Store, keyring: Keyring, request_for: Callable[..., MemberRequest]
+) -> None:
+    req = request_for(
+        "expired@test.example",
+        tld=".com",
+        email="expired at test.example",
+        channels="matrix,pager",
+        matrix_id=None,
+    )
 
     message = await _refused(store, keyring, req)
 
-    for part in (".com is not a country-code TLD",  # each of the five problems
-                 "not an email address: 'expired at test.example'",
-                 "unknown channel 'pager'",
-                 "the key has expired",
-                 "no user id of the key carries expired at test.example"):
+    for part in (
+        ".com is not a country-code TLD",  # each of the five problems
+        "not an email address: 'expired at test.example'",
+        "unknown channel 'pager'",
+        "the key has expired",
+        "no user id of the key carries expired at test.example",
+    ):
         assert part in message
 
 
 async def test_matrix_channel_without_id_is_named_with_other_problems(
-        store: Store, keyring: Keyring, request_for: Callable[..., MemberRequest]) -> None:
-    message = await _refused(store, keyring, request_for(
-        "revoked@test.example", channels="matrix", tld="com"))
+    store: Store, keyring: Keyring, request_for: Callable[..., MemberRequest]
+) -> None:
+    message = await _refused(
+        store, keyring, request_for("revoked@test.example", channels="matrix", tld="com")
+    )
 
     assert "the matrix channel needs a Matrix id" in message
     assert "the key is revoked" in message
@@ -189,40 +214,41 @@ async def test_matrix_channel_without_id_is_named_with_other_problems(
 
 
 @pytest.fixture
-async def alice(store: Store, keyring: Keyring,
-                request_for: Callable[..., MemberRequest]) -> None:
+async def alice(store: Store, keyring: Keyring, request_for: Callable[..., MemberRequest]) -> None:
     await add_member(store, keyring, request_for(ALICE, matrix_id="@alice:test.local"))
 
 
 @pytest.mark.usefixtures("alice")
-async def test_duplicate_email_is_refused(store: Store, keyring: Keyring,
-                                          request_for: Callable[..., MemberRequest]) -> None:
+async def test_duplicate_email_is_refused(
+    store: Store, keyring: Keyring, request_for: Callable[..., MemberRequest]
+) -> None:
     message = await _refused(store, keyring, request_for(BOB, email="ALICE@test.example"))
 
     assert f"{ALICE} is already a member" in message
 
 
 @pytest.mark.usefixtures("alice")
-async def test_duplicate_key_is_refused(store: Store, keyring: Keyring, gpg_world: GpgWorld,
-                                        request_for: Callable[..., MemberRequest]) -> None:
+async def test_duplicate_key_is_refused(
+    store: Store, keyring: Keyring, gpg_world: GpgWorld, request_for: Callable[..., MemberRequest]
+) -> None:
     message = await _refused(store, keyring, request_for(ALICE, email="alice2@test.example"))
 
-    assert (f"key {gpg_world.fingerprint(ALICE)} is already registered for another member"
-            in message)
+    assert f"key {gpg_world.fingerprint(ALICE)} is already registered for another member" in message
 
 
 @pytest.mark.usefixtures("alice")
-async def test_duplicate_matrix_id_is_refused(store: Store, keyring: Keyring,
-                                              request_for: Callable[..., MemberRequest]) -> None:
+async def test_duplicate_matrix_id_is_refused(
+    store: Store, keyring: Keyring, request_for: Callable[..., MemberRequest]
+) -> None:
     message = await _refused(store, keyring, request_for(BOB, matrix_id="@alice:test.local"))
 
     assert message == "@alice:test.local is already a member"
 
 
 @pytest.mark.usefixtures("alice")
-async def test_a_second_distinct_member_is_fine(store: Store, keyring: Keyring,
-                                                request_for: Callable[..., MemberRequest]
-                                                ) -> None:
+async def test_a_second_distinct_member_is_fine(
+    store: Store, keyring: Keyring, request_for: Callable[..., MemberRequest]
+) -> None:
     await add_member(store, keyring, request_for(BOB, matrix_id="@bob:test.local"))
 
     assert [m.email for m in store.members()] == [ALICE, BOB]
@@ -238,8 +264,9 @@ def import_dir(tmp_path: Path, gpg_world: GpgWorld, monkeypatch: pytest.MonkeyPa
     (directory / "keys").mkdir(parents=True)
     for email in (ALICE, CAROL):
         name = email.split("@")[0]
-        (directory / "keys" / f"{name}.asc").write_text(gpg_world.export_public(email),
-                                                        encoding="utf-8")
+        (directory / "keys" / f"{name}.asc").write_text(
+            gpg_world.export_public(email), encoding="utf-8"
+        )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -256,14 +283,20 @@ def test_read_toml_import_file(import_dir: Path, gpg_world: GpgWorld) -> None:
         "[[member]]\n"
         'tld = "рф"\nname = "Bob Silva"\nemail = "bob@test.example"\n'
         f"key = '''\n{gpg_world.export_public(BOB)}'''\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
 
     alice, bob = read_import_file(path)
 
-    assert alice == MemberRequest(tld=".nl", name="Alice Jansen", email=ALICE,
-                                  key=gpg_world.export_public(ALICE),
-                                  matrix_id="@alice:test.local", channels="matrix,email",
-                                  rank=2)
+    assert alice == MemberRequest(
+        tld=".nl",
+        name="Alice Jansen",
+        email=ALICE,
+        key=gpg_world.export_public(ALICE),
+        matrix_id="@alice:test.local",
+        channels="matrix,email",
+        rank=2,
+    )
     assert bob.tld == "рф" and bob.matrix_id is None and bob.rank == 1 and bob.channels == ""
     assert bob.key.strip() == gpg_world.export_public(BOB).strip()
 
@@ -274,34 +307,44 @@ def test_read_csv_import_file(import_dir: Path, gpg_world: GpgWorld) -> None:
         writer = csv.writer(fh)
         writer.writerow(["tld", "name", "email", "key", "matrix_id", "channels", "rank"])
         writer.writerow([".jp", "Carol Tanaka", CAROL, "keys/carol.asc", "", "", ""])
-        writer.writerow(["рф", "Bob Silva", BOB, gpg_world.export_public(BOB),
-                         "@bob:test.local", "matrix", "3"])
+        writer.writerow(
+            ["рф", "Bob Silva", BOB, gpg_world.export_public(BOB), "@bob:test.local", "matrix", "3"]
+        )
 
     carol, bob = read_import_file(path)
 
-    assert carol == MemberRequest(tld=".jp", name="Carol Tanaka", email=CAROL,
-                                  key=gpg_world.export_public(CAROL))
+    assert carol == MemberRequest(
+        tld=".jp", name="Carol Tanaka", email=CAROL, key=gpg_world.export_public(CAROL)
+    )
     assert (bob.matrix_id, bob.channels, bob.rank) == ("@bob:test.local", "matrix", 3)
     assert bob.key == gpg_world.export_public(BOB)
 
 
-async def test_imported_requests_can_be_added(import_dir: Path, store: Store,
-                                              keyring: Keyring) -> None:
+async def test_imported_requests_can_be_added(
+    import_dir: Path, store: Store, keyring: Keyring
+) -> None:
     path = import_dir / "members.csv"
-    path.write_text("tld,name,email,key\n.jp,Carol Tanaka,carol@test.example,keys/carol.asc\n"
-                    "рф,Alice Jansen,alice@test.example,keys/alice.asc\n", encoding="utf-8")
+    path.write_text(
+        "tld,name,email,key\n.jp,Carol Tanaka,carol@test.example,keys/carol.asc\n"
+        "рф,Alice Jansen,alice@test.example,keys/alice.asc\n",
+        encoding="utf-8",
+    )
 
     for req in read_import_file(path):
         await add_member(store, keyring, req)
 
     assert sorted((m.tld_display, m.email) for m in store.members()) == [
-        (".jp", CAROL), (".рф", ALICE)]
+        (".jp", CAROL),
+        (".рф", ALICE),
+    ]
 
 
 def test_import_entry_with_missing_fields(import_dir: Path) -> None:
     path = import_dir / "members.csv"
-    path.write_text("tld,name,email,key\n.jp,Carol,carol@test.example,keys/carol.asc\n"
-                    ".nl,Someone,,\n", encoding="utf-8")
+    path.write_text(
+        "tld,name,email,key\n.jp,Carol,carol@test.example,keys/carol.asc\n.nl,Someone,,\n",
+        encoding="utf-8",
+    )
 
     with pytest.raises(MemberError, match=re.escape("members.csv entry 2: missing email, key")):
         read_import_file(path)
@@ -309,19 +352,24 @@ def test_import_entry_with_missing_fields(import_dir: Path) -> None:
 
 def test_import_key_file_must_exist(import_dir: Path) -> None:
     path = import_dir / "members.toml"
-    path.write_text('[[member]]\ntld = "nl"\nname = "A"\nemail = "a@test.example"\n'
-                    'key = "keys/nobody.asc"\n', encoding="utf-8")
+    path.write_text(
+        '[[member]]\ntld = "nl"\nname = "A"\nemail = "a@test.example"\nkey = "keys/nobody.asc"\n',
+        encoding="utf-8",
+    )
 
     with pytest.raises(MemberError, match=re.escape("cannot read key file keys/nobody.asc")):
         read_import_file(path)
 
 
 def test_import_key_path_is_not_relative_to_the_working_directory(
-        import_dir: Path, tmp_path: Path) -> None:
+    import_dir: Path, tmp_path: Path
+) -> None:
     shutil.copy(import_dir / "keys" / "alice.asc", tmp_path / "elsewhere" / "cwd.asc")
     path = import_dir / "members.toml"
-    path.write_text('[[member]]\ntld = "nl"\nname = "A"\nemail = "alice@test.example"\n'
-                    'key = "cwd.asc"\n', encoding="utf-8")
+    path.write_text(
+        '[[member]]\ntld = "nl"\nname = "A"\nemail = "alice@test.example"\nkey = "cwd.asc"\n',
+        encoding="utf-8",
+    )
 
     with pytest.raises(MemberError, match=re.escape("cannot read key file cwd.asc")):
         read_import_file(path)
@@ -337,8 +385,10 @@ def test_import_needs_toml_or_csv(import_dir: Path) -> None:
 
 def test_import_bad_rank_names_the_entry(import_dir: Path) -> None:
     path = import_dir / "members.csv"
-    path.write_text("tld,name,email,key,rank\n.jp,Carol,carol@test.example,keys/carol.asc,"
-                    "high\n", encoding="utf-8")
+    path.write_text(
+        "tld,name,email,key,rank\n.jp,Carol,carol@test.example,keys/carol.asc,high\n",
+        encoding="utf-8",
+    )
 
     with pytest.raises(MemberError, match=re.escape("members.csv entry 1")):
         read_import_file(path)

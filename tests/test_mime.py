@@ -34,10 +34,14 @@ CORPUS = Path(__file__).parent / "corpus"
 # Files saved as a Unix MUA writes them (LF); every other corpus file has CRLF line endings.
 LF_FILES = {"mutt-inline-pgp.eml", "clearsigned-inline.eml", "decrypted-inline-clearsigned.txt"}
 LIST_ID = "secir.lists.secir.test"
-LISTS = ListHeaders(name="SECIR", address="secir@lists.secir.test", list_id=LIST_ID,
-                    owner="owner@secir.test", tag="SECIR")
+LISTS = ListHeaders(
+    name="SECIR",
+    address="secir@lists.secir.test",
+    list_id=LIST_ID,
+    owner="owner@secir.test",
+    tag="SECIR",
+)
 WHEN = datetime(2025, 3, 4, 9, 30, tzinfo=UTC)
-
 
 
 def corpus(name: str) -> bytes:
@@ -55,8 +59,9 @@ def test_corpus_files_are_all_listed_in_the_readme() -> None:
     assert [f for f in files if f"`{f}`" not in readme] == []
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.glob("*.*")
-                                        if p.suffix in (".eml", ".txt")))
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in CORPUS.glob("*.*") if p.suffix in (".eml", ".txt"))
+)
 def test_corpus_line_endings_are_as_saved(name: str) -> None:
     """Guards the corpus against editors and git normalising its line endings."""
     raw = corpus(name)
@@ -88,72 +93,178 @@ class Expect:
 
 
 ENVELOPES = [
-    pytest.param("thunderbird-pgpmime-protected-headers.eml", Expect(
-        "pgp-mime", "anna@nic.test", "...",
-        "<6b0e2c1d-94a7-4f3b-8d52-1c7e9a0f4b26@nic.test>"), id="thunderbird"),
-    pytest.param("k9-pgpmime.eml", Expect(
-        "pgp-mime", "bram@registry.nl.test", "Re: Phishing wave against registrar accounts",
-        "<F1A27C3E-5D0B-4C8E-9E64-2B7A91D0C355@registry.nl.test>",
-        in_reply_to=("<3c9d51ae0f7b4e21@lists.secir.test>",),
-        references=("<8a1f44c2d09e7b35@lists.secir.test>",
-                    "<3c9d51ae0f7b4e21@lists.secir.test>")), id="k9"),
-    pytest.param("mutt-inline-pgp.eml", Expect(
-        "inline", "jan.novak@nic.cz.test", "[SECIR] DNSSEC rollover stuck at publish stage",
-        "<20250306065831.bq4tk2xw7hfm3nla@gw.nic.cz.test>"), id="mutt"),
-    pytest.param("outlook-inline-pgp-in-html-alternative.eml", Expect(
-        "inline", "smarquez@nic.es.test", "[SECIR] Resolver abuse from 203.0.113.0/24",
-        "<DB9PR06MB7721C3E0A9F54B2D8E16B4A3C9D22@DB9PR06MB7721.eurprd06.prod.outlook.test>"),
-        id="outlook"),
-    pytest.param("no-message-id.eml", Expect(
-        "inline", "noc-robot@nic.at.test", "[SECIR] nightly zone check report", None),
-        id="no-message-id"),
-    pytest.param("iso-8859-1-subject-and-body.eml", Expect(
-        "plain", "francois.levesque@nic.fr.test", "Réponse à l'incident du résolveur",
-        "<5E2A.7c41b0@webmail.nic.fr.test>"), id="iso-8859-1"),
-    pytest.param("bounce-dsn.eml", Expect(
-        "plain", "mailer-daemon@mx.lists.secir.test", "Undelivered Mail Returned to Sender",
-        "<20250311084602.8F1B2C0A55@mx.lists.secir.test>", automated="auto-submitted"),
-        id="bounce"),
-    pytest.param("read-receipt-mdn.eml", Expect(
-        "plain", "rui@cert.pt.test", "Return Receipt (displayed) - [SECIR] encrypted message",
-        "<a7c03e51-2b8f-4d19-b6e0-93f1c5d8e2a4@cert.pt.test>", automated="report"),
-        id="mdn"),
-    pytest.param("auto-reply-out-of-office.eml", Expect(
-        "plain", "lena@dns.be.test", "Automatic reply: [SECIR] encrypted message",
-        "<dovecot-sieve-1741697452-480211-0@mail.dns.be.test>", automated="auto-submitted",
-        in_reply_to=("<4be01c2f93d8a6e5a7c1@lists.secir.test>",),
-        references=("<4be01c2f93d8a6e5a7c1@lists.secir.test>",)), id="sieve-vacation"),
-    pytest.param("exchange-ooo-x-autoreply.eml", Expect(
-        "plain", "marc.weber@registry.lu.test", "Out of Office: [SECIR] encrypted message",
-        "<9f3c1a7e22b84d0c8b1e5a6d7c2f3e41@EX02.corp.registry.lu.test>",
-        automated="X-Autoreply",
-        in_reply_to=("<4be01c2f93d8a6e5a7c1@lists.secir.test>",)), id="x-autoreply"),
-    pytest.param("signed-only-multipart-signed.eml", Expect(
-        "signed-only", "anna@nic.test", "[SECIR] forgot to encrypt, sorry",
-        "<0d5e8b2a-71c4-4f6e-a3b9-e2c84f17d690@nic.test>"), id="multipart-signed"),
-    pytest.param("clearsigned-inline.eml", Expect(
-        "signed-only", "jan.novak@nic.cz.test", "[SECIR] public notice: maintenance window",
-        "<20250313160540.x7mkq3vd2pr9tz4c@gw.nic.cz.test>"), id="clearsigned"),
-    pytest.param("plain-unencrypted.eml", Expect(
-        "plain", "piet.jansen@gmail.test", "Question about joining the list",
-        "<CAF8x2qVb7Yk3+tR1mW0pQ9sN4eL6hJ2uZ5cD8aG1oE7iXnB3wA@mail.gmail.test>"),
-        id="plain"),
-    pytest.param("own-list-loop.eml", Expect(
-        "pgp-mime", "secir@lists.secir.test", "[SECIR] Re: encrypted message",
-        "<9d2be6a01f4c7e38b5a1@lists.secir.test>", loop=LIST_ID,
-        list_id=f"SECIR <{LIST_ID}>",
-        in_reply_to=("<3c9d51ae0f7b4e21@lists.secir.test>",),
-        references=("<8a1f44c2d09e7b35@lists.secir.test>",
-                    "<3c9d51ae0f7b4e21@lists.secir.test>")), id="own-list"),
-    pytest.param("apple-mail-folded-long-subject.eml", Expect(
-        "pgp-mime", "lena@dns.be.test",
-        "[SECIR] Registrar credential stuffing: affected accounts and the timeline we "
-        "reconstructed so far", "<2E91C4B7-0A5D-4C3F-8B16-7D40E2A9F3C8@dns.be.test>"),
-        id="apple-folded-subject"),
-    pytest.param("encoded-word-comma-in-from-name.eml", Expect(
-        "inline", "francois.levesque@nic.fr.test", "[SECIR] Re: Resolver abuse",
-        "<PR3P192MB0824A1F06B7C2E9D53A1B8C4D7E92@PR3P192MB0824.EURP192.PROD.OUTLOOK.TEST>"),
-        id="encoded-comma-from"),
+    pytest.param(
+        "thunderbird-pgpmime-protected-headers.eml",
+        Expect(
+            "pgp-mime", "anna@nic.test", "...", "<6b0e2c1d-94a7-4f3b-8d52-1c7e9a0f4b26@nic.test>"
+        ),
+        id="thunderbird",
+    ),
+    pytest.param(
+        "k9-pgpmime.eml",
+        Expect(
+            "pgp-mime",
+            "bram@registry.nl.test",
+            "Re: Phishing wave against registrar accounts",
+            "<F1A27C3E-5D0B-4C8E-9E64-2B7A91D0C355@registry.nl.test>",
+            in_reply_to=("<3c9d51ae0f7b4e21@lists.secir.test>",),
+            references=(
+                "<8a1f44c2d09e7b35@lists.secir.test>",
+                "<3c9d51ae0f7b4e21@lists.secir.test>",
+            ),
+        ),
+        id="k9",
+    ),
+    pytest.param(
+        "mutt-inline-pgp.eml",
+        Expect(
+            "inline",
+            "jan.novak@nic.cz.test",
+            "[SECIR] DNSSEC rollover stuck at publish stage",
+            "<20250306065831.bq4tk2xw7hfm3nla@gw.nic.cz.test>",
+        ),
+        id="mutt",
+    ),
+    pytest.param(
+        "outlook-inline-pgp-in-html-alternative.eml",
+        Expect(
+            "inline",
+            "smarquez@nic.es.test",
+            "[SECIR] Resolver abuse from 203.0.113.0/24",
+            "<DB9PR06MB7721C3E0A9F54B2D8E16B4A3C9D22@DB9PR06MB7721.eurprd06.prod.outlook.test>",
+        ),
+        id="outlook",
+    ),
+    pytest.param(
+        "no-message-id.eml",
+        Expect("inline", "noc-robot@nic.at.test", "[SECIR] nightly zone check report", None),
+        id="no-message-id",
+    ),
+    pytest.param(
+        "iso-8859-1-subject-and-body.eml",
+        Expect(
+            "plain",
+            "francois.levesque@nic.fr.test",
+            "Réponse à l'incident du résolveur",
+            "<5E2A.7c41b0@webmail.nic.fr.test>",
+        ),
+        id="iso-8859-1",
+    ),
+    pytest.param(
+        "bounce-dsn.eml",
+        Expect(
+            "plain",
+            "mailer-daemon@mx.lists.secir.test",
+            "Undelivered Mail Returned to Sender",
+            "<20250311084602.8F1B2C0A55@mx.lists.secir.test>",
+            automated="auto-submitted",
+        ),
+        id="bounce",
+    ),
+    pytest.param(
+        "read-receipt-mdn.eml",
+        Expect(
+            "plain",
+            "rui@cert.pt.test",
+            "Return Receipt (displayed) - [SECIR] encrypted message",
+            "<a7c03e51-2b8f-4d19-b6e0-93f1c5d8e2a4@cert.pt.test>",
+            automated="report",
+        ),
+        id="mdn",
+    ),
+    pytest.param(
+        "auto-reply-out-of-office.eml",
+        Expect(
+            "plain",
+            "lena@dns.be.test",
+            "Automatic reply: [SECIR] encrypted message",
+            "<dovecot-sieve-1741697452-480211-0@mail.dns.be.test>",
+            automated="auto-submitted",
+            in_reply_to=("<4be01c2f93d8a6e5a7c1@lists.secir.test>",),
+            references=("<4be01c2f93d8a6e5a7c1@lists.secir.test>",),
+        ),
+        id="sieve-vacation",
+    ),
+    pytest.param(
+        "exchange-ooo-x-autoreply.eml",
+        Expect(
+            "plain",
+            "marc.weber@registry.lu.test",
+            "Out of Office: [SECIR] encrypted message",
+            "<9f3c1a7e22b84d0c8b1e5a6d7c2f3e41@EX02.corp.registry.lu.test>",
+            automated="X-Autoreply",
+            in_reply_to=("<4be01c2f93d8a6e5a7c1@lists.secir.test>",),
+        ),
+        id="x-autoreply",
+    ),
+    pytest.param(
+        "signed-only-multipart-signed.eml",
+        Expect(
+            "signed-only",
+            "anna@nic.test",
+            "[SECIR] forgot to encrypt, sorry",
+            "<0d5e8b2a-71c4-4f6e-a3b9-e2c84f17d690@nic.test>",
+        ),
+        id="multipart-signed",
+    ),
+    pytest.param(
+        "clearsigned-inline.eml",
+        Expect(
+            "signed-only",
+            "jan.novak@nic.cz.test",
+            "[SECIR] public notice: maintenance window",
+            "<20250313160540.x7mkq3vd2pr9tz4c@gw.nic.cz.test>",
+        ),
+        id="clearsigned",
+    ),
+    pytest.param(
+        "plain-unencrypted.eml",
+        Expect(
+            "plain",
+            "piet.jansen@gmail.test",
+            "Question about joining the list",
+            "<CAF8x2qVb7Yk3+tR1mW0pQ9sN4eL6hJ2uZ5cD8aG1oE7iXnB3wA@mail.gmail.test>",
+        ),
+        id="plain",
+    ),
+    pytest.param(
+        "own-list-loop.eml",
+        Expect(
+            "pgp-mime",
+            "secir@lists.secir.test",
+            "[SECIR] Re: encrypted message",
+            "<9d2be6a01f4c7e38b5a1@lists.secir.test>",
+            loop=LIST_ID,
+            list_id=f"SECIR <{LIST_ID}>",
+            in_reply_to=("<3c9d51ae0f7b4e21@lists.secir.test>",),
+            references=(
+                "<8a1f44c2d09e7b35@lists.secir.test>",
+                "<3c9d51ae0f7b4e21@lists.secir.test>",
+            ),
+        ),
+        id="own-list",
+    ),
+    pytest.param(
+        "apple-mail-folded-long-subject.eml",
+        Expect(
+            "pgp-mime",
+            "lena@dns.be.test",
+            "[SECIR] Registrar credential stuffing: affected accounts and the timeline we "
+            "reconstructed so far",
+            "<2E91C4B7-0A5D-4C3F-8B16-7D40E2A9F3C8@dns.be.test>",
+        ),
+        id="apple-folded-subject",
+    ),
+    pytest.param(
+        "encoded-word-comma-in-from-name.eml",
+        Expect(
+            "inline",
+            "francois.levesque@nic.fr.test",
+            "[SECIR] Re: Resolver abuse",
+            "<PR3P192MB0824A1F06B7C2E9D53A1B8C4D7E92@PR3P192MB0824.EURP192.PROD.OUTLOOK.TEST>",
+        ),
+        id="encoded-comma-from",
+    ),
 ]
 
 
@@ -187,8 +298,9 @@ def test_envelope(name: str, expect: Expect) -> None:
         assert env.ciphertext is None
 
 
-@pytest.mark.parametrize("name", ["thunderbird-pgpmime-protected-headers.eml",
-                                  "k9-pgpmime.eml", "own-list-loop.eml"])
+@pytest.mark.parametrize(
+    "name", ["thunderbird-pgpmime-protected-headers.eml", "k9-pgpmime.eml", "own-list-loop.eml"]
+)
 def test_pgp_mime_ciphertext_is_the_second_part_exactly(name: str) -> None:
     raw = corpus(name)
     start = raw.index(ARMOR_BEGIN)
@@ -205,7 +317,7 @@ def test_inline_armor_is_cut_out_of_the_text_part() -> None:
 
     env = parse_envelope(raw)
 
-    assert env.ciphertext == raw[raw.index(ARMOR_BEGIN):]
+    assert env.ciphertext == raw[raw.index(ARMOR_BEGIN) :]
 
 
 def test_quoted_printable_armor_is_decoded() -> None:
@@ -231,8 +343,10 @@ def test_message_id_fallback_is_stable_and_follows_the_bytes() -> None:
 
 
 def test_message_id_is_taken_from_its_angle_brackets() -> None:
-    raw = (b"From: a@nic.test\r\nMessage-ID:  <abc@nic.test> (sent by hand)\r\n"
-           b"Subject: x\r\n\r\nbody\r\n")
+    raw = (
+        b"From: a@nic.test\r\nMessage-ID:  <abc@nic.test> (sent by hand)\r\n"
+        b"Subject: x\r\n\r\nbody\r\n"
+    )
 
     assert mime.message_id_of(raw) == "<abc@nic.test>"
 
@@ -243,9 +357,11 @@ def test_malformed_corpus_mail_is_refused(name: str) -> None:
         parse_envelope(corpus(name))
 
 
-_ENCRYPTED_HEAD = (b"From: anna@nic.test\r\nMessage-ID: <m@nic.test>\r\nMIME-Version: 1.0\r\n"
-                   b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted";'
-                   b' boundary="b"\r\n\r\n')
+_ENCRYPTED_HEAD = (
+    b"From: anna@nic.test\r\nMessage-ID: <m@nic.test>\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted";'
+    b' boundary="b"\r\n\r\n'
+)
 
 
 @pytest.mark.parametrize(
@@ -253,14 +369,18 @@ _ENCRYPTED_HEAD = (b"From: anna@nic.test\r\nMessage-ID: <m@nic.test>\r\nMIME-Ver
     [
         (b"   \r\n\r\n", "empty"),
         (b"\r\njust a body without headers\r\n", "no headers"),
-        (_ENCRYPTED_HEAD + b"--b\r\nContent-Type: text/plain\r\n\r\nVersion: 1\r\n"
-         b"--b\r\nContent-Type: application/octet-stream\r\n\r\n"
-         b"-----BEGIN PGP MESSAGE-----\r\n\r\nAAAA\r\n-----END PGP MESSAGE-----\r\n--b--\r\n",
-         "not PGP/MIME"),
-        (_ENCRYPTED_HEAD + b"--b\r\nContent-Type: application/pgp-encrypted\r\n\r\n"
-         b"Version: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n"
-         b"Content-Transfer-Encoding: base64\r\n\r\nhF4DAAAAAAAAAAASAQdA\r\n--b--\r\n",
-         "without an armored"),
+        (
+            _ENCRYPTED_HEAD + b"--b\r\nContent-Type: text/plain\r\n\r\nVersion: 1\r\n"
+            b"--b\r\nContent-Type: application/octet-stream\r\n\r\n"
+            b"-----BEGIN PGP MESSAGE-----\r\n\r\nAAAA\r\n-----END PGP MESSAGE-----\r\n--b--\r\n",
+            "not PGP/MIME",
+        ),
+        (
+            _ENCRYPTED_HEAD + b"--b\r\nContent-Type: application/pgp-encrypted\r\n\r\n"
+            b"Version: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\nhF4DAAAAAAAAAAASAQdA\r\n--b--\r\n",
+            "without an armored",
+        ),
     ],
 )
 def test_malformed_shapes_are_refused(raw: bytes, why: str) -> None:
@@ -277,21 +397,23 @@ def test_malformed_shapes_are_refused(raw: bytes, why: str) -> None:
         ("Precedence: junk", "precedence junk"),
         ("Precedence: auto_reply", "precedence auto_reply"),
         ("X-Autorespond: yes", "X-Autorespond"),
-        ("Content-Type: multipart/report; report-type=delivery-status; boundary=x",
-         "report"),
+        ("Content-Type: multipart/report; report-type=delivery-status; boundary=x", "report"),
     ],
 )
 def test_automated_markers(headers: str, word: str) -> None:
-    raw = (f"From: someone@nic.test\r\nMessage-ID: <a@nic.test>\r\n{headers}\r\n"
-           "Subject: hello\r\n\r\nbody\r\n").encode()
+    raw = (
+        f"From: someone@nic.test\r\nMessage-ID: <a@nic.test>\r\n{headers}\r\n"
+        "Subject: hello\r\n\r\nbody\r\n"
+    ).encode()
 
     reason = parse_envelope(raw).automated
 
     assert reason is not None and word in reason
 
 
-@pytest.mark.parametrize("sender", ["From: postmaster@nic.test", "From: MAILER-DAEMON",
-                                    "X-No-From: here"])
+@pytest.mark.parametrize(
+    "sender", ["From: postmaster@nic.test", "From: MAILER-DAEMON", "X-No-From: here"]
+)
 def test_mail_from_daemons_or_nobody_is_automated(sender: str) -> None:
     raw = f"{sender}\r\nMessage-ID: <a@nic.test>\r\nSubject: x\r\n\r\nbody\r\n".encode()
 
@@ -300,11 +422,14 @@ def test_mail_from_daemons_or_nobody_is_automated(sender: str) -> None:
     assert reason is not None and "bounce" in reason
 
 
-@pytest.mark.parametrize("headers", ["Auto-Submitted: no", "Precedence: list",
-                                     "X-Auto-Response-Suppress: All"])
+@pytest.mark.parametrize(
+    "headers", ["Auto-Submitted: no", "Precedence: list", "X-Auto-Response-Suppress: All"]
+)
 def test_human_mail_is_not_automated(headers: str) -> None:
-    raw = (f"From: anna@nic.test\r\nMessage-ID: <a@nic.test>\r\n{headers}\r\n"
-           "Subject: hello\r\n\r\nbody\r\n").encode()
+    raw = (
+        f"From: anna@nic.test\r\nMessage-ID: <a@nic.test>\r\n{headers}\r\n"
+        "Subject: hello\r\n\r\nbody\r\n"
+    ).encode()
 
     assert parse_envelope(raw).automated is None
 
@@ -313,13 +438,15 @@ def test_human_mail_is_not_automated(headers: str) -> None:
 
 
 def test_protected_headers_with_legacy_display() -> None:
-    content = parse_decrypted(corpus("decrypted-protected-headers-with-legacy-display.txt"),
-                              "pgp-mime")
+    content = parse_decrypted(
+        corpus("decrypted-protected-headers-with-legacy-display.txt"), "pgp-mime"
+    )
 
     assert content.subject == "Suspicious NS changes for several .test domains"
     assert content.text == (
         "Hi all,\n\nsince 06:00 UTC we see NS changes for 14 domains, all through one \n"
-        "registrar account. Café-style phishing page, details to follow.\n\nAnna")
+        "registrar account. Café-style phishing page, details to follow.\n\nAnna"
+    )
     assert "Subject:" not in content.text  # the legacy display copy is not shown twice
     assert content.attachments == ()
     assert content.signed_part is None and content.signature is None
@@ -346,9 +473,11 @@ def test_multipart_signed_keeps_the_exact_signed_bytes() -> None:
     assert content.signature is not None
     assert content.signature.startswith(b"-----BEGIN PGP SIGNATURE-----")
     assert content.signature.rstrip().endswith(b"-----END PGP SIGNATURE-----")
-    assert content.text == ("We blocked the three accounts at 19:05. \n"
-                            "The reseller confirmed the leak – passwords are being reset.\n\n"
-                            "-- \nBram")
+    assert content.text == (
+        "We blocked the three accounts at 19:05. \n"
+        "The reseller confirmed the leak – passwords are being reset.\n\n"
+        "-- \nBram"
+    )
     assert content.attachments == ()
 
 
@@ -383,9 +512,11 @@ def test_split_multipart_with_lf_line_endings_and_transport_padding() -> None:
 
 
 def test_multipart_signed_with_one_part_is_malformed() -> None:
-    raw = (b'Content-Type: multipart/signed; protocol="application/pgp-signature";'
-           b' micalg=pgp-sha256; boundary="s"\r\n\r\n--s\r\nContent-Type: text/plain\r\n\r\n'
-           b"only text\r\n--s--\r\n")
+    raw = (
+        b'Content-Type: multipart/signed; protocol="application/pgp-signature";'
+        b' micalg=pgp-sha256; boundary="s"\r\n\r\n--s\r\nContent-Type: text/plain\r\n\r\n'
+        b"only text\r\n--s--\r\n"
+    )
 
     with pytest.raises(MalformedMail):
         parse_decrypted(raw, "pgp-mime")
@@ -402,16 +533,20 @@ def test_html_only_message_is_read() -> None:
 
 
 def test_html_is_turned_into_text_without_markup_scripts_or_styles() -> None:
-    raw = (b"Content-Type: text/html; charset=utf-8\r\n\r\n<html><head><style>p {x: y}</style>"
-           b"<script>alert(1)</script></head><body><p>first</p><div>second<br>third</div>"
-           b"</body></html>\r\n")
+    raw = (
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n<html><head><style>p {x: y}</style>"
+        b"<script>alert(1)</script></head><body><p>first</p><div>second<br>third</div>"
+        b"</body></html>\r\n"
+    )
 
     assert parse_decrypted(raw, "pgp-mime").text == "first\nsecond\nthird"
 
 
 def test_html_entities_are_unescaped() -> None:
-    raw = (b"Content-Type: text/html; charset=utf-8\r\n\r\n"
-           b"<p>AT&amp;T&#39;s&nbsp;desk &lt;abuse@att.test&gt;</p>\r\n")
+    raw = (
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n"
+        b"<p>AT&amp;T&#39;s&nbsp;desk &lt;abuse@att.test&gt;</p>\r\n"
+    )
 
     assert parse_decrypted(raw, "pgp-mime").text == "AT&T's\xa0desk <abuse@att.test>"
 
@@ -447,7 +582,8 @@ def test_inline_clearsigned_text_has_dash_escaping_undone() -> None:
         "All times are UTC; next update at 18:00.\n"
         "Regards,\n"
         "-- \n"
-        "Jan")
+        "Jan"
+    )
 
 
 def test_inline_plain_text_is_returned_as_is() -> None:
@@ -473,8 +609,10 @@ def test_folded_protected_subject_is_unfolded() -> None:
 
 # -- composing ---------------------------------------------------------------------------
 
-ARMORED = (b"-----BEGIN PGP MESSAGE-----\n\nhF4DAAAAAAAAAAASAQdAdummyciphertextonly\n"
-           b"=abcd\n-----END PGP MESSAGE-----\n")
+ARMORED = (
+    b"-----BEGIN PGP MESSAGE-----\n\nhF4DAAAAAAAAAAASAQdAdummyciphertextonly\n"
+    b"=abcd\n-----END PGP MESSAGE-----\n"
+)
 
 
 def _headers(raw: bytes) -> Message:
@@ -482,9 +620,14 @@ def _headers(raw: bytes) -> Message:
 
 
 def test_compose_inner_carries_protected_headers() -> None:
-    raw = compose_inner(subject="Réponse: résolveur ☃", text="Bonjour,\nça marche.",
-                        from_label="Anna Kowalska (.test)", lists=LISTS,
-                        message_id="<p1@lists.secir.test>", date=WHEN)
+    raw = compose_inner(
+        subject="Réponse: résolveur ☃",
+        text="Bonjour,\nça marche.",
+        from_label="Anna Kowalska (.test)",
+        lists=LISTS,
+        message_id="<p1@lists.secir.test>",
+        date=WHEN,
+    )
     msg = _headers(raw)
 
     assert msg.get_content_type() == "text/plain"
@@ -501,8 +644,13 @@ def test_compose_inner_carries_protected_headers() -> None:
 
 def _outer(**kwargs: object) -> bytes:
     args: dict[str, object] = {
-        "armored": ARMORED, "from_label": "Anna Kowalska (.test)", "lists": LISTS,
-        "message_id": "<p2@lists.secir.test>", "to": "secir@lists.secir.test", "date": WHEN}
+        "armored": ARMORED,
+        "from_label": "Anna Kowalska (.test)",
+        "lists": LISTS,
+        "message_id": "<p2@lists.secir.test>",
+        "to": "secir@lists.secir.test",
+        "date": WHEN,
+    }
     args.update(kwargs)
     return compose_outer(**args)  # type: ignore[arg-type]
 
@@ -538,8 +686,14 @@ def test_compose_outer_is_rfc3156_pgp_mime() -> None:
 
 
 def test_cleartext_subject_has_only_the_tag() -> None:
-    inner = compose_inner(subject="Breach at registrar X", text="secret details",
-                          from_label="Anna", lists=LISTS, message_id="<p3@l>", date=WHEN)
+    inner = compose_inner(
+        subject="Breach at registrar X",
+        text="secret details",
+        from_label="Anna",
+        lists=LISTS,
+        message_id="<p3@l>",
+        date=WHEN,
+    )
     assert b"Breach at registrar X" in inner
 
     plain = _headers(_outer(message_id="<p3@l>"))
@@ -552,8 +706,12 @@ def test_cleartext_subject_has_only_the_tag() -> None:
 
 
 def test_compose_outer_threading_headers() -> None:
-    msg = _headers(_outer(in_reply_to="<parent@lists.secir.test>",
-                          references=("<root@lists.secir.test>", "<parent@lists.secir.test>")))
+    msg = _headers(
+        _outer(
+            in_reply_to="<parent@lists.secir.test>",
+            references=("<root@lists.secir.test>", "<parent@lists.secir.test>"),
+        )
+    )
 
     assert msg["In-Reply-To"] == "<parent@lists.secir.test>"
     assert msg["References"] == "<root@lists.secir.test> <parent@lists.secir.test>"
@@ -566,9 +724,12 @@ def test_auto_submitted_only_on_automated_mail() -> None:
 
 @pytest.mark.parametrize("automated", [False, True])
 def test_compose_outer_round_trips_through_parse_envelope(automated: bool) -> None:
-    raw = _outer(in_reply_to="<parent@lists.secir.test>",
-                 references=("<root@lists.secir.test>", "<parent@lists.secir.test>"),
-                 reply=True, automated=automated)
+    raw = _outer(
+        in_reply_to="<parent@lists.secir.test>",
+        references=("<root@lists.secir.test>", "<parent@lists.secir.test>"),
+        reply=True,
+        automated=automated,
+    )
 
     env = parse_envelope(raw)
 
@@ -595,7 +756,9 @@ def test_non_ascii_sender_label_round_trips() -> None:
 
 def test_recipients_of() -> None:
     assert mime.recipients_of('Anna <Anna@NIC.test>, "Bram, B." <bram@registry.nl.test>') == [
-        "anna@nic.test", "bram@registry.nl.test"]
+        "anna@nic.test",
+        "bram@registry.nl.test",
+    ]
 
 
 def test_the_lists_own_mail_is_from_the_list_name() -> None:

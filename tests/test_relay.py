@@ -25,20 +25,30 @@ from secir_bot.relay import (
 from secir_bot.store import Store
 
 
-@pytest.mark.parametrize(("raw", "clean"), [
-    ("[SECIR] Re: DDoS", "Re: DDoS"),
-    ("Re: [SECIR] DDoS", "Re: DDoS"),
-    ("[secir] [TLP:AMBER] Hijack of .xx", "[TLP:AMBER] Hijack of .xx"),
-    ("[OTHER] note", "[OTHER] note"),
-])
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("[SECIR] Re: DDoS", "Re: DDoS"),
+        ("Re: [SECIR] DDoS", "Re: DDoS"),
+        ("[secir] [TLP:AMBER] Hijack of .xx", "[TLP:AMBER] Hijack of .xx"),
+        ("[OTHER] note", "[OTHER] note"),
+    ],
+)
 def test_only_the_lists_own_tag_is_removed(raw: str, clean: str) -> None:
     assert clean_subject(raw, "SECIR") == clean
 
 
-@pytest.mark.parametrize(("subject", "placeholder"), [
-    ("...", True), ("Re: ...", True), ("encrypted message", True), ("Re: encrypted message", True),
-    ("", True), ("Re: outage", False),
-])
+@pytest.mark.parametrize(
+    ("subject", "placeholder"),
+    [
+        ("...", True),
+        ("Re: ...", True),
+        ("encrypted message", True),
+        ("Re: encrypted message", True),
+        ("", True),
+        ("Re: outage", False),
+    ],
+)
 def test_placeholder_subjects(subject: str, placeholder: bool) -> None:
     assert is_placeholder(subject) is placeholder
 
@@ -55,15 +65,25 @@ def test_reply_fallback_is_stripped_and_first_line_is_short() -> None:
 class Setup:
     def __init__(self, root: Path) -> None:
         (root / "pw").write_text("x\n")
-        self.config = config_mod.parse({
-            "list": {"address": "list@relay.test", "list_id": "secir.relay.test",
-                     "owner": "owner@relay.test"},
-            "matrix": {"homeserver": "http://127.0.0.1:1", "user_id": "@bot:relay.test",
-                       "incident_room": "!i:relay.test", "control_room": "!c:relay.test",
-                       "admins": ["@admin:relay.test"]},
-            "imap": {"host": "127.0.0.1", "username": "list", "password_file": "pw"},
-            "smtp": {"host": "127.0.0.1"},
-        }, root / "config.toml")
+        self.config = config_mod.parse(
+            {
+                "list": {
+                    "address": "list@relay.test",
+                    "list_id": "secir.relay.test",
+                    "owner": "owner@relay.test",
+                },
+                "matrix": {
+                    "homeserver": "http://127.0.0.1:1",
+                    "user_id": "@bot:relay.test",
+                    "incident_room": "!i:relay.test",
+                    "control_room": "!c:relay.test",
+                    "admins": ["@admin:relay.test"],
+                },
+                "imap": {"host": "127.0.0.1", "username": "list", "password_file": "pw"},
+                "smtp": {"host": "127.0.0.1"},
+            },
+            root / "config.toml",
+        )
         self.store = Store.open(self.config.store_path, create=True)
         self.ring = Keyring.create(self.config.store_path / "gnupg")
         self.members_home = Path(tempfile.mkdtemp(prefix="gr"))
@@ -74,9 +94,20 @@ class Setup:
         while len(self.members) < n:
             i = len(self.members)
             fpr = await self.members_ring.generate(f"M {i}", f"m{i}@relay.test")
-            self.members.append(await add_member(self.store, self.ring, MemberRequest(
-                tld="nl", name=f"M {i}", email=f"m{i}@relay.test", rank=1 + i % 3,
-                key=await self.members_ring.export_public(fpr), channels="email")))
+            self.members.append(
+                await add_member(
+                    self.store,
+                    self.ring,
+                    MemberRequest(
+                        tld="nl",
+                        name=f"M {i}",
+                        email=f"m{i}@relay.test",
+                        rank=1 + i % 3,
+                        key=await self.members_ring.export_public(fpr),
+                        channels="email",
+                    ),
+                )
+            )
 
 
 @pytest_asyncio.fixture
@@ -99,8 +130,9 @@ async def test_gpg_calls_per_post_do_not_grow_with_the_list(setup: Setup) -> Non
     calls = {}
     for size in (3, 15):
         await setup.add(size)
-        post = Post(uid=f"p{size}", origin=Channel.MATRIX, author=setup.members[0],
-                    subject="s", body="b")
+        post = Post(
+            uid=f"p{size}", origin=Channel.MATRIX, author=setup.members[0], subject="s", body="b"
+        )
         before = setup.ring.calls
         deliveries = await processor._to_list(post)
         calls[size] = setup.ring.calls - before

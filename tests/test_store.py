@@ -34,10 +34,15 @@ def store(store_dir: Path) -> Iterator[Store]:
 
 @pytest.fixture
 def member(store: Store) -> Member:
-    return store.add_member(tld="nl", tld_display=".nl", name="Bram de Vries",
-                            email="Bram@Registry.NL.test", fingerprint="ab" * 20,
-                            matrix_id="@bram:registry.nl.test",
-                            channels=frozenset({Channel.EMAIL, Channel.MATRIX}))
+    return store.add_member(
+        tld="nl",
+        tld_display=".nl",
+        name="Bram de Vries",
+        email="Bram@Registry.NL.test",
+        fingerprint="ab" * 20,
+        matrix_id="@bram:registry.nl.test",
+        channels=frozenset({Channel.EMAIL, Channel.MATRIX}),
+    )
 
 
 def count(store_dir: Path, table: str) -> int:
@@ -50,14 +55,30 @@ def count(store_dir: Path, table: str) -> int:
 
 
 def _post(author: Member, uid: str = "p1") -> Post:
-    return Post(uid=uid, origin=Channel.EMAIL, author=author, subject="Phishing wave",
-                body="details", attachments=("report.pdf",))
+    return Post(
+        uid=uid,
+        origin=Channel.EMAIL,
+        author=author,
+        subject="Phishing wave",
+        body="details",
+        attachments=("report.pdf",),
+    )
 
 
-def _delivery(channel: Channel = Channel.EMAIL, target: str = "list",
-              post_uid: str | None = "p1", payload: bytes = b"x") -> NewDelivery:
-    return NewDelivery(channel=channel, target=target, kind="post", payload=payload,
-                       recipients=("anna@nic.test",), post_uid=post_uid)
+def _delivery(
+    channel: Channel = Channel.EMAIL,
+    target: str = "list",
+    post_uid: str | None = "p1",
+    payload: bytes = b"x",
+) -> NewDelivery:
+    return NewDelivery(
+        channel=channel,
+        target=target,
+        kind="post",
+        payload=payload,
+        recipients=("anna@nic.test",),
+        post_uid=post_uid,
+    )
 
 
 # -- lifecycle ---------------------------------------------------------------------------
@@ -104,8 +125,9 @@ def test_migrations_are_recorded_once(store: Store, store_dir: Path) -> None:
         again.close()
 
 
-def test_reopening_does_not_reapply_migrations(store: Store, store_dir: Path,
-                                               member: Member) -> None:
+def test_reopening_does_not_reapply_migrations(
+    store: Store, store_dir: Path, member: Member
+) -> None:
     store.close()
 
     # Re-applying 001 would fail ("table members already exists") or, worse, wipe data.
@@ -146,9 +168,15 @@ def test_member_is_stored_normalised(store: Store, member: Member) -> None:
 
 def test_duplicate_member_is_a_store_error(store: Store, member: Member) -> None:
     with pytest.raises(StoreError):
-        store.add_member(tld="nl", tld_display=".nl", name="Other", email="other@nic.test",
-                         fingerprint="ab" * 20, matrix_id=None,
-                         channels=frozenset({Channel.EMAIL}))
+        store.add_member(
+            tld="nl",
+            tld_display=".nl",
+            name="Other",
+            email="other@nic.test",
+            fingerprint="ab" * 20,
+            matrix_id=None,
+            channels=frozenset({Channel.EMAIL}),
+        )
     assert store.members() == [member]
 
 
@@ -184,8 +212,10 @@ def test_accept_keeps_raw_bytes_exactly(store: Store, store_dir: Path) -> None:
 
 
 def test_accept_sync_writes_events_and_token_together(store: Store, store_dir: Path) -> None:
-    store.accept_sync([("$e1", b'{"a": 1}', {"room": "!r"}, "new"),
-                       ("$e2", b'{"b": 2}', {}, "parked")], token="s1")
+    store.accept_sync(
+        [("$e1", b'{"a": 1}', {"room": "!r"}, "new"), ("$e2", b'{"b": 2}', {}, "parked")],
+        token="s1",
+    )
 
     assert store.get("matrix.sync_token") == "s1"
     assert [i.source_id for i in store.inbox_pending("matrix")] == ["$e1"]
@@ -194,8 +224,7 @@ def test_accept_sync_writes_events_and_token_together(store: Store, store_dir: P
     # An event that cannot be stored (state is NOT NULL) aborts the whole sync: neither the
     # events before it nor the new token are written, so the sync is simply repeated.
     with pytest.raises(sqlite3.IntegrityError):
-        store.accept_sync([("$e3", b"{}", {}, "new"),
-                           ("$e4", b"{}", {}, None)], token="s2")  # type: ignore[list-item]
+        store.accept_sync([("$e3", b"{}", {}, "new"), ("$e4", b"{}", {}, None)], token="s2")  # type: ignore[list-item]
 
     assert store.get("matrix.sync_token") == "s1"
     assert store.inbox_item("matrix", "$e3") is None
@@ -232,9 +261,13 @@ def test_unpark_only_touches_parked_items(store: Store) -> None:
 def test_decide_records_post_links_and_deliveries(store: Store, member: Member) -> None:
     item, _ = store.accept("email", "<m1@nic.test>", b"raw")
 
-    store.decide(item.id, "relayed", post=_post(member),
-                 links=[("message-id", "<m1@nic.test>")],
-                 deliveries=[_delivery(Channel.MATRIX, "!room"), _delivery()])
+    store.decide(
+        item.id,
+        "relayed",
+        post=_post(member),
+        links=[("message-id", "<m1@nic.test>")],
+        deliveries=[_delivery(Channel.MATRIX, "!room"), _delivery()],
+    )
 
     decided = store.inbox_item("email", "<m1@nic.test>")
     assert decided is not None
@@ -264,30 +297,48 @@ def _assert_nothing_written(store: Store, store_dir: Path) -> None:
     assert store.post("p1") is None
 
 
-def test_decide_is_atomic_when_the_post_is_refused(store: Store, store_dir: Path,
-                                                   member: Member) -> None:
+def test_decide_is_atomic_when_the_post_is_refused(
+    store: Store, store_dir: Path, member: Member
+) -> None:
     item, _ = store.accept("email", "<m1@nic.test>", b"raw")
-    ghost = Member(id=member.id + 99, tld="xx", tld_display=".xx", name="Ghost",
-                   email="ghost@x.test", fingerprint="CD" * 20, matrix_id=None,
-                   channels=frozenset({Channel.EMAIL}))
+    ghost = Member(
+        id=member.id + 99,
+        tld="xx",
+        tld_display=".xx",
+        name="Ghost",
+        email="ghost@x.test",
+        fingerprint="CD" * 20,
+        matrix_id=None,
+        channels=frozenset({Channel.EMAIL}),
+    )
 
     with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
-        store.decide(item.id, "relayed", post=_post(ghost),
-                     links=[("message-id", "<m1@nic.test>")], deliveries=[_delivery()])
+        store.decide(
+            item.id,
+            "relayed",
+            post=_post(ghost),
+            links=[("message-id", "<m1@nic.test>")],
+            deliveries=[_delivery()],
+        )
 
     _assert_nothing_written(store, store_dir)
 
 
-def test_decide_is_atomic_when_a_later_delivery_fails(store: Store, store_dir: Path,
-                                                      member: Member) -> None:
+def test_decide_is_atomic_when_a_later_delivery_fails(
+    store: Store, store_dir: Path, member: Member
+) -> None:
     item, _ = store.accept("email", "<m1@nic.test>", b"raw")
     broken = _delivery(target=None)  # type: ignore[arg-type]  # target is NOT NULL
 
     # The post, both links and the first delivery are written before the failure.
     with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
-        store.decide(item.id, "relayed", post=_post(member),
-                     links=[("message-id", "<m1@nic.test>"), ("matrix", "$ev")],
-                     deliveries=[_delivery(), broken])
+        store.decide(
+            item.id,
+            "relayed",
+            post=_post(member),
+            links=[("message-id", "<m1@nic.test>"), ("matrix", "$ev")],
+            deliveries=[_delivery(), broken],
+        )
 
     _assert_nothing_written(store, store_dir)
     # The connection is still usable, and the item can be decided afterwards.
@@ -378,8 +429,9 @@ def test_dead_rows_leave_the_queue(store: Store) -> None:
 
 def test_delivered_records_result_and_link(store: Store, member: Member) -> None:
     item, _ = store.accept("email", "<m1@nic.test>", b"raw")
-    store.decide(item.id, "relayed", post=_post(member),
-                 deliveries=[_delivery(Channel.MATRIX, "!room")])
+    store.decide(
+        item.id, "relayed", post=_post(member), deliveries=[_delivery(Channel.MATRIX, "!room")]
+    )
     (row,) = store.outbox_due(Channel.MATRIX, now=float("inf"))
 
     store.delivered(row.id, "$event", link=("matrix", "$event"), post_uid="p1")

@@ -24,9 +24,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def secir(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "secir_bot", *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=60, check=False,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "secir_bot", *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 @pytest.fixture
@@ -45,7 +51,7 @@ owner = "owner@test.example"
 
 [matrix]
 homeserver = "{synapse.url}"
-user_id = "{reg['user_id']}"
+user_id = "{reg["user_id"]}"
 password_file = "secrets/matrix"
 incident_room = "!incidents:test.local"
 control_room = "!control:test.local"
@@ -64,8 +70,11 @@ security = "plain"
 port = 1025
 """)
     yield d
-    subprocess.run(["gpgconf", "--homedir", str(d / "store" / "gnupg"), "--kill", "all"],
-                   capture_output=True, check=False)
+    subprocess.run(
+        ["gpgconf", "--homedir", str(d / "store" / "gnupg"), "--kill", "all"],
+        capture_output=True,
+        check=False,
+    )
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -92,20 +101,44 @@ def test_init_then_members(site: Path, gpg_world: GpgWorld) -> None:
 
     for email in ("alice@test.example", "expired@test.example", "signonly@test.example"):
         (site / f"{email}.asc").write_text(gpg_world.export_public(email))
-    ok = secir("member", "add", "--tld", ".nl", "--name", "Alice Jansen", "--email",
-               "alice@test.example", "--key", "alice@test.example.asc", "--matrix-id",
-               "@alice:test.local", cwd=site)
+    ok = secir(
+        "member",
+        "add",
+        "--tld",
+        ".nl",
+        "--name",
+        "Alice Jansen",
+        "--email",
+        "alice@test.example",
+        "--key",
+        "alice@test.example.asc",
+        "--matrix-id",
+        "@alice:test.local",
+        cwd=site,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "Alice Jansen (.nl)" in ok.stdout
-    refused = secir("member", "add", "--tld", ".com", "--name", "Ex", "--email",
-                    "expired@test.example", "--key", "expired@test.example.asc", cwd=site)
+    refused = secir(
+        "member",
+        "add",
+        "--tld",
+        ".com",
+        "--name",
+        "Ex",
+        "--email",
+        "expired@test.example",
+        "--key",
+        "expired@test.example.asc",
+        cwd=site,
+    )
     assert refused.returncode == 4
     assert "not a country-code TLD" in refused.stderr
     assert "expired" in refused.stderr
 
     (site / "members.csv").write_text(
         "tld,name,email,key,channels\n"
-        "рф,Ivan Petrov,signonly@test.example,signonly@test.example.asc,email\n")
+        "рф,Ivan Petrov,signonly@test.example,signonly@test.example.asc,email\n"
+    )
     imported = secir("member", "import", "members.csv", cwd=site)
     assert imported.returncode == 4
     assert "encryption" in imported.stderr

@@ -17,24 +17,33 @@ async def _second_device(world: World, key: str) -> MatrixOperator:
     login = await probe.login(f"pw-{first.user_id[1:].split(':')[0]}", device_name="phone")
     await probe.close()
     assert isinstance(login, LoginResponse), login
-    op = MatrixOperator(world.synapse.url, login.user_id, login.device_id, login.access_token,
-                        Path(world.directory) / "clients" / f"{key}-2")
+    op = MatrixOperator(
+        world.synapse.url,
+        login.user_id,
+        login.device_id,
+        login.access_token,
+        Path(world.directory) / "clients" / f"{key}-2",
+    )
     await op.start()
     return op
 
 
-async def test_new_device_of_a_member_is_trusted_on_first_use_and_announced(
-        world: World) -> None:
+async def test_new_device_of_a_member_is_trusted_on_first_use_and_announced(world: World) -> None:
     assert world.config is not None and world.admin is not None
     phone = await _second_device(world, "carol")
     try:
-        await world.mail["bob"].send(world.list_address, world.list_fpr, "subject",
-                                     "TOFU-3391 after the new device")
+        await world.mail["bob"].send(
+            world.list_address, world.list_fpr, "subject", "TOFU-3391 after the new device"
+        )
         event = await phone.wait_for_event(lambda e: "TOFU-3391" in e.body)
         assert event.decrypted
         notice = await world.admin.wait_for_event(
-            lambda e: e.room_id == world.control_room and "trusted on first use" in e.body
-            and phone.client.device_id in e.body)
+            lambda e: (
+                e.room_id == world.control_room
+                and "trusted on first use" in e.body
+                and phone.client.device_id in e.body
+            )
+        )
         assert world.mx["carol"].user_id in notice.body
     finally:
         await phone.stop()
@@ -43,8 +52,13 @@ async def test_new_device_of_a_member_is_trusted_on_first_use_and_announced(
 async def test_non_member_in_the_room_gets_no_keys(world: World) -> None:
     assert world.config is not None and world.admin is not None
     reg = world.synapse.register(f"mallory-{world.tag}", "pw-mallory")
-    mallory = MatrixOperator(world.synapse.url, reg["user_id"], reg["device_id"],
-                             reg["access_token"], Path(world.directory) / "clients" / "mallory")
+    mallory = MatrixOperator(
+        world.synapse.url,
+        reg["user_id"],
+        reg["device_id"],
+        reg["access_token"],
+        Path(world.directory) / "clients" / "mallory",
+    )
     await mallory.start()
     try:
         await world.admin.client.room_invite(world.incident_room, mallory.user_id)
@@ -52,8 +66,11 @@ async def test_non_member_in_the_room_gets_no_keys(world: World) -> None:
         await world.mail["bob"].send(world.list_address, world.list_fpr, "s", "SECRET-6612")
         await world.mx["carol"].wait_for_event(lambda e: "SECRET-6612" in e.body)
         bot = world.config.matrix.user_id
-        await wait_until(lambda: [e for e in mallory.undecryptable if e.sender == bot], 15,
-                         "the bot's event reaching mallory, undecryptable")
+        await wait_until(
+            lambda: [e for e in mallory.undecryptable if e.sender == bot],
+            15,
+            "the bot's event reaching mallory, undecryptable",
+        )
         assert not [e for e in mallory.events if "SECRET-6612" in e.body]
     finally:
         await mallory.stop()
@@ -73,8 +90,8 @@ async def test_undecryptable_event_is_reported_to_the_admins(world_unstarted: Wo
         alice.client.blacklist_device(device)
     event_id = await alice.send(world.incident_room, "NOKEY-1201 the bot cannot read this")
     notice = await world.admin.wait_for_event(
-        lambda e: e.room_id == world.control_room and "could not be decrypted" in e.body,
-        timeout=30)
+        lambda e: e.room_id == world.control_room and "could not be decrypted" in e.body, timeout=30
+    )
     assert event_id in notice.body
     assert "NOKEY-1201" not in notice.body
     assert not [m for m in world.mail["bob"].seen if "NOKEY-1201" in m.text]

@@ -46,12 +46,17 @@ async def test_room_post_reaches_email_members(world: World) -> None:
 async def _mail_to_room(world: World, fmt: str) -> None:
     bob = world.mail["bob"]
     subject = f"Phishing wave against registrars ({fmt})"
-    await bob.send(world.list_address, world.list_fpr, subject,
-                   "We see lookalike domains under several ccTLDs.\nIOC list follows.",
-                   fmt=fmt)
+    await bob.send(
+        world.list_address,
+        world.list_fpr,
+        subject,
+        "We see lookalike domains under several ccTLDs.\nIOC list follows.",
+        fmt=fmt,
+    )
     carol = world.mx["carol"]
-    event = await carol.wait_for_event(lambda e: "lookalike domains" in e.body,
-                                       what="the mail in the room")
+    event = await carol.wait_for_event(
+        lambda e: "lookalike domains" in e.body, what="the mail in the room"
+    )
     assert event.decrypted
     assert event.room_id == world.incident_room
     assert event.msgtype == "m.text"
@@ -85,9 +90,14 @@ async def test_email_reply_lands_in_the_matrix_thread(world: World) -> None:
     bob = world.mail["bob"]
     root_mail = await bob.wait_for_mail(lambda m: "Registry API" in m.text)
     root_msgid = str(root_mail.headers["Message-ID"])
-    await bob.send(world.list_address, world.list_fpr, "Re: Registry API returning 500s",
-                   "Same here since 12:40 UTC.", in_reply_to=root_msgid,
-                   references=(root_msgid,))
+    await bob.send(
+        world.list_address,
+        world.list_fpr,
+        "Re: Registry API returning 500s",
+        "Same here since 12:40 UTC.",
+        in_reply_to=root_msgid,
+        references=(root_msgid,),
+    )
     reply = await carol.wait_for_event(lambda e: "Same here" in e.body)
     rel = reply.content["m.relates_to"]
     assert rel["rel_type"] == "m.thread"
@@ -102,8 +112,12 @@ async def test_email_reply_lands_in_the_matrix_thread(world: World) -> None:
 
 async def test_matrix_reply_to_a_mail_threads_by_mail(world: World) -> None:
     bob, carol = world.mail["bob"], world.mx["carol"]
-    msgid = await bob.send(world.list_address, world.list_fpr, "Anycast node down in GRU",
-                           "One of our anycast nodes is down.")
+    msgid = await bob.send(
+        world.list_address,
+        world.list_fpr,
+        "Anycast node down in GRU",
+        "One of our anycast nodes is down.",
+    )
     event = await carol.wait_for_event(lambda e: "anycast nodes" in e.body)
     await carol.send(world.incident_room, "Need a secondary?", reply_to=event.event_id)
     alice = world.mail["alice"]

@@ -51,21 +51,31 @@ async def assert_not_relayed(world: World, marker: str) -> None:
 
 async def wait_notice(world: World, *needles: str) -> str:
     def find() -> str | None:
-        return next((n for n in world.admin.events  # type: ignore[union-attr]
-                     if n.room_id == world.control_room and all(x in n.body for x in needles)
-                     and n.sender == world.config.matrix.user_id), None)  # type: ignore[union-attr]
+        return next(
+            (
+                n
+                for n in world.admin.events  # type: ignore[union-attr]
+                if n.room_id == world.control_room
+                and all(x in n.body for x in needles)
+                and n.sender == world.config.matrix.user_id
+            ),
+            None,
+        )  # type: ignore[union-attr]
+
     found = await wait_until(find, 20, f"a control-room notice with {needles}")
     return found.body  # type: ignore[attr-defined,no-any-return]
 
 
-async def _rejected(world: World, send: Callable[[], object], marker: str, reason: str,
-                    explained_to: str | None) -> None:
+async def _rejected(
+    world: World, send: Callable[[], object], marker: str, reason: str, explained_to: str | None
+) -> None:
     await send()  # type: ignore[misc]
     body = await wait_notice(world, "Mail rejected", reason)
     assert marker not in body  # the decrypted body never goes to the control room
     if explained_to:
         answer = await world.mail[explained_to].wait_for_mail(
-            lambda m: "was not relayed" in m.text, what="the explanation")
+            lambda m: "was not relayed" in m.text, what="the explanation"
+        )
         assert answer.signer == world.list_fpr
         assert reason in answer.text
         assert answer.headers["Auto-Submitted"] == "auto-replied"
@@ -79,16 +89,25 @@ async def _rejected(world: World, send: Callable[[], object], marker: str, reaso
 async def test_unencrypted_mail_is_rejected(world: World) -> None:
     marker = "UNENCRYPTED-7731"
     bob = world.mail["bob"]
-    await _rejected(world, lambda: bob.send(world.list_address, None, "hi", marker, fmt="plain"),
-                    marker, "not encrypted", explained_to="bob")
+    await _rejected(
+        world,
+        lambda: bob.send(world.list_address, None, "hi", marker, fmt="plain"),
+        marker,
+        "not encrypted",
+        explained_to="bob",
+    )
 
 
 async def test_unsigned_mail_is_rejected(world: World) -> None:
     marker = "UNSIGNED-1290"
     bob = world.mail["bob"]
-    await _rejected(world, lambda: bob.send(world.list_address, world.list_fpr, "hi", marker,
-                                            fmt="pgp-mime-nosig"),
-                    marker, "not signed", explained_to="bob")
+    await _rejected(
+        world,
+        lambda: bob.send(world.list_address, world.list_fpr, "hi", marker, fmt="pgp-mime-nosig"),
+        marker,
+        "not signed",
+        explained_to="bob",
+    )
 
 
 async def test_signer_not_a_member_is_rejected(world: World) -> None:
@@ -103,14 +122,28 @@ async def test_signer_not_a_member_is_rejected(world: World) -> None:
     ring = Keyring.create(home)
     try:
         fpr = await ring.generate("Dave Outsider", "dave@test.example")
-        await ring.import_key(await world.keyrings["bob"].export_public(
-            (await world.keyrings["bob"].keys())[0].fingerprint))
+        await ring.import_key(
+            await world.keyrings["bob"].export_public(
+                (await world.keyrings["bob"].keys())[0].fingerprint
+            )
+        )
         bob = world.mail["bob"]
         list_pub = await world.keyrings["alice"].export_public(world.list_fpr)
         await ring.import_key(list_pub)
-        await _rejected(world, lambda: bob.send(world.list_address, world.list_fpr, "hi", marker,
-                                                signing_keyring=ring, signing_fpr=fpr),
-                        marker, "signature does not verify", explained_to="bob")
+        await _rejected(
+            world,
+            lambda: bob.send(
+                world.list_address,
+                world.list_fpr,
+                "hi",
+                marker,
+                signing_keyring=ring,
+                signing_fpr=fpr,
+            ),
+            marker,
+            "signature does not verify",
+            explained_to="bob",
+        )
     finally:
         ring.close()
 
@@ -120,22 +153,37 @@ async def test_from_of_another_member_is_rejected(world: World) -> None:
     alice, bob = world.mail["alice"], world.mail["bob"]
     # Alice signs with her own key but claims to be Bob.
     _, data = await alice.compose(world.list_address, world.list_fpr, "hi", marker)
-    data = data.replace(f"From: {alice.name} <{alice.address}>".encode(),
-                        f"From: {bob.name} <{bob.address}>".encode(), 1)
-    await _rejected(world, lambda: alice.send_raw(world.list_address, data), marker,
-                    "belongs to another member", explained_to="alice")
+    data = data.replace(
+        f"From: {alice.name} <{alice.address}>".encode(),
+        f"From: {bob.name} <{bob.address}>".encode(),
+        1,
+    )
+    await _rejected(
+        world,
+        lambda: alice.send_raw(world.list_address, data),
+        marker,
+        "belongs to another member",
+        explained_to="alice",
+    )
 
 
 async def test_unparseable_mail_is_rejected(world: World) -> None:
     marker = "BROKEN-4410"
     bob = world.mail["bob"]
-    data = (f"From: Bob <{bob.address}>\r\nTo: {world.list_address}\r\nSubject: {marker}\r\n"
-            "Message-ID: <broken-4410@test.example>\r\nMIME-Version: 1.0\r\n"
-            'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; '
-            'boundary="b"\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\n'
-            "Version: 1\r\n--b--\r\n").encode()
-    await _rejected(world, lambda: bob.send_raw(world.list_address, data), "BROKEN-4410",
-                    "unreadable mail", explained_to="bob")
+    data = (
+        f"From: Bob <{bob.address}>\r\nTo: {world.list_address}\r\nSubject: {marker}\r\n"
+        "Message-ID: <broken-4410@test.example>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; '
+        'boundary="b"\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\n'
+        "Version: 1\r\n--b--\r\n"
+    ).encode()
+    await _rejected(
+        world,
+        lambda: bob.send_raw(world.list_address, data),
+        "BROKEN-4410",
+        "unreadable mail",
+        explained_to="bob",
+    )
 
 
 async def test_loops_auto_replies_and_bounces_are_dropped_silently(world: World) -> None:
@@ -145,13 +193,20 @@ async def test_loops_auto_replies_and_bounces_are_dropped_silently(world: World)
     # Bob's client sends the list's mail straight back to the list.
     await bob.send_raw(world.list_address, copy.raw)
     # An out-of-office answer, even properly signed and encrypted, is never redistributed.
-    await bob.send(world.list_address, world.list_fpr, "Out of office", "OOO-2231 back Monday",
-                   headers={"Auto-Submitted": "auto-replied"})
-    bounce = (f"From: MAILER-DAEMON@test.example\r\nTo: {world.list_address}\r\n"
-              "Subject: Undelivered Mail\r\nMessage-ID: <bounce-1@test.example>\r\n"
-              "MIME-Version: 1.0\r\nContent-Type: multipart/report; "
-              'report-type=delivery-status; boundary="r"\r\n\r\n--r\r\n'
-              "Content-Type: text/plain\r\n\r\nBOUNCE-9912\r\n--r--\r\n").encode()
+    await bob.send(
+        world.list_address,
+        world.list_fpr,
+        "Out of office",
+        "OOO-2231 back Monday",
+        headers={"Auto-Submitted": "auto-replied"},
+    )
+    bounce = (
+        f"From: MAILER-DAEMON@test.example\r\nTo: {world.list_address}\r\n"
+        "Subject: Undelivered Mail\r\nMessage-ID: <bounce-1@test.example>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/report; "
+        'report-type=delivery-status; boundary="r"\r\n\r\n--r\r\n'
+        "Content-Type: text/plain\r\n\r\nBOUNCE-9912\r\n--r--\r\n"
+    ).encode()
     await alice.send_raw(world.list_address, bounce)
     await positive_control(world, "all clear after loops")
     await assert_not_relayed(world, "OOO-2231")

@@ -28,8 +28,7 @@ async def test_restart_delivers_everything_exactly_once(world: World) -> None:
         await bob.wait_for_mail(lambda m, t=text: m.text.startswith(t), what=text)
     for text in ("E1", "E2"):
         await carol.wait_for_event(lambda e, t=text: f"{t} mail" in e.body, what=text)
-        await alice_mail.wait_for_mail(lambda m, t=text: m.text.startswith(f"{t} mail"),
-                                       what=text)
+        await alice_mail.wait_for_mail(lambda m, t=text: m.text.startswith(f"{t} mail"), what=text)
 
     # A second restart must not replay anything; a last message proves the bot is live.
     await world.stop_bot()
