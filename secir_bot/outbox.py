@@ -77,10 +77,12 @@ class Outbox:
         the incident room, go on.
         """
         held: set[str] = set()
-        for row in self.store.outbox_due(channel, time.time()):
+        now = time.time()
+        for row in self.store.outbox_pending(channel):
             if row.target in held:
                 continue
-            if not await self._deliver(row):
+            if row.due_at > now or not await self._deliver(row):
+                # Waiting for a retry: the rows after it for this target wait too.
                 held.add(row.target)
 
     async def _deliver(self, row: OutboxRow) -> bool:

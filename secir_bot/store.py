@@ -151,6 +151,7 @@ class OutboxRow:
     attempts: int
     created_at: float
     done: tuple[str, ...]
+    due_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -447,8 +448,17 @@ class Store:
         with self.transaction() as tx:
             _enqueue(tx, delivery, time.time())
 
+    def outbox_pending(self, channel: Channel) -> list[OutboxRow]:
+        """Every pending row of a channel in creation order, due or not."""
+        cur = self.db.execute(
+            "SELECT * FROM outbox WHERE state = 'pending' AND channel = ? ORDER BY id",
+            [channel.value],
+        )
+        cols = [d[0] for d in cur.description]
+        return [_outbox(dict(zip(cols, r, strict=True))) for r in cur.fetchall()]
+
     def outbox_due(self, channel: Channel, now: float) -> list[OutboxRow]:
-        """Pending rows of a channel in creation order (earlier rows first: threads need it)."""
+        """Pending rows of a channel that are due, in creation order."""
         cur = self.db.execute(
             "SELECT * FROM outbox WHERE state = 'pending' AND channel = ? ORDER BY id",
             [channel.value],
@@ -600,5 +610,6 @@ def _outbox(row: dict[str, Any]) -> OutboxRow:
         recipients=tuple(json.loads(row["recipients"] or "[]")),
         attempts=row["attempts"],
         created_at=row["created_at"],
+        due_at=row["next_attempt_at"] or 0.0,
         done=tuple(json.loads(row["done"] or "[]")),
     )
