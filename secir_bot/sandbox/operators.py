@@ -321,10 +321,9 @@ class MatrixOperator:
                 await self._task
         await self.client.close()
 
-    async def create_room(self, name: str, invite: list[str]) -> str:
-        resp = await self.client.room_create(
-            name=name, invite=invite, initial_state=[EnableEncryptionBuilder().as_dict()]
-        )
+    async def create_room(self, name: str, invite: list[str], encrypted: bool = True) -> str:
+        state = [EnableEncryptionBuilder().as_dict()] if encrypted else []
+        resp = await self.client.room_create(name=name, invite=invite, initial_state=state)
         assert isinstance(resp, RoomCreateResponse), resp
         await wait_until(lambda: resp.room_id in self.client.rooms, 10, f"room {name} synced")
         return str(resp.room_id)

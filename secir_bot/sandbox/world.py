@@ -132,7 +132,10 @@ class World:
         return path
 
     async def setup(
-        self, people: tuple[Person, ...] = DEFAULT_PEOPLE, undecryptable_after: float = 300.0
+        self,
+        people: tuple[Person, ...] = DEFAULT_PEOPLE,
+        undecryptable_after: float = 300.0,
+        encrypted_incident_room: bool = True,
     ) -> None:
         """Everything up to (not including) starting the bot."""
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -161,7 +164,9 @@ class World:
                 await op.start()
                 self.mx[person.key] = op
         self.incident_room = await self.admin.create_room(
-            f"SECIR incidents {self.tag}", [bot["user_id"], *(o.user_id for o in self.mx.values())]
+            f"SECIR incidents {self.tag}",
+            [bot["user_id"], *(o.user_id for o in self.mx.values())],
+            encrypted=encrypted_incident_room,
         )
         self.control_room = await self.admin.create_room(
             f"SECIR control {self.tag}", [bot["user_id"]]

@@ -10,14 +10,18 @@ from secir_bot.sandbox.operators import wait_until
 from secir_bot.sandbox.world import World
 
 
-async def test_bot_reconnects_after_the_server_drops_it(world: World, mail_stack: MailStack
-                                                        ) -> None:
+async def test_bot_reconnects_after_the_server_drops_it(
+    world: World, mail_stack: MailStack
+) -> None:
     assert world.app is not None
     email = world.app.email
     # The server throws the bot's IMAP session out (as on a restart or an idle timeout).
     kicked = subprocess.run(
-        ["doveadm", "-c", str(mail_stack.dovecot_dir / "dovecot.conf"), "kick",
-         world.list_address], capture_output=True, text=True, check=False)
+        ["doveadm", "-c", str(mail_stack.dovecot_dir / "dovecot.conf"), "kick", world.list_address],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert kicked.returncode == 0, kicked.stderr
     await wait_until(lambda: not email.connected.is_set(), 10, "the bot noticing the kick")
     # Mail sent while the bot is away arrives once it is back.

@@ -95,3 +95,25 @@ async def test_undecryptable_event_is_reported_to_the_admins(world_unstarted: Wo
     assert event_id in notice.body
     assert "NOKEY-1201" not in notice.body
     assert not [m for m in world.mail["bob"].seen if "NOKEY-1201" in m.text]
+
+
+async def test_unencrypted_incident_room_is_refused_both_ways(world_unstarted: World) -> None:
+    world = world_unstarted
+    await world.setup(encrypted_incident_room=False)
+    await world.start_bot()
+    assert world.admin is not None
+    # Mail to the list is never posted into a room that is not encrypted.
+    await world.mail["bob"].send(world.list_address, world.list_fpr, "s", "CLEARROOM-3344")
+    notice = await world.admin.wait_for_event(
+        lambda e: e.room_id == world.control_room and "failed for good" in e.body
+    )
+    assert "not encrypted" in notice.body
+    assert not [e for e in world.mx["carol"].events if "CLEARROOM-3344" in e.body]
+    # A message in that room is not mirrored to the list either.
+    await world.mx["alice"].send(world.incident_room, "PLAIN-7788 typed in a clear room")
+    await world.admin.wait_for_event(
+        lambda e: e.room_id == world.control_room and "not end-to-end encrypted" in e.body
+    )
+    await world.mail["alice"].send(world.list_address, world.list_fpr, "s", "CONTROL-1")
+    await world.mail["bob"].wait_for_mail(lambda m: "CONTROL-1" in m.text)
+    assert not [m for m in world.mail["bob"].seen if "PLAIN-7788" in m.text]
