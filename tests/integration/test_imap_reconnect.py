@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 
 from servers import MailStack
@@ -16,7 +17,8 @@ async def test_bot_reconnects_after_the_server_drops_it(
     assert world.app is not None
     email = world.app.email
     # The server throws the bot's IMAP session out (as on a restart or an idle timeout).
-    kicked = subprocess.run(
+    kicked = await asyncio.to_thread(
+        subprocess.run,
         ["doveadm", "-c", str(mail_stack.dovecot_dir / "dovecot.conf"), "kick", world.list_address],
         capture_output=True,
         text=True,
