@@ -106,20 +106,22 @@ class Processor:
             )
             return Outcome("rejected", reason)
 
-    async def _process_mail(self, item: InboxItem) -> Outcome:
-        ctx = MailItem(item)
-        decision = await EMAIL_STEPS.run(ctx, self.s)
+    def _settle(self, item: InboxItem, decision: Decision, rejected: list[NewDelivery]) -> Outcome:
+        """Record a drop or a rejection (with its notices) as the item's outcome."""
         if decision.verdict is Verdict.DROP:
             self.s.store.decide(item.id, "dropped", decision.reason)
             return Outcome("dropped", decision.reason)
-        if decision.verdict is Verdict.REJECT:
-            self.s.store.decide(
-                item.id,
-                "rejected",
-                decision.reason,
-                deliveries=await self._mail_rejected(ctx, decision),
+        self.s.store.decide(item.id, "rejected", decision.reason, deliveries=rejected)
+        return Outcome("rejected", decision.reason)
+
+    async def _process_mail(self, item: InboxItem) -> Outcome:
+        ctx = MailItem(item)
+        decision = await EMAIL_STEPS.run(ctx, self.s)
+        if decision.verdict is not Verdict.CONTINUE:
+            rejected = (
+                [] if decision.verdict is Verdict.DROP else await self._mail_rejected(ctx, decision)
             )
-            return Outcome("rejected", decision.reason)
+            return self._settle(item, decision, rejected)
         assert ctx.signer is not None and ctx.envelope is not None and ctx.content is not None
         env, content = ctx.envelope, ctx.content
         parent = None
@@ -153,17 +155,11 @@ class Processor:
     async def _process_matrix(self, item: InboxItem) -> Outcome:
         ctx = MatrixItem(item)
         decision = await MATRIX_STEPS.run(ctx, self.s)
-        if decision.verdict is Verdict.DROP:
-            self.s.store.decide(item.id, "dropped", decision.reason)
-            return Outcome("dropped", decision.reason)
-        if decision.verdict is Verdict.REJECT:
-            self.s.store.decide(
-                item.id,
-                "rejected",
-                decision.reason,
-                deliveries=self._matrix_rejected(ctx, decision),
+        if decision.verdict is not Verdict.CONTINUE:
+            rejected = (
+                [] if decision.verdict is Verdict.DROP else self._matrix_rejected(ctx, decision)
             )
-            return Outcome("rejected", decision.reason)
+            return self._settle(item, decision, rejected)
         assert ctx.sender is not None
         content = ctx.event.get("content") or {}
         rel = content.get("m.relates_to") or {}

@@ -362,6 +362,12 @@ def compose_outer(
     outer[LOOP_HEADER] = lists.list_id
     if automated:
         outer["Auto-Submitted"] = "auto-replied"
+    make_pgp_mime(outer, armored)
+    return outer.as_bytes()
+
+
+def make_pgp_mime(outer: EmailMessage, armored: bytes) -> None:
+    """Turn ``outer`` into RFC 3156 multipart/encrypted around the armored ``armored``."""
     outer.set_type("multipart/encrypted")
     outer.set_param("protocol", "application/pgp-encrypted")
     control = EmailMessage(policy=email.policy.SMTP)
@@ -381,7 +387,6 @@ def compose_outer(
     )
     del body["MIME-Version"]
     outer.set_payload([control, body])
-    return outer.as_bytes()
 
 
 def recipients_of(header_value: str) -> list[str]:

@@ -139,23 +139,7 @@ class MailOperator:
             armored = await ring.sign_encrypt(data, [list_fpr], signer)
         else:
             armored = await _encrypt_only(ring, data, list_fpr)
-        outer.set_type("multipart/encrypted")
-        outer.set_param("protocol", "application/pgp-encrypted")
-        control = EmailMessage(policy=email.policy.SMTP)
-        control.set_content(
-            b"Version: 1\r\n", maintype="application", subtype="pgp-encrypted", cte="7bit"
-        )
-        del control["MIME-Version"]
-        part = EmailMessage(policy=email.policy.SMTP)
-        part.set_content(
-            armored,
-            maintype="application",
-            subtype="octet-stream",
-            cte="7bit",
-            filename="encrypted.asc",
-        )
-        del part["MIME-Version"]
-        outer.set_payload([control, part])
+        mime.make_pgp_mime(outer, armored)
         return msgid, outer.as_bytes()
 
     async def send_raw(self, to: str, data: bytes) -> None:
