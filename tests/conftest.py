@@ -7,12 +7,17 @@ module.  Launchers are in ``servers.py``; the Synapse one is the package's own s
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 from servers import MAIL_USERS, TEST_KEYS, GpgWorld, MailStack
 
 from secir_bot.sandbox.synapse import Synapse
+
+# Every event loop the tests create runs in asyncio's debug mode: never-awaited coroutines,
+# calls from the wrong thread and slow callbacks are reported (read when a loop is created).
+os.environ.setdefault("PYTHONASYNCIODEBUG", "1")
 
 
 @pytest.fixture(scope="session")
