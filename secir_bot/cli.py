@@ -140,6 +140,7 @@ async def run(config: Config) -> None:
     assert task is not None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
+    loop.add_signal_handler(signal.SIGUSR1, _log_tasks)
     try:
         await app.run()
     except asyncio.CancelledError:
@@ -150,6 +151,16 @@ async def run(config: Config) -> None:
         while isinstance(first, ExceptionGroup):
             first = first.exceptions[0]
         raise first from group
+
+
+def _log_tasks() -> None:
+    """On SIGUSR1: log where every task waits (for an admin chasing a stuck bot)."""
+    import io
+
+    for t in asyncio.all_tasks():
+        out = io.StringIO()
+        t.print_stack(limit=12, file=out)
+        log.warning("task %s:\n%s", t.get_name(), out.getvalue())
 
 
 async def _member_add(config: Config, reqs: list[MemberRequest]) -> int:

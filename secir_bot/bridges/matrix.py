@@ -216,6 +216,12 @@ class MatrixBridge:
     def _items(self, resp: SyncResponse) -> list[tuple[str, bytes, dict[str, Any], str]]:
         items = []
         for room_id, info in resp.rooms.join.items():
+            log.debug(
+                "sync: room %s, %d timeline events (limited: %s)",
+                room_id,
+                len(info.timeline.events),
+                info.timeline.limited,
+            )
             if room_id != self.config.matrix.incident_room:
                 continue  # the control room's commands arrive with a later release
             # A room just joined always starts "limited"; a gap in a room we follow is real.

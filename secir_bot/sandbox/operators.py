@@ -315,7 +315,10 @@ class MatrixOperator:
     async def wait_joined(self, room_id: str, users: list[str], timeout: float = 15) -> None:
         def joined() -> bool:
             room = self.client.rooms.get(room_id)
-            return room is not None and all(u in room.users for u in users)
+            # nio lists invited users in room.users too: joined means not (still) invited.
+            return room is not None and all(
+                u in room.users and u not in room.invited_users for u in users
+            )
 
         await wait_until(joined, timeout, f"{users} joined {room_id}")
 
