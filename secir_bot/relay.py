@@ -33,6 +33,7 @@ from secir_bot.store import InboxItem, NewDelivery
 log = logging.getLogger(__name__)
 
 _RE = re.compile(r"^\s*((re|aw|sv|antw|fwd?)\s*:\s*)+", re.IGNORECASE)
+ROOM_TEXT_LIMIT = 16_000  # characters of a mail shown in the room (body + HTML + encryption)
 PLACEHOLDER_SUBJECTS = {"", "...", "encrypted message", "(no subject)"}
 
 
@@ -203,6 +204,9 @@ class Processor:
 
     def _to_room(self, post: Post) -> NewDelivery:
         text = post.body
+        if len(text) > ROOM_TEXT_LIMIT:
+            # A Matrix event holds at most 64 KiB; the whole text still goes out by mail.
+            text = text[:ROOM_TEXT_LIMIT] + "\n\n[… truncated here; the full text went out by mail]"
         if post.attachments:
             text += "\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]"
         head = f"{post.author.label} by email"

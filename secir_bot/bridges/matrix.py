@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from nio import (
     AsyncClient,
     AsyncClientConfig,
-    EncryptionError,
     LocalProtocolError,
     LoginResponse,
     MegolmEvent,
@@ -50,6 +50,21 @@ from secir_bot.relay import Outcome
 from secir_bot.store import InboxItem, OutboxRow, Store
 
 log = logging.getLogger(__name__)
+
+PARK_GIVE_UP = 7 * 86400.0  # seconds a parked event waits for its key before it is closed
+SYNC_DEADLINE = 120.0  # seconds; a sync long-polls for 30 s at most, so this means a dead link
+# Matrix errors that retrying cannot cure.
+PERMANENT_ERRORS = frozenset(
+    {
+        "M_FORBIDDEN",
+        "M_NOT_FOUND",
+        "M_UNKNOWN_TOKEN",
+        "M_TOO_LARGE",
+        "M_BAD_JSON",
+        "M_NOT_JSON",
+        "M_INVALID_PARAM",
+    }
+)
 
 CREDENTIALS = "credentials.json"
 SYNC_FILTER = {"room": {"timeline": {"limit": 500}, "state": {"lazy_load_members": False}}}
@@ -84,6 +99,41 @@ class Credentials:
             json.dump(self.__dict__, fh)
 
 
+class _GuardedClient(AsyncClient):  # type: ignore[misc]
+    """An AsyncClient that never lets hostile input escape ``sync()``.
+
+    nio decrypts while it digests a sync response; a malformed to-device message or room
+    event (sent by anyone on any homeserver) makes it raise from inside ``sync()``, which
+    would stop the bot on every restart. Such an event is logged by id and left
+    undecrypted instead.
+    """
+
+    def _handle_decrypt_to_device(self, to_device_event: Any) -> Any:
+        try:
+            return super()._handle_decrypt_to_device(to_device_event)
+        except Exception as exc:
+            log.warning(
+                "undecryptable to-device message from %s ignored: %s",
+                getattr(to_device_event, "sender", "?"),
+                type(exc).__name__,
+            )
+            return None
+
+    def _handle_timeline_event(
+        self, event: Any, room_id: str, room: Any, encrypted_rooms: set[str]
+    ) -> Any:
+        try:
+            return super()._handle_timeline_event(event, room_id, room, encrypted_rooms)
+        except Exception as exc:
+            log.warning(
+                "event %s in %s could not be handled: %s",
+                getattr(event, "event_id", "?"),
+                room_id,
+                type(exc).__name__,
+            )
+            return None
+
+
 def _client(
     config: Config, directory: Path, pickle_key: str, device_id: str | None = None
 ) -> AsyncClient:
@@ -95,7 +145,7 @@ def _client(
         max_timeouts=3,
         request_timeout=60,
     )
-    return AsyncClient(
+    return _GuardedClient(
         config.matrix.homeserver,
         config.matrix.user_id,
         device_id=device_id,
@@ -187,9 +237,18 @@ class MatrixBridge:
         for item in self.store.inbox_pending("matrix"):
             await self.process(item)
         while True:
-            resp = await self.client.sync(
-                timeout=self._poll_ms(), since=token, full_state=first, sync_filter=SYNC_FILTER
-            )
+            try:
+                resp = await asyncio.wait_for(
+                    self.client.sync(
+                        timeout=self._poll_ms(),
+                        since=token,
+                        full_state=first,
+                        sync_filter=SYNC_FILTER,
+                    ),
+                    SYNC_DEADLINE,
+                )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                resp = exc  # the homeserver is away: back off below, never stop the bot
             if not isinstance(resp, SyncResponse):
                 log.warning("Matrix sync failed (%s); retrying in %.0fs", resp, backoff)
                 await asyncio.sleep(backoff)
@@ -197,10 +256,13 @@ class MatrixBridge:
                 continue
             backoff = 1.0
             first = False
-            await self._joins(resp)
             self.store.accept_sync(self._items(resp), resp.next_batch)
             token = resp.next_batch
-            await self._housekeeping()
+            try:
+                await self._joins(resp)
+                await self._housekeeping()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("Matrix key or join request failed (%s); next sync retries", exc)
             await self._retry_parked()
             for item in self.store.inbox_pending("matrix"):
                 await self.process(item)
@@ -208,8 +270,9 @@ class MatrixBridge:
             self.on_work()
 
     def _poll_ms(self) -> int:
-        """Long-poll for 30 s, or shorter while parked events wait for their deadline."""
-        if not self.store.inbox_pending("matrix", "parked"):
+        """Long-poll for 30 s, or shorter while parked events wait for their report."""
+        parked = self.store.inbox_pending("matrix", "parked")
+        if not [p for p in parked if not p.meta.get("reported")]:
             return 30000
         return int(min(30.0, max(0.5, self.config.matrix.undecryptable_report_after / 2)) * 1000)
 
@@ -232,49 +295,61 @@ class MatrixBridge:
                     "(the bot was away for long); check the room history."
                 )
             events = list(info.timeline.events)
-            joined_at = [
-                i
-                for i, e in enumerate(events)
-                if getattr(e, "state_key", None) == self.user_id
-                and getattr(e, "membership", None) == "join"
-            ]
+            joined_at = [i for i, e in enumerate(events) if self._is_own_join(e)]
             if joined_at:
                 # History from before the bot joined is not ours to relay (and its keys
                 # were never shared with the bot).
                 events = events[joined_at[-1] + 1 :]
             for event in events:
-                if isinstance(event, MegolmEvent):
-                    meta = {
-                        "room_id": room_id,
-                        "encrypted": True,
-                        "parked_at": time.time(),
-                        "session_id": event.session_id,
-                    }
-                    items.append(
-                        (event.event_id, json.dumps(event.source).encode(), meta, "parked")
-                    )
-                    continue
-                source = event.source
-                if not isinstance(source, dict) or source.get("type") != "m.room.message":
-                    continue
-                raw = {
-                    "type": source.get("type"),
-                    "content": source.get("content", {}),
-                    "event_id": event.event_id,
-                    "sender": event.sender,
-                    "origin_server_ts": event.server_timestamp,
-                }
-                meta = {"room_id": room_id, "encrypted": bool(getattr(event, "decrypted", False))}
-                items.append((event.event_id, json.dumps(raw).encode(), meta, "new"))
+                item = self._item_of(event, room_id)
+                if item is not None:
+                    items.append(item)
         return items
 
-    def _just_joined(self, info: Any) -> bool:
-        events = [*info.timeline.events, *info.state]
-        return any(
-            getattr(e, "state_key", None) == self.user_id
-            and getattr(e, "membership", None) == "join"
-            for e in events
+    def _item_of(self, event: Any, room_id: str) -> tuple[str, bytes, dict[str, Any], str] | None:
+        """An inbox row for a timeline event, or None for events that are not messages.
+
+        Works from ``event.source`` only, so that malformed events (nio's BadEvent and
+        UnknownBadEvent lack the usual attributes) are stored and judged by the pipeline.
+        """
+        source = getattr(event, "source", None)
+        if not isinstance(source, dict):
+            return None
+        event_id = source.get("event_id") or getattr(event, "event_id", None)
+        if not isinstance(event_id, str) or not event_id:
+            log.warning("event without an id in %s ignored", room_id)
+            return None
+        if isinstance(event, MegolmEvent):
+            meta = {
+                "room_id": room_id,
+                "encrypted": True,
+                "parked_at": time.time(),
+                "session_id": event.session_id,
+            }
+            return event_id, json.dumps(source).encode(), meta, "parked"
+        if source.get("type") != "m.room.message":
+            return None
+        raw = {
+            "type": source.get("type"),
+            "content": source.get("content"),
+            "event_id": event_id,
+            "sender": source.get("sender"),
+            "origin_server_ts": source.get("origin_server_ts"),
+        }
+        meta = {"room_id": room_id, "encrypted": bool(getattr(event, "decrypted", False))}
+        return event_id, json.dumps(raw, default=str).encode(), meta, "new"
+
+    def _is_own_join(self, event: Any) -> bool:
+        """The bot's own join (not a profile change, which is also a "join" event)."""
+        return (
+            getattr(event, "state_key", None) == self.user_id
+            and getattr(event, "membership", None) == "join"
+            and getattr(event, "prev_membership", None) != "join"
         )
+
+    def _just_joined(self, info: Any) -> bool:
+        # Only the timeline counts: a full-state sync always carries our join in its state.
+        return any(self._is_own_join(e) for e in info.timeline.events)
 
     async def _joins(self, resp: SyncResponse) -> None:
         for room_id in resp.rooms.invite:
@@ -296,10 +371,13 @@ class MatrixBridge:
         for item in self.store.inbox_pending("matrix", "parked"):
             event = MegolmEvent.from_dict(json.loads(item.raw))
             if not isinstance(event, MegolmEvent):
+                self.store.decide(item.id, "dropped", "stored event is not a Megolm event")
                 continue
+            # Timeline events carry no room id; nio needs it to find the session.
+            event.room_id = str(item.meta.get("room_id", ""))
             try:
                 clear = self.client.decrypt_event(event)
-            except EncryptionError:
+            except Exception:  # EncryptionError, or hostile input nio chokes on
                 clear = None
             if clear is not None and isinstance(clear.source, dict):
                 raw = {
@@ -314,6 +392,9 @@ class MatrixBridge:
                 log.info("parked event %s decrypted", event.event_id)
                 continue
             waited = time.time() - float(item.meta.get("parked_at", time.time()))
+            if waited > PARK_GIVE_UP:
+                self.store.decide(item.id, "undecryptable", "no key arrived in time")
+                continue
             if waited > self.config.matrix.undecryptable_report_after and not item.meta.get(
                 "reported"
             ):
@@ -388,29 +469,34 @@ class MatrixBridge:
         if relation:
             content["m.relates_to"] = relation
         async with self._send_lock:
-            for attempt in (1, 2):
-                await self.trust_room_devices(row.target)
-                try:
-                    resp = await self.client.room_send(
-                        row.target,
-                        "m.room.message",
-                        content,
-                        tx_id=f"secir-{row.id}",
-                        ignore_unverified_devices=False,
-                    )
-                except OlmUnverifiedDeviceError as exc:
-                    if attempt == 2:
-                        raise TransientDeliveryError(f"unverified device: {exc}") from exc
-                    continue
-                except LocalProtocolError as exc:
-                    raise TransientDeliveryError(f"Matrix: {exc}") from exc
-                break
+            try:
+                resp = await self._send(row, content)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise TransientDeliveryError(f"Matrix unreachable: {exc!r}") from exc
         if isinstance(resp, RoomSendResponse):
             return str(resp.event_id)
         status = str(getattr(resp, "status_code", "") or "")
-        if status in ("M_FORBIDDEN", "M_NOT_FOUND", "M_UNKNOWN_TOKEN"):
+        if status in PERMANENT_ERRORS:
             raise PermanentDeliveryError(f"Matrix refused: {resp}")
         raise TransientDeliveryError(f"Matrix send failed: {resp}")
+
+    async def _send(self, row: OutboxRow, content: dict[str, Any]) -> Any:
+        for attempt in (1, 2):
+            await self.trust_room_devices(row.target)
+            try:
+                return await self.client.room_send(
+                    row.target,
+                    "m.room.message",
+                    content,
+                    tx_id=f"secir-{row.id}",
+                    ignore_unverified_devices=False,
+                )
+            except OlmUnverifiedDeviceError as exc:
+                if attempt == 2:
+                    raise TransientDeliveryError(f"unverified device: {exc}") from exc
+            except LocalProtocolError as exc:
+                raise TransientDeliveryError(f"Matrix: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def _relation(self, root_uid: str | None, parent_uid: str | None) -> dict[str, Any] | None:
         if not root_uid:

@@ -20,6 +20,8 @@ async def parse(ctx: MatrixItem, s: Services) -> Decision:
     except ValueError:
         return drop("stored event is not JSON")
     ctx.room_id = str(ctx.item.meta.get("room_id", ""))
+    if not isinstance(ctx.event, dict) or not isinstance(ctx.event.get("content"), dict):
+        return reject("malformed event (its content is not an object)")
     return CONTINUE
 
 
@@ -62,8 +64,9 @@ async def sender_is_member(ctx: MatrixItem, s: Services) -> Decision:
 
 async def has_text(ctx: MatrixItem, s: Services) -> Decision:
     content = ctx.event.get("content") or {}
-    if content.get("msgtype") not in ("m.text", "m.emote"):
-        return reject(f"{content.get('msgtype')} messages are not mirrored yet; send text")
+    msgtype = str(content.get("msgtype"))[:40]
+    if msgtype not in ("m.text", "m.emote"):
+        return reject(f"{msgtype} messages are not mirrored yet; send text")
     if not str(content.get("body", "")).strip():
         return drop("empty message")
     return CONTINUE
