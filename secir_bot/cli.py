@@ -84,6 +84,9 @@ def _setup_logging(verbose: bool) -> None:
     if not verbose:
         for noisy in ("nio", "aioimaplib", "gnupg", "peewee"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # nio's schema warnings quote the offending (decrypted) event: never log bodies.
+        logging.getLogger("nio.events").setLevel(logging.ERROR)
+        logging.getLogger("nio.responses").setLevel(logging.ERROR)
 
 
 async def init(config: Config, import_key: Path | None = None) -> str:

@@ -202,8 +202,24 @@ class Keyring:
 
     # -- messages ----------------------------------------------------------------------
 
-    async def decrypt(self, data: bytes) -> Decrypted:
-        result = await self._run(self._gpg.decrypt, data, always_trust=True)
+    async def decrypt(self, data: bytes, max_output: int = 64 * 2**20) -> Decrypted:
+        """Decrypt (and check a signature inside); refuse output over ``max_output`` bytes.
+
+        A few kilobytes of compressed ciphertext can expand to gigabytes: gpg stops writing
+        at the limit, and hitting it is reported as a failure, not as a short message.
+        """
+        result = await self._run(
+            self._gpg.decrypt, data, always_trust=True, extra_args=["--max-output", str(max_output)]
+        )
+        if "max-output" in (result.stderr or "") or len(result.data or b"") >= max_output:
+            return Decrypted(
+                ok=False,
+                data=b"",
+                signed=False,
+                valid=False,
+                signer=None,
+                status=f"decrypted content larger than {max_output} bytes",
+            )
         # A signature shows as valid, in sig_info (good ones), or as a problem (bad ones,
         # unknown keys); "no secret key" problems concern decryption, not signatures.
         sig_problems = [

@@ -34,12 +34,13 @@ log = logging.getLogger(__name__)
 
 _RE = re.compile(r"^\s*((re|aw|sv|antw|fwd?)\s*:\s*)+", re.IGNORECASE)
 ROOM_TEXT_LIMIT = 16_000  # characters of a mail shown in the room (body + HTML + encryption)
+MAX_ATTEMPTS = 3  # times an item may be started before it is shunted unprocessed
 PLACEHOLDER_SUBJECTS = {"", "...", "encrypted message", "(no subject)"}
 
 
 @dataclass(frozen=True)
 class Outcome:
-    state: str  # "relayed", "rejected", "dropped"
+    state: str  # "relayed", "rejected", "dropped", "shunted"
     reason: str = ""
 
 
@@ -51,7 +52,8 @@ def clean_subject(subject: str, tag: str = "SECIR") -> str:
     """Drop the list's own ``[TAG]`` (anywhere after a ``Re:``); other tags such as
     ``[TLP:AMBER]`` are the author's and stay."""
     own = re.compile(r"\[\s*" + re.escape(tag) + r"\s*\]\s*", re.IGNORECASE)
-    return re.sub(r"\s{2,}", " ", own.sub("", subject)).strip()
+    # Any whitespace, line and paragraph separators included, becomes one space.
+    return re.sub(r"\s+", " ", own.sub("", subject)).strip()
 
 
 def is_placeholder(subject: str) -> bool:
@@ -87,25 +89,31 @@ class Processor:
         """
         if item.state != "new":
             return Outcome(item.state, item.reason or "")
+        # Counted before the work: an item that kills or hangs the process (rather than
+        # raising) is set aside after a few restarts instead of stopping the list for ever.
+        attempts = self.s.store.begin_attempt(item.id)
+        if attempts > MAX_ATTEMPTS:
+            return self._shunt(
+                item,
+                f"processing did not finish in {MAX_ATTEMPTS} attempts "
+                "(the bot stopped or hung while handling it)",
+            )
         try:
             if item.source == "email":
                 return await self._process_mail(item)
             return await self._process_matrix(item)
         except Exception as exc:
             log.exception("inbox item %s could not be processed; shunted", item.id)
-            reason = f"internal error: {type(exc).__name__}: {exc}"
-            self.s.store.decide(
-                item.id,
-                "shunted",
-                reason,
-                deliveries=[
-                    self.notice(
-                        f"Inbox item {item.id} ({item.source} {item.source_id}) could not be "
-                        f"processed and was set aside: {reason}. Nothing was relayed."
-                    )
-                ],
-            )
-            return Outcome("rejected", reason)
+            return self._shunt(item, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _shunt(self, item: InboxItem, reason: str) -> Outcome:
+        """Set an item aside: kept with its reason, reported, never relayed (Mailman's shunt)."""
+        notice = self.notice(
+            f"Inbox item {item.id} ({item.source} {item.source_id}) could not be "
+            f"processed and was set aside: {reason}. Nothing was relayed."
+        )
+        self.s.store.decide(item.id, "shunted", reason, deliveries=[notice])
+        return Outcome("shunted", reason)
 
     def _settle(self, item: InboxItem, decision: Decision, rejected: list[NewDelivery]) -> Outcome:
         """Record a drop or a rejection (with its notices) as the item's outcome."""

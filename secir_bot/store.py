@@ -121,9 +121,15 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
     _table(db, "kv").create({"key": str, "value": str}, pk="key")
 
 
+def _m002_inbox_attempts(db: sqlite_utils.Database) -> None:
+    # How often processing of an item was started: the guard against poisonous items.
+    _table(db, "inbox").add_column("attempts", int, not_null_default=0)
+
+
 # Append only: a migration, once released, is never edited or reordered.
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_initial", _m001_initial),
+    ("002_inbox_attempts", _m002_inbox_attempts),
 )
 
 
@@ -361,6 +367,13 @@ class Store:
             )
         return out
 
+    def begin_attempt(self, item_id: int) -> int:
+        """Count one more start of processing for an item; return the new count."""
+        with self.transaction() as tx:
+            tx.execute("UPDATE inbox SET attempts = attempts + 1 WHERE id = ?", [item_id])
+            row = tx.execute("SELECT attempts FROM inbox WHERE id = ?", [item_id]).fetchone()
+        return int(row[0])
+
     def set_inbox_meta(self, item_id: int, meta: dict[str, Any]) -> None:
         with self.transaction() as tx:
             tx.execute("UPDATE inbox SET meta = ? WHERE id = ?", [json.dumps(meta), item_id])
@@ -471,9 +484,12 @@ class Store:
         rows = self.db.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall()
         return {r[0]: r[1] for r in rows}
 
-    def outbox_next_time(self) -> float | None:
+    def outbox_next_time(self, now: float | None = None) -> float | None:
+        """The next future retry time (rows already due are drained, or wait behind one)."""
         row = self.db.execute(
             "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'"
+            " AND next_attempt_at > ?",
+            [time.time() if now is None else now],
         ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 

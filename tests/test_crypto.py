@@ -349,3 +349,21 @@ async def test_verify_clearsigned_inline(
 
     assert good.valid and good.signer == gpg_world.fingerprint(ALICE)
     assert not bad.valid
+
+
+async def test_decompression_bomb_is_refused() -> None:
+    home = Path(tempfile.mkdtemp(prefix="gb"))
+    ring = Keyring.create(home)
+    try:
+        fpr = await ring.generate("List", "list@bomb.test")
+        # 5 MB of zeros compress to a few kilobytes of ciphertext.
+        ciphertext = await ring.encrypt(b"\0" * 5_000_000, [fpr])
+        assert len(ciphertext) < 100_000
+        refused = await ring.decrypt(ciphertext, max_output=1_000_000)
+        assert not refused.ok
+        assert "larger than" in refused.status
+        allowed = await ring.decrypt(ciphertext, max_output=10_000_000)
+        assert allowed.ok and len(allowed.data) == 5_000_000
+    finally:
+        ring.close()
+        shutil.rmtree(home, ignore_errors=True)

@@ -139,3 +139,20 @@ async def test_gpg_calls_per_post_do_not_grow_with_the_list(setup: Setup) -> Non
         assert len(deliveries) == 1
         assert len(deliveries[0].recipients) == size - 1  # no echo to the author
     assert calls[3] == calls[15] <= 2
+
+
+async def test_an_item_that_keeps_killing_the_bot_is_shunted(setup: Setup) -> None:
+    from secir_bot.relay import MAX_ATTEMPTS
+
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    processor = Processor(Services(setup.config, setup.store, setup.ring, list_fpr, "@bot:x"))
+    item, _ = setup.store.accept("email", "<poison@relay.test>", b"From: x\r\n\r\nbody")
+    for _ in range(MAX_ATTEMPTS):  # each start was cut short by a crash
+        setup.store.begin_attempt(item.id)
+    outcome = await processor.process(item)
+    assert outcome.state == "shunted"
+    decided = setup.store.inbox_item("email", "<poison@relay.test>")
+    assert decided is not None and decided.state == "shunted"
+    assert "attempts" in (decided.reason or "")
+    (notice,) = setup.store.outbox_due(Channel.MATRIX, now=float("inf"))
+    assert b"set aside" in notice.payload

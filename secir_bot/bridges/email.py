@@ -29,12 +29,20 @@ from secir_bot.store import InboxItem, OutboxRow, Store
 
 log = logging.getLogger(__name__)
 
+IMAP_TIMEOUT = 120.0  # seconds for one IMAP command (a FETCH of a large mail included)
+
 
 class ImapError(Exception):
     """The IMAP server refused a command (translated from aioimaplib responses)."""
 
 
-def _ok(resp: aioimaplib.Response, what: str) -> aioimaplib.Response:
+async def _ok(pending: Awaitable[aioimaplib.Response], what: str) -> aioimaplib.Response:
+    """Await an IMAP command with a deadline and insist on OK.
+
+    aioimaplib leaves some commands (UID MOVE/COPY/STORE) without a timeout and does not
+    fail them when the connection drops, so every command gets one here.
+    """
+    resp = await asyncio.wait_for(pending, IMAP_TIMEOUT)
     if resp.result != "OK":
         raise ImapError(f"IMAP {what} failed: {resp.result} {resp.lines[-1:]!r}")
     return resp
@@ -112,10 +120,11 @@ class EmailBridge:
                 host=cfg.host, port=cfg.port, timeout=60, conn_lost_cb=conn_lost
             )
         await imap.wait_hello_from_server()
-        _ok(await imap.login(cfg.username, self._password), "LOGIN")
+        await _ok(imap.login(cfg.username, self._password), "LOGIN")
         for folder in (cfg.processed_folder, cfg.quarantine_folder):
-            await imap.create(folder)  # fails harmlessly when the folder exists
-        _ok(await imap.select(cfg.mailbox), "SELECT")
+            # Fails harmlessly when the folder exists.
+            await asyncio.wait_for(imap.create(folder), IMAP_TIMEOUT)
+        await _ok(imap.select(cfg.mailbox), "SELECT")
         return imap
 
     async def _session(self) -> None:
@@ -130,7 +139,7 @@ class EmailBridge:
         )
         try:
             while not lost.is_set():
-                await self._drain(imap)
+                await self._drain(imap, lost)
                 if imap.has_capability("IDLE"):
                     await self._idle(imap, lost)
                 else:
@@ -156,11 +165,13 @@ class EmailBridge:
         imap.idle_done()
         await asyncio.wait_for(idle, 30)
 
-    async def _drain(self, imap: aioimaplib.IMAP4) -> None:
+    async def _drain(self, imap: aioimaplib.IMAP4, lost: asyncio.Event) -> None:
         """Take every message out of the mailbox, oldest first."""
-        resp = _ok(await imap.uid_search("ALL"), "UID SEARCH")
+        resp = await _ok(imap.uid_search("ALL"), "UID SEARCH")
         uids = [u.decode() for line in resp.lines[:1] for u in bytes(line).split() if u.isdigit()]
         for uid in uids:
+            if lost.is_set():
+                raise ImapError("connection lost")
             raw = await self._fetch(imap, uid)
             if raw is None:
                 continue
@@ -170,11 +181,12 @@ class EmailBridge:
             outcome = await self.process(item)
             self.on_work()
             cfg = self.config.imap
-            folder = cfg.quarantine_folder if outcome.state == "rejected" else cfg.processed_folder
+            quarantine = outcome.state in ("rejected", "shunted")
+            folder = cfg.quarantine_folder if quarantine else cfg.processed_folder
             await self._move(imap, uid, folder)
 
     async def _fetch(self, imap: aioimaplib.IMAP4, uid: str) -> bytes | None:
-        resp = _ok(await imap.uid("fetch", uid, "(BODY.PEEK[])"), "UID FETCH")
+        resp = await _ok(imap.uid("fetch", uid, "(BODY.PEEK[])"), "UID FETCH")
         for line in resp.lines:
             if isinstance(line, bytearray):
                 return bytes(line)
@@ -182,14 +194,14 @@ class EmailBridge:
 
     async def _move(self, imap: aioimaplib.IMAP4, uid: str, folder: str) -> None:
         if imap.has_capability("MOVE"):
-            _ok(await imap.uid("move", uid, folder), "UID MOVE")
+            await _ok(imap.uid("move", uid, folder), "UID MOVE")
             return
-        _ok(await imap.uid("copy", uid, folder), "UID COPY")
-        _ok(await imap.uid("store", uid, "+FLAGS.SILENT", r"(\Deleted)"), "UID STORE")
+        await _ok(imap.uid("copy", uid, folder), "UID COPY")
+        await _ok(imap.uid("store", uid, "+FLAGS.SILENT", r"(\Deleted)"), "UID STORE")
         if imap.has_capability("UIDPLUS"):
-            _ok(await imap.uid("expunge", uid), "UID EXPUNGE")
+            await _ok(imap.uid("expunge", uid), "UID EXPUNGE")
         else:
-            _ok(await imap.expunge(), "EXPUNGE")
+            await _ok(imap.expunge(), "EXPUNGE")
 
     # -- sending -----------------------------------------------------------------------
 
@@ -209,9 +221,16 @@ class EmailBridge:
         refused: list[str] = []
         later: list[str] = []
         try:
-            await smtp.connect()
-            if cfg.username:
-                await smtp.login(cfg.username, cfg.password.read())
+            try:
+                await smtp.connect()
+                if cfg.username:
+                    await smtp.login(cfg.username, cfg.password.read())
+            except aiosmtplib.SMTPResponseException as exc:
+                # A refused greeting or login (say, after a password change) is about the
+                # server, not this message: retry, and let the dead-letter deadline speak.
+                raise TransientDeliveryError(
+                    f"SMTP server refused the session: {exc.code} {exc.message}"
+                ) from exc
             for i in range(0, len(pending), cfg.max_recipients):
                 batch = pending[i : i + cfg.max_recipients]
                 try:

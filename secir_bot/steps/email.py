@@ -7,6 +7,7 @@ never the From header.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 from secir_bot.bridges import mime
@@ -62,12 +63,16 @@ async def size_limit(ctx: MailItem, s: Services) -> Decision:
 async def decrypt(ctx: MailItem, s: Services) -> Decision:
     env = ctx.envelope
     assert env is not None and env.ciphertext is not None
-    result = await s.keyring.decrypt(env.ciphertext)
+    # The decrypted size is bounded too: compression can turn kilobytes into gigabytes.
+    result = await s.keyring.decrypt(
+        env.ciphertext, DECRYPTED_FACTOR * s.config.list.max_message_bytes
+    )
     if not result.ok:
         return reject(f"the mail could not be decrypted with the list key ({result.status})")
     ctx.decrypted = result
     try:
-        content = mime.parse_decrypted(result.data, env.kind)
+        # Parsing a large entity takes a while: keep it off the event loop.
+        content = await asyncio.to_thread(mime.parse_decrypted, result.data, env.kind)
     except mime.MalformedMail as exc:
         return reject(f"the decrypted content is unreadable: {exc}")
     if not result.signed:
@@ -121,6 +126,7 @@ async def from_matches_signer(ctx: MailItem, s: Services) -> Decision:
     return CONTINUE
 
 
+DECRYPTED_FACTOR = 10  # decrypted content may be this many times list.max_message_bytes
 COMMAND_WORDS = ("help", "unsubscribe", "subscribe")
 
 

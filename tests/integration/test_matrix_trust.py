@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from secir_bot.sandbox.operators import MatrixOperator, wait_until
@@ -117,3 +118,36 @@ async def test_unencrypted_incident_room_is_refused_both_ways(world_unstarted: W
     await world.mail["alice"].send(world.list_address, world.list_fpr, "s", "CONTROL-1")
     await world.mail["bob"].wait_for_mail(lambda m: "CONTROL-1" in m.text)
     assert not [m for m in world.mail["bob"].seen if "PLAIN-7788" in m.text]
+
+
+async def test_garbage_to_device_message_does_not_stop_the_bot(world: World) -> None:
+    """Anyone on any homeserver can send the bot's device a broken Olm message."""
+    import json
+    import urllib.request
+
+    assert world.admin is not None and world.config is not None and world.app is not None
+    bot = world.config.matrix.user_id
+    olm = world.admin.client.olm
+    assert olm is not None
+    (device,) = list(olm.device_store.active_user_devices(bot))
+    content = {
+        "algorithm": "m.olm.v1.curve25519-aes-sha2",
+        "sender_key": device.curve25519,
+        "ciphertext": {device.curve25519: {"type": 0, "body": "AAAA"}},
+    }
+    body = json.dumps({"messages": {bot: {device.id: content}}}).encode()
+    req = urllib.request.Request(
+        f"{world.synapse.url}/_matrix/client/v3/sendToDevice/m.room.encrypted/garbage-{world.tag}",
+        data=body,
+        method="PUT",
+        headers={
+            "Authorization": f"Bearer {world.admin.client.access_token}",
+            "Content-Type": "application/json",
+        },
+    )
+    status = await asyncio.to_thread(lambda: urllib.request.urlopen(req, timeout=5).status)
+    assert status == 200
+    # The bot digests it and goes on mirroring.
+    await world.mx["alice"].send(world.incident_room, "STILL-ALIVE-4242")
+    await world.mail["bob"].wait_for_mail(lambda m: "STILL-ALIVE-4242" in m.text)
+    assert world.app_task is not None and not world.app_task.done()
