@@ -57,6 +57,7 @@ class ListConfig:
     subject_tag: str
     echo_to_sender: bool
     max_message_bytes: int
+    max_signature_age_days: float
 
     @property
     def domain(self) -> str:
@@ -241,6 +242,7 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         subject_tag=r.value("list.subject_tag", str, "SECIR"),
         echo_to_sender=r.value("list.echo_to_sender", bool, False),
         max_message_bytes=r.value("list.max_message_bytes", int, 2_000_000, check=_positive),
+        max_signature_age_days=r.value("list.max_signature_age_days", float, 7.0, check=_positive),
     )
     admins = r.value("matrix.admins", list, [])
     for i, admin in enumerate(admins):

@@ -85,6 +85,8 @@ class Decrypted:
     valid: bool
     signer: str | None  # primary key fingerprint of a valid signature
     status: str
+    signature_id: str | None = None  # gpg's id of the signature (replay detection)
+    signed_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class Verified:
     valid: bool
     signer: str | None
     status: str
+    signature_id: str | None = None
+    signed_at: float | None = None
 
 
 def _key_info(raw: dict[str, Any], secret_fprs: set[str]) -> KeyInfo:
@@ -227,6 +231,7 @@ class Keyring:
         ]
         signed = bool(result.valid or getattr(result, "sig_info", None) or sig_problems)
         signer = result.pubkey_fingerprint or result.fingerprint
+        sig_id, signed_at = _signature_facts(result)
         return Decrypted(
             ok=bool(result.ok),
             data=bytes(result.data or b""),
@@ -234,6 +239,8 @@ class Keyring:
             valid=bool(result.valid),
             signer=str(signer).upper() if result.valid and signer else None,
             status=str(result.status or ""),
+            signature_id=sig_id,
+            signed_at=signed_at,
         )
 
     async def verify_detached(self, data: bytes, signature: bytes) -> Verified:
@@ -289,12 +296,22 @@ class Keyring:
         return bytes(result.data)
 
 
+def _signature_facts(result: Any) -> tuple[str | None, float | None]:
+    """gpg's id and creation time of the (last) signature in a result."""
+    sig_id = result.signature_id or next(iter(getattr(result, "sig_info", None) or {}), None)
+    stamp = result.sig_timestamp or None
+    return (str(sig_id) if sig_id else None), (float(stamp) if stamp else None)
+
+
 def _verified(result: Any) -> Verified:
     signer = result.pubkey_fingerprint or result.fingerprint
+    sig_id, signed_at = _signature_facts(result)
     return Verified(
         valid=bool(result.valid),
         signer=str(signer).upper() if result.valid and signer else None,
         status=str(result.status or ""),
+        signature_id=sig_id,
+        signed_at=signed_at,
     )
 
 

@@ -67,6 +67,7 @@ class MailItem:
     content: Content | None = None
     signer: Member | None = None  # the member whose key made a valid signature
     claimed: Member | None = None  # the member the From address names, if any
+    signature: str | None = None  # id of the member's signature, recorded when relayed
 
 
 @dataclass
@@ -120,6 +121,7 @@ def _stages() -> tuple[Stage[MailItem], Stage[MatrixItem]]:
             e.decrypt,  # ...sender policy after verification
             e.signed,
             e.signer_is_member,
+            e.not_a_replay,
             e.from_matches_signer,
             e.not_a_command,
             e.has_text,

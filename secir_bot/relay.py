@@ -158,7 +158,10 @@ class Processor:
         )
         deliveries = [self._to_room(post), *await self._to_list(post)]
         links = [("msgid", env.source_id), ("msgid", self.message_id(post.uid))]
-        self.s.store.decide(item.id, "relayed", post=post, links=links, deliveries=deliveries)
+        signature = (ctx.signer.fingerprint, ctx.signature) if ctx.signature else None
+        self.s.store.decide(
+            item.id, "relayed", post=post, links=links, deliveries=deliveries, signature=signature
+        )
         return Outcome("relayed")
 
     async def _process_matrix(self, item: InboxItem) -> Outcome:

@@ -126,10 +126,19 @@ def _m002_inbox_attempts(db: sqlite_utils.Database) -> None:
     _table(db, "inbox").add_column("attempts", int, not_null_default=0)
 
 
+def _m003_signatures(db: sqlite_utils.Database) -> None:
+    # Every member signature that was relayed, so that none is relayed twice (replays).
+    _table(db, "signatures").create(
+        {"signer": str, "signature_id": str, "inbox_id": int, "seen_at": float},
+        pk=("signer", "signature_id"),
+    )
+
+
 # Append only: a migration, once released, is never edited or reordered.
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_initial", _m001_initial),
     ("002_inbox_attempts", _m002_inbox_attempts),
+    ("003_signatures", _m003_signatures),
 )
 
 
@@ -374,6 +383,13 @@ class Store:
             row = tx.execute("SELECT attempts FROM inbox WHERE id = ?", [item_id]).fetchone()
         return int(row[0])
 
+    def signature_seen(self, signer: str, signature_id: str) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM signatures WHERE signer = ? AND signature_id = ?",
+            [signer.upper(), signature_id],
+        ).fetchone()
+        return row is not None
+
     def set_inbox_meta(self, item_id: int, meta: dict[str, Any]) -> None:
         with self.transaction() as tx:
             tx.execute("UPDATE inbox SET meta = ? WHERE id = ?", [json.dumps(meta), item_id])
@@ -387,10 +403,18 @@ class Store:
         post: Post | None = None,
         links: Sequence[tuple[str, str]] = (),
         deliveries: Sequence[NewDelivery] = (),
+        signature: tuple[str, str] | None = None,
     ) -> None:
-        """Record the outcome of one item: its post, links and deliveries, in one commit."""
+        """Record the outcome of one item in one commit: its post, links, deliveries, and
+        the (signer, signature id) it was accepted on."""
         now = time.time()
         with self.transaction() as tx:
+            if signature is not None:
+                tx.execute(
+                    "INSERT INTO signatures (signer, signature_id, inbox_id, seen_at)"
+                    " VALUES (?,?,?,?)",
+                    [signature[0].upper(), signature[1], item_id, now],
+                )
             if post is not None:
                 tx.execute(
                     "INSERT INTO posts (uid, origin, author_id, subject, body, parent_uid,"

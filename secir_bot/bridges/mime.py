@@ -290,7 +290,8 @@ def parse_decrypted(plaintext: bytes, kind: str) -> Content:
         sig = email.message_from_bytes(parts[1], policy=email.policy.compat32)
         text, left_out = _readable(inner)
         return Content(
-            subject=_header(inner, "Subject") or subject,
+            # Only the signed part's own Subject counts: headers around it are unsigned.
+            subject=_header(inner, "Subject") or None,
             text=text,
             attachments=left_out,
             signed_part=parts[0],

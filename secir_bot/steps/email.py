@@ -8,10 +8,12 @@ never the From header.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import time
 from dataclasses import replace
 
 from secir_bot.bridges import mime
-from secir_bot.crypto import Decrypted
+from secir_bot.crypto import Decrypted, Verified
 from secir_bot.pipeline import CONTINUE, Decision, MailItem, Services, drop, reject
 
 
@@ -82,16 +84,24 @@ async def decrypt(ctx: MailItem, s: Services) -> Decision:
             if not verified.valid and b"\r\n" not in content.signed_part:
                 canonical = content.signed_part.replace(b"\n", b"\r\n")
                 verified = await s.keyring.verify_detached(canonical, content.signature)
-            ctx.decrypted = _with_signature(result, verified.valid, verified.signer)
+            ctx.decrypted = _with_signature(result, verified, content.signature)
         elif content.inline_signed is not None:
             verified = await s.keyring.verify(content.inline_signed)
-            ctx.decrypted = _with_signature(result, verified.valid, verified.signer)
+            ctx.decrypted = _with_signature(result, verified, content.inline_signed)
     ctx.content = content
     return CONTINUE
 
 
-def _with_signature(result: Decrypted, valid: bool, signer: str | None) -> Decrypted:
-    return replace(result, signed=True, valid=valid, signer=signer)
+def _with_signature(result: Decrypted, verified: Verified, signature: bytes) -> Decrypted:
+    sig_id = verified.signature_id or "sha256:" + hashlib.sha256(signature).hexdigest()
+    return replace(
+        result,
+        signed=True,
+        valid=verified.valid,
+        signer=verified.signer,
+        signature_id=sig_id,
+        signed_at=verified.signed_at,
+    )
 
 
 async def signed(ctx: MailItem, s: Services) -> Decision:
@@ -113,6 +123,30 @@ async def signer_is_member(ctx: MailItem, s: Services) -> Decision:
     if not member.active:
         return reject(f"the signing key belongs to a member who is {member.status}")
     ctx.signer = member
+    return CONTINUE
+
+
+async def not_a_replay(ctx: MailItem, s: Services) -> Decision:
+    """The same signature is accepted once, and only while it is recent.
+
+    Someone who captured a member's signed mail cannot send it again (with a new
+    Message-ID, or a new cleartext Subject) to have it relayed a second time.
+    """
+    d = ctx.decrypted
+    assert d is not None and d.signer is not None
+    ctx.signature = d.signature_id or "sha256:" + hashlib.sha256(d.data).hexdigest()
+    if s.store.signature_seen(d.signer, ctx.signature):
+        return reject(
+            "this signed message was received before; a repeated signature is not "
+            "relayed (send a new message instead)"
+        )
+    max_age = s.config.list.max_signature_age_days * 86400
+    if d.signed_at is not None and d.signed_at < time.time() - max_age:
+        days = (time.time() - d.signed_at) / 86400
+        return reject(
+            f"the signature was made {days:.0f} days ago; the list accepts "
+            f"signatures up to {s.config.list.max_signature_age_days:g} days old"
+        )
     return CONTINUE
 
 

@@ -218,3 +218,21 @@ async def test_loops_auto_replies_and_bounces_are_dropped_silently(world: World)
     assert not [n for n in await notices(world) if "Mail rejected" in n]
     processed = await folder_messages(world, "secir-processed")
     assert any(b"BOUNCE-9912" in p for p in processed)
+
+
+async def test_replayed_signed_mail_is_rejected(world: World) -> None:
+    bob = world.mail["bob"]
+    msgid, data = await bob.compose(world.list_address, world.list_fpr, "s", "REPLAY-6060 once")
+    await bob.send_raw(world.list_address, data)
+    await world.mx["carol"].wait_for_event(lambda e: "REPLAY-6060" in e.body)
+    # Someone who captured it sends the same signed ciphertext again, as a "new" mail.
+    replay = data.replace(msgid.encode(), b"<replayed-6060@attacker.test>").replace(
+        b"Subject: ...", b"Subject: URGENT: move your NS now", 1
+    )
+    await bob.send_raw(world.list_address, replay)
+    await wait_notice(world, "Mail rejected", "received before")
+    await positive_control(world, "all clear after the replay")
+    assert len([e for e in world.mx["carol"].events if "REPLAY-6060" in e.body]) == 1
+    alice = world.mail["alice"]
+    await alice.wait_for_mail(lambda m: "REPLAY-6060" in m.text)  # reads her whole mailbox
+    assert len([m for m in alice.seen if "REPLAY-6060" in m.text]) == 1
