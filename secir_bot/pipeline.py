@@ -135,6 +135,7 @@ def _stages() -> tuple[Stage[MailItem], Stage[MatrixItem]]:
             m.is_human_message,
             m.was_encrypted,
             m.sender_is_member,
+            m.from_a_trusted_device,
             m.has_text,
         ),
     )

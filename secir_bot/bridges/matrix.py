@@ -319,6 +319,7 @@ class MatrixBridge:
         if not isinstance(event_id, str) or not event_id:
             log.warning("event without an id in %s ignored", room_id)
             return None
+        meta: dict[str, Any]
         if isinstance(event, MegolmEvent):
             meta = {
                 "room_id": room_id,
@@ -337,6 +338,10 @@ class MatrixBridge:
             "origin_server_ts": source.get("origin_server_ts"),
         }
         meta = {"room_id": room_id, "encrypted": bool(getattr(event, "decrypted", False))}
+        if meta["encrypted"]:
+            meta["device"] = self._sender_device(
+                room_id, str(source.get("sender")), getattr(event, "sender_key", None)
+            )
         return event_id, json.dumps(raw, default=str).encode(), meta, "new"
 
     def _is_own_join(self, event: Any) -> bool:
@@ -388,6 +393,9 @@ class MatrixBridge:
                     "origin_server_ts": event.server_timestamp,
                 }
                 meta = dict(item.meta, encrypted=True)
+                meta["device"] = self._sender_device(
+                    str(item.meta.get("room_id", "")), event.sender, event.sender_key
+                )
                 self.store.unpark(item.id, json.dumps(raw).encode(), meta)
                 log.info("parked event %s decrypted", event.event_id)
                 continue
@@ -433,34 +441,53 @@ class MatrixBridge:
         for user_id, devices in c.room_devices(room_id).items():
             if user_id == self.user_id:
                 continue
-            allowed = self._allowed(room_id, user_id)
             for device in devices.values():
-                if device.deleted:
-                    continue
-                if not allowed:
-                    if not c.olm or not c.olm.is_device_blacklisted(device):
-                        c.blacklist_device(device)
-                    continue
-                known = self.store.device_state(user_id, device.id)
-                if known is None:
-                    first = self.store.known_devices(user_id) == 0
-                    self.store.record_device(user_id, device.id, device.ed25519, "trusted")
-                    c.verify_device(device)
-                    if not first:
-                        self.notify(
-                            f"New Matrix device {device.id} of {user_id} trusted on "
-                            f"first use (ed25519 {device.ed25519})."
-                        )
-                elif known[1] != device.ed25519 or known[0] != "trusted":
-                    if known[0] == "trusted":
-                        self.store.record_device(user_id, device.id, device.ed25519, "blocked")
-                        self.notify(
-                            f"The keys of Matrix device {device.id} of {user_id} "
-                            "changed; the device is blocked and gets no room keys."
-                        )
-                    c.blacklist_device(device)
-                elif c.olm is not None and not c.olm.is_device_verified(device):
-                    c.verify_device(device)
+                if not device.deleted:
+                    self._judge_device(room_id, user_id, device)
+
+    def _judge_device(self, room_id: str, user_id: str, device: Any) -> str:
+        """Trust on first use for one device; returns "trusted", "blocked" or "refused"."""
+        c = self.client
+        if not self._allowed(room_id, user_id):
+            if not c.olm or not c.olm.is_device_blacklisted(device):
+                c.blacklist_device(device)
+            return "refused"
+        known = self.store.device_state(user_id, device.id)
+        if known is None:
+            first = self.store.known_devices(user_id) == 0
+            self.store.record_device(user_id, device.id, device.ed25519, "trusted")
+            c.verify_device(device)
+            if not first:
+                self.notify(
+                    f"New Matrix device {device.id} of {user_id} trusted on "
+                    f"first use (ed25519 {device.ed25519})."
+                )
+            return "trusted"
+        if known[1] != device.ed25519 or known[0] != "trusted":
+            if known[0] == "trusted":
+                self.store.record_device(user_id, device.id, device.ed25519, "blocked")
+                self.notify(
+                    f"The keys of Matrix device {device.id} of {user_id} "
+                    "changed; the device is blocked and gets no room keys."
+                )
+            c.blacklist_device(device)
+            return "blocked"
+        if c.olm is not None and not c.olm.is_device_verified(device):
+            c.verify_device(device)
+        return "trusted"
+
+    def _sender_device(self, room_id: str, sender: str, sender_key: str | None) -> str:
+        """Judge the device a message came from, found by its Curve25519 key.
+
+        "unknown" when the bot has not fetched that device's keys yet (it will before
+        sending anything to the room).
+        """
+        if not sender_key or self.client.olm is None:
+            return "unknown"
+        for device in self.client.device_store.active_user_devices(sender):
+            if device.curve25519 == sender_key:
+                return self._judge_device(room_id, sender, device)
+        return "unknown"
 
     async def deliver(self, row: OutboxRow) -> str:
         payload = json.loads(row.payload)

@@ -51,6 +51,16 @@ async def was_encrypted(ctx: MatrixItem, s: Services) -> Decision:
     return CONTINUE
 
 
+async def from_a_trusted_device(ctx: MatrixItem, s: Services) -> Decision:
+    """A device whose keys changed is treated as a possible attacker on both ways."""
+    if ctx.item.meta.get("device") == "blocked":
+        return reject(
+            "sent from a Matrix device that the bot blocked because its keys changed; "
+            "the message is not relayed"
+        )
+    return CONTINUE
+
+
 async def sender_is_member(ctx: MatrixItem, s: Services) -> Decision:
     sender = str(ctx.event.get("sender", ""))
     member = s.store.member_by_matrix_id(sender)

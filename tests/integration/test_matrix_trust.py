@@ -151,3 +151,24 @@ async def test_garbage_to_device_message_does_not_stop_the_bot(world: World) -> 
     await world.mx["alice"].send(world.incident_room, "STILL-ALIVE-4242")
     await world.mail["bob"].wait_for_mail(lambda m: "STILL-ALIVE-4242" in m.text)
     assert world.app_task is not None and not world.app_task.done()
+
+
+async def test_messages_from_a_blocked_device_are_not_relayed(world: World) -> None:
+    assert world.app is not None and world.admin is not None
+    alice = world.mx["alice"]
+    # The bot's record says this device's keys changed (a seam we own: our own store).
+    own = alice.client.olm
+    assert own is not None
+    world.app.store.record_device(
+        alice.user_id, str(alice.client.device_id), own.account.identity_keys["ed25519"], "blocked"
+    )
+    await alice.send(world.incident_room, "BLOCKED-DEVICE-8118")
+    notice = await world.admin.wait_for_event(
+        lambda e: (
+            e.room_id == world.control_room and "blocked" in e.body and "not relayed" in e.body
+        )
+    )
+    assert alice.user_id in notice.body
+    await world.mail["alice"].send(world.list_address, world.list_fpr, "s", "CONTROL-8118")
+    await world.mail["bob"].wait_for_mail(lambda m: "CONTROL-8118" in m.text)
+    assert not [m for m in world.mail["bob"].seen if "BLOCKED-DEVICE-8118" in m.text]
