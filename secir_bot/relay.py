@@ -350,6 +350,7 @@ class Processor:
         env = ctx.envelope
         sender = env.from_addr if env else "(unreadable)"
         mid = env.message_id if env else mime.message_id_of(ctx.item.raw)
+        mid = mid[:200]  # the sender chose it: keep what we quote of it short
         signer = f"; signed by {ctx.signer.label}" if ctx.signer else ""
         out = [
             self.notice(

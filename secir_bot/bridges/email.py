@@ -79,6 +79,11 @@ class EmailBridge:
     # -- receiving ---------------------------------------------------------------------
 
     async def run(self) -> None:
+        # Items accepted before a stop but not decided: decide them even if their IMAP copy
+        # is gone meanwhile (a copy still there is recognised by its Message-ID later).
+        for item in self.store.inbox_pending("email"):
+            await self.process(item)
+        self.on_work()
         backoff = 1.0
         while True:
             try:

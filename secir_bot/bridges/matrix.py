@@ -515,7 +515,9 @@ class MatrixBridge:
                     row.target,
                     "m.room.message",
                     content,
-                    tx_id=f"secir-{row.id}",
+                    # Stable across retries of this row; the creation time keeps it unique
+                    # even if a restored backup hands out the same row ids again.
+                    tx_id=f"secir-{row.id}-{int(row.created_at * 1000)}",
                     ignore_unverified_devices=False,
                 )
             except OlmUnverifiedDeviceError as exc:
