@@ -2,8 +2,9 @@
 
 Rows for one destination (a room, the list's mail, one member's mail) go out in creation
 order; a row that fails transiently holds back the later rows of its destination only (a
-thread reply must not overtake its root) and is retried with exponential backoff. Retries are idempotent: Matrix sends reuse the row's transaction id, mail reuses
-its fixed Message-ID and skips recipients already accepted. A permanent failure, or one that
+thread reply must not overtake its root) and is retried with exponential backoff.
+Retries are idempotent: Matrix sends reuse the row's transaction id, mail reuses its fixed
+Message-ID and skips recipients already accepted. A permanent failure, or one that
 lasts longer than ``delivery.give_up_after``, makes the row a dead letter and the admins
 get a notice in the control room.
 """
