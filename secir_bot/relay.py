@@ -349,8 +349,8 @@ class Processor:
     async def _mail_rejected(self, ctx: MailItem, decision: Decision) -> list[NewDelivery]:
         env = ctx.envelope
         sender = env.from_addr if env else "(unreadable)"
-        mid = env.message_id if env else mime.message_id_of(ctx.item.raw)
-        mid = mid[:200]  # the sender chose it: keep what we quote of it short
+        # The sender chose the Message-ID: keep what is quoted of it short.
+        mid = (env.message_id if env and env.message_id else ctx.item.source_id)[:200]
         signer = f"; signed by {ctx.signer.label}" if ctx.signer else ""
         out = [
             self.notice(
