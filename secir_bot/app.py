@@ -66,7 +66,9 @@ class App:
             self._wake,
             self._notify,
         )
-        self.email = EmailBridge(config, self.store, self.processor.process, self._wake)
+        self.email = EmailBridge(
+            config, self.store, self.processor.process, self._wake, self._notify
+        )
         bridges: dict[Channel, Bridge] = {Channel.MATRIX: self.matrix, Channel.EMAIL: self.email}
         self.outbox = Outbox(
             self.store, bridges, config.delivery, self.processor.notice, config.matrix.control_room

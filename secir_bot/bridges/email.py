@@ -68,11 +68,14 @@ class EmailBridge:
         store: Store,
         process: Callable[[InboxItem], Awaitable[Outcome]],
         on_work: Callable[[], None],
+        notify: Callable[[str], None] = lambda text: None,
     ) -> None:
         self.config = config
         self.store = store
         self.process = process
         self.on_work = on_work
+        self.notify = notify
+        self._told_folders = False
         self.connected = asyncio.Event()
         self._password = config.imap.password.read()
 
@@ -129,6 +132,18 @@ class EmailBridge:
         for folder in (cfg.processed_folder, cfg.quarantine_folder):
             # Fails harmlessly when the folder exists.
             await asyncio.wait_for(imap.create(folder), IMAP_TIMEOUT)
+            status = await asyncio.wait_for(imap.status(folder, "(MESSAGES)"), IMAP_TIMEOUT)
+            if status.result != "OK":
+                # Without its folders the bot cannot acknowledge mail: say so, loudly, once.
+                if not self._told_folders:
+                    self._told_folders = True
+                    self.notify(
+                        f"The IMAP folder {folder!r} does not exist and cannot be created, "
+                        "so no mail is being processed. Fix imap.processed_folder / "
+                        "imap.quarantine_folder (some servers need a prefix such as "
+                        "'INBOX.') and restart the bot."
+                    )
+                raise ImapError(f"IMAP folder {folder!r} is missing and cannot be created")
         await _ok(imap.select(cfg.mailbox), "SELECT")
         return imap
 

@@ -75,6 +75,7 @@ username = "{list_address}"
 password_file = "secrets/imap-password"
 idle_timeout = 30
 poll_interval = 2
+{imap_extra}
 
 [smtp]
 host = "{mail_host}"
@@ -136,6 +137,7 @@ class World:
         people: tuple[Person, ...] = DEFAULT_PEOPLE,
         undecryptable_after: float = 300.0,
         encrypted_incident_room: bool = True,
+        imap_extra: str = "",
     ) -> None:
         """Everything up to (not including) starting the bot."""
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -192,6 +194,7 @@ class World:
                 imap_port=self.imap_port,
                 smtp_port=self.smtp_port,
                 undecryptable_after=undecryptable_after,
+                imap_extra=imap_extra,
             )
         )
         self.config = config_mod.load(self.config_path)

@@ -7,6 +7,7 @@ import subprocess
 
 from servers import MailStack
 
+from secir_bot.app import App
 from secir_bot.sandbox.operators import wait_until
 from secir_bot.sandbox.world import World
 
@@ -32,3 +33,26 @@ async def test_bot_reconnects_after_the_server_drops_it(
     event = await world.mx["carol"].wait_for_event(lambda e: "AFTER-KICK-5150" in e.body)
     assert event.decrypted
     assert world.app_task is not None and not world.app_task.done()
+
+
+async def test_missing_imap_folder_is_reported_and_the_bot_stays_up(
+    world_unstarted: World,
+) -> None:
+    world = world_unstarted
+    # Dovecot (maildir) refuses "/" in a name, as a server with a required "INBOX." prefix
+    # refuses names without it.
+    await world.setup(imap_extra='processed_folder = "bad/name"')
+    assert world.config is not None and world.admin is not None
+    app = App(world.config)
+    world.app, world.app_task = app, asyncio.create_task(app.run())
+    notice = await world.admin.wait_for_event(
+        lambda e: e.room_id == world.control_room and "IMAP folder" in e.body, timeout=30
+    )
+    assert "bad/name" in notice.body
+    assert not world.app_task.done()
+    # The Matrix side keeps working meanwhile.
+    for op in world.mx.values():
+        await op.know_devices_of(world.config.matrix.user_id)
+    await world.mx["alice"].send(world.incident_room, "MATRIX-SIDE-UP")
+    await world.admin.wait_for_event(lambda e: "MATRIX-SIDE-UP" in e.body)
+    assert not world.app_task.done()
