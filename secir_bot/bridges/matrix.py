@@ -4,6 +4,8 @@ Receiving: the bot runs its own sync loop. The events of each sync are written t
 together with the sync position, in one commit, before anything is decided; nio's own token
 store is off (it saves the token before callbacks run, which would lose events on a crash).
 The first sync after start asks for full state, so room and member data are complete.
+When a sync leaves out events (a long downtime), the gap is fetched page by page from the
+server (``/messages``) before the timeline, so nothing sent meanwhile is skipped.
 Events that cannot be decrypted yet are parked and retried when keys arrive; after
 ``matrix.undecryptable_report_after`` seconds the admins are told.
 
@@ -33,7 +35,9 @@ from nio import (
     LocalProtocolError,
     LoginResponse,
     MegolmEvent,
+    MessageDirection,
     OlmUnverifiedDeviceError,
+    RoomMessagesResponse,
     RoomSendResponse,
     SyncResponse,
 )
@@ -52,6 +56,7 @@ from secir_bot.store import InboxItem, OutboxRow, Store
 log = logging.getLogger(__name__)
 
 PARK_GIVE_UP = 7 * 86400.0  # seconds a parked event waits for its key before it is closed
+BACKFILL_PAGES = 50  # pages of 100 events fetched to fill a sync gap after long downtime
 SYNC_DEADLINE = 120.0  # seconds; a sync long-polls for 30 s at most, so this means a dead link
 # Matrix errors that retrying cannot cure.
 PERMANENT_ERRORS = frozenset(
@@ -256,7 +261,7 @@ class MatrixBridge:
                 continue
             backoff = 1.0
             first = False
-            self.store.accept_sync(self._items(resp), resp.next_batch)
+            self.store.accept_sync(await self._items(resp, token), resp.next_batch)
             token = resp.next_batch
             try:
                 await self._joins(resp)
@@ -276,7 +281,9 @@ class MatrixBridge:
             return 30000
         return int(min(30.0, max(0.5, self.config.matrix.undecryptable_report_after / 2)) * 1000)
 
-    def _items(self, resp: SyncResponse) -> list[tuple[str, bytes, dict[str, Any], str]]:
+    async def _items(
+        self, resp: SyncResponse, since: str | None
+    ) -> list[tuple[str, bytes, dict[str, Any], str]]:
         items = []
         for room_id, info in resp.rooms.join.items():
             log.debug(
@@ -288,13 +295,10 @@ class MatrixBridge:
             if room_id != self.config.matrix.incident_room:
                 continue  # the control room's commands arrive with a later release
             # A room just joined always starts "limited"; a gap in a room we follow is real.
-            if info.timeline.limited and not self._just_joined(info):
-                log.warning("Matrix sync for %s was limited: older events were skipped", room_id)
-                self.notify(
-                    f"Warning: the Matrix sync for {room_id} skipped older events "
-                    "(the bot was away for long); check the room history."
-                )
             events = list(info.timeline.events)
+            if info.timeline.limited and since is not None and not self._just_joined(info):
+                # The server left out events between our last position and this timeline.
+                events = await self._backfill(room_id, info.timeline.prev_batch, since) + events
             joined_at = [i for i, e in enumerate(events) if self._is_own_join(e)]
             if joined_at:
                 # History from before the bot joined is not ours to relay (and its keys
@@ -305,6 +309,34 @@ class MatrixBridge:
                 if item is not None:
                     items.append(item)
         return items
+
+    async def _backfill(self, room_id: str, start: str, until: str) -> list[Any]:
+        """The events of a sync gap, oldest first, fetched page by page from the server."""
+        gap: list[Any] = []
+        for _ in range(BACKFILL_PAGES):
+            try:
+                page = await self.client.room_messages(
+                    room_id,
+                    start=start,
+                    end=until,
+                    direction=MessageDirection.back,
+                    limit=100,
+                )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                page = exc
+            if not isinstance(page, RoomMessagesResponse):
+                break
+            gap.extend(page.chunk)
+            if not page.chunk or not page.end or page.end == start:
+                log.info("back-filled %d events of a sync gap in %s", len(gap), room_id)
+                return list(reversed(gap))
+            start = page.end
+        log.warning("Matrix sync gap in %s could not be filled completely", room_id)
+        self.notify(
+            f"Warning: the Matrix sync for {room_id} skipped older events that the bot could "
+            f"not fetch completely ({len(gap)} fetched); check the room history."
+        )
+        return list(reversed(gap))
 
     def _item_of(self, event: Any, room_id: str) -> tuple[str, bytes, dict[str, Any], str] | None:
         """An inbox row for a timeline event, or None for events that are not messages.
