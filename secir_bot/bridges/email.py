@@ -127,6 +127,16 @@ class EmailBridge:
             imap = aioimaplib.IMAP4(
                 host=cfg.host, port=cfg.port, timeout=60, conn_lost_cb=conn_lost
             )
+        try:
+            await self._prepare(imap)
+        except BaseException:
+            await close_imap(imap)  # a failed set-up must not leave its socket behind
+            raise
+        return imap
+
+    async def _prepare(self, imap: aioimaplib.IMAP4) -> None:
+        """Greeting, login, the bot's folders, and the list mailbox selected."""
+        cfg = self.config.imap
         await imap.wait_hello_from_server()
         await _ok(imap.login(cfg.username, self._password), "LOGIN")
         for folder in (cfg.processed_folder, cfg.quarantine_folder):
@@ -145,7 +155,6 @@ class EmailBridge:
                     )
                 raise ImapError(f"IMAP folder {folder!r} is missing and cannot be created")
         await _ok(imap.select(cfg.mailbox), "SELECT")
-        return imap
 
     async def _session(self) -> None:
         lost = asyncio.Event()
