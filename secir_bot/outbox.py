@@ -19,7 +19,11 @@ from collections.abc import Callable, Mapping
 
 from secir_bot.bridges import Bridge
 from secir_bot.config import DeliveryConfig
-from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
+from secir_bot.errors import (
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    raise_if_cancelled,
+)
 from secir_bot.model import Channel
 from secir_bot.store import NewDelivery, OutboxRow, Store
 
@@ -61,6 +65,7 @@ class Outbox:
     async def _worker(self, channel: Channel) -> None:
         wake = self._wake[channel]
         while True:
+            raise_if_cancelled()
             wake.clear()
             await self.drain(channel)
             next_at = self.store.outbox_next_time()

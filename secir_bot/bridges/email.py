@@ -22,7 +22,11 @@ import aiosmtplib
 
 from secir_bot.bridges.mime import message_id_of
 from secir_bot.config import Config
-from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
+from secir_bot.errors import (
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    raise_if_cancelled,
+)
 from secir_bot.model import Channel
 from secir_bot.relay import Outcome
 from secir_bot.store import InboxItem, OutboxRow, Store
@@ -89,6 +93,7 @@ class EmailBridge:
         self.on_work()
         backoff = 1.0
         while True:
+            raise_if_cancelled()
             try:
                 await self._session()
             except (
@@ -168,6 +173,7 @@ class EmailBridge:
         )
         try:
             while not lost.is_set():
+                raise_if_cancelled()
                 await self._drain(imap, lost)
                 if imap.has_capability("IDLE"):
                     await self._idle(imap, lost)

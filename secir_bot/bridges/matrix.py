@@ -48,6 +48,7 @@ from secir_bot.errors import (
     StoreError,
     StoreMissing,
     TransientDeliveryError,
+    raise_if_cancelled,
 )
 from secir_bot.model import Channel
 from secir_bot.relay import Outcome
@@ -242,6 +243,7 @@ class MatrixBridge:
         for item in self.store.inbox_pending("matrix"):
             await self.process(item)
         while True:
+            raise_if_cancelled()
             try:
                 resp = await asyncio.wait_for(
                     self.client.sync(
