@@ -22,6 +22,7 @@ from secir_bot.members import MemberRequest, add_member
 from secir_bot.model import Channel, Post
 from secir_bot.pipeline import Services
 from secir_bot.relay import Processor
+from secir_bot.sandbox.world import offline_config
 from secir_bot.store import Store
 
 SIZES = (1, 10, 50, 200)
@@ -29,24 +30,7 @@ TLDS = ("nl", "br", "jp", "de", "fr", "za", "ke", "cl", "nz", "in")
 
 
 def _config(directory: Path) -> config_mod.Config:
-    (directory / "pw").write_text("x\n")
-    data = {
-        "list": {
-            "address": "list@bench.test",
-            "list_id": "secir.bench.test",
-            "owner": "owner@bench.test",
-        },
-        "matrix": {
-            "homeserver": "http://127.0.0.1:1",
-            "user_id": "@bot:bench.test",
-            "incident_room": "!i:bench.test",
-            "control_room": "!c:bench.test",
-            "admins": ["@admin:bench.test"],
-        },
-        "imap": {"host": "127.0.0.1", "username": "list", "password_file": "pw"},
-        "smtp": {"host": "127.0.0.1"},
-    }
-    return config_mod.parse(data, directory / "config.toml")
+    return offline_config(directory, "bench.test")
 
 
 async def main() -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from secir_bot import config as config_mod
 from secir_bot.crypto import Keyring
 from secir_bot.members import MemberRequest, add_member
 from secir_bot.model import Channel, Member, Post
@@ -22,6 +21,7 @@ from secir_bot.relay import (
     is_placeholder,
     strip_reply_fallback,
 )
+from secir_bot.sandbox.world import offline_config
 from secir_bot.store import Store
 
 
@@ -64,26 +64,7 @@ def test_reply_fallback_is_stripped_and_first_line_is_short() -> None:
 
 class Setup:
     def __init__(self, root: Path) -> None:
-        (root / "pw").write_text("x\n")
-        self.config = config_mod.parse(
-            {
-                "list": {
-                    "address": "list@relay.test",
-                    "list_id": "secir.relay.test",
-                    "owner": "owner@relay.test",
-                },
-                "matrix": {
-                    "homeserver": "http://127.0.0.1:1",
-                    "user_id": "@bot:relay.test",
-                    "incident_room": "!i:relay.test",
-                    "control_room": "!c:relay.test",
-                    "admins": ["@admin:relay.test"],
-                },
-                "imap": {"host": "127.0.0.1", "username": "list", "password_file": "pw"},
-                "smtp": {"host": "127.0.0.1"},
-            },
-            root / "config.toml",
-        )
+        self.config = offline_config(root, "relay.test")
         self.store = Store.open(self.config.store_path, create=True)
         self.ring = Keyring.create(self.config.store_path / "gnupg")
         self.members_home = Path(tempfile.mkdtemp(prefix="gr"))

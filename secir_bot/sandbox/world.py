@@ -88,6 +88,28 @@ retry_max = 2
 """
 
 
+def offline_config(directory: Path, domain: str) -> Config:
+    """A valid config that needs no server (for benchmarks and unit tests of the relay)."""
+    (directory / "pw").write_text("x\n")
+    data = {
+        "list": {
+            "address": f"list@{domain}",
+            "list_id": f"secir.{domain}",
+            "owner": f"owner@{domain}",
+        },
+        "matrix": {
+            "homeserver": "http://127.0.0.1:1",
+            "user_id": f"@bot:{domain}",
+            "incident_room": f"!i:{domain}",
+            "control_room": f"!c:{domain}",
+            "admins": [f"@admin:{domain}"],
+        },
+        "imap": {"host": "127.0.0.1", "username": "list", "password_file": "pw"},
+        "smtp": {"host": "127.0.0.1"},
+    }
+    return config_mod.parse(data, directory / "config.toml")
+
+
 @dataclass
 class World:
     synapse: Synapse

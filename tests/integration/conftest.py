@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest_asyncio
 from servers import MailStack
+from worlds import world_on
 
 from secir_bot.sandbox.synapse import Synapse
 from secir_bot.sandbox.world import World
@@ -18,15 +19,7 @@ from secir_bot.sandbox.world import World
 async def world_unstarted(synapse: Synapse, mail_stack: MailStack) -> AsyncIterator[World]:
     # A short path: the bot's GnuPG home lives below it and gpg-agent's socket path is limited.
     directory = Path(tempfile.mkdtemp(prefix="w"))
-    w = World(
-        synapse=synapse,
-        directory=directory,
-        domain="test.example",
-        mail_host="127.0.0.1",
-        smtp_port=mail_stack.smtp_port,
-        imap_port=mail_stack.imap_port,
-        add_mail_user=mail_stack.add_user,
-    )
+    w = world_on(synapse, mail_stack, directory)
     try:
         yield w
     finally:

@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 import pytest_asyncio
 from servers import MailStack
+from worlds import world_on
 
 from secir_bot.model import Channel
 from secir_bot.sandbox.operators import wait_until
@@ -26,15 +27,7 @@ from secir_bot.sandbox.world import World
 async def own_world(mail_stack: MailStack) -> AsyncIterator[tuple[World, Path]]:
     root = Path(tempfile.mkdtemp(prefix="o"))
     hs = await asyncio.to_thread(Synapse.start, root / "hs")
-    world = World(
-        synapse=hs,
-        directory=root / "w",
-        domain="test.example",
-        mail_host="127.0.0.1",
-        smtp_port=mail_stack.smtp_port,
-        imap_port=mail_stack.imap_port,
-        add_mail_user=mail_stack.add_user,
-    )
+    world = world_on(hs, mail_stack, root / "w")
     try:
         yield world, root
     finally:
