@@ -140,6 +140,7 @@ class SendMail:
     body: str
     encrypt_to: tuple[str, ...] = ()  # fingerprints; empty = signed only
     attachments: tuple[Attachment, ...] = ()
+    reply_to: str = ""  # where answers go (the request address for procedure mail)
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,14 @@ class RotateRoomKeys:
 
 
 @dataclass(frozen=True)
+class TrustDevice:
+    """Pin the device's current keys as trusted (after an admin checked them)."""
+
+    user_id: str
+    device_id: str
+
+
+@dataclass(frozen=True)
 class WakeOutbox:
     pass
 
@@ -189,6 +198,7 @@ Effect = (
     | InviteToRoom
     | RemoveFromRooms
     | RotateRoomKeys
+    | TrustDevice
     | WakeOutbox
 )
 

@@ -154,27 +154,7 @@ class Dispatcher:
             )
 
     def _apply(self, inv: Invocation, change: Change, code: str | None) -> Reply:
-        now = self.ctx.clock()
-        with self.ctx.store.transaction() as tx:
-            if code is not None and not store_confirmations.spend(tx, code, now):
-                raise Refused("this confirmation code was already used")
-            reply = change.apply(tx)
-            evidence = {**change.evidence, **reply.evidence}
-            if inv.ref:
-                evidence.setdefault("ref", inv.ref)
-            if code is not None:
-                evidence["confirmed"] = "yes"
-            store_audit.append(
-                tx,
-                actor=inv.actor.id,
-                action=change.action,
-                target=change.target,
-                reason=change.reason,
-                evidence=evidence,
-                at=now,
-            )
-        log.info("!%s by %s: %s %s", inv.name, inv.actor.id, change.action, change.target)
-        return reply
+        return commit(self.ctx, inv.actor.id, change, ref=inv.ref, code=code, name=inv.name)
 
     def _ask(self, command: Command, inv: Invocation, change: Change) -> Reply:
         ttl = self.ctx.config.commands.confirm_ttl
@@ -232,6 +212,43 @@ class Dispatcher:
         return reply
 
 
+def commit(
+    ctx: Context,
+    actor: str,
+    change: Change,
+    *,
+    ref: str = "",
+    code: str | None = None,
+    name: str = "",
+) -> Reply:
+    """Apply ``change`` and append its audit entry in one transaction (and spend ``code``).
+
+    Also the way in for changes that do not come from a command line (a nomination mail, a
+    proof, a Matrix join, expiry), so that every change is audited the same way.
+    """
+    now = ctx.clock()
+    with ctx.store.transaction() as tx:
+        if code is not None and not store_confirmations.spend(tx, code, now):
+            raise Refused("this confirmation code was already used")
+        reply = change.apply(tx)
+        evidence = {**change.evidence, **reply.evidence}
+        if ref:
+            evidence.setdefault("ref", ref)
+        if code is not None:
+            evidence["confirmed"] = "yes"
+        store_audit.append(
+            tx,
+            actor=actor,
+            action=change.action,
+            target=change.target,
+            reason=change.reason,
+            evidence=evidence,
+            at=now,
+        )
+    log.info("%s by %s: %s %s", name or change.action, actor, change.action, change.target)
+    return reply
+
+
 def _duration(seconds: float) -> str:
     if seconds >= 120:
         return f"{seconds / 60:g} minutes"
@@ -259,4 +276,4 @@ CONFIRM = Command(
 
 COMMANDS = (CONFIRM,)
 
-__all__ = ["COMMANDS", "CONFIRM", "Dispatcher", "convert", "parse_args"]
+__all__ = ["COMMANDS", "CONFIRM", "Dispatcher", "commit", "convert", "parse_args"]

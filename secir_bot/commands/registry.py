@@ -75,12 +75,13 @@ def build(*groups: Iterable[Command]) -> Registry:
 
 def default() -> Registry:
     """Every command secir-bot has, for the running bot (tests build their own)."""
-    from secir_bot.commands import audit, dispatch, help, membership, operations
+    from secir_bot.commands import audit, dispatch, help, membership, operations, roster
 
     return build(
         help.COMMANDS,
         dispatch.COMMANDS,
         membership.COMMANDS,
+        roster.COMMANDS,
         operations.COMMANDS,
         audit.COMMANDS,
     )
