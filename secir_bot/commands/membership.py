@@ -38,7 +38,8 @@ from secir_bot.commands.parse import request_address
 from secir_bot.keycheck import VettedKey, vet
 from secir_bot.model import Channel
 
-_KEY_BLOCK = "-----BEGIN PGP PUBLIC KEY BLOCK-----"
+# Any armoured key: a pasted secret key must reach the check that refuses it, not be ignored.
+_KEY_BLOCK = "-----BEGIN PGP "
 
 
 def _date(stamp: float) -> str:
@@ -46,7 +47,7 @@ def _date(stamp: float) -> str:
 
 
 def offered_key(inv: Invocation) -> str | None:
-    """An armoured public key attached to the command or pasted below it."""
+    """An armoured key attached to the command or pasted below it."""
     for attachment in inv.attachments:
         text = attachment.data.decode("utf-8", "replace")
         if _KEY_BLOCK in text:
