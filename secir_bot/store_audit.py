@@ -16,6 +16,11 @@ from secir_bot.audit import GENESIS, Entry, Evidence, Verdict, canonical_evidenc
 from secir_bot.audit import verify as verify_chain
 from secir_bot.store import Store
 
+# The open transaction's connection, as handed to ``Change.apply``: commands and the
+# procedure name it by this alias so that only the store modules import sqlite3 (it moves to
+# the store package's base module with the rest).
+Tx = sqlite3.Connection
+
 HEAD_KEY = "audit.head"
 SYSTEM_ACTOR = "secir-bot"  # the actor of entries the bot makes on its own (expiry, say)
 
@@ -23,7 +28,7 @@ _COLUMNS = "seq, at, actor, action, target, reason, evidence, prev, hash"
 
 
 def append(
-    tx: sqlite3.Connection,
+    tx: Tx,
     *,
     actor: str,
     action: str,

@@ -11,7 +11,6 @@ back as effects.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from secir_bot import store_cases, whois
@@ -40,7 +39,7 @@ from secir_bot.commands.dispatch import commit
 from secir_bot.commands.parse import request_address
 from secir_bot.keycheck import vet
 from secir_bot.nomination import NomineeForm, parse
-from secir_bot.store_audit import SYSTEM_ACTOR
+from secir_bot.store_audit import SYSTEM_ACTOR, Tx
 
 
 def _date(stamp: float) -> str:
@@ -121,7 +120,7 @@ async def start(
     now = ctx.clock()
     expires = now + ctx.config.commands.case_expiry_days * 86400
 
-    def apply(tx: sqlite3.Connection) -> Reply:
+    def apply(tx: Tx) -> Reply:
         try:
             case_id = store_cases.open_case(
                 tx,
@@ -215,7 +214,7 @@ async def nomination_received(
     challenges = {form.position: new_challenge() for form in nomination.nominees}
     tld = case.tld
 
-    def apply(tx: sqlite3.Connection) -> Reply:
+    def apply(tx: Tx) -> Reply:
         for form in nomination.nominees:
             store_cases.add_nominee(tx, case.id, form, challenges[form.position])
         store_cases.move(tx, case, CaseState.NOMINATED, ctx.clock(), ref=ref)
@@ -303,7 +302,7 @@ def proof_received(ctx: Context, *, signer: str | None, text: str, ref: str) -> 
     if not case.open or case.expires_at < ctx.clock():
         return refuse(f"case {case.label} is closed ({case.state}); nothing was changed")
 
-    def apply(tx: sqlite3.Connection) -> Reply:
+    def apply(tx: Tx) -> Reply:
         store_cases.prove_key(tx, nominee.id, ctx.clock(), ref)
         return _after_progress(ctx, tx, case, f"Thank you, {nominee.name}: your key is confirmed.")
 
@@ -311,7 +310,7 @@ def proof_received(ctx: Context, *, signer: str | None, text: str, ref: str) -> 
     return _commit(ctx, signer, change, ref)
 
 
-def _after_progress(ctx: Context, tx: sqlite3.Connection, case: Case, text: str) -> Reply:
+def _after_progress(ctx: Context, tx: Tx, case: Case, text: str) -> Reply:
     updated = store_cases.get(tx, case.id)
     assert updated is not None
     if updated.state is CaseState.NOMINATED and updated.state_after_proofs() is CaseState.READY:
@@ -330,7 +329,7 @@ def matrix_joined(ctx: Context, user_id: str, ref: str) -> list[Reply]:
             if nominee.matrix_id != user_id or nominee.matrix_joined_at is not None:
                 continue
 
-            def apply(tx: sqlite3.Connection, case: Case = case, nid: int = nominee.id) -> Reply:
+            def apply(tx: Tx, case: Case = case, nid: int = nominee.id) -> Reply:
                 store_cases.matrix_joined(tx, nid, ctx.clock())
                 return _after_progress(ctx, tx, case, f"Thank you: {user_id} is confirmed.")
 
@@ -347,7 +346,7 @@ def expire_due(ctx: Context) -> list[Reply]:
         if case.expires_at >= now:
             continue
 
-        def apply(tx: sqlite3.Connection, case: Case = case) -> Reply:
+        def apply(tx: Tx, case: Case = case) -> Reply:
             store_cases.move(tx, case, CaseState.EXPIRED, now, by=SYSTEM_ACTOR, reason="expired")
             text = f"case {case.label} (.{case.tld}) expired; it waited for {case.waiting_for()}"
             return Reply(text, effects=(NotifyAdmins(text),))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -41,6 +40,7 @@ from secir_bot.commands.parse import (
 )
 from secir_bot.commands.registry import Registry, RegistryError, build
 from secir_bot.model import Channel, Member
+from secir_bot.store_audit import Tx
 
 # -- test commands (declared like real ones) --------------------------------------------
 
@@ -48,7 +48,7 @@ from secir_bot.model import Channel, Member
 async def _note(ctx: Context, inv: Invocation, args: Args) -> Change:
     key, text = args.text("key"), args.opt_text("text") or ""
 
-    def apply(tx: sqlite3.Connection) -> Reply:
+    def apply(tx: Tx) -> Reply:
         tx.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", [f"note.{key}", text])
         return Reply(f"noted {key}")
 
@@ -60,7 +60,7 @@ async def _wipe(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
     if ctx.store.get(f"note.{key}") is None:
         return Reply(f"there is no note {key}", ok=False)
 
-    def apply(tx: sqlite3.Connection) -> Reply:
+    def apply(tx: Tx) -> Reply:
         tx.execute("DELETE FROM kv WHERE key = ?", [f"note.{key}"])
         return Reply(f"wiped {key}")
 
@@ -72,7 +72,7 @@ async def _boom(ctx: Context, inv: Invocation, args: Args) -> Reply:
 
 
 async def _half(ctx: Context, inv: Invocation, args: Args) -> Change:
-    def apply(tx: sqlite3.Connection) -> Reply:
+    def apply(tx: Tx) -> Reply:
         tx.execute("INSERT INTO kv (key, value) VALUES ('half', 'x')")
         raise RuntimeError("crash after a write")
 
@@ -80,7 +80,7 @@ async def _half(ctx: Context, inv: Invocation, args: Args) -> Change:
 
 
 async def _race(ctx: Context, inv: Invocation, args: Args) -> Change:
-    def apply(tx: sqlite3.Connection) -> Reply:
+    def apply(tx: Tx) -> Reply:
         tx.execute("INSERT INTO kv (key, value) VALUES ('race', 'x')")
         raise Refused("the case was approved meanwhile")
 

@@ -20,7 +20,6 @@ reply, for the front end to turn into deliveries.
 from __future__ import annotations
 
 import enum
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.model import Member
 from secir_bot.store import Store
+from secir_bot.store_audit import Tx
 from secir_bot.whois import WhoisServer
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ class Change:
     action: str  # e.g. "member.revoke"
     target: str  # e.g. ".nl" or "alice@registry.nl"
     summary: str  # what will happen, shown when a confirmation is asked
-    apply: Callable[[sqlite3.Connection], Reply]  # runs inside the transaction; no awaits
+    apply: Callable[[Tx], Reply]  # runs inside the transaction; no awaits
     reason: str = ""
     evidence: Evidence = field(default_factory=dict)
 

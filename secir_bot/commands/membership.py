@@ -9,7 +9,6 @@ incident room, and announces the new member on both channels: all as effects.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from secir_bot import cctld, store_cases, store_roster, subscription, validate
@@ -37,6 +36,7 @@ from secir_bot.commands import (
 from secir_bot.commands.parse import request_address
 from secir_bot.keycheck import VettedKey, vet
 from secir_bot.model import Channel
+from secir_bot.store_audit import Tx
 
 # Any armoured key: a pasted secret key must reach the check that refuses it, not be ignored.
 _KEY_BLOCK = "-----BEGIN PGP "
@@ -155,7 +155,7 @@ async def _direct(
     )
     rank = len(contacts) + 1
 
-    def apply(tx: sqlite3.Connection) -> Reply:
+    def apply(tx: Tx) -> Reply:
         try:
             store_roster.insert_member(
                 tx,
@@ -225,7 +225,7 @@ async def _approve(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
     taken = len([m for m in ctx.store.members() if m.tld == tld.a_label])
     names = ", ".join(n.name for n in case.nominees)
 
-    def apply(tx: sqlite3.Connection) -> Reply:
+    def apply(tx: Tx) -> Reply:
         store_cases.move(tx, case, CaseState.APPROVED, ctx.clock(), by=inv.actor.id)
         for n in case.nominees:
             try:
@@ -266,7 +266,7 @@ async def _reject(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
         return refuse(f"case {case.label} is closed already ({case.state})")
     reason = args.text("reason")
 
-    def apply(tx: sqlite3.Connection) -> Reply:
+    def apply(tx: Tx) -> Reply:
         store_cases.move(tx, case, CaseState.REJECTED, ctx.clock(), by=inv.actor.id, reason=reason)
         return Reply(f"case {case.label} (.{case.tld}) rejected: {reason}")
 

@@ -8,7 +8,6 @@ front end (the ``TrustDevice`` effect).
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from secir_bot import store_audit, store_cases, store_ops
@@ -29,6 +28,7 @@ from secir_bot.commands import (
     WakeOutbox,
     refuse,
 )
+from secir_bot.store_audit import Tx
 
 
 def _when(stamp: float | None) -> str:
@@ -54,7 +54,7 @@ async def _retry(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
     if dead is None:
         return refuse(f"there is no dead letter {row_id} (see !deadletters)")
 
-    def apply(tx: sqlite3.Connection) -> Reply:
+    def apply(tx: Tx) -> Reply:
         if not store_ops.retry(tx, row_id, ctx.clock()):
             raise Refused(f"delivery {row_id} is not a dead letter any more")
         return Reply(f"delivery {row_id} to {dead.target} is queued again", effects=(WakeOutbox(),))
@@ -81,7 +81,7 @@ def _device_change(ctx: Context, user_id: str, device_id: str, state: str) -> Re
     if device_id not in known:
         return refuse(f"the bot has seen no device {device_id} of {user_id} (see !devices)")
 
-    def apply(tx: sqlite3.Connection) -> Reply:
+    def apply(tx: Tx) -> Reply:
         store_ops.set_device_state(tx, user_id, device_id, state)
         effects = (TrustDevice(user_id, device_id),) if state == "trusted" else ()
         return Reply(f"device {device_id} of {user_id} is {state}", effects=effects)

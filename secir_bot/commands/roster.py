@@ -8,7 +8,6 @@ they decrypt no later message on either channel.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from secir_bot import store_roster
@@ -38,6 +37,7 @@ from secir_bot.commands.membership import offered_key
 from secir_bot.crypto import KeyInfo
 from secir_bot.keycheck import vet
 from secir_bot.model import Member
+from secir_bot.store_audit import Tx
 
 
 def _date(stamp: float | None, never: str = "never") -> str:
@@ -112,7 +112,7 @@ async def _revoke(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
         return refuse(f"{shown} has no active member on the roster")
     labels = ", ".join(f"{m.label} <{m.email}>" for m in found)
 
-    def apply(tx: sqlite3.Connection) -> Reply:
+    def apply(tx: Tx) -> Reply:
         if store_roster.set_status(tx, [m.id for m in found], "revoked") != len(found):
             raise Refused("the roster changed meanwhile; look at !members again")
         effects = _removal_effects(found, reason)
@@ -149,7 +149,7 @@ async def _key(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
         return refuse(f"key {vetted.fingerprint} is registered for another member")
     await ctx.keyring.import_key(vetted.armored)
 
-    def apply(tx: sqlite3.Connection) -> Reply:
+    def apply(tx: Tx) -> Reply:
         try:
             store_roster.set_fingerprint(tx, member.id, member.fingerprint, vetted.fingerprint)
         except store_roster.RosterConflict as exc:
@@ -171,7 +171,7 @@ async def _leave(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
         return refuse("you are not an active member")
     others = [m for m in ctx.store.members() if m.tld == member.tld and m.id != member.id]
 
-    def apply(tx: sqlite3.Connection) -> Reply:
+    def apply(tx: Tx) -> Reply:
         if store_roster.set_status(tx, [member.id], "left") != 1:
             raise Refused("you are not an active member")
         effects = _removal_effects([member], "left the list")
