@@ -16,6 +16,7 @@ import time
 from secir_bot import store_cases, whois
 from secir_bot.cases import (
     CHALLENGE_PATTERN,
+    CODE_PATTERN,
     MAX_NOMINEES,
     Case,
     CaseState,
@@ -356,5 +357,19 @@ def expire_due(ctx: Context) -> list[Reply]:
     return replies
 
 
-def is_open(case: Case, now: float | None = None) -> bool:
-    return case.open and case.expires_at >= (time.time() if now is None else now)
+def kind_of_request(text: str) -> str:
+    """What a mail to the request address is: "nomination", "proof" or "commands".
+
+    The procedure's answers come to the same address as command mail: a nomination carries
+    the invitation's ``code:`` line, a proof a challenge line; anything else is read as
+    commands.
+    """
+    if CHALLENGE_PATTERN.search(text.upper()):
+        return "proof"
+    if any(
+        line.strip().lower().startswith("code:") and CODE_PATTERN.search(line.upper())
+        for line in text.splitlines()
+        if not line.startswith(">")
+    ):
+        return "nomination"
+    return "commands"

@@ -40,6 +40,7 @@ from secir_bot.commands.parse import (
 )
 from secir_bot.commands.registry import Registry, RegistryError, build
 from secir_bot.model import Channel, Member
+from secir_bot.store import Store
 from secir_bot.store_audit import Tx
 
 # -- test commands (declared like real ones) --------------------------------------------
@@ -490,3 +491,24 @@ async def test_audit_tail_and_verdict() -> None:
         broken = await run(ctx, "!audit")
         assert not broken.ok
         assert "THE AUDIT CHAIN IS BROKEN: entry 1 does not match its hash" in broken.text
+
+
+async def test_confirmation_survives_a_restart(ctx: Context) -> None:
+    await run(ctx, "!note k1 x")
+    code = _code(await run(ctx, "!wipe k1"))
+    directory = ctx.store.directory
+    ctx.store.close()
+    ctx.store = Store.open(directory)  # the bot restarted between the command and !confirm
+    assert (await run(ctx, f"!confirm {code}")).text == "wiped k1"
+
+
+async def test_long_expired_codes_are_purged(ctx: Context) -> None:
+    await run(ctx, "!note k1 x")
+    code = _code(await run(ctx, "!wipe k1"))
+    real_clock = ctx.clock
+    ctx.clock = lambda: real_clock() + 2 * 86400
+    await run(ctx, "!note k2 x")
+    await run(ctx, "!wipe k2")  # asking for a new code purges the old one
+    assert (await run(ctx, f"!confirm {code}")).text.startswith(
+        "that confirmation code is not known"
+    )

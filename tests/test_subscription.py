@@ -384,3 +384,10 @@ async def test_only_admins_in_the_control_room(ctx: Context) -> None:
     reply = await run(ctx, "!invite .nl", front=Front.EMAIL, actor=ADMIN)
     assert "not available in the email" in reply.text
     assert store_cases.open_cases(ctx.store) == []
+
+
+def test_mail_to_the_request_address_is_told_apart() -> None:
+    assert subscription.kind_of_request("code: ABCDE-FGHJK-MNPQR-STVWX\nname: A") == "nomination"
+    assert subscription.kind_of_request("ok\nSECIR-PROOF-ABCDE-FGHJK-MNPQR-STVWX\n") == "proof"
+    assert subscription.kind_of_request("help\nleave\n") == "commands"
+    assert subscription.kind_of_request("help\n> code: ABCDE-FGHJK-MNPQR-STVWX\n") == "commands"

@@ -158,6 +158,8 @@ class Dispatcher:
 
     def _ask(self, command: Command, inv: Invocation, change: Change) -> Reply:
         ttl = self.ctx.config.commands.confirm_ttl
+        # Forget codes that expired a day ago: they can only be refused as unknown now.
+        store_confirmations.purge(self.ctx.store, self.ctx.clock() - 86400)
         code = store_confirmations.create(
             self.ctx.store,
             actor=inv.actor.id,
