@@ -24,9 +24,6 @@ T = TypeVar("T")
 PLACEHOLDER = "CHANGE-ME"
 # RFC 2606 documentation domains: the example file uses them, a real list never does.
 _DOC_DOMAIN = re.compile(r"(^|[./@:])example\.(org|com|net)\b", re.IGNORECASE)
-_EMAIL = re.compile(r"^[^@\s<>\"]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$")
-_MXID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
-_ROOM = re.compile(r"^![^\s:]+(:[A-Za-z0-9.\-]+(:\d+)?)?$")  # room v12 ids have no server part
 SECURITY_MODES = ("tls", "starttls", "plain")
 
 
@@ -215,8 +212,7 @@ class _Reader:
         return Secret()
 
 
-def _email(value: str) -> str | None:
-    return None if _EMAIL.match(value) else f"not an email address: {value!r}"
+_email = validate.problem(validate.email)
 
 
 def _positive(value: float) -> str | None:
@@ -236,12 +232,8 @@ def _imap_security(value: str) -> str | None:
     return None if value in ("tls", "plain") else "must be tls or plain"
 
 
-def _mxid(value: str) -> str | None:
-    return None if _MXID.match(value) else f"not a Matrix user id (@name:server): {value!r}"
-
-
-def _room(value: str) -> str | None:
-    return None if _ROOM.match(value) else f"not a Matrix room id (!id or !id:server): {value!r}"
+_mxid = validate.problem(validate.matrix_user_id)
+_room = validate.problem(validate.room_id)
 
 
 def _url(value: str) -> str | None:
