@@ -166,6 +166,10 @@ def _m006_commands(db: sqlite_utils.Database) -> None:
         " key TEXT NOT NULL, matrix_id TEXT, timezone TEXT, languages TEXT NOT NULL,"
         " challenge_hash TEXT NOT NULL, key_proven_at REAL, proof_ref TEXT,"
         " matrix_joined_at REAL, UNIQUE (case_id, position))",
+        # The effects of each committed change (mail to send, invitations, removals), kept
+        # in the change's transaction until a front end has carried them out.
+        "CREATE TABLE command_effects (id INTEGER PRIMARY KEY, created_at REAL NOT NULL,"
+        " actor TEXT NOT NULL, action TEXT NOT NULL, effect TEXT NOT NULL, done_at REAL)",
     ):
         db.execute(statement)
 

@@ -11,24 +11,34 @@ from dataclasses import replace
 import pytest
 from commands_support import ADMIN, OTHER_ADMIN, STRANGER, command_context, invocation
 
-from secir_bot import store_audit
+from secir_bot import store_audit, store_effects
 from secir_bot.commands import (
     ADMIN_FRONTS,
     ALL_FRONTS,
     MEMBER_FRONTS,
     Actor,
+    Announce,
     Arg,
     Args,
+    Attachment,
     Change,
     Command,
     Context,
     Front,
+    InviteToRoom,
     Invocation,
     Kind,
+    NotifyAdmins,
     Refused,
+    RemoveFromRooms,
     Reply,
     Role,
+    RotateRoomKeys,
+    SendMail,
+    TrustDevice,
+    WakeOutbox,
     dispatch,
+    effects,
     help,
 )
 from secir_bot.commands.dispatch import Dispatcher
@@ -512,3 +522,61 @@ async def test_long_expired_codes_are_purged(ctx: Context) -> None:
     assert (await run(ctx, f"!confirm {code}")).text.startswith(
         "that confirmation code is not known"
     )
+
+
+# -- durable effects -------------------------------------------------------------------------
+
+
+EVERY_EFFECT = (
+    SendMail(
+        to=("a@test.example",),
+        subject="s",
+        body="b\nü",
+        encrypt_to=(FPR,),
+        attachments=(Attachment("k.asc", "application/pgp-keys", b"\x00\xffkey"),),
+        reply_to="list+request@test.example",
+    ),
+    Announce("new member: .nl"),
+    NotifyAdmins("x"),
+    InviteToRoom("@a:test.local", Front.INCIDENT_ROOM),
+    RemoveFromRooms("@a:test.local", "revoked"),
+    RotateRoomKeys(Front.INCIDENT_ROOM),
+    TrustDevice("@a:test.local", "DEV"),
+    WakeOutbox(),
+)
+
+
+@pytest.mark.parametrize("effect", EVERY_EFFECT, ids=lambda e: type(e).__name__)
+def test_effects_round_trip_through_json(effect: object) -> None:
+    assert effects.loads(effects.dumps(effect)) == effect  # type: ignore[arg-type]
+
+
+async def _effectful(ctx: Context, inv: Invocation, args: Args) -> Change:
+    def apply(tx: Tx) -> Reply:
+        tx.execute("INSERT INTO kv (key, value) VALUES ('fx', 'x')")
+        if args.opt_text("fail"):
+            raise Refused("changed meanwhile")
+        return Reply("done", effects=EVERY_EFFECT[:2])
+
+    return Change("fx", "x", "fx", apply)
+
+
+async def test_effects_are_queued_with_the_change_or_not_at_all() -> None:
+    fx = _cmd("fx", _effectful, args=(Arg("fail", Kind.WORD, "fail", optional=True),))
+    with command_context(build((fx,))) as ctx:
+        refused = await run(ctx, "!fx yes")
+        assert not refused.ok and store_effects.pending(ctx.store) == []
+        reply = await run(ctx, "!fx")
+        assert reply.ok and len(reply.queued) == 2
+        pending = store_effects.pending(ctx.store)
+        assert [p.id for p in pending] == list(reply.queued)
+        assert [effects.loads(p.effect) for p in pending] == list(EVERY_EFFECT[:2])
+        assert {(p.actor, p.action) for p in pending} == {("@admin:test.local", "fx")}
+        with ctx.store.transaction() as tx:
+            assert store_effects.done(tx, pending[0].id, 1.0)
+            assert not store_effects.done(tx, pending[0].id, 2.0)
+        assert [p.id for p in store_effects.pending(ctx.store)] == [pending[1].id]
+        erased = ctx.store.db.execute(
+            "SELECT effect, done_at FROM command_effects WHERE id = ?", [pending[0].id]
+        ).fetchone()
+        assert erased == ("", 1.0)  # a mail's one-time secret does not outlive its sending

@@ -17,7 +17,7 @@ import pytest
 from commands_support import ADMIN, command_context, invocation
 from servers import GpgWorld
 
-from secir_bot import store_audit, store_cases, subscription
+from secir_bot import store_audit, store_cases, store_effects, subscription
 from secir_bot.cases import CHALLENGE_PATTERN, CaseState
 from secir_bot.commands import (
     Announce,
@@ -27,6 +27,7 @@ from secir_bot.commands import (
     NotifyAdmins,
     Reply,
     SendMail,
+    effects,
 )
 from secir_bot.commands.dispatch import Dispatcher
 from secir_bot.commands.registry import default
@@ -127,6 +128,10 @@ async def test_d2_from_invite_to_approve(ctx: Context, gpg_world: GpgWorld) -> N
     assert mail.to == (ADMIN_NL,) and mail.encrypt_to == ()
     assert mail.reply_to == "list+request@test.example"
     code = _code(mail)
+    (queued,) = store_effects.pending(ctx.store)  # durable with the case, until sent
+    assert effects.loads(queued.effect) == mail and invited.queued == (queued.id,)
+    with ctx.store.transaction() as tx:  # the front end sent it
+        store_effects.done(tx, queued.id, ctx.clock())
     entry = store_audit.tail(ctx.store, 1)[0]
     assert (entry.action, entry.target) == ("case.invite", ".nl")
     whois_hash = entry.evidence_map["whois_sha256"]
@@ -134,7 +139,7 @@ async def test_d2_from_invite_to_approve(ctx: Context, gpg_world: GpgWorld) -> N
         whois_hash
         == __import__("hashlib").sha256(iana_records("test.example")["nl"].encode()).hexdigest()
     )
-    assert code not in "\n".join(ctx.store.db.conn.iterdump())  # stored hashed only
+    assert code not in "\n".join(ctx.store.db.conn.iterdump())  # now only its hash
 
     # A second invitation while the case is open is refused.
     again = await run(ctx, "!invite nl")

@@ -14,7 +14,9 @@ returns either a :class:`Reply` (nothing to change: a listing, or a refusal) or 
 transaction together with the audit entry, after asking for confirmation if the command
 declares it. Everything a command wants done outside the store (mail to send, people to
 invite or remove from rooms, announcements) comes back as :data:`Effect` values in the
-reply, for the front end to turn into deliveries.
+reply. The effects of a change are also queued durably in the change's own transaction
+(``store_effects``, ids in ``Reply.queued``): a front end carries out the queued effects
+and marks each done with the deliveries it made, so a crash loses none and repeats none.
 """
 
 from __future__ import annotations
@@ -212,6 +214,7 @@ class Reply:
     effects: tuple[Effect, ...] = ()
     attachments: tuple[Attachment, ...] = ()
     evidence: Mapping[str, str] = field(default_factory=dict)  # added to the audit entry
+    queued: tuple[int, ...] = ()  # ids of the effects in the durable queue, once committed
 
 
 def refuse(text: str) -> Reply:

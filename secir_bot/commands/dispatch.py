@@ -11,10 +11,11 @@ gets the sender a reference to the log, never a traceback, and changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 
-from secir_bot import store_audit, store_confirmations, validate
+from secir_bot import store_audit, store_confirmations, store_effects, validate
 from secir_bot.commands import (
     ALL_FRONTS,
     Actor,
@@ -29,6 +30,7 @@ from secir_bot.commands import (
     Refused,
     Reply,
     Role,
+    effects,
     refuse,
 )
 
@@ -226,7 +228,9 @@ def commit(
     """Apply ``change`` and append its audit entry in one transaction (and spend ``code``).
 
     Also the way in for changes that do not come from a command line (a nomination mail, a
-    proof, a Matrix join, expiry), so that every change is audited the same way.
+    proof, a Matrix join, expiry), so that every change is audited the same way. The reply's
+    effects are queued durably in the same transaction (``store_effects``); the returned
+    reply names their queue ids in ``queued``.
     """
     now = ctx.clock()
     with ctx.store.transaction() as tx:
@@ -247,8 +251,15 @@ def commit(
             evidence=evidence,
             at=now,
         )
+        queued = store_effects.record(
+            tx,
+            [effects.dumps(e) for e in reply.effects],
+            actor=actor,
+            action=change.action,
+            now=now,
+        )
     log.info("%s by %s: %s %s", name or change.action, actor, change.action, change.target)
-    return reply
+    return dataclasses.replace(reply, queued=tuple(queued))
 
 
 def _duration(seconds: float) -> str:
