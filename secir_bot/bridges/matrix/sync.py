@@ -1,0 +1,275 @@
+"""Receiving: the bot's own sync loop, written durably to the inbox before anything else.
+
+The events of each sync are written to the inbox together with the sync position, in one
+commit, before anything is decided; nio's own token store is off (it saves the token
+before callbacks run, which would lose events on a crash). The first sync after start asks
+for full state, so room and member data are complete. When a sync leaves out events (a
+long downtime), the gap is fetched page by page from the server (``/messages``) before the
+timeline, so nothing sent meanwhile is skipped. Events that cannot be decrypted yet are
+parked and retried when keys arrive; after ``matrix.undecryptable_report_after`` seconds
+the admins are told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from nio import MegolmEvent, MessageDirection, RoomMessagesResponse, SyncResponse
+
+from secir_bot.bridges.matrix.client import MatrixClient
+from secir_bot.bridges.matrix.trust import Trust
+from secir_bot.config import Config
+from secir_bot.errors import raise_if_cancelled
+from secir_bot.relay import Outcome
+from secir_bot.store import InboxItem, Store
+
+log = logging.getLogger(__name__)
+
+PARK_GIVE_UP = 7 * 86400.0  # seconds a parked event waits for its key before it is closed
+BACKFILL_PAGES = 50  # pages of 100 events fetched to fill a sync gap after long downtime
+SYNC_DEADLINE = 120.0  # seconds; a sync long-polls for 30 s at most, so this means a dead link
+SYNC_FILTER = {"room": {"timeline": {"limit": 500}, "state": {"lazy_load_members": False}}}
+
+Item = tuple[str, bytes, dict[str, Any], str]
+
+
+class Receiver:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        client: MatrixClient,
+        trust: Trust,
+        process: Callable[[InboxItem], Awaitable[Outcome]],
+        on_work: Callable[[], None],
+        notify: Callable[[str], None],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.client = client
+        self.trust = trust
+        self.process = process
+        self.on_work = on_work
+        self.notify = notify
+        self.synced = asyncio.Event()
+        self.rooms = (config.matrix.incident_room, config.matrix.control_room)
+
+    @property
+    def user_id(self) -> str:
+        return str(self.client.user_id)
+
+    async def run(self) -> None:
+        token = self.store.get("matrix.sync_token")
+        first = True
+        backoff = 1.0
+        # Items decided before a crash but not yet processed.
+        for item in self.store.inbox_pending("matrix"):
+            await self.process(item)
+        while True:
+            raise_if_cancelled()
+            try:
+                resp = await asyncio.wait_for(
+                    self.client.sync(
+                        timeout=self._poll_ms(),
+                        since=token,
+                        full_state=first,
+                        sync_filter=SYNC_FILTER,
+                    ),
+                    SYNC_DEADLINE,
+                )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                resp = exc  # the homeserver is away: back off below, never stop the bot
+            if not isinstance(resp, SyncResponse):
+                log.warning("Matrix sync failed (%s); retrying in %.0fs", resp, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+                continue
+            backoff = 1.0
+            first = False
+            self.store.accept_sync(await self._items(resp, token), resp.next_batch)
+            token = resp.next_batch
+            try:
+                await self._joins(resp)
+                await self._housekeeping()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("Matrix key or join request failed (%s); next sync retries", exc)
+            await self._retry_parked()
+            for item in self.store.inbox_pending("matrix"):
+                await self.process(item)
+            self.synced.set()
+            self.on_work()
+
+    def _poll_ms(self) -> int:
+        """Long-poll for 30 s, or shorter while parked events wait for their report."""
+        parked = self.store.inbox_pending("matrix", "parked")
+        if not [p for p in parked if not p.meta.get("reported")]:
+            return 30000
+        return int(min(30.0, max(0.5, self.config.matrix.undecryptable_report_after / 2)) * 1000)
+
+    async def _items(self, resp: SyncResponse, since: str | None) -> list[Item]:
+        items = []
+        for room_id, info in resp.rooms.join.items():
+            log.debug(
+                "sync: room %s, %d timeline events (limited: %s)",
+                room_id,
+                len(info.timeline.events),
+                info.timeline.limited,
+            )
+            if room_id != self.config.matrix.incident_room:
+                continue  # the control room's commands arrive with a later release
+            # A room just joined always starts "limited"; a gap in a room we follow is real.
+            events = list(info.timeline.events)
+            if info.timeline.limited and since is not None and not self._just_joined(info):
+                # The server left out events between our last position and this timeline.
+                events = await self._backfill(room_id, info.timeline.prev_batch, since) + events
+            joined_at = [i for i, e in enumerate(events) if self._is_own_join(e)]
+            if joined_at:
+                # History from before the bot joined is not ours to relay (and its keys
+                # were never shared with the bot).
+                events = events[joined_at[-1] + 1 :]
+            for event in events:
+                item = self._item_of(event, room_id)
+                if item is not None:
+                    items.append(item)
+        return items
+
+    async def _backfill(self, room_id: str, start: str, until: str) -> list[Any]:
+        """The events of a sync gap, oldest first, fetched page by page from the server."""
+        gap: list[Any] = []
+        for _ in range(BACKFILL_PAGES):
+            try:
+                page = await self.client.room_messages(
+                    room_id,
+                    start=start,
+                    end=until,
+                    direction=MessageDirection.back,
+                    limit=100,
+                )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                page = exc
+            if not isinstance(page, RoomMessagesResponse):
+                break
+            gap.extend(page.chunk)
+            if not page.chunk or not page.end or page.end == start:
+                log.info("back-filled %d events of a sync gap in %s", len(gap), room_id)
+                return list(reversed(gap))
+            start = page.end
+        log.warning("Matrix sync gap in %s could not be filled completely", room_id)
+        self.notify(
+            f"Warning: the Matrix sync for {room_id} skipped older events that the bot could "
+            f"not fetch completely ({len(gap)} fetched); check the room history."
+        )
+        return list(reversed(gap))
+
+    def _item_of(self, event: Any, room_id: str) -> Item | None:
+        """An inbox row for a timeline event, or None for events that are not messages.
+
+        Works from ``event.source`` only, so that malformed events (nio's BadEvent and
+        UnknownBadEvent lack the usual attributes) are stored and judged by the pipeline.
+        """
+        source = getattr(event, "source", None)
+        if not isinstance(source, dict):
+            return None
+        event_id = source.get("event_id") or getattr(event, "event_id", None)
+        if not isinstance(event_id, str) or not event_id:
+            log.warning("event without an id in %s ignored", room_id)
+            return None
+        meta: dict[str, Any]
+        if isinstance(event, MegolmEvent):
+            meta = {
+                "room_id": room_id,
+                "encrypted": True,
+                "parked_at": time.time(),
+                "session_id": event.session_id,
+            }
+            return event_id, json.dumps(source).encode(), meta, "parked"
+        if source.get("type") != "m.room.message":
+            return None
+        raw = {
+            "type": source.get("type"),
+            "content": source.get("content"),
+            "event_id": event_id,
+            "sender": source.get("sender"),
+            "origin_server_ts": source.get("origin_server_ts"),
+        }
+        meta = {"room_id": room_id, "encrypted": bool(getattr(event, "decrypted", False))}
+        if meta["encrypted"]:
+            meta["device"] = self.trust.sender_device(
+                room_id, str(source.get("sender")), getattr(event, "sender_key", None)
+            )
+        return event_id, json.dumps(raw, default=str).encode(), meta, "new"
+
+    def _is_own_join(self, event: Any) -> bool:
+        """The bot's own join (not a profile change, which is also a "join" event)."""
+        return (
+            getattr(event, "state_key", None) == self.user_id
+            and getattr(event, "membership", None) == "join"
+            and getattr(event, "prev_membership", None) != "join"
+        )
+
+    def _just_joined(self, info: Any) -> bool:
+        # Only the timeline counts: a full-state sync always carries our join in its state.
+        return any(self._is_own_join(e) for e in info.timeline.events)
+
+    async def _joins(self, resp: SyncResponse) -> None:
+        for room_id in resp.rooms.invite:
+            if room_id in self.rooms:
+                log.info("joining %s", room_id)
+                await self.client.join(room_id)
+
+    async def _housekeeping(self) -> None:
+        c = self.client
+        if c.should_upload_keys:
+            await c.keys_upload()
+        if c.should_query_keys:
+            await c.keys_query()
+        if c.should_claim_keys:
+            await c.keys_claim(c.get_users_for_key_claiming())
+        await c.send_to_device_messages()
+
+    async def _retry_parked(self) -> None:
+        for item in self.store.inbox_pending("matrix", "parked"):
+            event = MegolmEvent.from_dict(json.loads(item.raw))
+            if not isinstance(event, MegolmEvent):
+                self.store.decide(item.id, "dropped", "stored event is not a Megolm event")
+                continue
+            # Timeline events carry no room id; nio needs it to find the session.
+            event.room_id = str(item.meta.get("room_id", ""))
+            try:
+                clear = self.client.decrypt_event(event)
+            except Exception:  # EncryptionError, or hostile input nio chokes on
+                clear = None
+            if clear is not None and isinstance(clear.source, dict):
+                raw = {
+                    "type": clear.source.get("type"),
+                    "content": clear.source.get("content", {}),
+                    "event_id": event.event_id,
+                    "sender": event.sender,
+                    "origin_server_ts": event.server_timestamp,
+                }
+                meta = dict(item.meta, encrypted=True)
+                meta["device"] = self.trust.sender_device(
+                    str(item.meta.get("room_id", "")), event.sender, event.sender_key
+                )
+                self.store.unpark(item.id, json.dumps(raw).encode(), meta)
+                log.info("parked event %s decrypted", event.event_id)
+                continue
+            waited = time.time() - float(item.meta.get("parked_at", time.time()))
+            if waited > PARK_GIVE_UP:
+                self.store.decide(item.id, "undecryptable", "no key arrived in time")
+                continue
+            if waited > self.config.matrix.undecryptable_report_after and not item.meta.get(
+                "reported"
+            ):
+                self.notify(
+                    f"An event from {event.sender} ({event.event_id}) in the incident "
+                    f"room could not be decrypted for {waited / 60:.0f} min; the bot "
+                    "never received its key. Ask the sender to re-send it."
+                )
+                self.store.set_inbox_meta(item.id, dict(item.meta, reported=True))
