@@ -51,14 +51,26 @@ async def was_encrypted(ctx: MatrixItem, s: Services) -> Decision:
     return CONTINUE
 
 
+# Why a message from a device other than a trusted one is refused, by the bridge's verdict.
+DEVICE_REASONS = {
+    "blocked": "sent from a Matrix device that the bot blocked because its keys changed",
+    "mismatch": ("the message names one device but was encrypted by another (a possible forgery)"),
+    "unknown": "sent from a Matrix device that the homeserver does not list for the sender",
+    "refused": "sent from a Matrix account that may not post in this room",
+    "forwarded": "its room key came forwarded, so its sender cannot be verified",
+}
+
+
 async def from_a_trusted_device(ctx: MatrixItem, s: Services) -> Decision:
-    """A device whose keys changed is treated as a possible attacker on both ways."""
-    if ctx.item.meta.get("device") == "blocked":
-        return reject(
-            "sent from a Matrix device that the bot blocked because its keys changed; "
-            "the message is not relayed"
-        )
-    return CONTINUE
+    """Only devices the bot judged trusted count as a member's; everything else, including
+    a verdict that is missing, is refused on both ways."""
+    verdict = str(ctx.item.meta.get("device") or "unknown")
+    if verdict == "trusted":
+        return CONTINUE
+    why = DEVICE_REASONS.get(
+        verdict, f"sent from a Matrix device the bot does not trust ({verdict[:20]})"
+    )
+    return reject(f"{why}; the message is not relayed")
 
 
 async def sender_is_member(ctx: MatrixItem, s: Services) -> Decision:

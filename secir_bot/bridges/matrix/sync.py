@@ -5,9 +5,8 @@ commit, before anything is decided; nio's own token store is off (it saves the t
 before callbacks run, which would lose events on a crash). The first sync after start asks
 for full state, so room and member data are complete. When a sync leaves out events (a
 long downtime), the gap is fetched page by page from the server (``/messages``) before the
-timeline, so nothing sent meanwhile is skipped. Events that cannot be decrypted yet are
-parked and retried when keys arrive; after ``matrix.undecryptable_report_after`` seconds
-the admins are told.
+timeline, so nothing sent meanwhile is skipped. Encrypted events are stored as they came
+(parked) and decrypted by the bridge itself right after (``parked.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +21,8 @@ from typing import Any
 import aiohttp
 from nio import MegolmEvent, MessageDirection, RoomMessagesResponse, SyncResponse
 
-from secir_bot.bridges.matrix.client import MatrixClient
+from secir_bot.bridges.matrix.client import ApiError, MatrixClient
+from secir_bot.bridges.matrix.parked import Parked
 from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.config import Config
 from secir_bot.errors import raise_if_cancelled
@@ -31,7 +31,6 @@ from secir_bot.store import InboxItem, Store
 
 log = logging.getLogger(__name__)
 
-PARK_GIVE_UP = 7 * 86400.0  # seconds a parked event waits for its key before it is closed
 BACKFILL_PAGES = 50  # pages of 100 events fetched to fill a sync gap after long downtime
 SYNC_DEADLINE = 120.0  # seconds; a sync long-polls for 30 s at most, so this means a dead link
 SYNC_FILTER = {"room": {"timeline": {"limit": 500}, "state": {"lazy_load_members": False}}}
@@ -57,6 +56,9 @@ class Receiver:
         self.process = process
         self.on_work = on_work
         self.notify = notify
+        self.parked = Parked(config, store, client, trust, notify)
+        self._looked: set[str] = set()  # rooms whose members' devices the bot fetched
+        # Set once the bot is in both rooms and has fetched their members' devices.
         self.synced = asyncio.Event()
         self.rooms = (config.matrix.incident_room, config.matrix.control_room)
 
@@ -94,15 +96,21 @@ class Receiver:
             first = False
             self.store.accept_sync(await self._items(resp, token), resp.next_batch)
             token = resp.next_batch
+            self.trust.mark_dirty(resp.device_list.changed)
             try:
                 await self._joins(resp)
                 await self._housekeeping()
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                fresh = [r for r in self.rooms if r in self.client.rooms and r not in self._looked]
+                await self.trust.look_at_rooms(fresh)
+                self._looked.update(fresh)
+                await self.trust.refresh_changed()
+            except (aiohttp.ClientError, TimeoutError, ApiError) as exc:
                 log.warning("Matrix key or join request failed (%s); next sync retries", exc)
-            await self._retry_parked()
+            await self.parked.open_all()
             for item in self.store.inbox_pending("matrix"):
                 await self.process(item)
-            self.synced.set()
+            if len(self._looked) == len(self.rooms):
+                self.synced.set()
             self.on_work()
 
     def _poll_ms(self) -> int:
@@ -198,11 +206,8 @@ class Receiver:
             "sender": source.get("sender"),
             "origin_server_ts": source.get("origin_server_ts"),
         }
-        meta = {"room_id": room_id, "encrypted": bool(getattr(event, "decrypted", False))}
-        if meta["encrypted"]:
-            meta["device"] = self.trust.sender_device(
-                room_id, str(source.get("sender")), getattr(event, "sender_key", None)
-            )
+        # Encrypted events are MegolmEvents above (the client does not decrypt them).
+        meta = {"room_id": room_id, "encrypted": False}
         return event_id, json.dumps(raw, default=str).encode(), meta, "new"
 
     def _is_own_join(self, event: Any) -> bool:
@@ -232,44 +237,3 @@ class Receiver:
         if c.should_claim_keys:
             await c.keys_claim(c.get_users_for_key_claiming())
         await c.send_to_device_messages()
-
-    async def _retry_parked(self) -> None:
-        for item in self.store.inbox_pending("matrix", "parked"):
-            event = MegolmEvent.from_dict(json.loads(item.raw))
-            if not isinstance(event, MegolmEvent):
-                self.store.decide(item.id, "dropped", "stored event is not a Megolm event")
-                continue
-            # Timeline events carry no room id; nio needs it to find the session.
-            event.room_id = str(item.meta.get("room_id", ""))
-            try:
-                clear = self.client.decrypt_event(event)
-            except Exception:  # EncryptionError, or hostile input nio chokes on
-                clear = None
-            if clear is not None and isinstance(clear.source, dict):
-                raw = {
-                    "type": clear.source.get("type"),
-                    "content": clear.source.get("content", {}),
-                    "event_id": event.event_id,
-                    "sender": event.sender,
-                    "origin_server_ts": event.server_timestamp,
-                }
-                meta = dict(item.meta, encrypted=True)
-                meta["device"] = self.trust.sender_device(
-                    str(item.meta.get("room_id", "")), event.sender, event.sender_key
-                )
-                self.store.unpark(item.id, json.dumps(raw).encode(), meta)
-                log.info("parked event %s decrypted", event.event_id)
-                continue
-            waited = time.time() - float(item.meta.get("parked_at", time.time()))
-            if waited > PARK_GIVE_UP:
-                self.store.decide(item.id, "undecryptable", "no key arrived in time")
-                continue
-            if waited > self.config.matrix.undecryptable_report_after and not item.meta.get(
-                "reported"
-            ):
-                self.notify(
-                    f"An event from {event.sender} ({event.event_id}) in the incident "
-                    f"room could not be decrypted for {waited / 60:.0f} min; the bot "
-                    "never received its key. Ask the sender to re-send it."
-                )
-                self.store.set_inbox_meta(item.id, dict(item.meta, reported=True))
