@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
         help="use this armored secret key as the list key instead of a new one",
     )
     with_config(sub.add_parser("run", help="run the bot"))
+    with_config(
+        sub.add_parser(
+            "reset-cross-signing",
+            help="replace the bot account's Matrix cross-signing identity (needs the password; "
+            "stop the bot first)",
+        )
+    )
     member = sub.add_parser("member", help="manage the roster from the command line")
     msub = member.add_subparsers(dest="member_command", required=True)
     add = with_config(msub.add_parser("add", help="add one member"))
@@ -91,7 +98,7 @@ def _setup_logging(verbose: bool) -> None:
 
 async def init(config: Config, import_key: Path | None = None) -> str:
     """Create the store, the list key and the Matrix device (idempotent)."""
-    from secir_bot.bridges.matrix import login_once
+    from secir_bot.bridges.matrix import bootstrap_cross_signing, login_once
 
     store = Store.open(config.store_path, create=True)
     keyring = Keyring.create(config.store_path / "gnupg")
@@ -130,6 +137,7 @@ async def init(config: Config, import_key: Path | None = None) -> str:
             log.info(
                 "Matrix device %s logged in; keep store/ safe, it holds its keys", creds.device_id
             )
+        await bootstrap_cross_signing(config, matrix_dir, config.matrix.password.read() or None)
         return fpr
     finally:
         keyring.close()
@@ -154,6 +162,18 @@ async def run(config: Config) -> None:
         while isinstance(first, ExceptionGroup):
             first = first.exceptions[0]
         raise first from group
+
+
+async def _reset_cross_signing(config: Config) -> int:
+    from secir_bot.bridges.matrix import bootstrap_cross_signing
+
+    if not config.matrix.password.configured:
+        raise ConfigError(["matrix.password_file or matrix.password_env: needed to reset"])
+    master = await bootstrap_cross_signing(
+        config, config.store_path / "matrix", config.matrix.password.read(), reset=True
+    )
+    print(f"new cross-signing identity for {config.matrix.user_id}: master key {master}")
+    return 0
 
 
 def _log_tasks() -> None:
@@ -220,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             asyncio.run(run(config))
             return 0
+        if args.command == "reset-cross-signing":
+            return asyncio.run(_reset_cross_signing(config))
         if args.member_command == "add":
             req = MemberRequest(
                 tld=args.tld,

@@ -9,6 +9,7 @@ exceptions. Exceptions mean that something broke::
      │    └── StoreMissing    ``secir-bot init`` has not been run for this store
      ├── CryptoError          gpg failed for a reason other than bad input
      ├── MemberError          a member record or key is not acceptable (message says why)
+     ├── MatrixIdentityError  the bot's Matrix cross-signing identity is unusable (says the fix)
      └── DeliveryError        a delivery attempt failed
           ├── TransientDeliveryError   worth retrying later (network, 4xx, rate limit)
           └── PermanentDeliveryError   will never succeed (5xx, room gone, no keys)
@@ -60,6 +61,10 @@ class CryptoError(SecirError):
 
 class MemberError(SecirError):
     """A member record or its key cannot be accepted."""
+
+
+class MatrixIdentityError(SecirError):
+    """The bot's Matrix cross-signing identity cannot be made or used; says how to fix it."""
 
 
 class DeliveryError(SecirError):

@@ -9,5 +9,6 @@ bridge.py   ``MatrixBridge``, composing the above behind the Bridge protocol
 
 from secir_bot.bridges.matrix.bridge import MatrixBridge
 from secir_bot.bridges.matrix.client import Credentials, login_once
+from secir_bot.bridges.matrix.xsign import bootstrap_cross_signing
 
-__all__ = ["Credentials", "MatrixBridge", "login_once"]
+__all__ = ["Credentials", "MatrixBridge", "bootstrap_cross_signing", "login_once"]

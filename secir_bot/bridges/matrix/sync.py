@@ -48,8 +48,11 @@ class Receiver:
         process: Callable[[InboxItem], Awaitable[Outcome]],
         on_work: Callable[[], None],
         notify: Callable[[str], None],
+        check_identity: Callable[[], Awaitable[None]],
     ) -> None:
         self.config = config
+        self.check_identity = check_identity  # the bot's cross-signing, once per start
+        self._identity_checked = False
         self.store = store
         self.client = client
         self.trust = trust
@@ -98,6 +101,9 @@ class Receiver:
             token = resp.next_batch
             self.trust.mark_dirty(resp.device_list.changed)
             try:
+                if not self._identity_checked:
+                    await self.check_identity()
+                    self._identity_checked = True
                 await self._joins(resp)
                 await self._housekeeping()
                 fresh = [r for r in self.rooms if r in self.client.rooms and r not in self._looked]
