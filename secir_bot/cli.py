@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
         help="use this armored secret key as the list key instead of a new one",
     )
     with_config(sub.add_parser("run", help="run the bot"))
+    trust = with_config(
+        sub.add_parser(
+            "trust",
+            help="confirm a member's changed Matrix identity (ask them by another channel first)",
+        )
+    )
+    trust.add_argument("matrix_id", help="@user:server")
     with_config(
         sub.add_parser(
             "reset-cross-signing",
@@ -164,6 +171,22 @@ async def run(config: Config) -> None:
         raise first from group
 
 
+def _trust(config: Config, matrix_id: str) -> int:
+    import getpass
+
+    from secir_bot.bridges.matrix.pins import Pins
+
+    store = Store.open(config.store_path)
+    try:
+        confirmed, text = Pins(store, lambda _: None).confirm(
+            matrix_id, by=f"{getpass.getuser()} (secir-bot trust)"
+        )
+    finally:
+        store.close()
+    print(text, file=sys.stdout if confirmed else sys.stderr)
+    return 0 if confirmed else 1
+
+
 async def _reset_cross_signing(config: Config) -> int:
     from secir_bot.bridges.matrix import bootstrap_cross_signing
 
@@ -240,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             asyncio.run(run(config))
             return 0
+        if args.command == "trust":
+            return _trust(config, args.matrix_id)
         if args.command == "reset-cross-signing":
             return asyncio.run(_reset_cross_signing(config))
         if args.member_command == "add":

@@ -69,6 +69,7 @@ incident_room = "{incident_room}"
 control_room = "{control_room}"
 admins = ["{admin}"]
 undecryptable_report_after = {undecryptable_after}
+{matrix_extra}
 
 [imap]
 host = "{mail_host}"
@@ -164,6 +165,7 @@ class World:
         undecryptable_after: float = 300.0,
         encrypted_incident_room: bool = True,
         imap_extra: str = "",
+        matrix_extra: str = "",
     ) -> None:
         """Everything up to (not including) starting the bot."""
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -224,6 +226,7 @@ class World:
                 smtp_port=self.smtp_port,
                 undecryptable_after=undecryptable_after,
                 imap_extra=imap_extra,
+                matrix_extra=matrix_extra,
             )
         )
         self.config = config_mod.load(self.config_path)

@@ -58,6 +58,20 @@ DEVICE_REASONS = {
     "unknown": "sent from a Matrix device that the homeserver does not list for the sender",
     "refused": "sent from a Matrix account that may not post in this room",
     "forwarded": "its room key came forwarded, so its sender cannot be verified",
+    "unsigned": (
+        "sent from a Matrix device that its owner has not verified (signed with their "
+        "cross-signing identity); verify it from another of your sessions (in Element: "
+        "Settings, Sessions) and send the message again"
+    ),
+    "identity-changed": (
+        "the sender's Matrix identity (cross-signing keys) changed and waits for an admin "
+        "to confirm it"
+    ),
+    "no-cross-signing": (
+        "this list accepts only Matrix devices verified by their owner, and the sender's "
+        "account has no cross-signing; set it up (in Element: Settings, Security & Privacy) "
+        "and verify this session, then send the message again"
+    ),
 }
 
 

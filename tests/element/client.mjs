@@ -114,6 +114,11 @@ const commands = {
             master: await crypto.getCrossSigningKeyId(cryptoApi.CrossSigningKey.Master),
         };
     },
+    // Sign another device of this account, as "verify this session" does in Element.
+    async cross_sign({ device_id }) {
+        await crypto.crossSignDevice(device_id);
+        return device_id;
+    },
     // "strict": Element's "exclude insecure devices"; "legacy": share with every device.
     async mode({ mode }) {
         crypto.setDeviceIsolationMode(

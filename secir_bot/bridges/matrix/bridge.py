@@ -38,7 +38,7 @@ class MatrixBridge:
         self.directory = directory
         self.notify = notify
         self.client, self.creds = open_client(config, directory)
-        self.trust = Trust(config, store, self.client, notify)
+        self.trust = Trust(config, store, self.client, notify, on_work)
         self.receiver = Receiver(
             config, store, self.client, self.trust, process, on_work, notify, self._identity
         )

@@ -2,13 +2,22 @@
 
 The bot asks the homeserver for keys itself (``/keys/query``) and checks every signature
 (``keys.py``); nio's own device list is not trusted for this, because it keeps a device's
-old keys when the same device id shows new ones.
+old keys when the same device id shows new ones. What the bot pinned lives in ``pins.py``.
 
-Trust on first use, per device: the first time the bot sees a device of an active member
-or of an admin it pins both identity keys (ed25519 and curve25519) in the store; the
-admins are told of every device after a member's first. A device id that later shows
-other keys is blocked, for good, and the admins are told. Everyone else (non-members,
-revoked members) is refused.
+Trust is per room. The incident room's audience is the active members and the admins; the
+control room's is the admins; a direct room that the bot opened to tell a member something
+has that member alone. Within the audience, a device is trusted when:
+
+- its owner has a cross-signing identity, that identity is the one the bot pinned, and it
+  signed the device (no notice per device); an identity that changed blocks every device
+  of its owner until an admin confirms it;
+- its owner has no cross-signing (older clients) and ``matrix.unsigned_devices`` is
+  "trust-on-first-use": the device was trusted the first time the bot saw it (the admins
+  are told of every device after a member's first);
+
+and, always, its keys are the ones pinned for its device id (a re-keyed device is blocked
+for good). A direct room carries no list content, so the member's devices get its keys
+whatever their state: the message there is how a blocked member learns why.
 
 The verdict on a received message rests on what the crypto proved, not on what the
 sender's client wrote in the clear: the curve25519 key that Olm authenticated when the room
@@ -19,53 +28,78 @@ fetched yet is fetched before the verdict.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from nio import RoomCreateResponse
+from nio.event_builders import EnableEncryptionBuilder
+
 from secir_bot.bridges.matrix.client import ApiError, MatrixClient
 from secir_bot.bridges.matrix.keys import UserKeys, user_keys
+from secir_bot.bridges.matrix.pins import CHANGED, MemberNotice, Pins
 from secir_bot.config import Config
 from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
-from secir_bot.store import Store
+from secir_bot.model import Channel
+from secir_bot.store import NewDelivery, Store
 
 log = logging.getLogger(__name__)
 
 # Verdicts on a device (stored in an inbox item's meta as "device").
 TRUSTED = "trusted"
 BLOCKED = "blocked"  # its keys changed under a known device id
-REFUSED = "refused"  # its owner may not have this room's keys
+REFUSED = "refused"  # its owner is not in this room's audience
 UNKNOWN = "unknown"  # the homeserver lists no such device for the sender
 MISMATCH = "mismatch"  # the message's envelope and its keys name different devices
+UNSIGNED = "unsigned"  # its owner has cross-signing but did not sign this device
+IDENTITY = "identity-changed"  # its owner's identity changed; waits for an admin
+NO_XSIGN = "no-cross-signing"  # its owner has no cross-signing, and the policy refuses
 
 
 class Trust:
     def __init__(
-        self, config: Config, store: Store, client: MatrixClient, notify: Callable[[str], None]
+        self,
+        config: Config,
+        store: Store,
+        client: MatrixClient,
+        notify: Callable[[str], None],
+        on_work: Callable[[], None],
     ) -> None:
         self.config = config
         self.store = store
         self.client = client
-        self.notify = notify
+        self.on_work = on_work
+        self.pins = Pins(store, notify)
         self._view: dict[str, UserKeys] = {}  # verified keys as last served, per user
         self._dirty: set[str] = set()  # users whose device list changed since
 
     # -- who may have keys ---------------------------------------------------------------
 
     def allowed(self, room_id: str, user_id: str) -> bool:
-        """Active members get room keys everywhere; the configured admins too.
+        """Whether ``user_id`` is in the audience of ``room_id``.
 
         Anyone else in a room (a non-member invited by mistake, a revoked member not yet
-        kicked) gets no keys, so cannot read what the bot sends.
+        kicked, a member in the control room) gets no keys, so cannot read what the bot
+        sends there.
         """
-        if user_id in self.config.matrix.admins:
-            return True
+        admin = user_id in self.config.matrix.admins
+        if room_id == self.config.matrix.control_room:
+            return admin
+        if room_id == self.config.matrix.incident_room:
+            return admin or self._active_member(user_id)
+        return self.direct_room_of(room_id) == user_id
+
+    def _active_member(self, user_id: str) -> bool:
         member = self.store.member_by_matrix_id(user_id)
         return member is not None and member.active
 
     def _judged(self, user_id: str) -> bool:
-        """Whose devices the bot pins (others are refused without a record)."""
-        return self.allowed("", user_id)
+        """Whose keys the bot pins (others are refused without a record)."""
+        return user_id in self.config.matrix.admins or self._active_member(user_id)
+
+    def direct_room_of(self, room_id: str) -> str | None:
+        return self.store.get(f"matrix.direct_room.{room_id}")
 
     # -- the homeserver's answer -------------------------------------------------------
 
@@ -82,7 +116,7 @@ class Trust:
         )
 
     async def refresh(self, users: Iterable[str]) -> None:
-        """Fetch and judge the devices of ``users`` (raises ``ApiError``)."""
+        """Fetch and judge the keys of ``users`` (raises ``ApiError``)."""
         wanted = sorted(set(users))
         if not wanted:
             return
@@ -94,10 +128,11 @@ class Trust:
             self._view[user_id] = keys
             self._dirty.discard(user_id)
             if self._judged(user_id):
-                self._judge_user(keys)
+                for notice in self.pins.judge(keys):
+                    await self._tell(notice)
 
     async def look_at_rooms(self, rooms: Iterable[str]) -> None:
-        """At start: fetch everyone in the bot's rooms, so that the devices members have
+        """On joining: fetch everyone in the bot's rooms, so that the devices members have
         now are their baseline and a device added later is noticed as new."""
         users = {
             u
@@ -110,60 +145,39 @@ class Trust:
 
     async def refresh_changed(self) -> None:
         """Re-fetch the users whose devices changed, if the bot already judged them: a
-        re-keyed device is caught (and reported) when it happens, not at its first use."""
+        re-keyed device or a new identity is caught (and reported) when it happens."""
         changed = {u for u in self._dirty if u in self._view or self.store.known_devices(u)}
         await self.refresh(changed)
 
-    def _judge_user(self, keys: UserKeys) -> None:
-        user_id = keys.user_id
-        # The devices a member has when the bot first looks are their baseline; only
-        # devices added later are news for the admins.
-        first_look = not self.store.devices_of(user_id)
-        for dev in keys.devices.values():
-            rec = self.store.device(user_id, dev.device_id)
-            if rec is None:
-                self.store.record_device(
-                    user_id,
-                    dev.device_id,
-                    dev.ed25519,
-                    TRUSTED,
-                    dev.curve25519,
-                    "tofu",
-                    log=f"trusted on first use (ed25519 {dev.ed25519})",
-                )
-                log.info("device %s of %s trusted on first use", dev.device_id, user_id)
-                if not first_look:
-                    self.notify(
-                        f"New Matrix device {dev.device_id} of {user_id} trusted on "
-                        f"first use (ed25519 {dev.ed25519})."
-                    )
-            elif rec.ed25519 != dev.ed25519 or rec.curve25519 not in (None, dev.curve25519):
-                if rec.state != BLOCKED:
-                    self.store.record_device(
-                        user_id,
-                        dev.device_id,
-                        rec.ed25519,
-                        BLOCKED,
-                        rec.curve25519,
-                        rec.how,
-                        log=(
-                            f"keys changed: the server now serves ed25519 {dev.ed25519}, "
-                            f"curve25519 {dev.curve25519}"
-                        ),
-                    )
-                    log.warning("keys of device %s of %s changed; blocked", dev.device_id, user_id)
-                    self.notify(
-                        f"The keys of Matrix device {dev.device_id} of {user_id} changed "
-                        f"(ed25519 {rec.ed25519} is now {dev.ed25519}); the device is "
-                        "blocked: it gets no room keys and its messages are not relayed. "
-                        "If the member reinstalled the device, they should log in anew "
-                        "(a new device id)."
-                    )
-            elif rec.curve25519 is None:
-                # Pinned before curve25519 keys were recorded: complete the pin.
-                self.store.record_device(
-                    user_id, dev.device_id, rec.ed25519, rec.state, dev.curve25519, rec.how
-                )
+    # -- telling a member ------------------------------------------------------------------
+
+    async def _tell(self, notice: MemberNotice) -> None:
+        """Queue a direct message to a member, in a room the bot opens for that once."""
+        room_id = self.store.get(f"matrix.direct_room_for.{notice.user_id}")
+        if room_id is None:
+            resp = await self.client.room_create(
+                name="SECIR list bot",
+                topic="Messages from the SECIR list bot to you alone",
+                invite=[notice.user_id],
+                is_direct=True,
+                initial_state=[EnableEncryptionBuilder().as_dict()],
+            )
+            if not isinstance(resp, RoomCreateResponse):
+                log.warning("could not open a direct room with %s: %s", notice.user_id, resp)
+                return
+            room_id = str(resp.room_id)
+            self.store.put(f"matrix.direct_room.{room_id}", notice.user_id)
+            self.store.put(f"matrix.direct_room_for.{notice.user_id}", room_id)
+        content = {"msgtype": "m.notice", "body": notice.text, "m.mentions": {}}
+        self.store.enqueue(
+            NewDelivery(
+                channel=Channel.MATRIX,
+                target=room_id,
+                kind="notice",
+                payload=json.dumps({"content": content}).encode(),
+            )
+        )
+        self.on_work()
 
     # -- verdicts ------------------------------------------------------------------------
 
@@ -173,17 +187,26 @@ class Trust:
         """The verdict on one device with these keys, for this room."""
         if not self.allowed(room_id, user_id):
             return REFUSED
+        served = self._view.get(user_id)
+        dev = served.devices.get(device_id) if served else None
+        if served is None or dev is None or (dev.ed25519, dev.curve25519) != (ed25519, curve25519):
+            return UNKNOWN
+        if self.direct_room_of(room_id) == user_id:
+            return TRUSTED  # nothing confidential goes there (module docstring)
         rec = self.store.device(user_id, device_id)
         if rec is None:
             return UNKNOWN
-        if rec.ed25519 != ed25519 or rec.curve25519 not in (None, curve25519):
+        if rec.state == BLOCKED or rec.ed25519 != ed25519:
             return BLOCKED
-        if rec.state != TRUSTED:
-            return rec.state
-        served = self._view.get(user_id)
-        dev = served.devices.get(device_id) if served else None
-        if dev is None or (dev.ed25519, dev.curve25519) != (ed25519, curve25519):
-            return UNKNOWN
+        if rec.curve25519 not in (None, curve25519):
+            return BLOCKED
+        pin = self.store.identity(user_id)
+        if pin is not None and (pin.state == CHANGED or served.master != pin.master_key):
+            return IDENTITY
+        if served.master is not None:
+            return TRUSTED if dev.cross_signed else UNSIGNED
+        if self.config.matrix.unsigned_devices == "refuse":
+            return NO_XSIGN
         return TRUSTED
 
     def sender_verdict(
@@ -220,8 +243,9 @@ class Trust:
 
     # -- sending -------------------------------------------------------------------------
 
-    async def trust_room_devices(self, room_id: str) -> None:
-        """Before a send: mark every device in the room verified or blacklisted for nio."""
+    async def trust_room_devices(self, room_id: str) -> dict[str, list[tuple[Any, str]]]:
+        """Before a send: mark every device in the room verified or blacklisted for nio.
+        Returns the devices left out, per user, with their verdicts."""
         c = self.client
         room = c.rooms.get(room_id)
         if room is None:
@@ -237,10 +261,25 @@ class Trust:
             await self.refresh(u for u in devices if self.needs_refresh(u))
         except ApiError as exc:
             raise TransientDeliveryError(f"Matrix key query failed: {exc}") from exc
+        left_out: dict[str, list[tuple[Any, str]]] = {}
         for user_id, by_id in devices.items():
             for device in by_id.values():
-                if not device.deleted:
-                    self._apply(room_id, user_id, device)
+                if device.deleted:
+                    continue
+                verdict = self._apply(room_id, user_id, device)
+                if verdict != TRUSTED:
+                    left_out.setdefault(user_id, []).append((device, verdict))
+        olm = c.olm
+        assert olm is not None
+        session = olm.outbound_group_sessions.get(room_id)
+        if session is not None and any(
+            (u, d.id) in session.users_shared_with for u, ds in left_out.items() for d, _ in ds
+        ):
+            # A device that holds the current room key is no longer trusted: a new key, so
+            # that it cannot read what follows.
+            log.info("new room key for %s: a device that had the old one lost trust", room_id)
+            olm.rotate_outbound_group_session(room_id)
+        return left_out
 
     def _apply(self, room_id: str, user_id: str, device: Any) -> str:
         verdict = self.device_verdict(
