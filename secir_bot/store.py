@@ -13,6 +13,7 @@ Tables:
   devices   Matrix devices seen, their pinned keys and the bot's judgement of them
   identities  Matrix cross-signing identities (master keys) pinned on first use
   trust_log   the audit trail of every trust decision about Matrix devices and identities
+  withheld    room keys that members' clients withheld from the bot, with their codes
   kv        small state (Matrix sync token, list key fingerprint)
 """
 
@@ -159,6 +160,18 @@ def _m005_cross_signing(db: sqlite_utils.Database) -> None:
         pk="id",
     )
     _table(db, "trust_log").create_index(["user_id"])
+    # Room keys that a member's client withheld from the bot (m.room_key.withheld).
+    _table(db, "withheld").create(
+        {
+            "room_id": str,
+            "session_id": str,
+            "sender": str,
+            "code": str,
+            "reason": str,
+            "received_at": float,
+        },
+        pk=("room_id", "session_id", "sender"),
+    )
 
 
 # Append only: a migration, once released, is never edited or reordered.
@@ -655,6 +668,30 @@ class Store:
                 [user_id, master_key, state, pending_key, now, now],
             )
             _trust_log(tx, user_id, None, "identity " + state, log)
+
+    def record_withheld(
+        self, room_id: str, session_id: str, sender: str, code: str, reason: str
+    ) -> None:
+        with self.transaction() as tx:
+            tx.execute(
+                "INSERT OR REPLACE INTO withheld (room_id, session_id, sender, code, reason,"
+                " received_at) VALUES (?,?,?,?,?,?)",
+                [room_id, session_id, sender, code, reason, time.time()],
+            )
+
+    def withheld(self, room_id: str, session_id: str, sender: str) -> tuple[str, str] | None:
+        """(code, reason) when ``sender``'s client withheld this room key from the bot."""
+        row = self.db.execute(
+            "SELECT code, reason FROM withheld WHERE room_id = ? AND session_id = ? AND sender = ?",
+            [room_id, session_id, sender],
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1] or ""))
+
+    def count_inbox(self, source: str, state: str) -> int:
+        row = self.db.execute(
+            "SELECT count(*) FROM inbox WHERE source = ? AND state = ?", [source, state]
+        ).fetchone()
+        return int(row[0])
 
     def trust_log(self, user_id: str | None = None) -> list[tuple[float, str, str, str, str]]:
         """(time, user, device, what, detail), oldest first."""

@@ -119,6 +119,11 @@ const commands = {
         await crypto.crossSignDevice(device_id);
         return device_id;
     },
+    // Element's "Never send encrypted messages to unverified sessions".
+    async verified_only({ on }) {
+        crypto.globalBlacklistUnverifiedDevices = on;
+        return on;
+    },
     // "strict": Element's "exclude insecure devices"; "legacy": share with every device.
     async mode({ mode }) {
         crypto.setDeviceIsolationMode(

@@ -59,7 +59,7 @@ class Receiver:
         self.process = process
         self.on_work = on_work
         self.notify = notify
-        self.parked = Parked(config, store, client, trust, notify)
+        self.parked = Parked(config, store, client, trust, notify, on_work)
         self._looked: set[str] = set()  # rooms whose members' devices the bot fetched
         # Set once the bot is in both rooms and has fetched their members' devices.
         self.synced = asyncio.Event()
@@ -97,6 +97,7 @@ class Receiver:
                 continue
             backoff = 1.0
             first = False
+            self.parked.record_withheld(resp.to_device_events)
             self.store.accept_sync(await self._items(resp, token), resp.next_batch)
             token = resp.next_batch
             self.trust.mark_dirty(resp.device_list.changed)

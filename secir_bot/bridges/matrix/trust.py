@@ -269,19 +269,12 @@ class Trust:
                 verdict = self._apply(room_id, user_id, device)
                 if verdict != TRUSTED:
                     left_out.setdefault(user_id, []).append((device, verdict))
-        olm = c.olm
-        assert olm is not None
-        session = olm.outbound_group_sessions.get(room_id)
-        if session is not None and any(
-            (u, d.id) in session.users_shared_with for u, ds in left_out.items() for d, _ in ds
-        ):
-            # A device that holds the current room key is no longer trusted: a new key, so
-            # that it cannot read what follows.
-            log.info("new room key for %s: a device that had the old one lost trust", room_id)
-            olm.rotate_outbound_group_session(room_id)
         return left_out
 
     def _apply(self, room_id: str, user_id: str, device: Any) -> str:
+        """Tell nio the verdict. nio drops a room's current key whenever a device of that
+        room changes between trusted and blocked, so a device that lost trust cannot read
+        what follows, and one trusted again gets the next key."""
         verdict = self.device_verdict(
             room_id, user_id, device.id, device.ed25519, device.curve25519
         )
