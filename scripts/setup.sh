@@ -57,3 +57,19 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install -q -e '.[test,sandbox]'
     echo "$want" >"$stamp"
 fi
+
+# The Element-grade Matrix client of the tests (tests/element): matrix-js-sdk with its Rust
+# crypto, exactly as pinned by package-lock.json. Installed again only when the lock changed.
+element=tests/element
+if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
+    if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+        echo "setup: Node $(node --version) is too old for matrix-js-sdk 37.5 (needs 20);" \
+            "the Element-grade tests will fail" >&2
+    elif [ ! -f "$element/node_modules/.package-lock.json" ] \
+        || [ "$element/package-lock.json" -nt "$element/node_modules/.package-lock.json" ]; then
+        (cd "$element" && npm ci --no-audit --no-fund --loglevel=error)
+        touch "$element/node_modules/.package-lock.json"
+    fi
+else
+    echo "setup: node/npm not found; the Element-grade tests need Node 20 and npm" >&2
+fi

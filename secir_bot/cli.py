@@ -58,6 +58,20 @@ def _parser() -> argparse.ArgumentParser:
         help="use this armored secret key as the list key instead of a new one",
     )
     with_config(sub.add_parser("run", help="run the bot"))
+    trust = with_config(
+        sub.add_parser(
+            "trust",
+            help="confirm a member's changed Matrix identity (ask them by another channel first)",
+        )
+    )
+    trust.add_argument("matrix_id", help="@user:server")
+    with_config(
+        sub.add_parser(
+            "reset-cross-signing",
+            help="replace the bot account's Matrix cross-signing identity (needs the password; "
+            "stop the bot first)",
+        )
+    )
     member = sub.add_parser("member", help="manage the roster from the command line")
     msub = member.add_subparsers(dest="member_command", required=True)
     add = with_config(msub.add_parser("add", help="add one member"))
@@ -101,7 +115,7 @@ def _setup_logging(verbose: bool) -> None:
 
 async def init(config: Config, import_key: Path | None = None) -> str:
     """Create the store, the list key and the Matrix device (idempotent)."""
-    from secir_bot.bridges.matrix import login_once
+    from secir_bot.bridges.matrix import bootstrap_cross_signing, login_once
 
     store = Store.open(config.store_path, create=True)
     keyring = Keyring.create(config.store_path / "gnupg")
@@ -140,6 +154,7 @@ async def init(config: Config, import_key: Path | None = None) -> str:
             log.info(
                 "Matrix device %s logged in; keep store/ safe, it holds its keys", creds.device_id
             )
+        await bootstrap_cross_signing(config, matrix_dir, config.matrix.password.read() or None)
         return fpr
     finally:
         keyring.close()
@@ -164,6 +179,34 @@ async def run(config: Config) -> None:
         while isinstance(first, ExceptionGroup):
             first = first.exceptions[0]
         raise first from group
+
+
+def _trust(config: Config, matrix_id: str) -> int:
+    import getpass
+
+    from secir_bot.bridges.matrix.pins import Pins
+
+    store = Store.open(config.store_path)
+    try:
+        confirmed, text = Pins(store, lambda _: None).confirm(
+            matrix_id, by=f"{getpass.getuser()} (secir-bot trust)"
+        )
+    finally:
+        store.close()
+    print(text, file=sys.stdout if confirmed else sys.stderr)
+    return 0 if confirmed else 1
+
+
+async def _reset_cross_signing(config: Config) -> int:
+    from secir_bot.bridges.matrix import bootstrap_cross_signing
+
+    if not config.matrix.password.configured:
+        raise ConfigError(["matrix.password_file or matrix.password_env: needed to reset"])
+    master = await bootstrap_cross_signing(
+        config, config.store_path / "matrix", config.matrix.password.read(), reset=True
+    )
+    print(f"new cross-signing identity for {config.matrix.user_id}: master key {master}")
+    return 0
 
 
 def _log_tasks() -> None:
@@ -244,6 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "audit":
             return _audit_verify(config, args.expect_head)
+        if args.command == "trust":
+            return _trust(config, args.matrix_id)
+        if args.command == "reset-cross-signing":
+            return asyncio.run(_reset_cross_signing(config))
         if args.member_command == "add":
             req = MemberRequest(
                 tld=args.tld,

@@ -72,6 +72,9 @@ class MatrixConfig:
     control_room: str
     admins: tuple[str, ...]
     undecryptable_report_after: float
+    master_key: str = "recovery-file"  # where the cross-signing master key goes
+    unsigned_devices: str = "trust-on-first-use"  # members without cross-signing
+    max_parked: int = 1000  # undecryptable events kept waiting for their keys
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,15 @@ _mxid = validate.problem(validate.matrix_user_id)
 _room = validate.problem(validate.room_id)
 
 
+def _master_key(value: str) -> str | None:
+    return None if value in ("recovery-file", "store") else "must be recovery-file or store"
+
+
+def _unsigned_devices(value: str) -> str | None:
+    choices = ("trust-on-first-use", "refuse")
+    return None if value in choices else "must be trust-on-first-use or refuse"
+
+
 def _url(value: str) -> str | None:
     return None if re.match(r"^https?://[^\s/]+", value) else "not an http(s) URL"
 
@@ -276,6 +288,11 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         undecryptable_report_after=r.value(
             "matrix.undecryptable_report_after", float, 300.0, check=_positive
         ),
+        master_key=r.value("matrix.master_key", str, "recovery-file", check=_master_key),
+        unsigned_devices=r.value(
+            "matrix.unsigned_devices", str, "trust-on-first-use", check=_unsigned_devices
+        ),
+        max_parked=r.value("matrix.max_parked", int, 1000, check=_positive),
     )
     if mx.incident_room and mx.incident_room == mx.control_room:
         r.problems.append("matrix.control_room: must differ from matrix.incident_room")

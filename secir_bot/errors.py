@@ -11,6 +11,7 @@ exceptions. Exceptions mean that something broke::
      ├── MemberError          a member record or key is not acceptable (message says why)
      ├── WhoisError           no usable answer from the whois server (whois.py, one subclass
      │                        per failure: unreachable, timeout, too large, refused, ...)
+     ├── MatrixIdentityError  the bot's Matrix cross-signing identity is unusable (says the fix)
      └── DeliveryError        a delivery attempt failed
           ├── TransientDeliveryError   worth retrying later (network, 4xx, rate limit)
           └── PermanentDeliveryError   will never succeed (5xx, room gone, no keys)
@@ -62,6 +63,10 @@ class CryptoError(SecirError):
 
 class MemberError(SecirError):
     """A member record or its key cannot be accepted."""
+
+
+class MatrixIdentityError(SecirError):
+    """The bot's Matrix cross-signing identity cannot be made or used; says how to fix it."""
 
 
 class DeliveryError(SecirError):

@@ -402,11 +402,18 @@ class Processor:
             )
         ]
         if ctx.room_id and ctx.room_id != self.s.config.matrix.control_room:
+            relation: dict[str, object] = {"m.in_reply_to": {"event_id": event_id}}
+            thread = (ctx.event.get("content") or {}).get("m.relates_to") or {}
+            if isinstance(thread, dict) and thread.get("rel_type") == "m.thread":
+                # An answer to a message in a thread belongs in that thread (issue 6).
+                relation.update(
+                    rel_type="m.thread", event_id=thread.get("event_id"), is_falling_back=True
+                )
             content = {
                 "msgtype": "m.notice",
                 "m.mentions": {},
                 "body": f"Not mirrored to the mailing list: {decision.reason}.",
-                "m.relates_to": {"m.in_reply_to": {"event_id": event_id}},
+                "m.relates_to": relation,
             }
             out.append(
                 NewDelivery(

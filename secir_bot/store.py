@@ -10,7 +10,10 @@ Tables:
   posts     accepted messages; links maps Matrix event ids and Message-IDs to posts
   inbox     every received item, raw bytes kept, unique per (source, source_id)
   outbox    one row per (post, destination); the delivery worker drains it
-  devices   Matrix devices seen, for trust on first use
+  devices   Matrix devices seen, their pinned keys and the bot's judgement of them
+  identities  Matrix cross-signing identities (master keys) pinned on first use
+  trust_log   the audit trail of every trust decision about Matrix devices and identities
+  withheld    room keys that members' clients withheld from the bot, with their codes
   kv        small state (Matrix sync token, list key fingerprint)
 """
 
@@ -134,6 +137,43 @@ def _m003_signatures(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m005_cross_signing(db: sqlite_utils.Database) -> None:
+    # Devices pin both identity keys (a re-keyed device id is caught on either), and say
+    # how they came to be trusted; identities pin members' cross-signing master keys.
+    devices = _table(db, "devices")
+    devices.add_column("curve25519", str)
+    devices.add_column("how", str)
+    devices.add_column("changed_at", float)
+    _table(db, "identities").create(
+        {
+            "user_id": str,
+            "master_key": str,
+            "state": str,
+            "pending_key": str,
+            "first_seen": float,
+            "changed_at": float,
+        },
+        pk="user_id",
+    )
+    _table(db, "trust_log").create(
+        {"id": int, "at": float, "user_id": str, "device_id": str, "what": str, "detail": str},
+        pk="id",
+    )
+    _table(db, "trust_log").create_index(["user_id"])
+    # Room keys that a member's client withheld from the bot (m.room_key.withheld).
+    _table(db, "withheld").create(
+        {
+            "room_id": str,
+            "session_id": str,
+            "sender": str,
+            "code": str,
+            "reason": str,
+            "received_at": float,
+        },
+        pk=("room_id", "session_id", "sender"),
+    )
+
+
 def _m006_commands(db: sqlite_utils.Database) -> None:
     # The command machinery (issue 9): the hash-chained audit log, pending confirmations,
     # and the subscription cases with their nominees. Plain SQL, for the triggers and the
@@ -179,6 +219,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_initial", _m001_initial),
     ("002_inbox_attempts", _m002_inbox_attempts),
     ("003_signatures", _m003_signatures),
+    ("005_cross_signing", _m005_cross_signing),
     ("006_commands", _m006_commands),
 )
 
@@ -593,7 +634,7 @@ class Store:
                 [error, row_id],
             )
 
-    # -- devices ---------------------------------------------------------------------
+    # -- Matrix trust: devices, identities, the trust log (migration 005) ----------------
 
     def device_state(self, user_id: str, device_id: str) -> tuple[str, str] | None:
         row = self.db.execute(
@@ -602,19 +643,137 @@ class Store:
         ).fetchone()
         return None if row is None else (row[0], row[1])
 
+    def device(self, user_id: str, device_id: str) -> DeviceRecord | None:
+        found = self._devices("user_id = ? AND device_id = ?", [user_id, device_id])
+        return found[0] if found else None
+
+    def devices_of(self, user_id: str) -> list[DeviceRecord]:
+        return self._devices("user_id = ?", [user_id])
+
+    def _devices(self, where: str, params: list[Any]) -> list[DeviceRecord]:
+        cur = self.db.execute(
+            "SELECT user_id, device_id, ed25519, curve25519, state, how FROM devices"
+            f" WHERE {where} ORDER BY first_seen",
+            params,
+        )
+        return [DeviceRecord(*r) for r in cur.fetchall()]
+
     def known_devices(self, user_id: str) -> int:
         row = self.db.execute(
             "SELECT count(*) FROM devices WHERE user_id = ?", [user_id]
         ).fetchone()
         return int(row[0])
 
-    def record_device(self, user_id: str, device_id: str, ed25519: str, state: str) -> None:
+    def record_device(
+        self,
+        user_id: str,
+        device_id: str,
+        ed25519: str,
+        state: str,
+        curve25519: str | None = None,
+        how: str | None = None,
+        log: str | None = None,
+    ) -> None:
+        """Record (or re-judge) a device; with ``log``, the trust log says why."""
+        now = time.time()
         with self.transaction() as tx:
             tx.execute(
-                "INSERT OR REPLACE INTO devices (user_id, device_id, ed25519, state,"
-                " first_seen) VALUES (?,?,?,?,?)",
-                [user_id, device_id, ed25519, state, time.time()],
+                "INSERT INTO devices (user_id, device_id, ed25519, state, first_seen,"
+                " curve25519, how, changed_at) VALUES (?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(user_id, device_id) DO UPDATE SET ed25519 = excluded.ed25519,"
+                " state = excluded.state, curve25519 = excluded.curve25519,"
+                " how = excluded.how, changed_at = excluded.changed_at",
+                [user_id, device_id, ed25519, state, now, curve25519, how, now],
             )
+            if log is not None:
+                _trust_log(tx, user_id, device_id, state, log)
+
+    def identity(self, user_id: str) -> IdentityRecord | None:
+        row = self.db.execute(
+            "SELECT user_id, master_key, state, pending_key FROM identities WHERE user_id = ?",
+            [user_id],
+        ).fetchone()
+        return None if row is None else IdentityRecord(*row)
+
+    def record_identity(
+        self, user_id: str, master_key: str, state: str, pending_key: str | None, log: str
+    ) -> None:
+        """Pin, flag or re-pin a member's cross-signing identity, with its trust log line."""
+        now = time.time()
+        with self.transaction() as tx:
+            tx.execute(
+                "INSERT INTO identities (user_id, master_key, state, pending_key, first_seen,"
+                " changed_at) VALUES (?,?,?,?,?,?) ON CONFLICT(user_id) DO UPDATE SET"
+                " master_key = excluded.master_key, state = excluded.state,"
+                " pending_key = excluded.pending_key, changed_at = excluded.changed_at",
+                [user_id, master_key, state, pending_key, now, now],
+            )
+            _trust_log(tx, user_id, None, "identity " + state, log)
+
+    def record_withheld(
+        self, room_id: str, session_id: str, sender: str, code: str, reason: str
+    ) -> None:
+        with self.transaction() as tx:
+            tx.execute(
+                "INSERT OR REPLACE INTO withheld (room_id, session_id, sender, code, reason,"
+                " received_at) VALUES (?,?,?,?,?,?)",
+                [room_id, session_id, sender, code, reason, time.time()],
+            )
+
+    def withheld(self, room_id: str, session_id: str, sender: str) -> tuple[str, str] | None:
+        """(code, reason) when ``sender``'s client withheld this room key from the bot."""
+        row = self.db.execute(
+            "SELECT code, reason FROM withheld WHERE room_id = ? AND session_id = ? AND sender = ?",
+            [room_id, session_id, sender],
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1] or ""))
+
+    def count_inbox(self, source: str, state: str) -> int:
+        row = self.db.execute(
+            "SELECT count(*) FROM inbox WHERE source = ? AND state = ?", [source, state]
+        ).fetchone()
+        return int(row[0])
+
+    def trust_log(self, user_id: str | None = None) -> list[tuple[float, str, str, str, str]]:
+        """(time, user, device, what, detail), oldest first."""
+        where, params = ("WHERE user_id = ?", [user_id]) if user_id else ("", [])
+        cur = self.db.execute(
+            f"SELECT at, user_id, coalesce(device_id, ''), what, detail FROM trust_log {where}"
+            " ORDER BY id",
+            params,
+        )
+        return [tuple(r) for r in cur.fetchall()]
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """A Matrix device as the bot judged it, with the keys it pinned."""
+
+    user_id: str
+    device_id: str
+    ed25519: str
+    curve25519: str | None
+    state: str  # "trusted", "blocked", "unsigned"
+    how: str | None  # "tofu" or "cross-signing"
+
+
+@dataclass(frozen=True)
+class IdentityRecord:
+    """A member's pinned cross-signing master key; "changed" waits for an admin."""
+
+    user_id: str
+    master_key: str
+    state: str  # "pinned" or "changed"
+    pending_key: str | None  # the new master key while "changed"
+
+
+def _trust_log(
+    tx: sqlite3.Connection, user_id: str, device_id: str | None, what: str, detail: str
+) -> None:
+    tx.execute(
+        "INSERT INTO trust_log (at, user_id, device_id, what, detail) VALUES (?,?,?,?,?)",
+        [time.time(), user_id, device_id, what, detail],
+    )
 
 
 def _put(tx: sqlite3.Connection, key: str, value: str) -> None:

@@ -39,6 +39,9 @@ class Person:
     matrix: bool = True
     email: bool = True
     member: bool = True
+    # The test drives this account with its own client (an Element-grade one): the world
+    # registers and invites it but starts no nio device for it.
+    own_client: bool = False
 
 
 DEFAULT_PEOPLE = (
@@ -66,6 +69,7 @@ incident_room = "{incident_room}"
 control_room = "{control_room}"
 admins = ["{admin}"]
 undecryptable_report_after = {undecryptable_after}
+{matrix_extra}
 
 [imap]
 host = "{mail_host}"
@@ -122,6 +126,7 @@ class World:
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     people: dict[str, Person] = field(default_factory=dict)
     mx: dict[str, MatrixOperator] = field(default_factory=dict)
+    matrix_ids: dict[str, str] = field(default_factory=dict)
     mail: dict[str, MailOperator] = field(default_factory=dict)
     keyrings: dict[str, Keyring] = field(default_factory=dict)
     admin: MatrixOperator | None = None
@@ -160,6 +165,7 @@ class World:
         undecryptable_after: float = 300.0,
         encrypted_incident_room: bool = True,
         imap_extra: str = "",
+        matrix_extra: str = "",
     ) -> None:
         """Everything up to (not including) starting the bot."""
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -178,6 +184,9 @@ class World:
             self.people[person.key] = person
             if person.matrix:
                 reg = await asyncio.to_thread(self._register, f"{person.key}-{self.tag}")
+                self.matrix_ids[person.key] = reg["user_id"]
+                if person.own_client:
+                    continue
                 op = MatrixOperator(
                     hs.url,
                     reg["user_id"],
@@ -189,7 +198,7 @@ class World:
                 self.mx[person.key] = op
         self.incident_room = await self.admin.create_room(
             f"SECIR incidents {self.tag}",
-            [bot["user_id"], *(o.user_id for o in self.mx.values())],
+            [bot["user_id"], *self.matrix_ids.values()],
             encrypted=encrypted_incident_room,
         )
         self.control_room = await self.admin.create_room(
@@ -217,6 +226,7 @@ class World:
                 smtp_port=self.smtp_port,
                 undecryptable_after=undecryptable_after,
                 imap_extra=imap_extra,
+                matrix_extra=matrix_extra,
             )
         )
         self.config = config_mod.load(self.config_path)
@@ -258,7 +268,7 @@ class World:
                             name=person.name,
                             email=address,
                             key=await ring.export_public(fpr),
-                            matrix_id=self.mx[person.key].user_id if person.matrix else None,
+                            matrix_id=self.matrix_ids.get(person.key),
                             channels=channels,
                         ),
                     )

@@ -51,14 +51,40 @@ async def was_encrypted(ctx: MatrixItem, s: Services) -> Decision:
     return CONTINUE
 
 
+# Why a message from a device other than a trusted one is refused, by the bridge's verdict.
+DEVICE_REASONS = {
+    "blocked": "sent from a Matrix device that the bot blocked because its keys changed",
+    "mismatch": ("the message names one device but was encrypted by another (a possible forgery)"),
+    "unknown": "sent from a Matrix device that the homeserver does not list for the sender",
+    "refused": "sent from a Matrix account that may not post in this room",
+    "forwarded": "its room key came forwarded, so its sender cannot be verified",
+    "unsigned": (
+        "sent from a Matrix device that its owner has not verified (signed with their "
+        "cross-signing identity); verify it from another of your sessions (in Element: "
+        "Settings, Sessions) and send the message again"
+    ),
+    "identity-changed": (
+        "the sender's Matrix identity (cross-signing keys) changed and waits for an admin "
+        "to confirm it"
+    ),
+    "no-cross-signing": (
+        "this list accepts only Matrix devices verified by their owner, and the sender's "
+        "account has no cross-signing; set it up (in Element: Settings, Security & Privacy) "
+        "and verify this session, then send the message again"
+    ),
+}
+
+
 async def from_a_trusted_device(ctx: MatrixItem, s: Services) -> Decision:
-    """A device whose keys changed is treated as a possible attacker on both ways."""
-    if ctx.item.meta.get("device") == "blocked":
-        return reject(
-            "sent from a Matrix device that the bot blocked because its keys changed; "
-            "the message is not relayed"
-        )
-    return CONTINUE
+    """Only devices the bot judged trusted count as a member's; everything else, including
+    a verdict that is missing, is refused on both ways."""
+    verdict = str(ctx.item.meta.get("device") or "unknown")
+    if verdict == "trusted":
+        return CONTINUE
+    why = DEVICE_REASONS.get(
+        verdict, f"sent from a Matrix device the bot does not trust ({verdict[:20]})"
+    )
+    return reject(f"{why}; the message is not relayed")
 
 
 async def sender_is_member(ctx: MatrixItem, s: Services) -> Decision:

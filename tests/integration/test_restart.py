@@ -55,10 +55,10 @@ async def test_long_downtime_gap_is_back_filled(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """More messages while the bot is down than one sync returns: none may be skipped."""
-    from secir_bot.bridges import matrix as matrix_bridge
+    from secir_bot.bridges.matrix import sync as matrix_sync
 
     # Our own sync filter is the seam: a tiny timeline makes the gap with few messages.
-    monkeypatch.setattr(matrix_bridge, "SYNC_FILTER", {"room": {"timeline": {"limit": 2}}})
+    monkeypatch.setattr(matrix_sync, "SYNC_FILTER", {"room": {"timeline": {"limit": 2}}})
     await world.stop_bot()
     for n in range(1, 7):
         await world.mx["alice"].send(world.incident_room, f"GAP-{n} while the bot is away")

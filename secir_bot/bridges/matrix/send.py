@@ -1,0 +1,174 @@
+"""Sending into a room: the outbox's Matrix deliveries.
+
+``ignore_unverified_devices`` stays False, so a device that slipped past the trust check
+is an error, not a silent leak. The bot refuses to send into an unencrypted room.
+
+A device left without the room key is told so with ``m.room_key.withheld`` and a code
+(nio does not send it): its client then shows why it cannot read the message instead of
+waiting for a key that will never come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from typing import Any
+
+import aiohttp
+from nio import LocalProtocolError, OlmUnverifiedDeviceError, RoomSendResponse
+
+from secir_bot.bridges.matrix import trust as t
+from secir_bot.bridges.matrix.client import ApiError, MatrixClient, quoted
+from secir_bot.bridges.matrix.trust import Trust
+from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
+from secir_bot.store import OutboxRow, Store
+
+# Matrix errors that retrying cannot cure.
+PERMANENT_ERRORS = frozenset(
+    {
+        "M_FORBIDDEN",
+        "M_NOT_FOUND",
+        "M_UNKNOWN_TOKEN",
+        "M_TOO_LARGE",
+        "M_BAD_JSON",
+        "M_NOT_JSON",
+        "M_INVALID_PARAM",
+    }
+)
+
+
+log = logging.getLogger(__name__)
+
+# The withheld code (spec: m.room_key.withheld) for each reason the bot keeps a key back.
+# Only m.blacklisted and m.unverified are kept by matrix-rust-sdk (Element) to explain a
+# failed decryption (found with the Element-grade test client: m.unauthorised is taken as
+# an answer to a key request and shown as a missing key), so a non-member's device is
+# "blacklisted", which is what the bot does to it.
+WITHHELD = {
+    t.REFUSED: ("m.blacklisted", "Only members of the list get this room's keys."),
+    t.BLOCKED: ("m.blacklisted", "This device's keys changed; the list bot blocked it."),
+    t.MISMATCH: ("m.blacklisted", "This device's keys do not match; the list bot blocked it."),
+    t.UNSIGNED: ("m.unverified", "This session is not verified by its owner."),
+    t.IDENTITY: ("m.unverified", "Your identity changed; a list admin must confirm it."),
+    t.NO_XSIGN: ("m.unverified", "The list accepts only sessions verified by their owner."),
+    t.UNKNOWN: ("m.unverified", "The list bot could not check this device's keys."),
+}
+
+
+class Sender:
+    def __init__(self, store: Store, client: MatrixClient, trust: Trust) -> None:
+        self.store = store
+        self.client = client
+        self.trust = trust
+        self._lock = asyncio.Lock()
+        # Per room: the current room key and the devices already told it is withheld.
+        self._withheld: dict[str, tuple[str, set[tuple[str, str]]]] = {}
+
+    async def deliver(self, row: OutboxRow) -> str:
+        payload = json.loads(row.payload)
+        content = dict(payload["content"])
+        relation = self._relation(payload.get("root_uid"), payload.get("parent_uid"))
+        if relation:
+            content["m.relates_to"] = relation
+        async with self._lock:
+            try:
+                resp = await self._send(row, content)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise TransientDeliveryError(f"Matrix unreachable: {exc!r}") from exc
+        if isinstance(resp, RoomSendResponse):
+            return str(resp.event_id)
+        status = str(getattr(resp, "status_code", "") or "")
+        if status in PERMANENT_ERRORS:
+            raise PermanentDeliveryError(f"Matrix refused: {resp}")
+        raise TransientDeliveryError(f"Matrix send failed: {resp}")
+
+    async def _send(self, row: OutboxRow, content: dict[str, Any]) -> Any:
+        for attempt in (1, 2):
+            left_out = await self.trust.trust_room_devices(row.target)
+            try:
+                olm = self.client.olm
+                assert olm is not None
+                if olm.should_share_group_session(row.target):
+                    await self.client.share_group_session(
+                        row.target, ignore_unverified_devices=False
+                    )
+                await self._withhold(row.target, left_out)
+                return await self.client.room_send(
+                    row.target,
+                    "m.room.message",
+                    content,
+                    # Stable across retries of this row; the creation time keeps it unique
+                    # even if a restored backup hands out the same row ids again.
+                    tx_id=f"secir-{row.id}-{int(row.created_at * 1000)}",
+                    ignore_unverified_devices=False,
+                )
+            except OlmUnverifiedDeviceError as exc:
+                if attempt == 2:
+                    raise TransientDeliveryError(f"unverified device: {exc}") from exc
+            except LocalProtocolError as exc:
+                raise TransientDeliveryError(f"Matrix: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    async def _withhold(self, room_id: str, left_out: dict[str, list[tuple[Any, str]]]) -> None:
+        """Tell each device left out of the current room key why (once per key)."""
+        olm = self.client.olm
+        assert olm is not None
+        session = olm.outbound_group_sessions.get(room_id)
+        if session is None or not left_out:
+            return
+        current, told = self._withheld.get(room_id, ("", set()))
+        if current != session.id:
+            told = set()
+        messages: dict[str, dict[str, Any]] = {}
+        for user_id, devices in left_out.items():
+            for device, verdict in devices:
+                if (user_id, device.id) in told:
+                    continue
+                code, reason = WITHHELD.get(verdict, WITHHELD[t.UNKNOWN])
+                messages.setdefault(user_id, {})[device.id] = {
+                    "algorithm": "m.megolm.v1.aes-sha2",
+                    "room_id": room_id,
+                    "session_id": session.id,
+                    "sender_key": olm.account.identity_keys["curve25519"],
+                    "from_device": self.client.device_id,
+                    "code": code,
+                    "reason": reason,
+                }
+        if messages:
+            txn = quoted(f"secir-withheld-{secrets.token_hex(8)}")
+            try:
+                await self.client.api(
+                    "PUT",
+                    f"/v3/sendToDevice/m.room_key.withheld/{txn}",
+                    {"messages": messages},
+                    what="withheld notice",
+                )
+            except ApiError as exc:
+                log.warning("could not tell devices that the key is withheld: %s", exc)
+                return
+            told |= {(u, d) for u, by_id in messages.items() for d in by_id}
+            log.info(
+                "room key of %s withheld from %s",
+                room_id,
+                ", ".join(
+                    f"{u}/{d} ({c['code']})" for u, by in messages.items() for d, c in by.items()
+                ),
+            )
+        self._withheld[room_id] = (session.id, told)
+
+    def _relation(self, root_uid: str | None, parent_uid: str | None) -> dict[str, Any] | None:
+        if not root_uid:
+            return None
+        root_events = self.store.links_of(root_uid, "event")
+        if not root_events:
+            return None
+        parent_events = self.store.links_of(parent_uid, "event") if parent_uid else []
+        parent_event = parent_events[0] if parent_events else root_events[0]
+        return {
+            "rel_type": "m.thread",
+            "event_id": root_events[0],
+            "is_falling_back": parent_event == root_events[0],
+            "m.in_reply_to": {"event_id": parent_event},
+        }

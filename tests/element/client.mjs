@@ -1,0 +1,211 @@
+// An Element-grade Matrix client for the test suite.
+//
+// Element (Web, and X through matrix-rust-sdk) encrypts with the Rust crypto stack; this CLI
+// drives the same stack through matrix-js-sdk so that tests see what an Element user sees.
+// It logs one new device in with a password, keeps its crypto state in memory for the life of
+// the process, and talks JSON lines: commands on stdin ({"id": 1, "cmd": "send", ...}), answers
+// and unsolicited events on stdout ({"id": 1, "ok": true, "result": ...}, {"event": ...}).
+// Everything the SDK logs goes to stderr.
+//
+//   node client.mjs <homeserver> <user_id> <password>
+
+import readline from "node:readline";
+
+// The SDK logs through console.log/info/debug: keep stdout for the protocol.
+for (const name of ["log", "info", "debug", "warn", "trace"]) {
+    console[name] = (...args) => process.stderr.write(args.map(String).join(" ") + "\n");
+}
+
+const sdk = await import("matrix-js-sdk");
+const cryptoApi = await import("matrix-js-sdk/lib/crypto-api/index.js");
+const { logger } = await import("matrix-js-sdk/lib/logger.js");
+logger.setLevel(process.env.ELEMENT_CLIENT_LOG ?? "warn");
+
+const [homeserver, userId, password] = process.argv.slice(2);
+if (!password) {
+    process.stderr.write("usage: node client.mjs <homeserver> <user_id> <password>\n");
+    process.exit(2);
+}
+
+function emit(obj) {
+    process.stdout.write(JSON.stringify(obj) + "\n");
+}
+
+const login = await sdk.createClient({ baseUrl: homeserver }).loginRequest({
+    type: "m.login.password",
+    identifier: { type: "m.id.user", user: userId },
+    password,
+    initial_device_display_name: "element-grade test client",
+});
+const client = sdk.createClient({
+    baseUrl: homeserver,
+    userId: login.user_id,
+    deviceId: login.device_id,
+    accessToken: login.access_token,
+});
+await client.initRustCrypto({ useIndexedDB: false });
+const crypto = client.getCrypto();
+
+// The password answers the interactive-auth step of a cross-signing upload.
+const uia = async (makeRequest) => {
+    await makeRequest({
+        type: "m.login.password",
+        identifier: { type: "m.id.user", user: userId },
+        password,
+    });
+};
+
+async function describe(event) {
+    const content = event.getContent();
+    const out = {
+        event: "message",
+        room_id: event.getRoomId(),
+        event_id: event.getId(),
+        sender: event.getSender(),
+        type: event.getType(),
+        encrypted: event.isEncrypted(),
+        body: content.body ?? "",
+        msgtype: content.msgtype ?? "",
+        content,
+    };
+    if (event.isDecryptionFailure()) {
+        out.event = "undecryptable";
+        out.code = event.decryptionFailureReason;
+    } else if (event.isEncrypted()) {
+        const info = await crypto.getEncryptionInfoForEvent(event);
+        out.shield = info ? cryptoApi.EventShieldColour[info.shieldColour] : null;
+        out.shield_reason =
+            info && info.shieldReason !== null
+                ? cryptoApi.EventShieldReason[info.shieldReason]
+                : null;
+    }
+    return out;
+}
+
+// Every timeline event, once its decryption settled (a later success is reported again).
+const reported = new Map();
+async function report(event) {
+    if (event.isBeingDecrypted() || event.shouldAttemptDecryption()) return;
+    const type = event.getType();
+    if (type !== "m.room.message" && type !== "m.room.encrypted") return;
+    const described = await describe(event);
+    const key = `${described.event}:${described.code ?? ""}`;
+    if (reported.get(event.getId()) === key) return;
+    reported.set(event.getId(), key);
+    emit(described);
+}
+client.on(sdk.RoomEvent.Timeline, (event) => void report(event));
+client.on(sdk.MatrixEventEvent.Decrypted, (event) => void report(event));
+client.on(sdk.RoomMemberEvent.Membership, (event, member) => {
+    if (member.userId === client.getUserId() && member.membership === "invite") {
+        client.joinRoom(member.roomId).catch((err) => emit({ event: "error", error: String(err) }));
+    }
+});
+
+const commands = {
+    // Cross-signing as a fresh Element login sets it up (reset: a new identity).
+    async bootstrap({ reset = false }) {
+        await crypto.bootstrapCrossSigning({
+            setupNewCrossSigning: reset,
+            authUploadDeviceSigningKeys: uia,
+        });
+        return {
+            ready: await crypto.isCrossSigningReady(),
+            master: await crypto.getCrossSigningKeyId(cryptoApi.CrossSigningKey.Master),
+        };
+    },
+    // Sign another device of this account, as "verify this session" does in Element.
+    async cross_sign({ device_id }) {
+        await crypto.crossSignDevice(device_id);
+        return device_id;
+    },
+    // Element's "Never send encrypted messages to unverified sessions".
+    async verified_only({ on }) {
+        crypto.globalBlacklistUnverifiedDevices = on;
+        return on;
+    },
+    // "strict": Element's "exclude insecure devices"; "legacy": share with every device.
+    async mode({ mode }) {
+        crypto.setDeviceIsolationMode(
+            mode === "strict"
+                ? new cryptoApi.OnlySignedDevicesIsolationMode()
+                : new cryptoApi.AllDevicesIsolationMode(false),
+        );
+        return mode;
+    },
+    async join({ room_id }) {
+        await client.joinRoom(room_id);
+        return room_id;
+    },
+    async send({ room_id, body, thread_root = null }) {
+        const content = { msgtype: "m.text", body };
+        if (thread_root) {
+            content["m.relates_to"] = {
+                rel_type: "m.thread",
+                event_id: thread_root,
+                is_falling_back: true,
+                "m.in_reply_to": { event_id: thread_root },
+            };
+        }
+        const res = await client.sendEvent(room_id, "m.room.message", content);
+        return res.event_id;
+    },
+    // How this client sees another device: signed by its owner, verified by us.
+    async device({ user_id, device_id }) {
+        await crypto.getUserDeviceInfo([user_id], true);
+        const status = await crypto.getDeviceVerificationStatus(user_id, device_id);
+        if (status === null) return null;
+        return {
+            signed_by_owner: status.signedByOwner,
+            cross_signing_verified: status.crossSigningVerified,
+            locally_verified: status.localVerified,
+        };
+    },
+    async identity({ user_id }) {
+        const has = await crypto.userHasCrossSigningKeys(user_id, true);
+        const status = await crypto.getUserVerificationStatus(user_id);
+        return { has_cross_signing: has, needs_approval: status.needsUserApproval };
+    },
+    async whoami() {
+        return { user_id: client.getUserId(), device_id: client.getDeviceId() };
+    },
+    async stop() {
+        client.stopClient();
+        setImmediate(() => process.exit(0));
+        return true;
+    },
+};
+
+await client.startClient({ initialSyncLimit: 20 });
+await new Promise((resolve) => {
+    const check = (state) => {
+        if (state === "PREPARED" || state === "SYNCING") {
+            client.off(sdk.ClientEvent.Sync, check);
+            resolve();
+        }
+    };
+    client.on(sdk.ClientEvent.Sync, check);
+});
+emit({ event: "ready", user_id: client.getUserId(), device_id: client.getDeviceId() });
+
+const lines = readline.createInterface({ input: process.stdin });
+for await (const line of lines) {
+    if (!line.trim()) continue;
+    let request;
+    try {
+        request = JSON.parse(line);
+    } catch (err) {
+        emit({ event: "error", error: `not JSON: ${err}` });
+        continue;
+    }
+    const handler = commands[request.cmd];
+    if (!handler) {
+        emit({ id: request.id, ok: false, error: `unknown command ${request.cmd}` });
+        continue;
+    }
+    handler(request)
+        .then((result) => emit({ id: request.id, ok: true, result }))
+        .catch((err) => emit({ id: request.id, ok: false, error: String(err?.stack ?? err) }));
+}
+client.stopClient();
+process.exit(0);
