@@ -344,11 +344,75 @@ async def test_verify_clearsigned_inline(
     ).stdout
     assert b"\n- - starts with a dash\n" in signed  # gpg dash-escaped it
 
-    good = await list_key.ring.verify(signed)
-    bad = await list_key.ring.verify(signed.replace(b"plain line", b"plain lime"))
+    good = await list_key.ring.verify_clearsigned(signed)
+    bad = await list_key.ring.verify_clearsigned(signed.replace(b"plain line", b"plain lime"))
 
     assert good.valid and good.signer == gpg_world.fingerprint(ALICE)
-    assert not bad.valid
+    assert good.data == b"- starts with a dash\nplain line\n"  # gpg's own reading
+    assert not bad.valid and bad.data == b""
+
+
+async def test_f1_clearsigned_text_is_what_gpg_verified_not_what_comes_first(
+    list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld
+) -> None:
+    genuine = await member_rings[ALICE].clearsign(b"genuine\n", gpg_world.fingerprint(ALICE))
+    forged = b"-----BEGIN PGP SIGNED MESSAGE-----X\nHash: SHA256\n\nforged\n\n" + genuine
+
+    result = await list_key.ring.verify_clearsigned(forged)
+
+    # gpg skips the first block; whatever it verifies, only its own output is the content.
+    assert b"forged" not in result.data
+
+
+async def test_two_signatures_are_never_valid(
+    list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld
+) -> None:
+    home = gpg_world.make_home([ALICE, BOB])  # one sender holding two keys
+    gpg_world.gpg(home, "--import", input=list_key.public.encode())
+    alice, bob = gpg_world.fingerprint(ALICE), gpg_world.fingerprint(BOB)
+    two = ["--local-user", alice, "--local-user", bob]
+
+    clearsigned = gpg_world.gpg(home, "--clearsign", *two, input=TEXT).stdout
+    encrypted = gpg_world.gpg(
+        home,
+        "--sign",
+        "--encrypt",
+        "--armor",
+        "--trust-model",
+        "always",
+        *two,
+        "--recipient",
+        list_key.fingerprint,
+        input=TEXT,
+    ).stdout
+    detached = gpg_world.gpg(home, "--detach-sign", "--armor", *two, input=TEXT).stdout
+
+    for result in (
+        await list_key.ring.verify_clearsigned(clearsigned),
+        await list_key.ring.decrypt(encrypted),
+        await list_key.ring.verify_detached(TEXT, detached),
+    ):
+        assert result.signatures == 2
+        assert not result.valid and result.signer is None
+        assert result.status == "more than one signature"
+
+
+async def test_a_signed_message_is_not_a_detached_signature(
+    list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld
+) -> None:
+    # A complete signed message over other text, posing as the signature of TEXT.
+    opaque = gpg_world.gpg(
+        member_rings[ALICE].home,
+        "--sign",
+        "--armor",
+        "--local-user",
+        gpg_world.fingerprint(ALICE),
+        input=b"other text",
+    ).stdout
+
+    result = await list_key.ring.verify_detached(TEXT, opaque)
+
+    assert not result.valid and result.signer is None
 
 
 async def test_decompression_bomb_is_refused() -> None:

@@ -11,6 +11,7 @@ import email
 import email.policy
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
@@ -24,6 +25,7 @@ from secir_bot.bridges.mime import (
     ARMOR_END,
     ListHeaders,
     MalformedMail,
+    clearsigned_block,
     compose_inner,
     compose_outer,
     parse_decrypted,
@@ -566,31 +568,56 @@ def test_attachments_are_named_not_relayed() -> None:
     assert "login from" not in content.text  # a text/plain attachment is not the body
 
 
-def test_inline_clearsigned_text_has_dash_escaping_undone() -> None:
+def test_inline_clearsigned_block_is_cut_out_exactly_for_gpg() -> None:
     raw = corpus("decrypted-inline-clearsigned.txt")
 
-    content = parse_decrypted(raw, "inline")
+    block = clearsigned_block(b"\n\r\n" + raw + b"\n \n")
 
-    assert content.subject is None
-    assert content.inline_signed == raw  # the exact bytes still to be verified
-    assert content.text == (
-        "Status update on the resolver incident:\n\n"
-        "---------------------------------------\n"
-        "- all three resolvers patched\n"
-        "- monitoring back to normal\n"
-        "---------------------------------------\n"
-        "All times are UTC; next update at 18:00.\n"
-        "Regards,\n"
-        "-- \n"
-        "Jan"
-    )
+    assert block == raw.strip() + b"\n"  # only blank space around it is dropped
 
 
-def test_inline_plain_text_is_returned_as_is() -> None:
-    content = parse_decrypted("Grüße,\r\n\r\n- Jan\r\n".encode(), "inline")
+def test_inline_plain_text_has_no_clearsigned_block() -> None:
+    assert clearsigned_block("Grüße,\r\n\r\n- Jan\r\n".encode()) is None
+
+
+F1_SHAPES = {
+    "first-header-with-extra-character": b"-----BEGIN PGP SIGNED MESSAGE-----X\n",
+    "first-header-after-a-tab": b"\t-----BEGIN PGP SIGNED MESSAGE-----\n",
+    "text-before": b"URGENT, from Jan:\n",
+    "second-block": corpus("decrypted-inline-clearsigned.txt"),
+}
+
+
+@pytest.mark.parametrize("prefix", F1_SHAPES.values(), ids=F1_SHAPES.keys())
+def test_f1_anything_before_the_block_is_refused(prefix: bytes) -> None:
+    raw = corpus("decrypted-inline-clearsigned.txt")
+
+    with pytest.raises(MalformedMail, match="not exactly one clear-signed text"):
+        clearsigned_block(prefix + b"Hash: SHA256\n\nforged text\n\n" + raw)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda b: b + b"P.S. unsigned\n", id="text-after"),
+        pytest.param(lambda b: b.replace(b"-----END PGP SIGNATURE-----", b""), id="no-end"),
+        pytest.param(
+            lambda b: b.replace(b"Status update", b"-----BEGIN PGP MESSAGE-----\nStatus"),
+            id="armor-inside",
+        ),
+        pytest.param(lambda b: b.replace(b"-----BEGIN PGP SIGNATURE-----", b""), id="no-sig"),
+    ],
+)
+def test_f1_clearsigned_block_must_stand_alone(change: Callable[[bytes], bytes]) -> None:
+    with pytest.raises(MalformedMail, match="not exactly one clear-signed text"):
+        clearsigned_block(change(corpus("decrypted-inline-clearsigned.txt")))
+
+
+def test_inline_content_is_the_signed_text_without_unsigned_trailing_blanks() -> None:
+    content = parse_decrypted("Grüße, \t\r\n\r\n- Jan\r\n".encode(), "inline")
 
     assert content.text == "Grüße,\n\n- Jan"
-    assert content.inline_signed is None
+    assert content.subject is None
 
 
 def test_latin1_body_is_decoded_by_its_charset() -> None:

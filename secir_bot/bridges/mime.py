@@ -66,7 +66,6 @@ class Content:
     attachments: tuple[str, ...] = field(default=())
     signed_part: bytes | None = None  # exact bytes covered by a detached signature
     signature: bytes | None = None
-    inline_signed: bytes | None = None  # a clear-signed text that still needs checking
 
 
 def message_id_of(raw: bytes) -> str:
@@ -272,13 +271,15 @@ def _readable(msg: Message) -> tuple[str, tuple[str, ...]]:
     return text.replace("\r\n", "\n").strip("\n"), tuple(left_out)
 
 
-def parse_decrypted(plaintext: bytes, kind: str) -> Content:
-    """Read a decrypted payload: a MIME entity (PGP/MIME) or text (inline PGP)."""
+def parse_decrypted(plaintext: bytes, kind: str = "pgp-mime") -> Content:
+    """Read a decrypted payload: a MIME entity (PGP/MIME) or text (inline PGP).
+
+    For inline PGP, ``plaintext`` must be what gpg wrote out as signed content (the literal
+    data of a signed message, or the text of a verified clear-signed one): it is shown as
+    it is, never parsed for armor again.
+    """
     if kind == "inline":
-        text = plaintext.decode("utf-8", errors="replace").replace("\r\n", "\n")
-        if text.lstrip().startswith(CLEARSIGN_BEGIN):
-            return Content(subject=None, text=_clearsigned_text(text), inline_signed=plaintext)
-        return Content(subject=None, text=text.strip("\n"))
+        return inline_content(plaintext)
     msg = email.message_from_bytes(plaintext, policy=email.policy.compat32)
     subject = _header(msg, "Subject") or None
     if msg.get_content_type() == "multipart/signed":
@@ -288,6 +289,7 @@ def parse_decrypted(plaintext: bytes, kind: str) -> Content:
             raise MalformedMail("multipart/signed without its two parts")
         inner = email.message_from_bytes(parts[0], policy=email.policy.compat32)
         sig = email.message_from_bytes(parts[1], policy=email.policy.compat32)
+        # The text shown is read from the signed part's exact bytes only.
         text, left_out = _readable(inner)
         return Content(
             # Only the signed part's own Subject counts: headers around it are unsigned.
@@ -301,19 +303,46 @@ def parse_decrypted(plaintext: bytes, kind: str) -> Content:
     return Content(subject=subject, text=text, attachments=left_out)
 
 
-def _clearsigned_text(text: str) -> str:
-    """The text of a clear-signed message (RFC 4880 §7), dash-escaping undone."""
-    lines = text.lstrip().split("\n")
-    body: list[str] = []
-    in_body = False
-    for line in lines[1:]:
-        if not in_body:
-            in_body = line.strip() == ""
-            continue
-        if line.startswith("-----BEGIN PGP SIGNATURE-----"):
-            break
-        body.append(line[2:] if line.startswith("- ") else line)
-    return "\n".join(body).strip("\n")
+def inline_content(signed_text: bytes) -> Content:
+    """The content of inline PGP from the bytes gpg reported as signed.
+
+    Trailing blanks are dropped from each line: a clear-signature does not cover them
+    (RFC 4880 §7.1), so they may not be shown as the signer's.
+    """
+    text = signed_text.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    text = "\n".join(line.rstrip(" \t\r") for line in text.split("\n"))
+    return Content(subject=None, text=text.strip("\n"))
+
+
+NOT_ONE_CLEARSIGNED = (
+    "the decrypted text is not exactly one clear-signed text (text outside it, "
+    "several blocks, or a malformed armor line)"
+)
+_ARMOR_LINE = re.compile(rb"^[ \t]*-----(?:BEGIN|END) PGP[^\n]*$", re.MULTILINE)
+_CLEARSIGNED_LINES = (
+    b"-----BEGIN PGP SIGNED MESSAGE-----",
+    b"-----BEGIN PGP SIGNATURE-----",
+    b"-----END PGP SIGNATURE-----",
+)
+
+
+def clearsigned_block(plaintext: bytes) -> bytes | None:
+    """The one clear-signed block that ``plaintext`` consists of, for gpg to verify.
+
+    None when the text holds no armor line at all (it is simply unsigned). Anything else
+    that is not exactly one well-formed clear-signed block, with only blank space around
+    it, is refused: gpg skips what it does not take for armor (a first line with an extra
+    character, a leading tab) and would verify a later block, while a reader sees the text
+    before it.
+    """
+    found = [m.group(0).rstrip(b"\r") for m in _ARMOR_LINE.finditer(plaintext)]
+    if not found:
+        return None
+    block = plaintext.strip(b" \t\r\n")
+    starts = block.split(b"\n", 1)[0].rstrip(b"\r") == _CLEARSIGNED_LINES[0]
+    if tuple(found) != _CLEARSIGNED_LINES or not starts or not block.endswith(found[-1]):
+        raise MalformedMail(NOT_ONE_CLEARSIGNED)
+    return block + b"\n"
 
 
 # -- composing -------------------------------------------------------------------------

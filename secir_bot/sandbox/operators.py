@@ -142,6 +142,39 @@ class MailOperator:
         mime.make_pgp_mime(outer, armored)
         return msgid, outer.as_bytes()
 
+    async def clearsign(self, text: bytes) -> bytes:
+        """A clear-signed copy of ``text`` made with this operator's key."""
+        return await self.keyring.clearsign(text, self.fingerprint)
+
+    async def inline_mail(
+        self,
+        to: str,
+        list_fpr: str,
+        plaintext: bytes,
+        *,
+        sign: bool = False,
+        sender: str | None = None,
+        subject: str = "...",
+        message_id: str | None = None,
+    ) -> tuple[str, bytes]:
+        """Inline PGP around exactly ``plaintext``, encrypted to the list key (and signed
+        with this operator's key when ``sign``): hostile tests choose every byte of what the
+        list decrypts. ``sender`` replaces the From line."""
+        msgid = message_id or make_msgid(domain=self.address.split("@")[1])
+        armored = (
+            await self.keyring.sign_encrypt(plaintext, [list_fpr], self.fingerprint)
+            if sign
+            else await _encrypt_only(self.keyring, plaintext, list_fpr)
+        )
+        outer = EmailMessage(policy=email.policy.SMTP)
+        outer["From"] = sender or f"{self.name} <{self.address}>"
+        outer["To"] = to
+        outer["Subject"] = subject
+        outer["Message-ID"] = msgid
+        outer["Date"] = format_datetime(datetime.now(UTC))
+        outer.set_content(armored.decode())
+        return msgid, outer.as_bytes()
+
     async def send_raw(self, to: str, data: bytes) -> None:
         async with aiosmtplib.SMTP(
             hostname=self.host, port=self.smtp_port, start_tls=False

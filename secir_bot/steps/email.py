@@ -63,6 +63,11 @@ async def size_limit(ctx: MailItem, s: Services) -> Decision:
 
 
 async def decrypt(ctx: MailItem, s: Services) -> Decision:
+    """Decrypt, verify, and keep as content only what gpg reported as signed.
+
+    The content is set only when a signature was found and checked; what is shown later
+    is derived from the bytes gpg verified, never from a second reading of the input.
+    """
     env = ctx.envelope
     assert env is not None and env.ciphertext is not None
     # The decrypted size is bounded too: compression can turn kilobytes into gigabytes.
@@ -72,23 +77,48 @@ async def decrypt(ctx: MailItem, s: Services) -> Decision:
     if not result.ok:
         return reject(f"the mail could not be decrypted with the list key ({result.status})")
     ctx.decrypted = result
+    if env.kind == "inline":
+        return await _inline(ctx, s, result)
     try:
         # Parsing a large entity takes a while: keep it off the event loop.
-        content = await asyncio.to_thread(mime.parse_decrypted, result.data, env.kind)
+        content = await asyncio.to_thread(mime.parse_decrypted, result.data)
     except mime.MalformedMail as exc:
         return reject(f"the decrypted content is unreadable: {exc}")
-    if not result.signed:
-        # Signed, then encrypted as separate layers (RFC 3156 §6.1) or inline sign+encrypt.
-        if content.signed_part is not None and content.signature is not None:
-            verified = await s.keyring.verify_detached(content.signed_part, content.signature)
-            if not verified.valid and b"\r\n" not in content.signed_part:
-                canonical = content.signed_part.replace(b"\n", b"\r\n")
-                verified = await s.keyring.verify_detached(canonical, content.signature)
-            ctx.decrypted = _with_signature(result, verified, content.signature)
-        elif content.inline_signed is not None:
-            verified = await s.keyring.verify(content.inline_signed)
-            ctx.decrypted = _with_signature(result, verified, content.inline_signed)
-    ctx.content = content
+    if result.signed:
+        if content.signature is not None:
+            return reject(TWO_SIGNATURES)  # signed inside and around: say which counts
+        # gpg's signature covers all of result.data, which the content was read from.
+        ctx.content = content if result.valid else None
+    elif content.signed_part is not None and content.signature is not None:
+        # Signed, then encrypted as separate layers (RFC 3156 §6.1): the signature covers
+        # exactly the signed part's bytes, and the content was read from them alone.
+        verified = await s.keyring.verify_detached(content.signed_part, content.signature)
+        if not verified.valid and b"\r\n" not in content.signed_part:
+            canonical = content.signed_part.replace(b"\n", b"\r\n")
+            verified = await s.keyring.verify_detached(canonical, content.signature)
+        ctx.decrypted = _with_signature(result, verified, content.signature)
+        ctx.content = content if verified.valid else None
+    return CONTINUE
+
+
+TWO_SIGNATURES = "the mail carries more than one signature; sign it once, with your registered key"
+
+
+async def _inline(ctx: MailItem, s: Services, result: Decrypted) -> Decision:
+    if result.signed:
+        # Signed and encrypted in one: gpg's output is the signed literal data.
+        ctx.content = mime.inline_content(result.data) if result.valid else None
+        return CONTINUE
+    try:
+        block = mime.clearsigned_block(result.data)
+    except mime.MalformedMail as exc:
+        return reject(str(exc))
+    if block is not None:
+        # Clear-signed, then encrypted: gpg verifies the block and writes out the text
+        # that its signature covers; that text, and nothing else, is the content.
+        verified = await s.keyring.verify_clearsigned(block)
+        ctx.decrypted = _with_signature(result, verified, block)
+        ctx.content = mime.inline_content(verified.data) if verified.valid else None
     return CONTINUE
 
 
@@ -96,7 +126,9 @@ def _with_signature(result: Decrypted, verified: Verified, signature: bytes) -> 
     sig_id = verified.signature_id or "sha256:" + hashlib.sha256(signature).hexdigest()
     return replace(
         result,
-        signed=True,
+        signed=verified.signatures > 0,
+        signatures=verified.signatures,
+        status=verified.status,
         valid=verified.valid,
         signer=verified.signer,
         signature_id=sig_id,
@@ -109,8 +141,10 @@ async def signed(ctx: MailItem, s: Services) -> Decision:
     assert d is not None
     if not d.signed:
         return reject("the mail is not signed; sign it with your registered key")
-    if not d.valid or d.signer is None:
-        return reject("the signature does not verify (bad signature or unknown key)")
+    if d.signatures > 1:
+        return reject(TWO_SIGNATURES)
+    if not d.valid or d.signer is None or ctx.content is None:
+        return reject(f"the signature does not verify ({d.status or 'bad signature'})")
     return CONTINUE
 
 
