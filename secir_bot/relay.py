@@ -17,6 +17,7 @@ import secrets
 from dataclasses import dataclass
 
 from secir_bot.bridges import mime
+from secir_bot.crypto import GpgTimeout
 from secir_bot.model import Channel, Member, Post
 from secir_bot.pipeline import (
     EMAIL_STEPS,
@@ -102,6 +103,11 @@ class Processor:
             if item.source == "email":
                 return await self._process_mail(item)
             return await self._process_matrix(item)
+        except GpgTimeout as exc:
+            # gpg hung on this item (and was killed): set it aside now rather than let the
+            # next item wait behind it again.
+            log.error("inbox item %s: gpg did not finish; shunted", item.id)
+            return self._shunt(item, str(exc))
         except Exception as exc:
             log.exception("inbox item %s could not be processed; shunted", item.id)
             return self._shunt(item, f"internal error: {type(exc).__name__}: {exc}")

@@ -15,6 +15,7 @@ from secir_bot.members import MemberRequest, add_member
 from secir_bot.model import Channel, Member, Post
 from secir_bot.pipeline import Services
 from secir_bot.relay import (
+    Outcome,
     Processor,
     clean_subject,
     first_line,
@@ -137,3 +138,22 @@ async def test_an_item_that_keeps_killing_the_bot_is_shunted(setup: Setup) -> No
     assert "attempts" in (decided.reason or "")
     (notice,) = setup.store.outbox_due(Channel.MATRIX, now=float("inf"))
     assert b"set aside" in notice.payload
+
+
+async def test_an_item_on_which_gpg_hangs_is_shunted_at_once(setup: Setup) -> None:
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.members_ring.import_key(await setup.ring.export_public(list_fpr))
+    armored = await setup.members_ring.encrypt(b"\0" * 1_000_000, [list_fpr])
+    raw = (
+        b"From: someone@relay.test\r\nMessage-ID: <slow@relay.test>\r\n"
+        b"Content-Type: text/plain\r\n\r\n" + armored
+    )
+    processor = Processor(Services(setup.config, setup.store, setup.ring, list_fpr, "@bot:x"))
+    item, _ = setup.store.accept("email", "<slow@relay.test>", raw)
+    setup.ring.deadline = 0.001  # gpg cannot finish: as if it hung
+
+    outcome = await processor.process(item)
+
+    assert outcome == Outcome("shunted", "gpg did not finish within 0.001 s")
+    (notice,) = setup.store.outbox_due(Channel.MATRIX, now=float("inf"))
+    assert b"gpg did not finish" in notice.payload
