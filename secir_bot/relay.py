@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-import re
 import secrets
 from dataclasses import dataclass
 
@@ -30,13 +29,22 @@ from secir_bot.pipeline import (
 )
 from secir_bot.steps.matrix import MARKER
 from secir_bot.store import InboxItem, NewDelivery
+from secir_bot.threads import (
+    REPLY_PREFIX,
+    clean_subject,
+    first_line,
+    is_placeholder,
+    mail_subject,
+    place_mail,
+)
+
+__all__ = ["Outcome", "Processor", "clean_subject", "first_line", "is_placeholder"]
 
 log = logging.getLogger(__name__)
 
-_RE = re.compile(r"^\s*((re|aw|sv|antw|fwd?)\s*:\s*)+", re.IGNORECASE)
 ROOM_TEXT_LIMIT = 16_000  # characters of a mail shown in the room (body + HTML + encryption)
 MAX_ATTEMPTS = 3  # times an item may be started before it is shunted unprocessed
-PLACEHOLDER_SUBJECTS = {"", "...", "encrypted message", "(no subject)"}
+_RE = REPLY_PREFIX
 
 
 @dataclass(frozen=True)
@@ -47,19 +55,6 @@ class Outcome:
 
 def new_uid() -> str:
     return secrets.token_hex(10)
-
-
-def clean_subject(subject: str, tag: str = "SECIR") -> str:
-    """Drop the list's own ``[TAG]`` (anywhere after a ``Re:``); other tags such as
-    ``[TLP:AMBER]`` are the author's and stay."""
-    own = re.compile(r"\[\s*" + re.escape(tag) + r"\s*\]\s*", re.IGNORECASE)
-    # Any whitespace, line and paragraph separators included, becomes one space.
-    return re.sub(r"\s+", " ", own.sub("", subject)).strip()
-
-
-def is_placeholder(subject: str) -> bool:
-    """Subjects that clients put in the clear when the real one is protected."""
-    return _RE.sub("", subject).strip().lower() in PLACEHOLDER_SUBJECTS
 
 
 class Processor:
@@ -139,28 +134,18 @@ class Processor:
             return self._settle(item, decision, rejected)
         assert ctx.signer is not None and ctx.envelope is not None and ctx.content is not None
         env, content = ctx.envelope, ctx.content
-        parent = None
-        for mid in (*env.in_reply_to, *reversed(env.references)):
-            parent = self.s.store.post_for("msgid", mid)
-            if parent is not None:
-                break
-        tag = self.s.config.list.subject_tag
-        subject = clean_subject(content.subject or env.subject, tag)
-        if is_placeholder(subject):
-            subject = (
-                ("Re: " + _RE.sub("", self._root_subject(parent)))
-                if parent
-                else first_line(content.text)
-            )
+        place = place_mail(self.s.store, content, env, ctx.signer)
+        parent = place.parent
         post = Post(
             uid=new_uid(),
             origin=Channel.EMAIL,
             author=ctx.signer,
-            subject=subject or "(no subject)",
+            subject=mail_subject(content, place, self.s.config.list.subject_tag),
             body=content.text,
             parent_uid=parent.uid if parent else None,
             root_uid=(parent.root_uid or parent.uid) if parent else None,
             attachments=content.attachments,
+            notes=(*ctx.notes, *place.notes),
         )
         deliveries = [self._to_room(post), *await self._to_list(post)]
         links = [("msgid", env.source_id), ("msgid", self.message_id(post.uid))]
@@ -227,11 +212,13 @@ class Processor:
         if post.attachments:
             text += "\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]"
         head = f"{post.author.label} by email"
-        body = f"{head}: {post.subject}\n\n{text}"
+        notes = "".join(f"[{note}]\n" for note in post.notes)
+        body = f"{head}: {post.subject}\n{notes}\n{text}"
         formatted = (
             f"<p><strong>{html.escape(post.author.label)}</strong> by email: "
             f"<strong>{html.escape(post.subject)}</strong></p>"
-            f"<pre>{html.escape(text)}</pre>"
+            + "".join(f"<p><em>{html.escape(note)}</em></p>" for note in post.notes)
+            + f"<pre>{html.escape(text)}</pre>"
         )
         content = {
             "msgtype": "m.text",
@@ -290,9 +277,10 @@ class Processor:
         )
         if post.attachments:
             footer = "\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]" + footer
+        notes = "".join(f"[Note from the list: {note}]\n\n" for note in post.notes)
         data = await self._encrypt(
             subject=post.subject,
-            text=post.body + footer,
+            text=notes + post.body + footer,
             label=post.author.label,
             message_id=self.message_id(post.uid),
             to=[m.fingerprint for m in members],
@@ -434,8 +422,3 @@ def strip_reply_fallback(body: str) -> str:
         while lines and not lines[0].strip():
             lines.pop(0)
     return "\n".join(lines)
-
-
-def first_line(body: str, limit: int = 72) -> str:
-    line = next((ln.strip() for ln in body.splitlines() if ln.strip()), "(no subject)")
-    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"

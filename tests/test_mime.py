@@ -793,3 +793,42 @@ def test_the_lists_own_mail_is_from_the_list_name() -> None:
 
     assert (env.from_name, env.from_addr) == ("SECIR", "secir@lists.secir.test")
     assert env.automated is not None
+
+
+# -- signed headers (issue 5, F2 and F3) -------------------------------------------------
+
+
+def test_f2_recipients_come_from_the_signed_headers_only() -> None:
+    layered = parse_decrypted(corpus("decrypted-multipart-signed.txt"))
+    combined = parse_decrypted(corpus("decrypted-protected-headers-with-legacy-display.txt"))
+
+    assert layered.recipients == ("secir@lists.secir.test",)
+    assert combined.recipients == ("secir@lists.secir.test",)
+
+
+def test_f2_signed_content_without_to_or_cc_names_no_recipient() -> None:
+    raw = b"Content-Type: text/plain\r\n\r\nhello\r\n"
+    assert parse_decrypted(raw).recipients is None
+    cc_only = b"Cc: A <a@x.test>, b@y.test\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+    assert parse_decrypted(cc_only).recipients == ("a@x.test", "b@y.test")
+    assert parse_decrypted(b"signed text\n", "inline").recipients is None
+
+
+def test_f3_unsigned_headers_around_a_signed_part_do_not_count() -> None:
+    signed = (
+        b"Content-Type: text/plain\r\nSubject: signed subject\r\n"
+        b"In-Reply-To: <signed@x.test>\r\n\r\nbody\r\n"
+    )
+    raw = (
+        b"Subject: unsigned subject\r\nTo: other@x.test\r\nIn-Reply-To: <unsigned@x.test>\r\n"
+        b'Content-Type: multipart/signed; boundary="b"; protocol="application/pgp-signature"'
+        b"\r\n\r\n--b\r\n" + signed + b"\r\n--b\r\nContent-Type: application/pgp-signature"
+        b"\r\n\r\nSIG\r\n--b--\r\n"
+    )
+
+    content = parse_decrypted(raw)
+
+    assert content.subject == "signed subject"
+    assert content.recipients is None  # the To outside the signed part is not read
+    assert content.in_reply_to == ("<signed@x.test>",) and content.threaded
+    assert not parse_decrypted(signed.replace(b"In-Reply-To", b"X-Other")).threaded

@@ -16,7 +16,7 @@ import email.policy
 import hashlib
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage, Message
 from email.utils import format_datetime, formataddr, getaddresses, parseaddr
@@ -61,11 +61,17 @@ class Envelope:
 class Content:
     """The readable content of a decrypted message."""
 
-    subject: str | None
+    subject: str | None  # the signed (protected) Subject, if the signed content has one
     text: str
     attachments: tuple[str, ...] = field(default=())
     signed_part: bytes | None = None  # exact bytes covered by a detached signature
     signature: bytes | None = None
+    # From the signed headers only: the To and Cc addresses (None when the signed content
+    # names no recipient at all), and the thread headers (``threaded`` when it has any).
+    recipients: tuple[str, ...] | None = None
+    in_reply_to: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    threaded: bool = False
 
 
 def message_id_of(raw: bytes) -> str:
@@ -281,7 +287,6 @@ def parse_decrypted(plaintext: bytes, kind: str = "pgp-mime") -> Content:
     if kind == "inline":
         return inline_content(plaintext)
     msg = email.message_from_bytes(plaintext, policy=email.policy.compat32)
-    subject = _header(msg, "Subject") or None
     if msg.get_content_type() == "multipart/signed":
         boundary = msg.get_boundary()
         parts = _split_multipart(plaintext, boundary) if boundary else []
@@ -289,18 +294,27 @@ def parse_decrypted(plaintext: bytes, kind: str = "pgp-mime") -> Content:
             raise MalformedMail("multipart/signed without its two parts")
         inner = email.message_from_bytes(parts[0], policy=email.policy.compat32)
         sig = email.message_from_bytes(parts[1], policy=email.policy.compat32)
-        # The text shown is read from the signed part's exact bytes only.
-        text, left_out = _readable(inner)
-        return Content(
-            # Only the signed part's own Subject counts: headers around it are unsigned.
-            subject=_header(inner, "Subject") or None,
-            text=text,
-            attachments=left_out,
-            signed_part=parts[0],
-            signature=_payload_bytes(sig),
-        )
+        # The text shown is read from the signed part's exact bytes only, and only the
+        # signed part's own headers count: headers around it are unsigned.
+        return replace(_content_of(inner), signed_part=parts[0], signature=_payload_bytes(sig))
+    return _content_of(msg)
+
+
+def _content_of(msg: Message) -> Content:
+    """Text, attachments and the protected headers of a signed entity."""
     text, left_out = _readable(msg)
-    return Content(subject=subject, text=text, attachments=left_out)
+    to_cc = [str(v) for name in ("To", "Cc") for v in msg.get_all(name) or []]
+    replies = _ids(msg.get("In-Reply-To"))
+    references = _ids(msg.get("References"))
+    return Content(
+        subject=_header(msg, "Subject") or None,
+        text=text,
+        attachments=left_out,
+        recipients=tuple(recipients_of(", ".join(to_cc))) if to_cc else None,
+        in_reply_to=replies,
+        references=references,
+        threaded=msg.get("In-Reply-To") is not None or msg.get("References") is not None,
+    )
 
 
 def inline_content(signed_text: bytes) -> Content:

@@ -15,6 +15,7 @@ from dataclasses import replace
 from secir_bot.bridges import mime
 from secir_bot.crypto import Decrypted, Verified
 from secir_bot.pipeline import CONTINUE, Decision, MailItem, Services, drop, reject
+from secir_bot.threads import UNADDRESSED_NOTE
 
 
 async def parse(ctx: MailItem, s: Services) -> Decision:
@@ -194,6 +195,25 @@ async def from_matches_signer(ctx: MailItem, s: Services) -> Decision:
     return CONTINUE
 
 
+async def addressed_to_list(ctx: MailItem, s: Services) -> Decision:
+    """Surreptitious forwarding: a member's signed mail to someone else, encrypted to the
+    list key by whoever got it, must not become a post (signing does not bind recipients).
+
+    When the signed headers name recipients, the list must be one of them; when they name
+    none (inline PGP, clients without protected headers), the post is marked.
+    """
+    assert ctx.content is not None
+    recipients = ctx.content.recipients
+    if recipients is None:
+        ctx.notes.append(UNADDRESSED_NOTE)
+    elif s.config.list.address.lower() not in recipients:
+        return reject(
+            "the signed content is addressed to others, not to the list: a signed mail "
+            "sent elsewhere is not relayed (write to the list itself)"
+        )
+    return CONTINUE
+
+
 DECRYPTED_FACTOR = 10  # decrypted content may be this many times list.max_message_bytes
 COMMAND_WORDS = ("help", "unsubscribe", "subscribe")
 
@@ -201,7 +221,7 @@ COMMAND_WORDS = ("help", "unsubscribe", "subscribe")
 async def not_a_command(ctx: MailItem, s: Services) -> Decision:
     """The List-Help / List-Unsubscribe mailto links produce such mail: never post it."""
     assert ctx.content is not None and ctx.envelope is not None
-    subject = (ctx.content.subject or ctx.envelope.subject).strip().lower()
+    subject = (ctx.content.subject or "").strip().lower()  # only what was signed counts
     body = ctx.content.text.strip().lower()
     word = next((w for w in COMMAND_WORDS if subject == w or body == w), None)
     if word is not None:

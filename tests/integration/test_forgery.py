@@ -7,39 +7,10 @@ Synapse; the members read with their own clients and keys.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest_asyncio
 from test_rejections import assert_not_relayed, positive_control, wait_notice
 
-from secir_bot.crypto import Keyring
 from secir_bot.sandbox.operators import MailOperator
 from secir_bot.sandbox.world import World
-
-
-@pytest_asyncio.fixture
-async def outsider(world: World) -> AsyncIterator[MailOperator]:
-    """Mallory: not a member, with her own key and the list's public key."""
-    home = Path(tempfile.mkdtemp(prefix="gm"))
-    ring = Keyring.create(home)
-    try:
-        fpr = await ring.generate("Mallory", "mallory@test.example")
-        await ring.import_key(await world.keyrings["alice"].export_public(world.list_fpr))
-        yield MailOperator(
-            address="mallory@test.example",
-            name="Mallory",
-            keyring=ring,
-            fingerprint=fpr,
-            password="pw-mallory",
-            smtp_port=world.smtp_port,
-            imap_port=world.imap_port,
-        )
-    finally:
-        ring.close()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 async def test_f1_inline_block_that_gpg_skips_is_never_shown_as_the_members(
