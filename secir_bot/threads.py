@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from secir_bot.bridges.mime import Content, Envelope
+from secir_bot.bridges.mime import Content, Envelope, neutral
 from secir_bot.model import Member, Post
 from secir_bot.store import Store
 
@@ -43,7 +43,9 @@ def is_placeholder(subject: str) -> bool:
 
 
 def first_line(body: str, limit: int = 72) -> str:
+    """The first non-blank line, shortened, as a subject (encoded-words neutralised)."""
     line = next((ln.strip() for ln in body.splitlines() if ln.strip()), "(no subject)")
+    line = neutral(line)
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
@@ -86,4 +88,4 @@ def mail_subject(content: Content, placement: Placement, tag: str) -> str:
             subject = "Re: " + REPLY_PREFIX.sub("", placement.root.subject)
         else:
             subject = first_line(content.text)
-    return subject or "(no subject)"
+    return neutral(subject) or "(no subject)"

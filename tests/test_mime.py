@@ -832,3 +832,43 @@ def test_f3_unsigned_headers_around_a_signed_part_do_not_count() -> None:
     assert content.recipients is None  # the To outside the signed part is not read
     assert content.in_reply_to == ("<signed@x.test>",) and content.threaded
     assert not parse_decrypted(signed.replace(b"In-Reply-To", b"X-Other")).threaded
+
+
+# -- header injection (issue 5, H1; CVE-2024-6923) ---------------------------------------
+
+H1_SUBJECT = (
+    "=?utf-8?q?x=0D=0ABcc:_victim@evil.test=0D=0AContent-Type:text/html=0D=0A=0D=0A"
+    "<img_src=3Dhttp://evil.test/t.gif>?="
+)
+INNER_HEADERS = [
+    "From",
+    "To",
+    "Subject",
+    "Message-ID",
+    "Date",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "MIME-Version",
+]
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [H1_SUBJECT, "line one\r\nBcc: victim@evil.test", "nul\0 and\x0b vt\u2028sep", "Grüße " * 30],
+)
+def test_h1_no_subject_can_add_headers_or_change_the_body_type(subject: str) -> None:
+    raw = compose_inner(
+        subject=subject,
+        text="body",
+        from_label="=?utf-8?q?Eve=0D=0AReply-To:_eve@evil.test?= (.nl)",
+        lists=LISTS,
+        message_id="<h1@lists.secir.test>",
+    )
+
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert sorted(msg.keys()) == sorted(INNER_HEADERS)  # each once, nothing added
+    assert msg.get_content_type() == "text/plain"
+    assert msg.get_content().strip() == "body"
+    assert "\n" not in str(msg["Subject"]) and "\r" not in str(msg["Subject"])
+    assert "=?" not in str(msg["Subject"])  # shown as text, never decoded again
+    assert raw.isascii()

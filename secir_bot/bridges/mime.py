@@ -4,9 +4,7 @@ Inbound mail is only *read* with Python's ``email`` package; the bytes that a si
 covers are cut out of the original text, never re-serialised (re-serialising can change
 line endings, header folding or transfer encodings and break the signature).
 
-Outbound mail is PGP/MIME (RFC 3156, §6.2 combined signed+encrypted). The real subject
-and sender travel inside the encrypted part as protected headers; the cleartext Subject
-carries only the list tag.
+Composing what the list sends lives in ``compose`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -17,17 +15,37 @@ import hashlib
 import itertools
 import re
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from email.message import EmailMessage, Message
-from email.utils import format_datetime, formataddr, getaddresses, parseaddr
+from email.message import Message
+from email.utils import getaddresses, parseaddr
 from html.parser import HTMLParser
+
+from secir_bot.bridges.compose import (
+    LOOP_HEADER,
+    ListHeaders,
+    compose_inner,
+    compose_outer,
+    make_pgp_mime,
+    neutral,
+)
 
 ARMOR_BEGIN = b"-----BEGIN PGP MESSAGE-----"
 ARMOR_END = b"-----END PGP MESSAGE-----"
 CLEARSIGN_BEGIN = "-----BEGIN PGP SIGNED MESSAGE-----"
-LOOP_HEADER = "X-Secir-List"
 _MSGID = re.compile(r"<[^<>\s]+>")
 _AUTOMATED_PRECEDENCE = {"bulk", "junk", "auto_reply"}
+
+
+__all__ = [
+    "LOOP_HEADER",
+    "Content",
+    "Envelope",
+    "ListHeaders",
+    "MalformedMail",
+    "compose_inner",
+    "compose_outer",
+    "make_pgp_mime",
+    "neutral",
+]
 
 
 class MalformedMail(ValueError):
@@ -357,108 +375,6 @@ def clearsigned_block(plaintext: bytes) -> bytes | None:
     if tuple(found) != _CLEARSIGNED_LINES or not starts or not block.endswith(found[-1]):
         raise MalformedMail(NOT_ONE_CLEARSIGNED)
     return block + b"\n"
-
-
-# -- composing -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ListHeaders:
-    """The list's identity as it appears in every mail it sends."""
-
-    name: str
-    address: str
-    list_id: str
-    owner: str
-    tag: str
-
-
-def _display(from_label: str | None, lists: ListHeaders) -> str:
-    """``Alice Jansen (.nl) via SECIR`` for a member's post; the list's name for its own."""
-    return f"{from_label} via {lists.name}" if from_label else lists.name
-
-
-def compose_inner(
-    *,
-    subject: str,
-    text: str,
-    from_label: str | None,
-    lists: ListHeaders,
-    message_id: str,
-    date: datetime | None = None,
-) -> bytes:
-    """The part that gets encrypted: protected headers plus the text."""
-    inner = EmailMessage(policy=email.policy.SMTP)
-    inner["From"] = formataddr((_display(from_label, lists), lists.address))
-    inner["To"] = lists.address
-    inner["Subject"] = subject
-    inner["Message-ID"] = message_id
-    inner["Date"] = format_datetime(date or datetime.now(UTC))
-    inner.set_content(text, charset="utf-8", cte="quoted-printable")
-    inner.set_param("protected-headers", "v1")
-    return inner.as_bytes()
-
-
-def compose_outer(
-    *,
-    armored: bytes,
-    from_label: str | None,
-    lists: ListHeaders,
-    message_id: str,
-    to: str,
-    in_reply_to: str | None = None,
-    references: tuple[str, ...] = (),
-    reply: bool = False,
-    automated: bool = False,
-    date: datetime | None = None,
-) -> bytes:
-    """The PGP/MIME envelope around ``armored`` with the list headers."""
-    outer = EmailMessage(policy=email.policy.SMTP)
-    outer["From"] = formataddr((_display(from_label, lists), lists.address))
-    outer["To"] = to
-    outer["Reply-To"] = lists.address
-    outer["Subject"] = f"[{lists.tag}] {'Re: ' if reply else ''}encrypted message"
-    outer["Message-ID"] = message_id
-    outer["Date"] = format_datetime(date or datetime.now(UTC))
-    if in_reply_to:
-        outer["In-Reply-To"] = in_reply_to
-    if references:
-        outer["References"] = " ".join(references)
-    outer["List-Id"] = f"{lists.name} <{lists.list_id}>"
-    outer["List-Post"] = f"<mailto:{lists.address}>"
-    outer["List-Help"] = f"<mailto:{lists.address}?subject=help>"
-    outer["List-Unsubscribe"] = f"<mailto:{lists.address}?subject=unsubscribe>"
-    outer["List-Owner"] = f"<mailto:{lists.owner}>"
-    outer["Precedence"] = "list"
-    outer["X-Auto-Response-Suppress"] = "All"
-    outer[LOOP_HEADER] = lists.list_id
-    if automated:
-        outer["Auto-Submitted"] = "auto-replied"
-    make_pgp_mime(outer, armored)
-    return outer.as_bytes()
-
-
-def make_pgp_mime(outer: EmailMessage, armored: bytes) -> None:
-    """Turn ``outer`` into RFC 3156 multipart/encrypted around the armored ``armored``."""
-    outer.set_type("multipart/encrypted")
-    outer.set_param("protocol", "application/pgp-encrypted")
-    control = EmailMessage(policy=email.policy.SMTP)
-    control.set_content(
-        b"Version: 1\r\n", maintype="application", subtype="pgp-encrypted", cte="7bit"
-    )
-    control["Content-Description"] = "PGP/MIME version identification"
-    del control["MIME-Version"]
-    body = EmailMessage(policy=email.policy.SMTP)
-    body.set_content(
-        armored,
-        maintype="application",
-        subtype="octet-stream",
-        cte="7bit",
-        disposition="inline",
-        filename="encrypted.asc",
-    )
-    del body["MIME-Version"]
-    outer.set_payload([control, body])
 
 
 def recipients_of(header_value: str) -> list[str]:

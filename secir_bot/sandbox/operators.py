@@ -63,6 +63,7 @@ class ReceivedMail:
     subject: str | None = None
     signer: str | None = None
     decrypted: bool = False
+    plaintext: bytes = b""  # what the member's gpg decrypted
 
 
 @dataclass
@@ -238,6 +239,7 @@ class MailOperator:
                 content = mime.parse_decrypted(result.data, env.kind)
                 got.text, got.subject = content.text, content.subject
                 got.signer, got.decrypted = result.signer, True
+                got.plaintext = result.data
         return got
 
     async def wait_for_mail(
