@@ -47,3 +47,25 @@ async def test_f1_inline_block_that_gpg_skips_is_never_shown_as_the_members(
     await positive_control(world, "all clear after the forgeries")
     await assert_not_relayed(world, "F1-FORGED")
     await assert_not_relayed(world, "Release 4.2")
+
+
+async def test_f5_a_mail_sent_first_under_a_members_message_id_does_not_decide_hers(
+    world: World, outsider: MailOperator
+) -> None:
+    alice = world.mail["alice"]
+    msgid, genuine = await alice.compose(
+        world.list_address, world.list_fpr, "F5 status", "F5-GENUINE all resolvers patched"
+    )
+    # Mallory learnt the Message-ID (it travels in clear) and sends junk under it first.
+    squatter = (
+        f"From: {alice.name} <{alice.address}>\r\nTo: {world.list_address}\r\n"
+        f"Subject: F5 squat\r\nMessage-ID: {msgid}\r\n\r\nF5-SQUAT not encrypted\r\n"
+    ).encode()
+    await outsider.send_raw(world.list_address, squatter)
+    await wait_notice(world, "Mail rejected", "not encrypted")
+
+    await alice.send_raw(world.list_address, genuine)
+
+    await world.mx["carol"].wait_for_event(lambda e: "F5-GENUINE" in e.body)
+    await world.mail["bob"].wait_for_mail(lambda m: "F5-GENUINE" in m.text)
+    await assert_not_relayed(world, "F5-SQUAT")
