@@ -13,7 +13,9 @@ import html
 import json
 import logging
 import secrets
+import traceback
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from secir_bot.bridges import mime
 from secir_bot.crypto import GpgTimeout
@@ -104,8 +106,15 @@ class Processor:
             log.error("inbox item %s: gpg did not finish; shunted", item.id)
             return self._shunt(item, str(exc))
         except Exception as exc:
-            log.exception("inbox item %s could not be processed; shunted", item.id)
-            return self._shunt(item, f"internal error: {type(exc).__name__}: {exc}")
+            # Type and place only: an exception's text may quote what was being parsed
+            # (decrypted content), which belongs neither in logs nor in notices.
+            log.error(
+                "inbox item %s could not be processed (%s); shunted\n%s",
+                item.id,
+                type(exc).__name__,
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
+            return self._shunt(item, f"internal error ({type(exc).__name__})")
 
     def _shunt(self, item: InboxItem, reason: str) -> Outcome:
         """Set an item aside: kept with its reason, reported, never relayed (Mailman's shunt)."""
@@ -341,29 +350,34 @@ class Processor:
         )
 
     async def _mail_rejected(self, ctx: MailItem, decision: Decision) -> list[NewDelivery]:
+        """A notice for the admins, and an answer to the sender only when a valid signature
+        proved who that is: a forged From gets nothing, and the answer (which the list
+        signs) quotes nothing the sender chose, only the reason and our own item id."""
         env = ctx.envelope
-        sender = env.from_addr if env else "(unreadable)"
-        # The sender chose the Message-ID: keep what is quoted of it short.
-        mid = (env.message_id if env and env.message_id else ctx.item.source_id)[:200]
+        sender = env.from_addr if env else mime.from_address(ctx.item.raw) or "(unreadable)"
+        mid = env.message_id if env and env.message_id else ctx.item.source_id
         signer = f"; signed by {ctx.signer.label}" if ctx.signer else ""
         out = [
             self.notice(
-                f"Mail rejected and quarantined: {decision.reason}. From: {sender}{signer}; "
-                f"Message-ID: {mid}; inbox item {ctx.item.id}."
+                f"Mail rejected and quarantined: {decision.reason}. "
+                f"From: {mime.neutral(sender)[:200]}{signer}; "
+                f"Message-ID: {mime.neutral(mid)[:200]}; inbox item {ctx.item.id}."
             )
         ]
-        member = ctx.signer or ctx.claimed
+        member = ctx.signer
         if (
             member is not None
             and member.active
             and await self.s.keyring.usable_for_encryption([member.fingerprint])
         ):
+            received = datetime.fromtimestamp(ctx.item.received_at, UTC)
             text = (
-                f"Your mail {mid} to {self.headers.address} was not relayed to the list:\n\n"
-                f"    {decision.reason}.\n\nNothing was sent to the other members. Mail to "
-                f"the list must be encrypted to the list key and signed with the key "
-                f"registered for you ({member.fingerprint}).\nThe list admins have "
-                f"been told. This is an automatic answer."
+                f"Your mail to {self.headers.address} received on "
+                f"{received:%Y-%m-%d %H:%M} UTC (the list's item {ctx.item.id}) was not "
+                f"relayed to the list:\n\n    {decision.reason}.\n\nNothing was sent to the "
+                f"other members. Mail to the list must be encrypted to the list key and "
+                f"signed with the key registered for you ({member.fingerprint}).\nThe list "
+                f"admins have been told. This is an automatic answer."
             )
             data = await self._encrypt(
                 subject="Your mail was not relayed",
@@ -371,7 +385,6 @@ class Processor:
                 label=None,
                 message_id=self.message_id(new_uid()),
                 to=[member.fingerprint],
-                in_reply_to=mid if env else None,
                 automated=True,
                 recipient=member.email,
             )

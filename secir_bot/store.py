@@ -175,6 +175,7 @@ class InboxItem:
     state: str
     reason: str | None
     post_uid: str | None
+    received_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -397,6 +398,7 @@ class Store:
                     state=row["state"],
                     reason=row["reason"],
                     post_uid=row["post_uid"],
+                    received_at=row["received_at"] or 0.0,
                 )
             )
         return out

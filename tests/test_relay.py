@@ -157,3 +157,25 @@ async def test_an_item_on_which_gpg_hangs_is_shunted_at_once(setup: Setup) -> No
     assert outcome == Outcome("shunted", "gpg did not finish within 0.001 s")
     (notice,) = setup.store.outbox_due(Channel.MATRIX, now=float("inf"))
     assert b"gpg did not finish" in notice.payload
+
+
+async def test_l1_a_crash_is_reported_by_type_never_by_its_text(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from secir_bot.bridges import mime
+
+    def explode(raw: bytes) -> None:
+        raise RuntimeError(raw.decode())  # as parsers do: quoting what they read
+
+    monkeypatch.setattr(mime, "parse_envelope", explode)
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    processor = Processor(Services(setup.config, setup.store, setup.ring, list_fpr, "@bot:x"))
+    raw = b"From: x@y.test\r\n\r\nSECRET-DECRYPTED-TEXT"
+    item, _ = setup.store.accept("email", "<l1@relay.test>", raw)
+
+    outcome = await processor.process(item)
+
+    assert outcome == Outcome("shunted", "internal error (RuntimeError)")
+    (notice,) = setup.store.outbox_due(Channel.MATRIX, now=float("inf"))
+    assert b"SECRET" not in notice.payload
+    assert "SECRET" not in caplog.text and "RuntimeError" in caplog.text

@@ -157,13 +157,23 @@ def _payload_bytes(part: Message) -> bytes:
 
 
 def parse_envelope(raw: bytes) -> Envelope:
-    """Read the cleartext facts of a received mail."""
+    """Read the cleartext facts of a received mail; ``MalformedMail`` (with a fixed reason)
+    is the only exception, whatever the bytes."""
+    try:
+        return _parse_envelope(raw)
+    except MalformedMail:
+        raise
+    except Exception:  # the parser's own errors quote the input: keep them out of reasons
+        raise MalformedMail("unparseable message") from None
+
+
+def _parse_envelope(raw: bytes) -> Envelope:
     if not raw.strip():
         raise MalformedMail("empty message")
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    except Exception as exc:  # the parser is lenient; anything here is really broken
-        raise MalformedMail(f"unparseable message: {exc}") from exc
+    except Exception:  # the parser is lenient; anything here is really broken
+        raise MalformedMail("unparseable message") from None
     if not msg.keys():
         raise MalformedMail("no headers")
     name, addr = _sender(msg)
@@ -300,10 +310,20 @@ def parse_decrypted(plaintext: bytes, kind: str = "pgp-mime") -> Content:
 
     For inline PGP, ``plaintext`` must be what gpg wrote out as signed content (the literal
     data of a signed message, or the text of a verified clear-signed one): it is shown as
-    it is, never parsed for armor again.
+    it is, never parsed for armor again. ``MalformedMail`` (with a fixed reason) is the
+    only exception, whatever the bytes.
     """
     if kind == "inline":
         return inline_content(plaintext)
+    try:
+        return _parse_entity(plaintext)
+    except MalformedMail:
+        raise
+    except Exception:  # the parser's own errors may quote decrypted text
+        raise MalformedMail("unparseable decrypted content") from None
+
+
+def _parse_entity(plaintext: bytes) -> Content:
     msg = email.message_from_bytes(plaintext, policy=email.policy.compat32)
     if msg.get_content_type() == "multipart/signed":
         boundary = msg.get_boundary()

@@ -189,8 +189,7 @@ async def from_matches_signer(ctx: MailItem, s: Services) -> Decision:
     assert ctx.signer is not None and ctx.envelope is not None
     if ctx.claimed is not None and ctx.claimed.id != ctx.signer.id:
         return reject(
-            f"the From address {ctx.envelope.from_addr} belongs to another member than the "
-            f"signing key ({ctx.signer.email})"
+            f"the From address belongs to another member than the signing key ({ctx.signer.email})"
         )
     return CONTINUE
 
