@@ -23,9 +23,13 @@ T = TypeVar("T")
 PLACEHOLDER = "CHANGE-ME"
 # RFC 2606 documentation domains: the example file uses them, a real list never does.
 _DOC_DOMAIN = re.compile(r"(^|[./@:])example\.(org|com|net)\b", re.IGNORECASE)
-_EMAIL = re.compile(r"^[^@\s<>\"]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$")
-_MXID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
-_ROOM = re.compile(r"^![^\s:]+(:[A-Za-z0-9.\-]+(:\d+)?)?$")  # room v12 ids have no server part
+# \Z, unlike $, lets no trailing newline through; no control character is ever part of an
+# address (a CR or LF in one would inject SMTP commands or mail headers).
+_EMAIL = re.compile(r"^[^@\s<>\"\x00-\x1f\x7f]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+\Z")
+_MXID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?\Z")
+_ROOM = re.compile(
+    r"^![^\s:\x00-\x1f\x7f]+(:[A-Za-z0-9.\-]+(:\d+)?)?\Z"
+)  # room v12 ids have no server part
 SECURITY_MODES = ("tls", "starttls", "plain")
 
 

@@ -21,8 +21,10 @@ from secir_bot.errors import CryptoError, MemberError, StoreError
 from secir_bot.model import Channel, Member
 from secir_bot.store import Store
 
-_EMAIL = re.compile(r"^[^@\s<>\"]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$")
-_MXID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
+# \Z, unlike $, lets no trailing newline through; no control character is ever part of an
+# address (a CR or LF in one would inject SMTP commands or mail headers).
+_EMAIL = re.compile(r"^[^@\s<>\"\x00-\x1f\x7f]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+\Z")
+_MXID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?\Z")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ async def add_member(store: Store, keyring: Keyring, req: MemberRequest) -> Memb
         problems.append(f"not an email address: {req.email!r}")
     if not req.name.strip():
         problems.append("the name is empty")
+    elif any(ord(c) < 32 or ord(c) == 127 for c in req.name):
+        problems.append("the name holds control characters")
     if req.matrix_id is not None and not _MXID.match(req.matrix_id):
         problems.append(f"not a Matrix user id (@name:server): {req.matrix_id!r}")
     if not 1 <= req.rank <= 3:
