@@ -114,11 +114,11 @@ def _stages() -> tuple[Stage[MailItem], Stage[MatrixItem]]:
     email_stage: Stage[MailItem] = Stage(
         "email",
         (
+            e.size_limit,  # before any parsing
             e.parse,  # envelope checks come before decryption...
             e.not_a_loop,
             e.not_automated,
             e.encrypted,
-            e.size_limit,
             e.decrypt,  # ...sender policy after verification
             e.signed,
             e.signer_is_member,

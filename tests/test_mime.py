@@ -28,6 +28,7 @@ from secir_bot.bridges.mime import (
     clearsigned_block,
     compose_inner,
     compose_outer,
+    message_id_of,
     parse_decrypted,
     parse_envelope,
 )
@@ -872,3 +873,49 @@ def test_h1_no_subject_can_add_headers_or_change_the_body_type(subject: str) -> 
     assert "\n" not in str(msg["Subject"]) and "\r" not in str(msg["Subject"])
     assert "=?" not in str(msg["Subject"])  # shown as text, never decoded again
     assert raw.isascii()
+
+
+# -- bounds (issue 6: poison before the inbox, D1) ---------------------------------------
+
+
+def nested(depth: int, body: bytes = b"deep\r\n") -> bytes:
+    """A multipart nested ``depth`` levels deep."""
+    head = b"From: a@x.test\r\nMessage-ID: <nest@x.test>\r\n"
+    inner = b"Content-Type: text/plain\r\n\r\n" + body
+    for level in range(depth):
+        b = b"b%d" % level
+        inner = (
+            b'Content-Type: multipart/mixed; boundary="'
+            + b
+            + b'"\r\n\r\n--'
+            + b
+            + b"\r\n"
+            + inner
+            + b"\r\n--"
+            + b
+            + b"--\r\n"
+        )
+    return head + inner
+
+
+def test_poison_nesting_never_breaks_the_message_id() -> None:
+    raw = nested(1000)
+
+    assert message_id_of(raw) == "<nest@x.test>"
+    with pytest.raises(MalformedMail, match="more than 100 MIME parts"):
+        parse_envelope(raw)
+    with pytest.raises(MalformedMail, match="more than 100 MIME parts"):
+        parse_decrypted(raw)
+
+
+def test_nesting_deeper_than_the_bound_is_refused_and_shallow_is_read() -> None:
+    with pytest.raises(MalformedMail, match="nested more than 12 deep"):
+        parse_envelope(nested(20))
+    assert parse_decrypted(nested(5)).text == "deep"
+
+
+def test_unreadable_headers_still_give_a_message_id() -> None:
+    raw = b"\xff\xfe\x00garbage without any header\r\n" * 3
+    assert message_id_of(raw).startswith("<sha256-")
+    long_id = b"Message-ID: <" + b"x" * 600 + b"@x.test>\r\n\r\nbody"
+    assert message_id_of(long_id).startswith("<sha256-")

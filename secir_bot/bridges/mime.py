@@ -10,6 +10,7 @@ Composing what the list sends lives in ``compose`` (re-exported here).
 from __future__ import annotations
 
 import email
+import email.parser
 import email.policy
 import hashlib
 import itertools
@@ -32,6 +33,13 @@ ARMOR_BEGIN = b"-----BEGIN PGP MESSAGE-----"
 ARMOR_END = b"-----END PGP MESSAGE-----"
 CLEARSIGN_BEGIN = "-----BEGIN PGP SIGNED MESSAGE-----"
 _MSGID = re.compile(r"<[^<>\s]+>")
+MAX_MESSAGE_ID = 500  # characters; a longer one is replaced by the digest
+# Bounds on the MIME structure, checked before the email package parses a mail: its parser
+# recurses per nesting level (a thousand levels raise RecursionError) and is slow on many
+# parts. Real mail to the list has a handful of parts.
+MAX_MIME_PARTS = 100
+MAX_MIME_DEPTH = 12
+_CONTENT_TYPE = re.compile(rb"^content-type[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _AUTOMATED_PRECEDENCE = {"bulk", "junk", "auto_reply"}
 
 
@@ -92,18 +100,29 @@ class Content:
     threaded: bool = False
 
 
+def _headers_only(raw: bytes) -> Message:
+    """The header of ``raw`` without looking at the body (no MIME recursion, ever)."""
+    return email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+
+
 def message_id_of(raw: bytes) -> str:
-    """The Message-ID of ``raw``, or a digest of the bytes when it has none."""
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    found = _MSGID.findall(str(msg.get("Message-ID", "")))
-    return found[0] if found else "<sha256-" + hashlib.sha256(raw).hexdigest() + "@no-id>"
+    """The Message-ID of ``raw``, or a digest of the bytes when it has none.
+
+    This runs before a received mail is stored, so it never raises, whatever the bytes.
+    """
+    try:
+        found = _MSGID.findall(str(_headers_only(raw).get("Message-ID", "")))
+    except Exception:  # unreadable headers: the digest still names the mail
+        found = []
+    if found and len(found[0]) <= MAX_MESSAGE_ID:
+        return str(found[0])
+    return "<sha256-" + hashlib.sha256(raw).hexdigest() + "@no-id>"
 
 
 def from_address(raw: bytes) -> str:
     """The From address of ``raw`` as best as can be read ("" when there is none)."""
     try:
-        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-        return _sender(msg)[1].lower()
+        return _sender(_headers_only(raw))[1].lower()
     except Exception:  # a last-chance reading of broken input; nothing depends on it
         return ""
 
@@ -167,13 +186,27 @@ def parse_envelope(raw: bytes) -> Envelope:
         raise MalformedMail("unparseable message") from None
 
 
+def _parse(raw: bytes) -> Message:
+    """Parse within bounds: too many parts are refused before parsing, too deep a
+    nesting after it (``MalformedMail`` with a fixed reason)."""
+    if len(_CONTENT_TYPE.findall(raw)) > MAX_MIME_PARTS:
+        raise MalformedMail(f"more than {MAX_MIME_PARTS} MIME parts")
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    stack = [(msg, 1)]
+    while stack:
+        part, depth = stack.pop()
+        if depth > MAX_MIME_DEPTH:
+            raise MalformedMail(f"MIME parts nested more than {MAX_MIME_DEPTH} deep")
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend((p, depth + 1) for p in payload if isinstance(p, Message))
+    return msg
+
+
 def _parse_envelope(raw: bytes) -> Envelope:
     if not raw.strip():
         raise MalformedMail("empty message")
-    try:
-        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    except Exception:  # the parser is lenient; anything here is really broken
-        raise MalformedMail("unparseable message") from None
+    msg = _parse(raw)
     if not msg.keys():
         raise MalformedMail("no headers")
     name, addr = _sender(msg)
@@ -324,13 +357,13 @@ def parse_decrypted(plaintext: bytes, kind: str = "pgp-mime") -> Content:
 
 
 def _parse_entity(plaintext: bytes) -> Content:
-    msg = email.message_from_bytes(plaintext, policy=email.policy.compat32)
+    msg = _parse(plaintext)
     if msg.get_content_type() == "multipart/signed":
         boundary = msg.get_boundary()
         parts = _split_multipart(plaintext, boundary) if boundary else []
         if len(parts) != 2:
             raise MalformedMail("multipart/signed without its two parts")
-        inner = email.message_from_bytes(parts[0], policy=email.policy.compat32)
+        inner = _parse(parts[0])
         sig = email.message_from_bytes(parts[1], policy=email.policy.compat32)
         # The text shown is read from the signed part's exact bytes only, and only the
         # signed part's own headers count: headers around it are unsigned.

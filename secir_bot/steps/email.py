@@ -18,9 +18,20 @@ from secir_bot.pipeline import CONTINUE, Decision, MailItem, Services, drop, rej
 from secir_bot.threads import UNADDRESSED_NOTE
 
 
+async def size_limit(ctx: MailItem, s: Services) -> Decision:
+    """First, before anything parses the mail: the size the server reported (a larger
+    mail was not even fetched, only its header) and the size of the bytes we hold."""
+    limit = s.config.list.max_message_bytes
+    size = max(len(ctx.item.raw), int(ctx.item.meta.get("size") or 0))
+    if size > limit or ctx.item.meta.get("headers_only"):
+        return reject(f"the mail is larger than the list's limit of {limit} bytes")
+    return CONTINUE
+
+
 async def parse(ctx: MailItem, s: Services) -> Decision:
     try:
-        ctx.envelope = mime.parse_envelope(ctx.item.raw)
+        # Off the event loop: parsing a large or convoluted mail takes a while.
+        ctx.envelope = await asyncio.to_thread(mime.parse_envelope, ctx.item.raw)
     except mime.MalformedMail as exc:
         # Still try to name the sender, so that a member learns why nothing happened.
         ctx.claimed = s.store.member_by_email(mime.from_address(ctx.item.raw))
@@ -53,13 +64,6 @@ async def encrypted(ctx: MailItem, s: Services) -> Decision:
         if ctx.envelope.kind == "signed-only":
             return reject("the mail is signed but not encrypted to the list key")
         return reject("the mail is not encrypted to the list key")
-    return CONTINUE
-
-
-async def size_limit(ctx: MailItem, s: Services) -> Decision:
-    limit = s.config.list.max_message_bytes
-    if len(ctx.item.raw) > limit:
-        return reject(f"the mail is larger than the list's limit of {limit} bytes")
     return CONTINUE
 
 
