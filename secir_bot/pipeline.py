@@ -125,6 +125,7 @@ def _stages() -> tuple[Stage[MailItem], Stage[MatrixItem]]:
             e.not_a_replay,
             e.from_matches_signer,
             e.addressed_to_list,
+            e.html_text,
             e.not_a_command,
             e.has_text,
         ),

@@ -28,6 +28,7 @@ from secir_bot.bridges.mime import (
     clearsigned_block,
     compose_inner,
     compose_outer,
+    html_to_text,
     message_id_of,
     parse_decrypted,
     parse_envelope,
@@ -525,14 +526,22 @@ def test_multipart_signed_with_one_part_is_malformed() -> None:
         parse_decrypted(raw, "pgp-mime")
 
 
+def html_text(raw: bytes) -> str:
+    """What the list shows of an HTML-only entity (converted after verification)."""
+    content = parse_decrypted(raw)
+    assert content.text == ""  # nothing converted while parsing
+    return "\n".join(html_to_text(h) for h in content.html)
+
+
 def test_html_only_message_is_read() -> None:
     content = parse_decrypted(corpus("decrypted-html-only.txt"), "pgp-mime")
+    text = html_text(corpus("decrypted-html-only.txt"))
 
     assert content.subject == "Takedown request sent to AT&T abuse desk"
-    assert "Ticket: ABU-20250314-0193" in content.text
-    assert content.text.rstrip().endswith("Sofia")
-    assert "<" not in content.text
-    assert "tracking" not in content.text and "margin" not in content.text
+    assert "Ticket: ABU-20250314-0193" in text
+    assert text.rstrip().endswith("Sofia")
+    assert "<" not in text
+    assert "tracking" not in text and "margin" not in text
 
 
 def test_html_is_turned_into_text_without_markup_scripts_or_styles() -> None:
@@ -542,7 +551,7 @@ def test_html_is_turned_into_text_without_markup_scripts_or_styles() -> None:
         b"</body></html>\r\n"
     )
 
-    assert parse_decrypted(raw, "pgp-mime").text == "first\nsecond\nthird"
+    assert html_text(raw) == "first\nsecond\nthird"
 
 
 def test_html_entities_are_unescaped() -> None:
@@ -551,7 +560,7 @@ def test_html_entities_are_unescaped() -> None:
         b"<p>AT&amp;T&#39;s&nbsp;desk &lt;abuse@att.test&gt;</p>\r\n"
     )
 
-    assert parse_decrypted(raw, "pgp-mime").text == "AT&T's\xa0desk <abuse@att.test>"
+    assert html_text(raw) == "AT&T's\xa0desk <abuse@att.test>"
 
 
 def test_plain_text_wins_over_html_in_alternative() -> None:
@@ -919,3 +928,19 @@ def test_unreadable_headers_still_give_a_message_id() -> None:
     assert message_id_of(raw).startswith("<sha256-")
     long_id = b"Message-ID: <" + b"x" * 600 + b"@x.test>\r\n\r\nbody"
     assert message_id_of(long_id).startswith("<sha256-")
+
+
+@pytest.mark.timeout(20)
+def test_d2_markup_that_is_quadratic_for_the_stdlib_parser_is_read_quickly() -> None:
+    # 200 KB of "<a": over a minute for html.parser on unpatched 3.11 (CVE-2025-6069).
+    assert html_to_text("<p>D2 start</p>" + "<a" * 100_000) == "D2 start"
+
+
+def test_d2_html_over_the_bound_is_refused_not_converted() -> None:
+    with pytest.raises(MalformedMail, match="HTML text is larger than"):
+        html_to_text("<p>" + "x" * 1_000_001)
+
+
+def test_l1_hostile_marked_section_is_read_not_an_exception() -> None:
+    # html.parser raised AssertionError quoting the input for "<![SECRET[".
+    assert html_to_text("<![SECRET-TEXT[ x ]]><p>ok</p>").endswith("ok")

@@ -18,7 +18,8 @@ import re
 from dataclasses import dataclass, field, replace
 from email.message import Message
 from email.utils import getaddresses, parseaddr
-from html.parser import HTMLParser
+
+from selectolax.lexbor import LexborHTMLParser
 
 from secir_bot.bridges.compose import (
     LOOP_HEADER,
@@ -98,6 +99,7 @@ class Content:
     in_reply_to: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
     threaded: bool = False
+    html: tuple[str, ...] = ()  # HTML parts of a mail without plain text, not yet converted
 
 
 def _headers_only(raw: bytes) -> Message:
@@ -279,43 +281,31 @@ def _text_of(part: Message) -> str:
         return data.decode("utf-8", errors="replace")
 
 
-class _TextOfHtml(HTMLParser):
-    """The text of an HTML body, in one linear pass (hostile markup cannot make it slow)."""
-
-    BLOCKS = frozenset({"p", "div", "li", "tr", "h1", "h2", "h3", "h4", "pre"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.hidden = 0  # inside <script> or <style>
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style"):
-            self.hidden += 1
-        elif tag == "br":
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style"):
-            self.hidden = max(0, self.hidden - 1)
-        elif tag in self.BLOCKS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.hidden:
-            self.parts.append(data)
+MAX_HTML_CHARS = 1_000_000  # HTML larger than this is not converted (the mail is refused)
+_HTML_BLOCKS = "p, div, li, tr, h1, h2, h3, h4, h5, h6, pre, blockquote, table"
 
 
-def _strip_html(markup: str) -> str:
-    parser = _TextOfHtml()
-    parser.feed(markup)
-    parser.close()
-    text = "".join(parser.parts)
+def html_to_text(markup: str) -> str:
+    """The text of an HTML body, with selectolax (the Lexbor HTML5 parser: linear on
+    hostile markup, unlike the standard library's parser, CVE-2025-6069).
+
+    Only for HTML-only mail, and only after its signature was checked (steps.email).
+    """
+    if len(markup) > MAX_HTML_CHARS:
+        raise MalformedMail(f"the HTML text is larger than {MAX_HTML_CHARS} characters")
+    tree = LexborHTMLParser(markup)
+    tree.strip_tags(["script", "style", "head", "template"])
+    for node in tree.css("br"):
+        node.replace_with("\n")
+    for node in tree.css(_HTML_BLOCKS):
+        node.insert_after("\n")
+    text = (tree.body.text(separator="") if tree.body is not None else "").replace("\r\n", "\n")
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def _readable(msg: Message) -> tuple[str, tuple[str, ...]]:
-    """The message's text and the names of what was left out."""
+def _readable(msg: Message) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """The message's plain text, its HTML parts when it has no plain text (converted
+    later, and only once the signature is checked), and the names of what was left out."""
     plain: list[str] = []
     htmls: list[str] = []
     left_out: list[str] = []
@@ -333,9 +323,9 @@ def _readable(msg: Message) -> tuple[str, tuple[str, ...]]:
         elif ctype == "text/plain":
             plain.append(_text_of(part))
         elif ctype == "text/html":
-            htmls.append(_strip_html(_text_of(part)))
-    text = "\n".join(plain) if plain else "\n".join(htmls)
-    return text.replace("\r\n", "\n").strip("\n"), tuple(left_out)
+            htmls.append(_text_of(part))
+    text = "\n".join(plain).replace("\r\n", "\n").strip("\n")
+    return text, (() if plain else tuple(htmls)), tuple(left_out)
 
 
 def parse_decrypted(plaintext: bytes, kind: str = "pgp-mime") -> Content:
@@ -373,13 +363,14 @@ def _parse_entity(plaintext: bytes) -> Content:
 
 def _content_of(msg: Message) -> Content:
     """Text, attachments and the protected headers of a signed entity."""
-    text, left_out = _readable(msg)
+    text, html, left_out = _readable(msg)
     to_cc = [str(v) for name in ("To", "Cc") for v in msg.get_all(name) or []]
     replies = _ids(msg.get("In-Reply-To"))
     references = _ids(msg.get("References"))
     return Content(
         subject=_header(msg, "Subject") or None,
         text=text,
+        html=html,
         attachments=left_out,
         recipients=tuple(recipients_of(", ".join(to_cc))) if to_cc else None,
         in_reply_to=replies,

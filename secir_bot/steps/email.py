@@ -166,7 +166,8 @@ async def signer_is_member(ctx: MailItem, s: Services) -> Decision:
 
 
 async def not_a_replay(ctx: MailItem, s: Services) -> Decision:
-    """The same signature is accepted once, and only while it is recent.
+    """The same signature is accepted once, only while it is recent, and not when it is
+    dated in the future (which would stretch its window of use).
 
     Someone who captured a member's signed mail cannot send it again (with a new
     Message-ID, or a new cleartext Subject) to have it relayed a second time.
@@ -178,6 +179,13 @@ async def not_a_replay(ctx: MailItem, s: Services) -> Decision:
         return reject(
             "this signed message was received before; a repeated signature is not "
             "relayed (send a new message instead)"
+        )
+    skew = s.config.list.max_clock_skew
+    if d.signed_at is not None and d.signed_at > time.time() + skew:
+        minutes = (d.signed_at - time.time()) / 60
+        return reject(
+            f"the signature is dated {minutes:.0f} minutes in the future; the list accepts "
+            f"at most {skew:g} seconds of clock difference (check your computer's clock)"
         )
     max_age = s.config.list.max_signature_age_days * 86400
     if d.signed_at is not None and d.signed_at < time.time() - max_age:
@@ -214,6 +222,21 @@ async def addressed_to_list(ctx: MailItem, s: Services) -> Decision:
             "the signed content is addressed to others, not to the list: a signed mail "
             "sent elsewhere is not relayed (write to the list itself)"
         )
+    return CONTINUE
+
+
+async def html_text(ctx: MailItem, s: Services) -> Decision:
+    """An HTML-only mail becomes text here: after its signature was checked (nobody can
+    make the list parse HTML without a member's key), within a size bound, off the loop."""
+    content = ctx.content
+    assert content is not None
+    if content.text.strip() or not content.html:
+        return CONTINUE
+    try:
+        texts = [await asyncio.to_thread(mime.html_to_text, markup) for markup in content.html]
+    except mime.MalformedMail as exc:
+        return reject(str(exc))
+    ctx.content = replace(content, text="\n".join(texts).strip("\n"), html=())
     return CONTINUE
 
 
