@@ -944,3 +944,22 @@ def test_d2_html_over_the_bound_is_refused_not_converted() -> None:
 def test_l1_hostile_marked_section_is_read_not_an_exception() -> None:
     # html.parser raised AssertionError quoting the input for "<![SECRET[".
     assert html_to_text("<![SECRET-TEXT[ x ]]><p>ok</p>").endswith("ok")
+
+
+@pytest.mark.parametrize(
+    ("raw_subject", "shown"),
+    [
+        ("Grüße aus Köln — Störung".encode(), "Grüße aus Köln — Störung"),
+        ("Grüße".encode("cp1252"), "Grüße"),  # not UTF-8: an older client's code page
+    ],
+)
+def test_protected_subject_written_as_raw_8bit_is_not_mojibake(
+    raw_subject: bytes, shown: str
+) -> None:
+    raw = (
+        b"Subject: " + raw_subject + b"\r\nFrom: J\xc3\xbcrgen <j@x.test>\r\nTo: l@x.test\r\n"
+        b"Content-Type: text/plain\r\n\r\nbody\r\n"
+    )
+
+    assert parse_decrypted(raw).subject == shown
+    assert parse_envelope(raw).from_name == "Jürgen"

@@ -142,15 +142,32 @@ def _decode(value: str) -> str:
         return value
 
 
+def _raw(msg: Message, name: str) -> str | None:
+    """A header's value as received, with raw 8-bit bytes read as text.
+
+    Some clients write a protected Subject (or a display name) as raw UTF-8 instead of
+    encoded-words; the email package would show those bytes as replacement characters. They
+    are decoded as UTF-8, or as Windows-1252 when they are not UTF-8 (older clients)."""
+    wanted = name.lower()
+    value = next((v for k, v in msg.raw_items() if k.lower() == wanted), None)
+    if value is None or value.isascii():
+        return value
+    data = str(value).encode("utf-8", "surrogateescape")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
+
+
 def _header(msg: Message, name: str) -> str:
-    value = msg.get(name)
-    return "" if value is None else _decode(str(value))
+    value = _raw(msg, name)
+    return "" if value is None else _decode(value)
 
 
 def _sender(msg: Message) -> tuple[str, str]:
     """(display name, address) of From: the address is read *before* decoding, so that a
     comma or parenthesis inside an encoded display name cannot change it."""
-    name, addr = parseaddr(re.sub(r"\r?\n(?=[ \t])", "", str(msg.get("From", ""))))
+    name, addr = parseaddr(re.sub(r"\r?\n(?=[ \t])", "", _raw(msg, "From") or ""))
     return _decode(name), addr
 
 
