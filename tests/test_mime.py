@@ -963,3 +963,41 @@ def test_protected_subject_written_as_raw_8bit_is_not_mojibake(
 
     assert parse_decrypted(raw).subject == shown
     assert parse_envelope(raw).from_name == "Jürgen"
+
+
+ARMOR = b"-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA0123\r\n-----END PGP MESSAGE-----\r\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"URGENT: read this\r\n" + ARMOR, "outside the encrypted block"),
+        (ARMOR + b"P.S. unsigned and unencrypted\r\n", "outside the encrypted block"),
+        (ARMOR + ARMOR, "more than one encrypted block"),
+    ],
+)
+def test_inline_text_outside_the_armor_is_refused(body: bytes, why: str) -> None:
+    raw = b"From: a@x.test\r\nContent-Type: text/plain\r\n\r\n" + body
+
+    with pytest.raises(MalformedMail, match=why):
+        parse_envelope(raw)
+
+
+def test_partial_encryption_is_refused() -> None:
+    raw = (
+        b'From: a@x.test\r\nContent-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'
+        b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; '
+        b'boundary="e"\r\n\r\n--e\r\nContent-Type: application/pgp-encrypted\r\n\r\n'
+        b"Version: 1\r\n--e\r\nContent-Type: application/octet-stream\r\n\r\n"
+        + ARMOR
+        + b"--e--\r\n--m\r\nContent-Type: text/plain\r\n\r\nunencrypted addition\r\n--m--\r\n"
+    )
+
+    with pytest.raises(MalformedMail, match="outside the encrypted block"):
+        parse_envelope(raw)
+
+
+def test_signed_from_is_read_from_the_signed_headers() -> None:
+    raw = b"From: Bob <BOB@x.test>\r\nContent-Type: text/plain\r\n\r\nbody\r\n"
+    assert parse_decrypted(raw).from_addr == "bob@x.test"
+    assert parse_decrypted(b"Content-Type: text/plain\r\n\r\nbody\r\n").from_addr is None

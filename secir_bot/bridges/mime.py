@@ -96,6 +96,7 @@ class Content:
     # From the signed headers only: the To and Cc addresses (None when the signed content
     # names no recipient at all), and the thread headers (``threaded`` when it has any).
     recipients: tuple[str, ...] | None = None
+    from_addr: str | None = None  # the signed From address, if the signed content has one
     in_reply_to: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
     threaded: bool = False
@@ -244,19 +245,7 @@ def _parse_envelope(raw: bytes) -> Envelope:
     elif ctype == "multipart/signed":
         kind = "signed-only"
     else:
-        for part in msg.walk():
-            if part.get_content_maintype() == "text" or part.get_content_type() in (
-                "application/pgp-encrypted",
-                "application/octet-stream",
-            ):
-                data = _payload_bytes(part)
-                start = data.find(ARMOR_BEGIN)
-                end = data.find(ARMOR_END, start)
-                if start >= 0 and end > start:
-                    kind, cipher = "inline", data[start : end + len(ARMOR_END)] + b"\n"
-                    break
-                if CLEARSIGN_BEGIN.encode() in data:
-                    kind = "signed-only"
+        kind, cipher = _inline(msg)
     return Envelope(
         message_id=message_id_of(raw),
         from_addr=addr.lower(),
@@ -270,6 +259,41 @@ def _parse_envelope(raw: bytes) -> Envelope:
         kind=kind,
         ciphertext=cipher,
     )
+
+
+OUTSIDE_THE_ARMOR = (
+    "text or parts outside the encrypted block (they would not be relayed: send only the "
+    "encrypted block)"
+)
+
+
+def _inline(msg: Message) -> tuple[str, bytes | None]:
+    """Inline PGP: exactly one armored message, with only blank space around it and no
+    other content in the mail (an HTML alternative of the same text is not read). Text
+    outside the encryption is refused rather than silently left out: a reader of the mail
+    would take it for part of what the list relayed."""
+    kind, found, outside = "plain", None, False
+    for part in msg.walk():
+        if part.is_multipart() or part.get_content_type() == "text/html":
+            continue
+        data = _payload_bytes(part)
+        start = data.find(ARMOR_BEGIN)
+        end = data.find(ARMOR_END, start)
+        if start >= 0 and end > start:
+            if found is not None or data.count(ARMOR_BEGIN) > 1:
+                raise MalformedMail("more than one encrypted block")
+            if data[:start].strip() or data[end + len(ARMOR_END) :].strip():
+                raise MalformedMail(OUTSIDE_THE_ARMOR)
+            found = data[start : end + len(ARMOR_END)] + b"\n"
+        elif CLEARSIGN_BEGIN.encode() in data:
+            kind = "signed-only"
+        elif data.strip():
+            outside = True
+    if found is None:
+        return kind, None
+    if outside:
+        raise MalformedMail(OUTSIDE_THE_ARMOR)
+    return "inline", found
 
 
 def _split_multipart(raw: bytes, boundary: str) -> list[bytes]:
@@ -390,6 +414,7 @@ def _content_of(msg: Message) -> Content:
         html=html,
         attachments=left_out,
         recipients=tuple(recipients_of(", ".join(to_cc))) if to_cc else None,
+        from_addr=(_sender(msg)[1].lower() or None) if msg.get("From") is not None else None,
         in_reply_to=replies,
         references=references,
         threaded=msg.get("In-Reply-To") is not None or msg.get("References") is not None,

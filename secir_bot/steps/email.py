@@ -198,7 +198,14 @@ async def not_a_replay(ctx: MailItem, s: Services) -> Decision:
 
 
 async def from_matches_signer(ctx: MailItem, s: Services) -> Decision:
-    assert ctx.signer is not None and ctx.envelope is not None
+    assert ctx.signer is not None and ctx.envelope is not None and ctx.content is not None
+    signed_from = ctx.content.from_addr
+    inner = s.store.member_by_email(signed_from) if signed_from else None
+    if inner is not None and inner.id != ctx.signer.id:
+        return reject(
+            "the signed From address belongs to another member than the signing key "
+            f"({ctx.signer.email})"
+        )
     if ctx.claimed is not None and ctx.claimed.id != ctx.signer.id:
         return reject(
             f"the From address belongs to another member than the signing key ({ctx.signer.email})"
