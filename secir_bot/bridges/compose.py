@@ -43,7 +43,8 @@ def _line(name: str, value: str) -> bytes:
 
 def _raw_line(name: str, value: str) -> bytes:
     """A structured header we built from checked parts (addresses, ids, dates)."""
-    if not value.isascii() or _CONTROL.search(value):
+    # Folding (CRLF then a space) is ours, from the encoder; any other CR or LF is not.
+    if not value.isascii() or _CONTROL.search(value.replace("\r\n ", " ")):
         raise ValueError(f"the {name} header would not be plain ASCII")
     return f"{name}: {value}\r\n".encode("ascii")
 
@@ -53,7 +54,7 @@ def _phrase(text: str) -> str:
     holds specials."""
     text = neutral(text)
     if not text.isascii():
-        return Header(text, "utf-8").encode()
+        return Header(text, "utf-8").encode(linesep="\r\n")
     if _SPECIALS.search(text):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
