@@ -56,6 +56,7 @@ class ListConfig:
     echo_to_sender: bool
     max_message_bytes: int
     max_signature_age_days: float
+    max_clock_skew: float = 600.0  # seconds a signature may be dated in the future
 
     @property
     def domain(self) -> str:
@@ -222,6 +223,10 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+def _not_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
 def _port(value: int) -> str | None:
     return None if 0 < value < 65536 else "not a TCP port"
 
@@ -268,6 +273,7 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         echo_to_sender=r.value("list.echo_to_sender", bool, False),
         max_message_bytes=r.value("list.max_message_bytes", int, 2_000_000, check=_positive),
         max_signature_age_days=r.value("list.max_signature_age_days", float, 7.0, check=_positive),
+        max_clock_skew=r.value("list.max_clock_skew", float, 600.0, check=_not_negative),
     )
     admins = r.value("matrix.admins", list, [])
     for i, admin in enumerate(admins):
@@ -374,6 +380,8 @@ def load(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -60,6 +60,8 @@ async def add_member(store: Store, keyring: Keyring, req: MemberRequest) -> Memb
         problems.append(why)
     if not req.name.strip():
         problems.append("the name is empty")
+    elif any(ord(c) < 32 or ord(c) == 127 for c in req.name):
+        problems.append("the name holds control characters")
     if req.matrix_id is not None and (why := _mxid_problem(req.matrix_id)) is not None:
         problems.append(why)
     if not 1 <= req.rank <= 3:

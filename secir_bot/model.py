@@ -50,6 +50,8 @@ class Post:
     parent_uid: str | None = None  # the post this one answers
     root_uid: str | None = None  # the first post of its thread
     attachments: tuple[str, ...] = field(default=())  # names of parts not relayed
+    # What readers must know about the post's provenance (shown with it, not stored).
+    notes: tuple[str, ...] = field(default=())
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ class MailItem:
     signer: Member | None = None  # the member whose key made a valid signature
     claimed: Member | None = None  # the member the From address names, if any
     signature: str | None = None  # id of the member's signature, recorded when relayed
+    notes: list[str] = field(default_factory=list)  # shown with the post (see threads.py)
 
 
 @dataclass
@@ -113,16 +114,18 @@ def _stages() -> tuple[Stage[MailItem], Stage[MatrixItem]]:
     email_stage: Stage[MailItem] = Stage(
         "email",
         (
+            e.size_limit,  # before any parsing
             e.parse,  # envelope checks come before decryption...
             e.not_a_loop,
             e.not_automated,
             e.encrypted,
-            e.size_limit,
             e.decrypt,  # ...sender policy after verification
             e.signed,
             e.signer_is_member,
             e.not_a_replay,
             e.from_matches_signer,
+            e.addressed_to_list,
+            e.html_text,
             e.not_a_command,
             e.has_text,
         ),

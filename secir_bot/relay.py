@@ -12,11 +12,13 @@ from __future__ import annotations
 import html
 import json
 import logging
-import re
 import secrets
+import traceback
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from secir_bot.bridges import mime
+from secir_bot.crypto import GpgTimeout
 from secir_bot.model import Channel, Member, Post
 from secir_bot.pipeline import (
     EMAIL_STEPS,
@@ -29,13 +31,22 @@ from secir_bot.pipeline import (
 )
 from secir_bot.steps.matrix import MARKER
 from secir_bot.store import InboxItem, NewDelivery
+from secir_bot.threads import (
+    REPLY_PREFIX,
+    clean_subject,
+    first_line,
+    is_placeholder,
+    mail_subject,
+    place_mail,
+)
+
+__all__ = ["Outcome", "Processor", "clean_subject", "first_line", "is_placeholder"]
 
 log = logging.getLogger(__name__)
 
-_RE = re.compile(r"^\s*((re|aw|sv|antw|fwd?)\s*:\s*)+", re.IGNORECASE)
 ROOM_TEXT_LIMIT = 16_000  # characters of a mail shown in the room (body + HTML + encryption)
 MAX_ATTEMPTS = 3  # times an item may be started before it is shunted unprocessed
-PLACEHOLDER_SUBJECTS = {"", "...", "encrypted message", "(no subject)"}
+_RE = REPLY_PREFIX
 
 
 @dataclass(frozen=True)
@@ -46,19 +57,6 @@ class Outcome:
 
 def new_uid() -> str:
     return secrets.token_hex(10)
-
-
-def clean_subject(subject: str, tag: str = "SECIR") -> str:
-    """Drop the list's own ``[TAG]`` (anywhere after a ``Re:``); other tags such as
-    ``[TLP:AMBER]`` are the author's and stay."""
-    own = re.compile(r"\[\s*" + re.escape(tag) + r"\s*\]\s*", re.IGNORECASE)
-    # Any whitespace, line and paragraph separators included, becomes one space.
-    return re.sub(r"\s+", " ", own.sub("", subject)).strip()
-
-
-def is_placeholder(subject: str) -> bool:
-    """Subjects that clients put in the clear when the real one is protected."""
-    return _RE.sub("", subject).strip().lower() in PLACEHOLDER_SUBJECTS
 
 
 class Processor:
@@ -102,9 +100,21 @@ class Processor:
             if item.source == "email":
                 return await self._process_mail(item)
             return await self._process_matrix(item)
+        except GpgTimeout as exc:
+            # gpg hung on this item (and was killed): set it aside now rather than let the
+            # next item wait behind it again.
+            log.error("inbox item %s: gpg did not finish; shunted", item.id)
+            return self._shunt(item, str(exc))
         except Exception as exc:
-            log.exception("inbox item %s could not be processed; shunted", item.id)
-            return self._shunt(item, f"internal error: {type(exc).__name__}: {exc}")
+            # Type and place only: an exception's text may quote what was being parsed
+            # (decrypted content), which belongs neither in logs nor in notices.
+            log.error(
+                "inbox item %s could not be processed (%s); shunted\n%s",
+                item.id,
+                type(exc).__name__,
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
+            return self._shunt(item, f"internal error ({type(exc).__name__})")
 
     def _shunt(self, item: InboxItem, reason: str) -> Outcome:
         """Set an item aside: kept with its reason, reported, never relayed (Mailman's shunt)."""
@@ -133,28 +143,18 @@ class Processor:
             return self._settle(item, decision, rejected)
         assert ctx.signer is not None and ctx.envelope is not None and ctx.content is not None
         env, content = ctx.envelope, ctx.content
-        parent = None
-        for mid in (*env.in_reply_to, *reversed(env.references)):
-            parent = self.s.store.post_for("msgid", mid)
-            if parent is not None:
-                break
-        tag = self.s.config.list.subject_tag
-        subject = clean_subject(content.subject or env.subject, tag)
-        if is_placeholder(subject):
-            subject = (
-                ("Re: " + _RE.sub("", self._root_subject(parent)))
-                if parent
-                else first_line(content.text)
-            )
+        place = place_mail(self.s.store, content, env, ctx.signer)
+        parent = place.parent
         post = Post(
             uid=new_uid(),
             origin=Channel.EMAIL,
             author=ctx.signer,
-            subject=subject or "(no subject)",
+            subject=mail_subject(content, place, self.s.config.list.subject_tag),
             body=content.text,
             parent_uid=parent.uid if parent else None,
             root_uid=(parent.root_uid or parent.uid) if parent else None,
             attachments=content.attachments,
+            notes=(*ctx.notes, *place.notes),
         )
         deliveries = [self._to_room(post), *await self._to_list(post)]
         links = [("msgid", env.source_id), ("msgid", self.message_id(post.uid))]
@@ -221,11 +221,13 @@ class Processor:
         if post.attachments:
             text += "\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]"
         head = f"{post.author.label} by email"
-        body = f"{head}: {post.subject}\n\n{text}"
+        notes = "".join(f"[{note}]\n" for note in post.notes)
+        body = f"{head}: {post.subject}\n{notes}\n{text}"
         formatted = (
             f"<p><strong>{html.escape(post.author.label)}</strong> by email: "
             f"<strong>{html.escape(post.subject)}</strong></p>"
-            f"<pre>{html.escape(text)}</pre>"
+            + "".join(f"<p><em>{html.escape(note)}</em></p>" for note in post.notes)
+            + f"<pre>{html.escape(text)}</pre>"
         )
         content = {
             "msgtype": "m.text",
@@ -284,9 +286,10 @@ class Processor:
         )
         if post.attachments:
             footer = "\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]" + footer
+        notes = "".join(f"[Note from the list: {note}]\n\n" for note in post.notes)
         data = await self._encrypt(
             subject=post.subject,
-            text=post.body + footer,
+            text=notes + post.body + footer,
             label=post.author.label,
             message_id=self.message_id(post.uid),
             to=[m.fingerprint for m in members],
@@ -347,29 +350,34 @@ class Processor:
         )
 
     async def _mail_rejected(self, ctx: MailItem, decision: Decision) -> list[NewDelivery]:
+        """A notice for the admins, and an answer to the sender only when a valid signature
+        proved who that is: a forged From gets nothing, and the answer (which the list
+        signs) quotes nothing the sender chose, only the reason and our own item id."""
         env = ctx.envelope
-        sender = env.from_addr if env else "(unreadable)"
-        # The sender chose the Message-ID: keep what is quoted of it short.
-        mid = (env.message_id if env and env.message_id else ctx.item.source_id)[:200]
+        sender = env.from_addr if env else mime.from_address(ctx.item.raw) or "(unreadable)"
+        mid = env.message_id if env and env.message_id else ctx.item.source_id
         signer = f"; signed by {ctx.signer.label}" if ctx.signer else ""
         out = [
             self.notice(
-                f"Mail rejected and quarantined: {decision.reason}. From: {sender}{signer}; "
-                f"Message-ID: {mid}; inbox item {ctx.item.id}."
+                f"Mail rejected and quarantined: {decision.reason}. "
+                f"From: {mime.neutral(sender)[:200]}{signer}; "
+                f"Message-ID: {mime.neutral(mid)[:200]}; inbox item {ctx.item.id}."
             )
         ]
-        member = ctx.signer or ctx.claimed
+        member = ctx.signer
         if (
             member is not None
             and member.active
             and await self.s.keyring.usable_for_encryption([member.fingerprint])
         ):
+            received = datetime.fromtimestamp(ctx.item.received_at, UTC)
             text = (
-                f"Your mail {mid} to {self.headers.address} was not relayed to the list:\n\n"
-                f"    {decision.reason}.\n\nNothing was sent to the other members. Mail to "
-                f"the list must be encrypted to the list key and signed with the key "
-                f"registered for you ({member.fingerprint}).\nThe list admins have "
-                f"been told. This is an automatic answer."
+                f"Your mail to {self.headers.address} received on "
+                f"{received:%Y-%m-%d %H:%M} UTC (the list's item {ctx.item.id}) was not "
+                f"relayed to the list:\n\n    {decision.reason}.\n\nNothing was sent to the "
+                f"other members. Mail to the list must be encrypted to the list key and "
+                f"signed with the key registered for you ({member.fingerprint}).\nThe list "
+                f"admins have been told. This is an automatic answer."
             )
             data = await self._encrypt(
                 subject="Your mail was not relayed",
@@ -377,7 +385,6 @@ class Processor:
                 label=None,
                 message_id=self.message_id(new_uid()),
                 to=[member.fingerprint],
-                in_reply_to=mid if env else None,
                 automated=True,
                 recipient=member.email,
             )
@@ -435,8 +442,3 @@ def strip_reply_fallback(body: str) -> str:
         while lines and not lines[0].strip():
             lines.pop(0)
     return "\n".join(lines)
-
-
-def first_line(body: str, limit: int = 72) -> str:
-    line = next((ln.strip() for ln in body.splitlines() if ln.strip()), "(no subject)")
-    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"

@@ -8,7 +8,7 @@ schema creation.
 Tables:
   members   the roster (one row per person)
   posts     accepted messages; links maps Matrix event ids and Message-IDs to posts
-  inbox     every received item, raw bytes kept, unique per (source, source_id)
+  inbox     every received item, raw bytes kept, unique per (source, source_id, digest)
   outbox    one row per (post, destination); the delivery worker drains it
   devices   Matrix devices seen, their pinned keys and the bot's judgement of them
   identities  Matrix cross-signing identities (master keys) pinned on first use
@@ -19,6 +19,7 @@ Tables:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -137,6 +138,27 @@ def _m003_signatures(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m004_inbox_digest(db: sqlite_utils.Database) -> None:
+    # Mail is keyed by Message-ID *and* a hash of its bytes: anyone can send a mail under a
+    # member's Message-ID first, and it must not decide the member's genuine mail. The same
+    # bytes fetched again (a crash before the IMAP move) are still the same item. Matrix
+    # events keep an empty digest: their ids are the server's, and a parked event's raw
+    # bytes change when it is decrypted.
+    _table(db, "inbox").add_column("digest", str, not_null_default="")
+    rows = db.execute("SELECT id, raw FROM inbox WHERE source = 'email'").fetchall()
+    for item_id, raw in rows:
+        db.execute(
+            "UPDATE inbox SET digest = ? WHERE id = ?",
+            [_digest("email", bytes(raw or b"")), item_id],
+        )
+    db.execute("DROP INDEX IF EXISTS idx_inbox_source_source_id")
+    _table(db, "inbox").create_index(["source", "source_id", "digest"], unique=True)
+
+
+def _digest(source: str, raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest() if source == "email" else ""
+
+
 def _m005_cross_signing(db: sqlite_utils.Database) -> None:
     # Devices pin both identity keys (a re-keyed device id is caught on either), and say
     # how they came to be trusted; identities pin members' cross-signing master keys.
@@ -219,6 +241,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_initial", _m001_initial),
     ("002_inbox_attempts", _m002_inbox_attempts),
     ("003_signatures", _m003_signatures),
+    ("004_inbox_digest", _m004_inbox_digest),
     ("005_cross_signing", _m005_cross_signing),
     ("006_commands", _m006_commands),
 )
@@ -234,6 +257,7 @@ class InboxItem:
     state: str
     reason: str | None
     post_uid: str | None
+    received_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -407,9 +431,10 @@ class Store:
         """Make a received item durable; return it and whether it was new."""
         with self.transaction() as tx:
             new = _accept(tx, source, source_id, raw, meta)
-        item = self.inbox_item(source, source_id)
-        assert item is not None
-        return item, new
+        rows = self._inbox(
+            "source = ? AND source_id = ? AND digest = ?", [source, source_id, _digest(source, raw)]
+        )
+        return rows[0], new
 
     def accept_sync(self, items: list[tuple[str, bytes, dict[str, Any], str]], token: str) -> None:
         """Store a Matrix sync's events and, in the same commit, the position after them.
@@ -432,6 +457,7 @@ class Store:
             )
 
     def inbox_item(self, source: str, source_id: str) -> InboxItem | None:
+        """The first item received under ``source_id`` (mail may have several)."""
         rows = self._inbox("source = ? AND source_id = ?", [source, source_id])
         return rows[0] if rows else None
 
@@ -454,6 +480,7 @@ class Store:
                     state=row["state"],
                     reason=row["reason"],
                     post_uid=row["post_uid"],
+                    received_at=row["received_at"] or 0.0,
                 )
             )
         return out
@@ -793,9 +820,9 @@ def _accept(
     state: str = "new",
 ) -> bool:
     cur = tx.execute(
-        "INSERT INTO inbox (source, source_id, raw, meta, received_at, state)"
-        " VALUES (?,?,?,?,?,?) ON CONFLICT(source, source_id) DO NOTHING",
-        [source, source_id, raw, json.dumps(meta or {}), time.time(), state],
+        "INSERT INTO inbox (source, source_id, digest, raw, meta, received_at, state)"
+        " VALUES (?,?,?,?,?,?,?) ON CONFLICT(source, source_id, digest) DO NOTHING",
+        [source, source_id, _digest(source, raw), raw, json.dumps(meta or {}), time.time(), state],
     )
     return cur.rowcount == 1
 

@@ -72,7 +72,9 @@ def _quote(text: str) -> str:
 
 def one_line(text: str, what: str = "the text", *, max_length: int = 500) -> str:
     """Free text on one line: stripped, not empty, no control or bidi-override characters."""
-    value = text.strip()
+    # Only blanks are stripped: a trailing newline is a control character like any other
+    # (kept in a raw config value, it would end up in a header or an SMTP command).
+    value = text.strip(" \t")
     if not value:
         raise Invalid(f"{what} is empty")
     for char in value:

@@ -616,3 +616,25 @@ def test_the_shipped_example_is_refused_key_by_key() -> None:
         "imap.host",
         "smtp.host",
     } <= keys
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("list", "address", "secir@nic.test\n"),
+        ("list", "owner", "owner@nic.test\r\nBcc: x@evil.test"),
+        ("list", "address", "sec\x00ir@nic.test"),
+        ("matrix", "user_id", "@bot:nic.test\n"),
+        ("matrix", "incident_room", "!abc\x07:nic.test"),
+    ],
+)
+def test_control_characters_in_addresses_are_refused(
+    write: Callable[[Data], Path], section: str, key: str, value: str
+) -> None:
+    data = valid_data()
+    data[section][key] = value
+
+    assert any(
+        p.startswith(f"{section}.{key}: ") and "control character" in p
+        for p in problems_of(write(data))
+    )

@@ -7,6 +7,8 @@ members decrypt and sign with their own homes, exported from the world.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import shutil
 import subprocess
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 from servers import GpgWorld
 
-from secir_bot.crypto import Keyring, inspect_key
+from secir_bot.crypto import GpgTimeout, Keyring, inspect_key
 from secir_bot.errors import CryptoError
 
 LIST_EMAIL = "secir@lists.secir.test"
@@ -344,11 +346,75 @@ async def test_verify_clearsigned_inline(
     ).stdout
     assert b"\n- - starts with a dash\n" in signed  # gpg dash-escaped it
 
-    good = await list_key.ring.verify(signed)
-    bad = await list_key.ring.verify(signed.replace(b"plain line", b"plain lime"))
+    good = await list_key.ring.verify_clearsigned(signed)
+    bad = await list_key.ring.verify_clearsigned(signed.replace(b"plain line", b"plain lime"))
 
     assert good.valid and good.signer == gpg_world.fingerprint(ALICE)
-    assert not bad.valid
+    assert good.data == b"- starts with a dash\nplain line\n"  # gpg's own reading
+    assert not bad.valid and bad.data == b""
+
+
+async def test_f1_clearsigned_text_is_what_gpg_verified_not_what_comes_first(
+    list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld
+) -> None:
+    genuine = await member_rings[ALICE].clearsign(b"genuine\n", gpg_world.fingerprint(ALICE))
+    forged = b"-----BEGIN PGP SIGNED MESSAGE-----X\nHash: SHA256\n\nforged\n\n" + genuine
+
+    result = await list_key.ring.verify_clearsigned(forged)
+
+    # gpg skips the first block; whatever it verifies, only its own output is the content.
+    assert b"forged" not in result.data
+
+
+async def test_two_signatures_are_never_valid(
+    list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld
+) -> None:
+    home = gpg_world.make_home([ALICE, BOB])  # one sender holding two keys
+    gpg_world.gpg(home, "--import", input=list_key.public.encode())
+    alice, bob = gpg_world.fingerprint(ALICE), gpg_world.fingerprint(BOB)
+    two = ["--local-user", alice, "--local-user", bob]
+
+    clearsigned = gpg_world.gpg(home, "--clearsign", *two, input=TEXT).stdout
+    encrypted = gpg_world.gpg(
+        home,
+        "--sign",
+        "--encrypt",
+        "--armor",
+        "--trust-model",
+        "always",
+        *two,
+        "--recipient",
+        list_key.fingerprint,
+        input=TEXT,
+    ).stdout
+    detached = gpg_world.gpg(home, "--detach-sign", "--armor", *two, input=TEXT).stdout
+
+    for result in (
+        await list_key.ring.verify_clearsigned(clearsigned),
+        await list_key.ring.decrypt(encrypted),
+        await list_key.ring.verify_detached(TEXT, detached),
+    ):
+        assert result.signatures == 2
+        assert not result.valid and result.signer is None
+        assert result.status == "more than one signature"
+
+
+async def test_a_signed_message_is_not_a_detached_signature(
+    list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld
+) -> None:
+    # A complete signed message over other text, posing as the signature of TEXT.
+    opaque = gpg_world.gpg(
+        member_rings[ALICE].home,
+        "--sign",
+        "--armor",
+        "--local-user",
+        gpg_world.fingerprint(ALICE),
+        input=b"other text",
+    ).stdout
+
+    result = await list_key.ring.verify_detached(TEXT, opaque)
+
+    assert not result.valid and result.signer is None
 
 
 async def test_decompression_bomb_is_refused() -> None:
@@ -367,3 +433,54 @@ async def test_decompression_bomb_is_refused() -> None:
     finally:
         ring.close()
         shutil.rmtree(home, ignore_errors=True)
+
+
+# -- gpg that misbehaves -----------------------------------------------------------------
+
+
+def _with_armor_headers(armored: bytes, count: int) -> bytes:
+    """``count`` unknown armor header lines with invalid UTF-8: gpg complains about each
+    one on stderr, quoting the raw bytes."""
+    first, rest = armored.split(b"\n", 1)
+    bad = b"".join(b"\xff\xfe-%d: \xc3\x28\n" % i for i in range(count))
+    return first + b"\n" + bad + rest
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("count", [1, 3000])
+async def test_invalid_utf8_from_gpg_neither_breaks_nor_hangs_decryption(
+    list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld, count: int
+) -> None:
+    cipher = await member_rings[ALICE].sign_encrypt(
+        TEXT, [list_key.fingerprint], gpg_world.fingerprint(ALICE)
+    )
+
+    result = await list_key.ring.decrypt(_with_armor_headers(cipher, count))
+
+    assert result.ok and result.data == TEXT
+    assert result.valid and result.signer == gpg_world.fingerprint(ALICE)
+
+
+def _gpg_children() -> list[int]:
+    """Process ids of gpg processes that this test process started."""
+    me = str(os.getpid())
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[1] == me and "(gpg)" in stat.read_text():
+                found.append(int(stat.parent.name))
+    return found
+
+
+async def test_gpg_past_its_deadline_is_killed(
+    list_key: ListKey, member_rings: dict[str, Keyring]
+) -> None:
+    cipher = await member_rings[BOB].encrypt(b"\0" * 2_000_000, [list_key.fingerprint])
+    impatient = Keyring(list_key.ring.home, deadline=0.001)
+
+    with pytest.raises(GpgTimeout, match="did not finish within"):
+        await impatient.decrypt(cipher)
+
+    assert _gpg_children() == []  # killed and reaped, not left running
+    assert (await list_key.ring.decrypt(cipher)).ok  # the keyring is fine afterwards

@@ -11,6 +11,7 @@ import email
 import email.policy
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
@@ -24,8 +25,11 @@ from secir_bot.bridges.mime import (
     ARMOR_END,
     ListHeaders,
     MalformedMail,
+    clearsigned_block,
     compose_inner,
     compose_outer,
+    html_to_text,
+    message_id_of,
     parse_decrypted,
     parse_envelope,
 )
@@ -522,14 +526,22 @@ def test_multipart_signed_with_one_part_is_malformed() -> None:
         parse_decrypted(raw, "pgp-mime")
 
 
+def html_text(raw: bytes) -> str:
+    """What the list shows of an HTML-only entity (converted after verification)."""
+    content = parse_decrypted(raw)
+    assert content.text == ""  # nothing converted while parsing
+    return "\n".join(html_to_text(h) for h in content.html)
+
+
 def test_html_only_message_is_read() -> None:
     content = parse_decrypted(corpus("decrypted-html-only.txt"), "pgp-mime")
+    text = html_text(corpus("decrypted-html-only.txt"))
 
     assert content.subject == "Takedown request sent to AT&T abuse desk"
-    assert "Ticket: ABU-20250314-0193" in content.text
-    assert content.text.rstrip().endswith("Sofia")
-    assert "<" not in content.text
-    assert "tracking" not in content.text and "margin" not in content.text
+    assert "Ticket: ABU-20250314-0193" in text
+    assert text.rstrip().endswith("Sofia")
+    assert "<" not in text
+    assert "tracking" not in text and "margin" not in text
 
 
 def test_html_is_turned_into_text_without_markup_scripts_or_styles() -> None:
@@ -539,7 +551,7 @@ def test_html_is_turned_into_text_without_markup_scripts_or_styles() -> None:
         b"</body></html>\r\n"
     )
 
-    assert parse_decrypted(raw, "pgp-mime").text == "first\nsecond\nthird"
+    assert html_text(raw) == "first\nsecond\nthird"
 
 
 def test_html_entities_are_unescaped() -> None:
@@ -548,7 +560,7 @@ def test_html_entities_are_unescaped() -> None:
         b"<p>AT&amp;T&#39;s&nbsp;desk &lt;abuse@att.test&gt;</p>\r\n"
     )
 
-    assert parse_decrypted(raw, "pgp-mime").text == "AT&T's\xa0desk <abuse@att.test>"
+    assert html_text(raw) == "AT&T's\xa0desk <abuse@att.test>"
 
 
 def test_plain_text_wins_over_html_in_alternative() -> None:
@@ -566,31 +578,56 @@ def test_attachments_are_named_not_relayed() -> None:
     assert "login from" not in content.text  # a text/plain attachment is not the body
 
 
-def test_inline_clearsigned_text_has_dash_escaping_undone() -> None:
+def test_inline_clearsigned_block_is_cut_out_exactly_for_gpg() -> None:
     raw = corpus("decrypted-inline-clearsigned.txt")
 
-    content = parse_decrypted(raw, "inline")
+    block = clearsigned_block(b"\n\r\n" + raw + b"\n \n")
 
-    assert content.subject is None
-    assert content.inline_signed == raw  # the exact bytes still to be verified
-    assert content.text == (
-        "Status update on the resolver incident:\n\n"
-        "---------------------------------------\n"
-        "- all three resolvers patched\n"
-        "- monitoring back to normal\n"
-        "---------------------------------------\n"
-        "All times are UTC; next update at 18:00.\n"
-        "Regards,\n"
-        "-- \n"
-        "Jan"
-    )
+    assert block == raw.strip() + b"\n"  # only blank space around it is dropped
 
 
-def test_inline_plain_text_is_returned_as_is() -> None:
-    content = parse_decrypted("Grüße,\r\n\r\n- Jan\r\n".encode(), "inline")
+def test_inline_plain_text_has_no_clearsigned_block() -> None:
+    assert clearsigned_block("Grüße,\r\n\r\n- Jan\r\n".encode()) is None
+
+
+F1_SHAPES = {
+    "first-header-with-extra-character": b"-----BEGIN PGP SIGNED MESSAGE-----X\n",
+    "first-header-after-a-tab": b"\t-----BEGIN PGP SIGNED MESSAGE-----\n",
+    "text-before": b"URGENT, from Jan:\n",
+    "second-block": corpus("decrypted-inline-clearsigned.txt"),
+}
+
+
+@pytest.mark.parametrize("prefix", F1_SHAPES.values(), ids=F1_SHAPES.keys())
+def test_f1_anything_before_the_block_is_refused(prefix: bytes) -> None:
+    raw = corpus("decrypted-inline-clearsigned.txt")
+
+    with pytest.raises(MalformedMail, match="not exactly one clear-signed text"):
+        clearsigned_block(prefix + b"Hash: SHA256\n\nforged text\n\n" + raw)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda b: b + b"P.S. unsigned\n", id="text-after"),
+        pytest.param(lambda b: b.replace(b"-----END PGP SIGNATURE-----", b""), id="no-end"),
+        pytest.param(
+            lambda b: b.replace(b"Status update", b"-----BEGIN PGP MESSAGE-----\nStatus"),
+            id="armor-inside",
+        ),
+        pytest.param(lambda b: b.replace(b"-----BEGIN PGP SIGNATURE-----", b""), id="no-sig"),
+    ],
+)
+def test_f1_clearsigned_block_must_stand_alone(change: Callable[[bytes], bytes]) -> None:
+    with pytest.raises(MalformedMail, match="not exactly one clear-signed text"):
+        clearsigned_block(change(corpus("decrypted-inline-clearsigned.txt")))
+
+
+def test_inline_content_is_the_signed_text_without_unsigned_trailing_blanks() -> None:
+    content = parse_decrypted("Grüße, \t\r\n\r\n- Jan\r\n".encode(), "inline")
 
     assert content.text == "Grüße,\n\n- Jan"
-    assert content.inline_signed is None
+    assert content.subject is None
 
 
 def test_latin1_body_is_decoded_by_its_charset() -> None:
@@ -766,3 +803,201 @@ def test_the_lists_own_mail_is_from_the_list_name() -> None:
 
     assert (env.from_name, env.from_addr) == ("SECIR", "secir@lists.secir.test")
     assert env.automated is not None
+
+
+# -- signed headers (issue 5, F2 and F3) -------------------------------------------------
+
+
+def test_f2_recipients_come_from_the_signed_headers_only() -> None:
+    layered = parse_decrypted(corpus("decrypted-multipart-signed.txt"))
+    combined = parse_decrypted(corpus("decrypted-protected-headers-with-legacy-display.txt"))
+
+    assert layered.recipients == ("secir@lists.secir.test",)
+    assert combined.recipients == ("secir@lists.secir.test",)
+
+
+def test_f2_signed_content_without_to_or_cc_names_no_recipient() -> None:
+    raw = b"Content-Type: text/plain\r\n\r\nhello\r\n"
+    assert parse_decrypted(raw).recipients is None
+    cc_only = b"Cc: A <a@x.test>, b@y.test\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+    assert parse_decrypted(cc_only).recipients == ("a@x.test", "b@y.test")
+    assert parse_decrypted(b"signed text\n", "inline").recipients is None
+
+
+def test_f3_unsigned_headers_around_a_signed_part_do_not_count() -> None:
+    signed = (
+        b"Content-Type: text/plain\r\nSubject: signed subject\r\n"
+        b"In-Reply-To: <signed@x.test>\r\n\r\nbody\r\n"
+    )
+    raw = (
+        b"Subject: unsigned subject\r\nTo: other@x.test\r\nIn-Reply-To: <unsigned@x.test>\r\n"
+        b'Content-Type: multipart/signed; boundary="b"; protocol="application/pgp-signature"'
+        b"\r\n\r\n--b\r\n" + signed + b"\r\n--b\r\nContent-Type: application/pgp-signature"
+        b"\r\n\r\nSIG\r\n--b--\r\n"
+    )
+
+    content = parse_decrypted(raw)
+
+    assert content.subject == "signed subject"
+    assert content.recipients is None  # the To outside the signed part is not read
+    assert content.in_reply_to == ("<signed@x.test>",) and content.threaded
+    assert not parse_decrypted(signed.replace(b"In-Reply-To", b"X-Other")).threaded
+
+
+# -- header injection (issue 5, H1; CVE-2024-6923) ---------------------------------------
+
+H1_SUBJECT = (
+    "=?utf-8?q?x=0D=0ABcc:_victim@evil.test=0D=0AContent-Type:text/html=0D=0A=0D=0A"
+    "<img_src=3Dhttp://evil.test/t.gif>?="
+)
+INNER_HEADERS = [
+    "From",
+    "To",
+    "Subject",
+    "Message-ID",
+    "Date",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "MIME-Version",
+]
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [H1_SUBJECT, "line one\r\nBcc: victim@evil.test", "nul\0 and\x0b vt\u2028sep", "Grüße " * 30],
+)
+def test_h1_no_subject_can_add_headers_or_change_the_body_type(subject: str) -> None:
+    raw = compose_inner(
+        subject=subject,
+        text="body",
+        from_label="=?utf-8?q?Eve=0D=0AReply-To:_eve@evil.test?= (.nl)",
+        lists=LISTS,
+        message_id="<h1@lists.secir.test>",
+    )
+
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert sorted(msg.keys()) == sorted(INNER_HEADERS)  # each once, nothing added
+    assert msg.get_content_type() == "text/plain"
+    assert msg.get_content().strip() == "body"
+    assert "\n" not in str(msg["Subject"]) and "\r" not in str(msg["Subject"])
+    assert "=?" not in str(msg["Subject"])  # shown as text, never decoded again
+    assert raw.isascii()
+
+
+# -- bounds (issue 6: poison before the inbox, D1) ---------------------------------------
+
+
+def nested(depth: int, body: bytes = b"deep\r\n") -> bytes:
+    """A multipart nested ``depth`` levels deep."""
+    head = b"From: a@x.test\r\nMessage-ID: <nest@x.test>\r\n"
+    inner = b"Content-Type: text/plain\r\n\r\n" + body
+    for level in range(depth):
+        b = b"b%d" % level
+        inner = (
+            b'Content-Type: multipart/mixed; boundary="'
+            + b
+            + b'"\r\n\r\n--'
+            + b
+            + b"\r\n"
+            + inner
+            + b"\r\n--"
+            + b
+            + b"--\r\n"
+        )
+    return head + inner
+
+
+def test_poison_nesting_never_breaks_the_message_id() -> None:
+    raw = nested(1000)
+
+    assert message_id_of(raw) == "<nest@x.test>"
+    with pytest.raises(MalformedMail, match="more than 100 MIME parts"):
+        parse_envelope(raw)
+    with pytest.raises(MalformedMail, match="more than 100 MIME parts"):
+        parse_decrypted(raw)
+
+
+def test_nesting_deeper_than_the_bound_is_refused_and_shallow_is_read() -> None:
+    with pytest.raises(MalformedMail, match="nested more than 12 deep"):
+        parse_envelope(nested(20))
+    assert parse_decrypted(nested(5)).text == "deep"
+
+
+def test_unreadable_headers_still_give_a_message_id() -> None:
+    raw = b"\xff\xfe\x00garbage without any header\r\n" * 3
+    assert message_id_of(raw).startswith("<sha256-")
+    long_id = b"Message-ID: <" + b"x" * 600 + b"@x.test>\r\n\r\nbody"
+    assert message_id_of(long_id).startswith("<sha256-")
+
+
+@pytest.mark.timeout(20)
+def test_d2_markup_that_is_quadratic_for_the_stdlib_parser_is_read_quickly() -> None:
+    # 200 KB of "<a": over a minute for html.parser on unpatched 3.11 (CVE-2025-6069).
+    assert html_to_text("<p>D2 start</p>" + "<a" * 100_000) == "D2 start"
+
+
+def test_d2_html_over_the_bound_is_refused_not_converted() -> None:
+    with pytest.raises(MalformedMail, match="HTML text is larger than"):
+        html_to_text("<p>" + "x" * 1_000_001)
+
+
+def test_l1_hostile_marked_section_is_read_not_an_exception() -> None:
+    # html.parser raised AssertionError quoting the input for "<![SECRET[".
+    assert html_to_text("<![SECRET-TEXT[ x ]]><p>ok</p>").endswith("ok")
+
+
+@pytest.mark.parametrize(
+    ("raw_subject", "shown"),
+    [
+        ("Grüße aus Köln — Störung".encode(), "Grüße aus Köln — Störung"),
+        ("Grüße".encode("cp1252"), "Grüße"),  # not UTF-8: an older client's code page
+    ],
+)
+def test_protected_subject_written_as_raw_8bit_is_not_mojibake(
+    raw_subject: bytes, shown: str
+) -> None:
+    raw = (
+        b"Subject: " + raw_subject + b"\r\nFrom: J\xc3\xbcrgen <j@x.test>\r\nTo: l@x.test\r\n"
+        b"Content-Type: text/plain\r\n\r\nbody\r\n"
+    )
+
+    assert parse_decrypted(raw).subject == shown
+    assert parse_envelope(raw).from_name == "Jürgen"
+
+
+ARMOR = b"-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA0123\r\n-----END PGP MESSAGE-----\r\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"URGENT: read this\r\n" + ARMOR, "outside the encrypted block"),
+        (ARMOR + b"P.S. unsigned and unencrypted\r\n", "outside the encrypted block"),
+        (ARMOR + ARMOR, "more than one encrypted block"),
+    ],
+)
+def test_inline_text_outside_the_armor_is_refused(body: bytes, why: str) -> None:
+    raw = b"From: a@x.test\r\nContent-Type: text/plain\r\n\r\n" + body
+
+    with pytest.raises(MalformedMail, match=why):
+        parse_envelope(raw)
+
+
+def test_partial_encryption_is_refused() -> None:
+    raw = (
+        b'From: a@x.test\r\nContent-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'
+        b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; '
+        b'boundary="e"\r\n\r\n--e\r\nContent-Type: application/pgp-encrypted\r\n\r\n'
+        b"Version: 1\r\n--e\r\nContent-Type: application/octet-stream\r\n\r\n"
+        + ARMOR
+        + b"--e--\r\n--m\r\nContent-Type: text/plain\r\n\r\nunencrypted addition\r\n--m--\r\n"
+    )
+
+    with pytest.raises(MalformedMail, match="outside the encrypted block"):
+        parse_envelope(raw)
+
+
+def test_signed_from_is_read_from_the_signed_headers() -> None:
+    raw = b"From: Bob <BOB@x.test>\r\nContent-Type: text/plain\r\n\r\nbody\r\n"
+    assert parse_decrypted(raw).from_addr == "bob@x.test"
+    assert parse_decrypted(b"Content-Type: text/plain\r\n\r\nbody\r\n").from_addr is None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from secir_bot.members import MemberRequest, add_member
 from secir_bot.model import Channel, Member, Post
 from secir_bot.pipeline import Services
 from secir_bot.relay import (
+    Outcome,
     Processor,
     clean_subject,
     first_line,
@@ -137,3 +141,104 @@ async def test_an_item_that_keeps_killing_the_bot_is_shunted(setup: Setup) -> No
     assert "attempts" in (decided.reason or "")
     (notice,) = setup.store.outbox_due(Channel.MATRIX, now=float("inf"))
     assert b"set aside" in notice.payload
+
+
+async def test_an_item_on_which_gpg_hangs_is_shunted_at_once(setup: Setup) -> None:
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.members_ring.import_key(await setup.ring.export_public(list_fpr))
+    armored = await setup.members_ring.encrypt(b"\0" * 1_000_000, [list_fpr])
+    raw = (
+        b"From: someone@relay.test\r\nMessage-ID: <slow@relay.test>\r\n"
+        b"Content-Type: text/plain\r\n\r\n" + armored
+    )
+    processor = Processor(Services(setup.config, setup.store, setup.ring, list_fpr, "@bot:x"))
+    item, _ = setup.store.accept("email", "<slow@relay.test>", raw)
+    setup.ring.deadline = 0.001  # gpg cannot finish: as if it hung
+
+    outcome = await processor.process(item)
+
+    assert outcome == Outcome("shunted", "gpg did not finish within 0.001 s")
+    (notice,) = setup.store.outbox_due(Channel.MATRIX, now=float("inf"))
+    assert b"gpg did not finish" in notice.payload
+
+
+async def test_l1_a_crash_is_reported_by_type_never_by_its_text(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from secir_bot.bridges import mime
+
+    def explode(raw: bytes) -> None:
+        raise RuntimeError(raw.decode())  # as parsers do: quoting what they read
+
+    monkeypatch.setattr(mime, "parse_envelope", explode)
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    processor = Processor(Services(setup.config, setup.store, setup.ring, list_fpr, "@bot:x"))
+    raw = b"From: x@y.test\r\n\r\nSECRET-DECRYPTED-TEXT"
+    item, _ = setup.store.accept("email", "<l1@relay.test>", raw)
+
+    outcome = await processor.process(item)
+
+    assert outcome == Outcome("shunted", "internal error (RuntimeError)")
+    (notice,) = setup.store.outbox_due(Channel.MATRIX, now=float("inf"))
+    assert b"SECRET" not in notice.payload
+    assert "SECRET" not in caplog.text and "RuntimeError" in caplog.text
+
+
+def test_d2_html_is_converted_only_after_the_signature_is_checked() -> None:
+    from secir_bot.pipeline import EMAIL_STEPS
+
+    names = [step.__name__ for step in EMAIL_STEPS.steps]
+    assert names.index("size_limit") == 0  # before any parsing
+    assert names.index("html_text") > names.index("signer_is_member") > names.index("signed")
+
+
+async def _signed_at(setup: Setup, list_fpr: str, when: int, text: bytes) -> bytes:
+    """An inline mail by the first member, signed with gpg's clock set to ``when``."""
+    member = setup.members[0]
+    await setup.members_ring.import_key(await setup.ring.export_public(list_fpr))
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            "gpg",
+            "--homedir",
+            str(setup.members_home),
+            "--batch",
+            "--yes",
+            "--trust-model",
+            "always",
+            "--faked-system-time",
+            f"{when}!",
+            "--armor",
+            "--sign",
+            "--encrypt",
+            "--local-user",
+            member.fingerprint,
+            "--recipient",
+            list_fpr,
+        ],
+        input=text,
+        capture_output=True,
+        check=True,
+    )
+    armored = done.stdout
+    return (
+        f"From: {member.email}\r\nMessage-ID: <{when}@relay.test>\r\n"
+        "Content-Type: text/plain\r\n\r\n"
+    ).encode() + armored
+
+
+async def test_a_signature_dated_in_the_future_is_refused(setup: Setup) -> None:
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(2)
+    processor = Processor(Services(setup.config, setup.store, setup.ring, list_fpr, "@bot:x"))
+    now = int(time.time())
+
+    ahead = await _signed_at(setup, list_fpr, now + 3600, b"an hour ahead\n")
+    item, _ = setup.store.accept("email", "<ahead@relay.test>", ahead)
+    outcome = await processor.process(item)
+    assert outcome.state == "rejected" and "in the future" in outcome.reason
+
+    # A minute ahead is within list.max_clock_skew (600 s by default).
+    close = await _signed_at(setup, list_fpr, now + 60, b"a minute ahead\n")
+    item, _ = setup.store.accept("email", "<close@relay.test>", close)
+    assert (await processor.process(item)).state == "relayed"

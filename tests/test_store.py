@@ -183,17 +183,51 @@ def test_duplicate_member_is_a_store_error(store: Store, member: Member) -> None
 # -- inbox -------------------------------------------------------------------------------
 
 
-def test_accept_is_idempotent_per_source_and_id(store: Store, store_dir: Path) -> None:
+def test_f5_accept_is_idempotent_per_source_id_and_bytes(store: Store, store_dir: Path) -> None:
     first, new = store.accept("email", "<m1@nic.test>", b"first bytes", {"uid": 7})
-    again, new_again = store.accept("email", "<m1@nic.test>", b"other bytes", {"uid": 8})
+    again, new_again = store.accept("email", "<m1@nic.test>", b"first bytes", {"uid": 9})
+    squatted, new_squatted = store.accept("email", "<m1@nic.test>", b"other bytes", {"uid": 8})
     other_source, new_other = store.accept("matrix", "<m1@nic.test>", b"event", None)
+    event_again, new_event_again = store.accept("matrix", "<m1@nic.test>", b"changed", None)
 
-    assert new and not new_again and new_other
-    assert again == first
+    # The same bytes again (fetched twice) are the same item ...
+    assert new and not new_again and again == first
     assert again.raw == b"first bytes" and again.meta == {"uid": 7}
-    assert again.state == "new"
-    assert other_source.id != first.id
-    assert count(store_dir, "inbox") == 2
+    # ... but other bytes under a known Message-ID are a new item, not its duplicate.
+    assert new_squatted and squatted.id != first.id and squatted.raw == b"other bytes"
+    # Matrix events are unique by event id alone.
+    assert new_other and not new_event_again and event_again == other_source
+    assert count(store_dir, "inbox") == 3
+
+
+def test_f5_migration_004_keys_existing_mail_by_its_bytes(store_dir: Path) -> None:
+    import sqlite_utils
+
+    from secir_bot import store as store_mod
+
+    store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    db = sqlite_utils.Database(store_dir / DB_NAME)
+    db["_migrations"].create({"name": str, "applied_at": float}, pk="name")
+    for name, fn in MIGRATIONS[:3]:
+        fn(db)
+        db["_migrations"].insert({"name": name, "applied_at": 0.0})
+    db.execute(
+        "INSERT INTO inbox (source, source_id, raw, meta, state) VALUES (?,?,?,?,?)",
+        ["email", "<old@nic.test>", b"old bytes", "{}", "relayed"],
+    )
+    db.conn.commit()
+    db.conn.close()
+
+    migrated = Store.open(store_dir)
+    try:
+        assert "004_inbox_digest" in migrated.applied_migrations()
+        old, new = migrated.accept("email", "<old@nic.test>", b"old bytes")
+        assert not new and old.state == "relayed"  # the same mail, recognised
+        other, new_other = migrated.accept("email", "<old@nic.test>", b"new bytes")
+        assert new_other and other.state == "new"
+    finally:
+        migrated.close()
+    assert store_mod.MIGRATIONS[3][0] == "004_inbox_digest"
 
 
 def test_accept_keeps_raw_bytes_exactly(store: Store, store_dir: Path) -> None:

@@ -112,7 +112,7 @@ async def answer_challenge(ctx: Context, gpg_world: GpgWorld, mail: SendMail, si
         gpg_world.fingerprint(signer),
         input=f"Here is my answer:\n{challenge.group(0)}\n".encode(),
     ).stdout
-    verified = await ctx.keyring.verify(signed)
+    verified = await ctx.keyring.verify_clearsigned(signed)
     return subscription.proof_received(
         ctx, signer=verified.signer, text=signed.decode(), ref=f"<proof-{signer}>"
     )

@@ -3,7 +3,7 @@
 Receiving: every message in the list mailbox is fetched, made durable in the inbox, decided,
 and only then moved out of the mailbox (to the processed folder, or to quarantine when it
 was rejected). A crash anywhere before the move means the message is fetched again on the
-next start; the inbox's uniqueness by Message-ID makes that harmless.
+next start; the inbox's uniqueness by Message-ID and bytes makes that harmless.
 
 IDLE is used when the server offers it (with a timeout, so a silently dead connection is
 noticed); otherwise the mailbox is polled. Connection failures reconnect with backoff.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -34,6 +35,7 @@ from secir_bot.store import InboxItem, OutboxRow, Store
 log = logging.getLogger(__name__)
 
 IMAP_TIMEOUT = 120.0  # seconds for one IMAP command (a FETCH of a large mail included)
+_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 
 
 class ImapError(Exception):
@@ -201,16 +203,32 @@ class EmailBridge:
         await asyncio.wait_for(idle, 30)
 
     async def _drain(self, imap: aioimaplib.IMAP4, lost: asyncio.Event) -> None:
-        """Take every message out of the mailbox, oldest first."""
+        """Take every message out of the mailbox, oldest first.
+
+        Nothing here may fail on a message's content: it is stored as it came (raw), and
+        any judgement of it is left to the pipeline, which can refuse it with a reason. A
+        message larger than ``list.max_message_bytes`` is not fetched at all: its header
+        alone is stored, for the pipeline to refuse it and the admins to see who sent it.
+        """
         resp = await _ok(imap.uid_search("ALL"), "UID SEARCH")
         uids = [u.decode() for line in resp.lines[:1] for u in bytes(line).split() if u.isdigit()]
+        limit = self.config.list.max_message_bytes
         for uid in uids:
             if lost.is_set():
                 raise ImapError("connection lost")
-            raw = await self._fetch(imap, uid)
+            size = await self._size(imap, uid)
+            if size is None:
+                continue  # expunged meanwhile
+            meta: dict[str, object] = {"imap_uid": uid, "size": size}
+            if size > limit:
+                raw = await self._fetch(imap, uid, "BODY.PEEK[HEADER]")
+                meta["headers_only"] = True
+            else:
+                raw = await self._fetch(imap, uid)
             if raw is None:
                 continue
-            item, new = self.store.accept("email", message_id_of(raw), raw, {"imap_uid": uid})
+            key = await asyncio.to_thread(message_id_of, raw)
+            item, new = self.store.accept("email", key, raw, meta)
             if not new:
                 log.info("mail %s was already in the inbox (item %s)", uid, item.id)
             outcome = await self.process(item)
@@ -220,8 +238,19 @@ class EmailBridge:
             folder = cfg.quarantine_folder if quarantine else cfg.processed_folder
             await self._move(imap, uid, folder)
 
-    async def _fetch(self, imap: aioimaplib.IMAP4, uid: str) -> bytes | None:
-        resp = await _ok(imap.uid("fetch", uid, "(BODY.PEEK[])"), "UID FETCH")
+    async def _size(self, imap: aioimaplib.IMAP4, uid: str) -> int | None:
+        """RFC822.SIZE of a message, asked before its body is fetched (None: gone)."""
+        resp = await _ok(imap.uid("fetch", uid, "(RFC822.SIZE)"), "UID FETCH SIZE")
+        for line in resp.lines:
+            found = _SIZE.search(bytes(line))
+            if found:
+                return int(found.group(1))
+        return None
+
+    async def _fetch(
+        self, imap: aioimaplib.IMAP4, uid: str, part: str = "BODY.PEEK[]"
+    ) -> bytes | None:
+        resp = await _ok(imap.uid("fetch", uid, f"({part})"), "UID FETCH")
         for line in resp.lines:
             if isinstance(line, bytearray):
                 return bytes(line)

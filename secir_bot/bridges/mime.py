@@ -4,30 +4,57 @@ Inbound mail is only *read* with Python's ``email`` package; the bytes that a si
 covers are cut out of the original text, never re-serialised (re-serialising can change
 line endings, header folding or transfer encodings and break the signature).
 
-Outbound mail is PGP/MIME (RFC 3156, §6.2 combined signed+encrypted). The real subject
-and sender travel inside the encrypted part as protected headers; the cleartext Subject
-carries only the list tag.
+Composing what the list sends lives in ``compose`` (re-exported here).
 """
 
 from __future__ import annotations
 
 import email
+import email.parser
 import email.policy
 import hashlib
 import itertools
 import re
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.message import EmailMessage, Message
-from email.utils import format_datetime, formataddr, getaddresses, parseaddr
-from html.parser import HTMLParser
+from dataclasses import dataclass, field, replace
+from email.message import Message
+from email.utils import getaddresses, parseaddr
+
+from selectolax.lexbor import LexborHTMLParser
+
+from secir_bot.bridges.compose import (
+    LOOP_HEADER,
+    ListHeaders,
+    compose_inner,
+    compose_outer,
+    make_pgp_mime,
+    neutral,
+)
 
 ARMOR_BEGIN = b"-----BEGIN PGP MESSAGE-----"
 ARMOR_END = b"-----END PGP MESSAGE-----"
 CLEARSIGN_BEGIN = "-----BEGIN PGP SIGNED MESSAGE-----"
-LOOP_HEADER = "X-Secir-List"
 _MSGID = re.compile(r"<[^<>\s]+>")
+MAX_MESSAGE_ID = 500  # characters; a longer one is replaced by the digest
+# Bounds on the MIME structure, checked before the email package parses a mail: its parser
+# recurses per nesting level (a thousand levels raise RecursionError) and is slow on many
+# parts. Real mail to the list has a handful of parts.
+MAX_MIME_PARTS = 100
+MAX_MIME_DEPTH = 12
+_CONTENT_TYPE = re.compile(rb"^content-type[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _AUTOMATED_PRECEDENCE = {"bulk", "junk", "auto_reply"}
+
+
+__all__ = [
+    "LOOP_HEADER",
+    "Content",
+    "Envelope",
+    "ListHeaders",
+    "MalformedMail",
+    "compose_inner",
+    "compose_outer",
+    "make_pgp_mime",
+    "neutral",
+]
 
 
 class MalformedMail(ValueError):
@@ -61,26 +88,44 @@ class Envelope:
 class Content:
     """The readable content of a decrypted message."""
 
-    subject: str | None
+    subject: str | None  # the signed (protected) Subject, if the signed content has one
     text: str
     attachments: tuple[str, ...] = field(default=())
     signed_part: bytes | None = None  # exact bytes covered by a detached signature
     signature: bytes | None = None
-    inline_signed: bytes | None = None  # a clear-signed text that still needs checking
+    # From the signed headers only: the To and Cc addresses (None when the signed content
+    # names no recipient at all), and the thread headers (``threaded`` when it has any).
+    recipients: tuple[str, ...] | None = None
+    from_addr: str | None = None  # the signed From address, if the signed content has one
+    in_reply_to: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    threaded: bool = False
+    html: tuple[str, ...] = ()  # HTML parts of a mail without plain text, not yet converted
+
+
+def _headers_only(raw: bytes) -> Message:
+    """The header of ``raw`` without looking at the body (no MIME recursion, ever)."""
+    return email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
 
 
 def message_id_of(raw: bytes) -> str:
-    """The Message-ID of ``raw``, or a digest of the bytes when it has none."""
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    found = _MSGID.findall(str(msg.get("Message-ID", "")))
-    return found[0] if found else "<sha256-" + hashlib.sha256(raw).hexdigest() + "@no-id>"
+    """The Message-ID of ``raw``, or a digest of the bytes when it has none.
+
+    This runs before a received mail is stored, so it never raises, whatever the bytes.
+    """
+    try:
+        found = _MSGID.findall(str(_headers_only(raw).get("Message-ID", "")))
+    except Exception:  # unreadable headers: the digest still names the mail
+        found = []
+    if found and len(found[0]) <= MAX_MESSAGE_ID:
+        return str(found[0])
+    return "<sha256-" + hashlib.sha256(raw).hexdigest() + "@no-id>"
 
 
 def from_address(raw: bytes) -> str:
     """The From address of ``raw`` as best as can be read ("" when there is none)."""
     try:
-        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-        return _sender(msg)[1].lower()
+        return _sender(_headers_only(raw))[1].lower()
     except Exception:  # a last-chance reading of broken input; nothing depends on it
         return ""
 
@@ -98,15 +143,32 @@ def _decode(value: str) -> str:
         return value
 
 
+def _raw(msg: Message, name: str) -> str | None:
+    """A header's value as received, with raw 8-bit bytes read as text.
+
+    Some clients write a protected Subject (or a display name) as raw UTF-8 instead of
+    encoded-words; the email package would show those bytes as replacement characters. They
+    are decoded as UTF-8, or as Windows-1252 when they are not UTF-8 (older clients)."""
+    wanted = name.lower()
+    value = next((v for k, v in msg.raw_items() if k.lower() == wanted), None)
+    if value is None or value.isascii():
+        return value
+    data = str(value).encode("utf-8", "surrogateescape")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
+
+
 def _header(msg: Message, name: str) -> str:
-    value = msg.get(name)
-    return "" if value is None else _decode(str(value))
+    value = _raw(msg, name)
+    return "" if value is None else _decode(value)
 
 
 def _sender(msg: Message) -> tuple[str, str]:
     """(display name, address) of From: the address is read *before* decoding, so that a
     comma or parenthesis inside an encoded display name cannot change it."""
-    name, addr = parseaddr(re.sub(r"\r?\n(?=[ \t])", "", str(msg.get("From", ""))))
+    name, addr = parseaddr(re.sub(r"\r?\n(?=[ \t])", "", _raw(msg, "From") or ""))
     return _decode(name), addr
 
 
@@ -134,13 +196,37 @@ def _payload_bytes(part: Message) -> bytes:
 
 
 def parse_envelope(raw: bytes) -> Envelope:
-    """Read the cleartext facts of a received mail."""
+    """Read the cleartext facts of a received mail; ``MalformedMail`` (with a fixed reason)
+    is the only exception, whatever the bytes."""
+    try:
+        return _parse_envelope(raw)
+    except MalformedMail:
+        raise
+    except Exception:  # the parser's own errors quote the input: keep them out of reasons
+        raise MalformedMail("unparseable message") from None
+
+
+def _parse(raw: bytes) -> Message:
+    """Parse within bounds: too many parts are refused before parsing, too deep a
+    nesting after it (``MalformedMail`` with a fixed reason)."""
+    if len(_CONTENT_TYPE.findall(raw)) > MAX_MIME_PARTS:
+        raise MalformedMail(f"more than {MAX_MIME_PARTS} MIME parts")
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    stack = [(msg, 1)]
+    while stack:
+        part, depth = stack.pop()
+        if depth > MAX_MIME_DEPTH:
+            raise MalformedMail(f"MIME parts nested more than {MAX_MIME_DEPTH} deep")
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend((p, depth + 1) for p in payload if isinstance(p, Message))
+    return msg
+
+
+def _parse_envelope(raw: bytes) -> Envelope:
     if not raw.strip():
         raise MalformedMail("empty message")
-    try:
-        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    except Exception as exc:  # the parser is lenient; anything here is really broken
-        raise MalformedMail(f"unparseable message: {exc}") from exc
+    msg = _parse(raw)
     if not msg.keys():
         raise MalformedMail("no headers")
     name, addr = _sender(msg)
@@ -159,19 +245,7 @@ def parse_envelope(raw: bytes) -> Envelope:
     elif ctype == "multipart/signed":
         kind = "signed-only"
     else:
-        for part in msg.walk():
-            if part.get_content_maintype() == "text" or part.get_content_type() in (
-                "application/pgp-encrypted",
-                "application/octet-stream",
-            ):
-                data = _payload_bytes(part)
-                start = data.find(ARMOR_BEGIN)
-                end = data.find(ARMOR_END, start)
-                if start >= 0 and end > start:
-                    kind, cipher = "inline", data[start : end + len(ARMOR_END)] + b"\n"
-                    break
-                if CLEARSIGN_BEGIN.encode() in data:
-                    kind = "signed-only"
+        kind, cipher = _inline(msg)
     return Envelope(
         message_id=message_id_of(raw),
         from_addr=addr.lower(),
@@ -185,6 +259,41 @@ def parse_envelope(raw: bytes) -> Envelope:
         kind=kind,
         ciphertext=cipher,
     )
+
+
+OUTSIDE_THE_ARMOR = (
+    "text or parts outside the encrypted block (they would not be relayed: send only the "
+    "encrypted block)"
+)
+
+
+def _inline(msg: Message) -> tuple[str, bytes | None]:
+    """Inline PGP: exactly one armored message, with only blank space around it and no
+    other content in the mail (an HTML alternative of the same text is not read). Text
+    outside the encryption is refused rather than silently left out: a reader of the mail
+    would take it for part of what the list relayed."""
+    kind, found, outside = "plain", None, False
+    for part in msg.walk():
+        if part.is_multipart() or part.get_content_type() == "text/html":
+            continue
+        data = _payload_bytes(part)
+        start = data.find(ARMOR_BEGIN)
+        end = data.find(ARMOR_END, start)
+        if start >= 0 and end > start:
+            if found is not None or data.count(ARMOR_BEGIN) > 1:
+                raise MalformedMail("more than one encrypted block")
+            if data[:start].strip() or data[end + len(ARMOR_END) :].strip():
+                raise MalformedMail(OUTSIDE_THE_ARMOR)
+            found = data[start : end + len(ARMOR_END)] + b"\n"
+        elif CLEARSIGN_BEGIN.encode() in data:
+            kind = "signed-only"
+        elif data.strip():
+            outside = True
+    if found is None:
+        return kind, None
+    if outside:
+        raise MalformedMail(OUTSIDE_THE_ARMOR)
+    return "inline", found
 
 
 def _split_multipart(raw: bytes, boundary: str) -> list[bytes]:
@@ -213,43 +322,31 @@ def _text_of(part: Message) -> str:
         return data.decode("utf-8", errors="replace")
 
 
-class _TextOfHtml(HTMLParser):
-    """The text of an HTML body, in one linear pass (hostile markup cannot make it slow)."""
-
-    BLOCKS = frozenset({"p", "div", "li", "tr", "h1", "h2", "h3", "h4", "pre"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.hidden = 0  # inside <script> or <style>
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style"):
-            self.hidden += 1
-        elif tag == "br":
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style"):
-            self.hidden = max(0, self.hidden - 1)
-        elif tag in self.BLOCKS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.hidden:
-            self.parts.append(data)
+MAX_HTML_CHARS = 1_000_000  # HTML larger than this is not converted (the mail is refused)
+_HTML_BLOCKS = "p, div, li, tr, h1, h2, h3, h4, h5, h6, pre, blockquote, table"
 
 
-def _strip_html(markup: str) -> str:
-    parser = _TextOfHtml()
-    parser.feed(markup)
-    parser.close()
-    text = "".join(parser.parts)
+def html_to_text(markup: str) -> str:
+    """The text of an HTML body, with selectolax (the Lexbor HTML5 parser: linear on
+    hostile markup, unlike the standard library's parser, CVE-2025-6069).
+
+    Only for HTML-only mail, and only after its signature was checked (steps.email).
+    """
+    if len(markup) > MAX_HTML_CHARS:
+        raise MalformedMail(f"the HTML text is larger than {MAX_HTML_CHARS} characters")
+    tree = LexborHTMLParser(markup)
+    tree.strip_tags(["script", "style", "head", "template"])
+    for node in tree.css("br"):
+        node.replace_with("\n")
+    for node in tree.css(_HTML_BLOCKS):
+        node.insert_after("\n")
+    text = (tree.body.text(separator="") if tree.body is not None else "").replace("\r\n", "\n")
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def _readable(msg: Message) -> tuple[str, tuple[str, ...]]:
-    """The message's text and the names of what was left out."""
+def _readable(msg: Message) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """The message's plain text, its HTML parts when it has no plain text (converted
+    later, and only once the signature is checked), and the names of what was left out."""
     plain: list[str] = []
     htmls: list[str] = []
     left_out: list[str] = []
@@ -267,155 +364,103 @@ def _readable(msg: Message) -> tuple[str, tuple[str, ...]]:
         elif ctype == "text/plain":
             plain.append(_text_of(part))
         elif ctype == "text/html":
-            htmls.append(_strip_html(_text_of(part)))
-    text = "\n".join(plain) if plain else "\n".join(htmls)
-    return text.replace("\r\n", "\n").strip("\n"), tuple(left_out)
+            htmls.append(_text_of(part))
+    text = "\n".join(plain).replace("\r\n", "\n").strip("\n")
+    return text, (() if plain else tuple(htmls)), tuple(left_out)
 
 
-def parse_decrypted(plaintext: bytes, kind: str) -> Content:
-    """Read a decrypted payload: a MIME entity (PGP/MIME) or text (inline PGP)."""
+def parse_decrypted(plaintext: bytes, kind: str = "pgp-mime") -> Content:
+    """Read a decrypted payload: a MIME entity (PGP/MIME) or text (inline PGP).
+
+    For inline PGP, ``plaintext`` must be what gpg wrote out as signed content (the literal
+    data of a signed message, or the text of a verified clear-signed one): it is shown as
+    it is, never parsed for armor again. ``MalformedMail`` (with a fixed reason) is the
+    only exception, whatever the bytes.
+    """
     if kind == "inline":
-        text = plaintext.decode("utf-8", errors="replace").replace("\r\n", "\n")
-        if text.lstrip().startswith(CLEARSIGN_BEGIN):
-            return Content(subject=None, text=_clearsigned_text(text), inline_signed=plaintext)
-        return Content(subject=None, text=text.strip("\n"))
-    msg = email.message_from_bytes(plaintext, policy=email.policy.compat32)
-    subject = _header(msg, "Subject") or None
+        return inline_content(plaintext)
+    try:
+        return _parse_entity(plaintext)
+    except MalformedMail:
+        raise
+    except Exception:  # the parser's own errors may quote decrypted text
+        raise MalformedMail("unparseable decrypted content") from None
+
+
+def _parse_entity(plaintext: bytes) -> Content:
+    msg = _parse(plaintext)
     if msg.get_content_type() == "multipart/signed":
         boundary = msg.get_boundary()
         parts = _split_multipart(plaintext, boundary) if boundary else []
         if len(parts) != 2:
             raise MalformedMail("multipart/signed without its two parts")
-        inner = email.message_from_bytes(parts[0], policy=email.policy.compat32)
+        inner = _parse(parts[0])
         sig = email.message_from_bytes(parts[1], policy=email.policy.compat32)
-        text, left_out = _readable(inner)
-        return Content(
-            # Only the signed part's own Subject counts: headers around it are unsigned.
-            subject=_header(inner, "Subject") or None,
-            text=text,
-            attachments=left_out,
-            signed_part=parts[0],
-            signature=_payload_bytes(sig),
-        )
-    text, left_out = _readable(msg)
-    return Content(subject=subject, text=text, attachments=left_out)
+        # The text shown is read from the signed part's exact bytes only, and only the
+        # signed part's own headers count: headers around it are unsigned.
+        return replace(_content_of(inner), signed_part=parts[0], signature=_payload_bytes(sig))
+    return _content_of(msg)
 
 
-def _clearsigned_text(text: str) -> str:
-    """The text of a clear-signed message (RFC 4880 §7), dash-escaping undone."""
-    lines = text.lstrip().split("\n")
-    body: list[str] = []
-    in_body = False
-    for line in lines[1:]:
-        if not in_body:
-            in_body = line.strip() == ""
-            continue
-        if line.startswith("-----BEGIN PGP SIGNATURE-----"):
-            break
-        body.append(line[2:] if line.startswith("- ") else line)
-    return "\n".join(body).strip("\n")
-
-
-# -- composing -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ListHeaders:
-    """The list's identity as it appears in every mail it sends."""
-
-    name: str
-    address: str
-    list_id: str
-    owner: str
-    tag: str
-
-
-def _display(from_label: str | None, lists: ListHeaders) -> str:
-    """``Alice Jansen (.nl) via SECIR`` for a member's post; the list's name for its own."""
-    return f"{from_label} via {lists.name}" if from_label else lists.name
-
-
-def compose_inner(
-    *,
-    subject: str,
-    text: str,
-    from_label: str | None,
-    lists: ListHeaders,
-    message_id: str,
-    date: datetime | None = None,
-) -> bytes:
-    """The part that gets encrypted: protected headers plus the text."""
-    inner = EmailMessage(policy=email.policy.SMTP)
-    inner["From"] = formataddr((_display(from_label, lists), lists.address))
-    inner["To"] = lists.address
-    inner["Subject"] = subject
-    inner["Message-ID"] = message_id
-    inner["Date"] = format_datetime(date or datetime.now(UTC))
-    inner.set_content(text, charset="utf-8", cte="quoted-printable")
-    inner.set_param("protected-headers", "v1")
-    return inner.as_bytes()
-
-
-def compose_outer(
-    *,
-    armored: bytes,
-    from_label: str | None,
-    lists: ListHeaders,
-    message_id: str,
-    to: str,
-    in_reply_to: str | None = None,
-    references: tuple[str, ...] = (),
-    reply: bool = False,
-    automated: bool = False,
-    date: datetime | None = None,
-) -> bytes:
-    """The PGP/MIME envelope around ``armored`` with the list headers."""
-    outer = EmailMessage(policy=email.policy.SMTP)
-    outer["From"] = formataddr((_display(from_label, lists), lists.address))
-    outer["To"] = to
-    outer["Reply-To"] = lists.address
-    outer["Subject"] = f"[{lists.tag}] {'Re: ' if reply else ''}encrypted message"
-    outer["Message-ID"] = message_id
-    outer["Date"] = format_datetime(date or datetime.now(UTC))
-    if in_reply_to:
-        outer["In-Reply-To"] = in_reply_to
-    if references:
-        outer["References"] = " ".join(references)
-    outer["List-Id"] = f"{lists.name} <{lists.list_id}>"
-    outer["List-Post"] = f"<mailto:{lists.address}>"
-    outer["List-Help"] = f"<mailto:{lists.address}?subject=help>"
-    outer["List-Unsubscribe"] = f"<mailto:{lists.address}?subject=unsubscribe>"
-    outer["List-Owner"] = f"<mailto:{lists.owner}>"
-    outer["Precedence"] = "list"
-    outer["X-Auto-Response-Suppress"] = "All"
-    outer[LOOP_HEADER] = lists.list_id
-    if automated:
-        outer["Auto-Submitted"] = "auto-replied"
-    make_pgp_mime(outer, armored)
-    return outer.as_bytes()
-
-
-def make_pgp_mime(outer: EmailMessage, armored: bytes) -> None:
-    """Turn ``outer`` into RFC 3156 multipart/encrypted around the armored ``armored``."""
-    outer.set_type("multipart/encrypted")
-    outer.set_param("protocol", "application/pgp-encrypted")
-    control = EmailMessage(policy=email.policy.SMTP)
-    control.set_content(
-        b"Version: 1\r\n", maintype="application", subtype="pgp-encrypted", cte="7bit"
+def _content_of(msg: Message) -> Content:
+    """Text, attachments and the protected headers of a signed entity."""
+    text, html, left_out = _readable(msg)
+    to_cc = [str(v) for name in ("To", "Cc") for v in msg.get_all(name) or []]
+    replies = _ids(msg.get("In-Reply-To"))
+    references = _ids(msg.get("References"))
+    return Content(
+        subject=_header(msg, "Subject") or None,
+        text=text,
+        html=html,
+        attachments=left_out,
+        recipients=tuple(recipients_of(", ".join(to_cc))) if to_cc else None,
+        from_addr=(_sender(msg)[1].lower() or None) if msg.get("From") is not None else None,
+        in_reply_to=replies,
+        references=references,
+        threaded=msg.get("In-Reply-To") is not None or msg.get("References") is not None,
     )
-    control["Content-Description"] = "PGP/MIME version identification"
-    del control["MIME-Version"]
-    body = EmailMessage(policy=email.policy.SMTP)
-    body.set_content(
-        armored,
-        maintype="application",
-        subtype="octet-stream",
-        cte="7bit",
-        disposition="inline",
-        filename="encrypted.asc",
-    )
-    del body["MIME-Version"]
-    outer.set_payload([control, body])
+
+
+def inline_content(signed_text: bytes) -> Content:
+    """The content of inline PGP from the bytes gpg reported as signed.
+
+    Trailing blanks are dropped from each line: a clear-signature does not cover them
+    (RFC 4880 §7.1), so they may not be shown as the signer's.
+    """
+    text = signed_text.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    text = "\n".join(line.rstrip(" \t\r") for line in text.split("\n"))
+    return Content(subject=None, text=text.strip("\n"))
+
+
+NOT_ONE_CLEARSIGNED = (
+    "the decrypted text is not exactly one clear-signed text (text outside it, "
+    "several blocks, or a malformed armor line)"
+)
+_ARMOR_LINE = re.compile(rb"^[ \t]*-----(?:BEGIN|END) PGP[^\n]*$", re.MULTILINE)
+_CLEARSIGNED_LINES = (
+    b"-----BEGIN PGP SIGNED MESSAGE-----",
+    b"-----BEGIN PGP SIGNATURE-----",
+    b"-----END PGP SIGNATURE-----",
+)
+
+
+def clearsigned_block(plaintext: bytes) -> bytes | None:
+    """The one clear-signed block that ``plaintext`` consists of, for gpg to verify.
+
+    None when the text holds no armor line at all (it is simply unsigned). Anything else
+    that is not exactly one well-formed clear-signed block, with only blank space around
+    it, is refused: gpg skips what it does not take for armor (a first line with an extra
+    character, a leading tab) and would verify a later block, while a reader sees the text
+    before it.
+    """
+    found = [m.group(0).rstrip(b"\r") for m in _ARMOR_LINE.finditer(plaintext)]
+    if not found:
+        return None
+    block = plaintext.strip(b" \t\r\n")
+    starts = block.split(b"\n", 1)[0].rstrip(b"\r") == _CLEARSIGNED_LINES[0]
+    if tuple(found) != _CLEARSIGNED_LINES or not starts or not block.endswith(found[-1]):
+        raise MalformedMail(NOT_ONE_CLEARSIGNED)
+    return block + b"\n"
 
 
 def recipients_of(header_value: str) -> list[str]:

@@ -63,6 +63,7 @@ class ReceivedMail:
     subject: str | None = None
     signer: str | None = None
     decrypted: bool = False
+    plaintext: bytes = b""  # what the member's gpg decrypted
 
 
 @dataclass
@@ -93,9 +94,13 @@ class MailOperator:
         headers: dict[str, str] | None = None,
         signing_keyring: Keyring | None = None,
         signing_fpr: str | None = None,
+        inner_headers: dict[str, str | None] | None = None,
     ) -> tuple[str, bytes]:
         """Build a mail; return (Message-ID, bytes). ``fmt``: pgp-mime, inline, plain,
-        signed-only, pgp-mime-nosig, pgp-mime-layered (sign then encrypt, RFC 3156 §6.1)."""
+        signed-only, pgp-mime-nosig, pgp-mime-layered (sign then encrypt, RFC 3156 §6.1).
+
+        PGP/MIME carries protected headers as Thunderbird writes them (Subject, From, To and
+        the thread headers); ``inner_headers`` changes them (None removes one)."""
         msgid = make_msgid(domain=self.address.split("@")[1])
         ring = signing_keyring or self.keyring
         signer = signing_fpr or self.fingerprint
@@ -126,11 +131,9 @@ class MailOperator:
             )
             outer.set_content(armored.decode())
             return msgid, outer.as_bytes()
-        inner = EmailMessage(policy=email.policy.SMTP)
-        inner["Subject"] = subject
-        inner["From"] = outer["From"]
-        inner.set_content(body)
-        inner.set_param("protected-headers", "v1")
+        inner = _protected(
+            subject, str(outer["From"]), to, in_reply_to, references, body, inner_headers
+        )
         data = inner.as_bytes()
         if fmt == "pgp-mime-layered":
             data = await _layered(ring, signer, inner)
@@ -140,6 +143,62 @@ class MailOperator:
         else:
             armored = await _encrypt_only(ring, data, list_fpr)
         mime.make_pgp_mime(outer, armored)
+        return msgid, outer.as_bytes()
+
+    async def signed_entity(
+        self, to: str, subject: str, body: str, inner_headers: dict[str, str | None] | None = None
+    ) -> bytes:
+        """The multipart/signed entity of a signed mail this operator sends to ``to``."""
+        sender = f"{self.name} <{self.address}>"
+        inner = _protected(subject, sender, to, None, (), body, inner_headers)
+        return await _layered(self.keyring, self.fingerprint, inner)
+
+    async def encrypted_mail(
+        self, to: str, list_fpr: str, entity: bytes, *, sender: str, subject: str = "..."
+    ) -> tuple[str, bytes]:
+        """PGP/MIME around any ``entity``, encrypted (not signed) by this operator: what
+        someone who captured another person's signed mail can send to the list."""
+        msgid = make_msgid(domain=self.address.split("@")[1])
+        outer = EmailMessage(policy=email.policy.SMTP)
+        outer["From"] = sender
+        outer["To"] = to
+        outer["Subject"] = subject
+        outer["Message-ID"] = msgid
+        outer["Date"] = format_datetime(datetime.now(UTC))
+        mime.make_pgp_mime(outer, await _encrypt_only(self.keyring, entity, list_fpr))
+        return msgid, outer.as_bytes()
+
+    async def clearsign(self, text: bytes) -> bytes:
+        """A clear-signed copy of ``text`` made with this operator's key."""
+        return await self.keyring.clearsign(text, self.fingerprint)
+
+    async def inline_mail(
+        self,
+        to: str,
+        list_fpr: str,
+        plaintext: bytes,
+        *,
+        sign: bool = False,
+        sender: str | None = None,
+        subject: str = "...",
+        message_id: str | None = None,
+    ) -> tuple[str, bytes]:
+        """Inline PGP around exactly ``plaintext``, encrypted to the list key (and signed
+        with this operator's key when ``sign``): hostile tests choose every byte of what the
+        list decrypts. ``sender`` replaces the From line."""
+        msgid = message_id or make_msgid(domain=self.address.split("@")[1])
+        armored = (
+            await self.keyring.sign_encrypt(plaintext, [list_fpr], self.fingerprint)
+            if sign
+            else await _encrypt_only(self.keyring, plaintext, list_fpr)
+        )
+        outer = EmailMessage(policy=email.policy.SMTP)
+        outer["From"] = sender or f"{self.name} <{self.address}>"
+        outer["To"] = to
+        outer["Subject"] = subject
+        outer["Message-ID"] = msgid
+        outer["Date"] = format_datetime(datetime.now(UTC))
+        outer.set_content(armored.decode())
         return msgid, outer.as_bytes()
 
     async def send_raw(self, to: str, data: bytes) -> None:
@@ -180,6 +239,7 @@ class MailOperator:
                 content = mime.parse_decrypted(result.data, env.kind)
                 got.text, got.subject = content.text, content.subject
                 got.signer, got.decrypted = result.signer, True
+                got.plaintext = result.data
         return got
 
     async def wait_for_mail(
@@ -202,6 +262,33 @@ class MailOperator:
                     f"{[(m.subject, m.text[:60]) for m in self.seen]}"
                 )
             await asyncio.sleep(0.1)
+
+
+def _protected(
+    subject: str,
+    sender: str,
+    to: str,
+    in_reply_to: str | None,
+    references: tuple[str, ...],
+    body: str,
+    changes: dict[str, str | None] | None,
+) -> EmailMessage:
+    """The entity that gets signed and encrypted, with its protected headers."""
+    inner = EmailMessage(policy=email.policy.SMTP)
+    inner["Subject"] = subject
+    inner["From"] = sender
+    inner["To"] = to
+    if in_reply_to:
+        inner["In-Reply-To"] = in_reply_to
+    if references:
+        inner["References"] = " ".join(references)
+    for name, value in (changes or {}).items():
+        del inner[name]
+        if value is not None:
+            inner[name] = value
+    inner.set_content(body)
+    inner.set_param("protected-headers", "v1")
+    return inner
 
 
 async def _encrypt_only(ring: Keyring, data: bytes, fpr: str) -> bytes:

@@ -15,11 +15,23 @@ from dataclasses import replace
 from secir_bot.bridges import mime
 from secir_bot.crypto import Decrypted, Verified
 from secir_bot.pipeline import CONTINUE, Decision, MailItem, Services, drop, reject
+from secir_bot.threads import UNADDRESSED_NOTE
+
+
+async def size_limit(ctx: MailItem, s: Services) -> Decision:
+    """First, before anything parses the mail: the size the server reported (a larger
+    mail was not even fetched, only its header) and the size of the bytes we hold."""
+    limit = s.config.list.max_message_bytes
+    size = max(len(ctx.item.raw), int(ctx.item.meta.get("size") or 0))
+    if size > limit or ctx.item.meta.get("headers_only"):
+        return reject(f"the mail is larger than the list's limit of {limit} bytes")
+    return CONTINUE
 
 
 async def parse(ctx: MailItem, s: Services) -> Decision:
     try:
-        ctx.envelope = mime.parse_envelope(ctx.item.raw)
+        # Off the event loop: parsing a large or convoluted mail takes a while.
+        ctx.envelope = await asyncio.to_thread(mime.parse_envelope, ctx.item.raw)
     except mime.MalformedMail as exc:
         # Still try to name the sender, so that a member learns why nothing happened.
         ctx.claimed = s.store.member_by_email(mime.from_address(ctx.item.raw))
@@ -55,14 +67,12 @@ async def encrypted(ctx: MailItem, s: Services) -> Decision:
     return CONTINUE
 
 
-async def size_limit(ctx: MailItem, s: Services) -> Decision:
-    limit = s.config.list.max_message_bytes
-    if len(ctx.item.raw) > limit:
-        return reject(f"the mail is larger than the list's limit of {limit} bytes")
-    return CONTINUE
-
-
 async def decrypt(ctx: MailItem, s: Services) -> Decision:
+    """Decrypt, verify, and keep as content only what gpg reported as signed.
+
+    The content is set only when a signature was found and checked; what is shown later
+    is derived from the bytes gpg verified, never from a second reading of the input.
+    """
     env = ctx.envelope
     assert env is not None and env.ciphertext is not None
     # The decrypted size is bounded too: compression can turn kilobytes into gigabytes.
@@ -72,23 +82,48 @@ async def decrypt(ctx: MailItem, s: Services) -> Decision:
     if not result.ok:
         return reject(f"the mail could not be decrypted with the list key ({result.status})")
     ctx.decrypted = result
+    if env.kind == "inline":
+        return await _inline(ctx, s, result)
     try:
         # Parsing a large entity takes a while: keep it off the event loop.
-        content = await asyncio.to_thread(mime.parse_decrypted, result.data, env.kind)
+        content = await asyncio.to_thread(mime.parse_decrypted, result.data)
     except mime.MalformedMail as exc:
         return reject(f"the decrypted content is unreadable: {exc}")
-    if not result.signed:
-        # Signed, then encrypted as separate layers (RFC 3156 §6.1) or inline sign+encrypt.
-        if content.signed_part is not None and content.signature is not None:
-            verified = await s.keyring.verify_detached(content.signed_part, content.signature)
-            if not verified.valid and b"\r\n" not in content.signed_part:
-                canonical = content.signed_part.replace(b"\n", b"\r\n")
-                verified = await s.keyring.verify_detached(canonical, content.signature)
-            ctx.decrypted = _with_signature(result, verified, content.signature)
-        elif content.inline_signed is not None:
-            verified = await s.keyring.verify(content.inline_signed)
-            ctx.decrypted = _with_signature(result, verified, content.inline_signed)
-    ctx.content = content
+    if result.signed:
+        if content.signature is not None:
+            return reject(TWO_SIGNATURES)  # signed inside and around: say which counts
+        # gpg's signature covers all of result.data, which the content was read from.
+        ctx.content = content if result.valid else None
+    elif content.signed_part is not None and content.signature is not None:
+        # Signed, then encrypted as separate layers (RFC 3156 §6.1): the signature covers
+        # exactly the signed part's bytes, and the content was read from them alone.
+        verified = await s.keyring.verify_detached(content.signed_part, content.signature)
+        if not verified.valid and b"\r\n" not in content.signed_part:
+            canonical = content.signed_part.replace(b"\n", b"\r\n")
+            verified = await s.keyring.verify_detached(canonical, content.signature)
+        ctx.decrypted = _with_signature(result, verified, content.signature)
+        ctx.content = content if verified.valid else None
+    return CONTINUE
+
+
+TWO_SIGNATURES = "the mail carries more than one signature; sign it once, with your registered key"
+
+
+async def _inline(ctx: MailItem, s: Services, result: Decrypted) -> Decision:
+    if result.signed:
+        # Signed and encrypted in one: gpg's output is the signed literal data.
+        ctx.content = mime.inline_content(result.data) if result.valid else None
+        return CONTINUE
+    try:
+        block = mime.clearsigned_block(result.data)
+    except mime.MalformedMail as exc:
+        return reject(str(exc))
+    if block is not None:
+        # Clear-signed, then encrypted: gpg verifies the block and writes out the text
+        # that its signature covers; that text, and nothing else, is the content.
+        verified = await s.keyring.verify_clearsigned(block)
+        ctx.decrypted = _with_signature(result, verified, block)
+        ctx.content = mime.inline_content(verified.data) if verified.valid else None
     return CONTINUE
 
 
@@ -96,7 +131,9 @@ def _with_signature(result: Decrypted, verified: Verified, signature: bytes) -> 
     sig_id = verified.signature_id or "sha256:" + hashlib.sha256(signature).hexdigest()
     return replace(
         result,
-        signed=True,
+        signed=verified.signatures > 0,
+        signatures=verified.signatures,
+        status=verified.status,
         valid=verified.valid,
         signer=verified.signer,
         signature_id=sig_id,
@@ -109,8 +146,10 @@ async def signed(ctx: MailItem, s: Services) -> Decision:
     assert d is not None
     if not d.signed:
         return reject("the mail is not signed; sign it with your registered key")
-    if not d.valid or d.signer is None:
-        return reject("the signature does not verify (bad signature or unknown key)")
+    if d.signatures > 1:
+        return reject(TWO_SIGNATURES)
+    if not d.valid or d.signer is None or ctx.content is None:
+        return reject(f"the signature does not verify ({d.status or 'bad signature'})")
     return CONTINUE
 
 
@@ -127,7 +166,8 @@ async def signer_is_member(ctx: MailItem, s: Services) -> Decision:
 
 
 async def not_a_replay(ctx: MailItem, s: Services) -> Decision:
-    """The same signature is accepted once, and only while it is recent.
+    """The same signature is accepted once, only while it is recent, and not when it is
+    dated in the future (which would stretch its window of use).
 
     Someone who captured a member's signed mail cannot send it again (with a new
     Message-ID, or a new cleartext Subject) to have it relayed a second time.
@@ -140,6 +180,13 @@ async def not_a_replay(ctx: MailItem, s: Services) -> Decision:
             "this signed message was received before; a repeated signature is not "
             "relayed (send a new message instead)"
         )
+    skew = s.config.list.max_clock_skew
+    if d.signed_at is not None and d.signed_at > time.time() + skew:
+        minutes = (d.signed_at - time.time()) / 60
+        return reject(
+            f"the signature is dated {minutes:.0f} minutes in the future; the list accepts "
+            f"at most {skew:g} seconds of clock difference (check your computer's clock)"
+        )
     max_age = s.config.list.max_signature_age_days * 86400
     if d.signed_at is not None and d.signed_at < time.time() - max_age:
         days = (time.time() - d.signed_at) / 86400
@@ -151,12 +198,52 @@ async def not_a_replay(ctx: MailItem, s: Services) -> Decision:
 
 
 async def from_matches_signer(ctx: MailItem, s: Services) -> Decision:
-    assert ctx.signer is not None and ctx.envelope is not None
+    assert ctx.signer is not None and ctx.envelope is not None and ctx.content is not None
+    signed_from = ctx.content.from_addr
+    inner = s.store.member_by_email(signed_from) if signed_from else None
+    if inner is not None and inner.id != ctx.signer.id:
+        return reject(
+            "the signed From address belongs to another member than the signing key "
+            f"({ctx.signer.email})"
+        )
     if ctx.claimed is not None and ctx.claimed.id != ctx.signer.id:
         return reject(
-            f"the From address {ctx.envelope.from_addr} belongs to another member than the "
-            f"signing key ({ctx.signer.email})"
+            f"the From address belongs to another member than the signing key ({ctx.signer.email})"
         )
+    return CONTINUE
+
+
+async def addressed_to_list(ctx: MailItem, s: Services) -> Decision:
+    """Surreptitious forwarding: a member's signed mail to someone else, encrypted to the
+    list key by whoever got it, must not become a post (signing does not bind recipients).
+
+    When the signed headers name recipients, the list must be one of them; when they name
+    none (inline PGP, clients without protected headers), the post is marked.
+    """
+    assert ctx.content is not None
+    recipients = ctx.content.recipients
+    if recipients is None:
+        ctx.notes.append(UNADDRESSED_NOTE)
+    elif s.config.list.address.lower() not in recipients:
+        return reject(
+            "the signed content is addressed to others, not to the list: a signed mail "
+            "sent elsewhere is not relayed (write to the list itself)"
+        )
+    return CONTINUE
+
+
+async def html_text(ctx: MailItem, s: Services) -> Decision:
+    """An HTML-only mail becomes text here: after its signature was checked (nobody can
+    make the list parse HTML without a member's key), within a size bound, off the loop."""
+    content = ctx.content
+    assert content is not None
+    if content.text.strip() or not content.html:
+        return CONTINUE
+    try:
+        texts = [await asyncio.to_thread(mime.html_to_text, markup) for markup in content.html]
+    except mime.MalformedMail as exc:
+        return reject(str(exc))
+    ctx.content = replace(content, text="\n".join(texts).strip("\n"), html=())
     return CONTINUE
 
 
@@ -167,7 +254,7 @@ COMMAND_WORDS = ("help", "unsubscribe", "subscribe")
 async def not_a_command(ctx: MailItem, s: Services) -> Decision:
     """The List-Help / List-Unsubscribe mailto links produce such mail: never post it."""
     assert ctx.content is not None and ctx.envelope is not None
-    subject = (ctx.content.subject or ctx.envelope.subject).strip().lower()
+    subject = (ctx.content.subject or "").strip().lower()  # only what was signed counts
     body = ctx.content.text.strip().lower()
     word = next((w for w in COMMAND_WORDS if subject == w or body == w), None)
     if word is not None:

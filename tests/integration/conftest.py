@@ -11,6 +11,8 @@ import pytest_asyncio
 from servers import MailStack
 from worlds import world_on
 
+from secir_bot.crypto import Keyring
+from secir_bot.sandbox.operators import MailOperator
 from secir_bot.sandbox.synapse import Synapse
 from secir_bot.sandbox.world import World
 
@@ -32,3 +34,25 @@ async def world(world_unstarted: World) -> AsyncIterator[World]:
     await world_unstarted.setup()
     await world_unstarted.start_bot()
     yield world_unstarted
+
+
+@pytest_asyncio.fixture
+async def outsider(world: World) -> AsyncIterator[MailOperator]:
+    """Mallory: not a member, with her own key and the list's public key."""
+    home = Path(tempfile.mkdtemp(prefix="gm"))
+    ring = Keyring.create(home)
+    try:
+        fpr = await ring.generate("Mallory", "mallory@test.example")
+        await ring.import_key(await world.keyrings["alice"].export_public(world.list_fpr))
+        yield MailOperator(
+            address="mallory@test.example",
+            name="Mallory",
+            keyring=ring,
+            fingerprint=fpr,
+            password="pw-mallory",
+            smtp_port=world.smtp_port,
+            imap_port=world.imap_port,
+        )
+    finally:
+        ring.close()
+        shutil.rmtree(home, ignore_errors=True)

@@ -61,8 +61,10 @@ async def _mail_to_room(world: World, fmt: str) -> None:
     assert event.room_id == world.incident_room
     assert event.msgtype == "m.text"
     assert "Bob Silva (.br)" in event.body
-    if fmt != "inline":  # inline PGP has no protected subject: the cleartext one is used
+    if fmt != "inline":  # inline PGP has no protected subject: its first line is used
         assert subject in event.body
+    else:
+        assert "by email: We see lookalike domains under several ccTLDs." in event.body
     assert raw_event_type(world, world.incident_room, event.event_id) == "m.room.encrypted"
     # The other email member gets it too, signed by the list; the sender gets no echo.
     alice = world.mail["alice"]

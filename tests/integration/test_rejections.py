@@ -7,6 +7,7 @@ bad ones, sent earlier, would have arrived too if they had been relayed.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable
 
 import aioimaplib
@@ -81,6 +82,9 @@ async def _rejected(
         assert answer.headers["Auto-Submitted"] == "auto-replied"
     await positive_control(world, f"all clear after {marker[::-1]}")
     await assert_not_relayed(world, marker)
+    if explained_to is None:  # F4: no answer to an address that a signature did not prove
+        for key in ("alice", "bob"):
+            assert not [m for m in world.mail[key].seen if "was not relayed" in m.text]
     quarantined = await folder_messages(world, "secir-quarantine")
     assert len(quarantined) == 1
     assert world.app is not None and not world.app_task.done()  # type: ignore[union-attr]
@@ -94,7 +98,7 @@ async def test_unencrypted_mail_is_rejected(world: World) -> None:
         lambda: bob.send(world.list_address, None, "hi", marker, fmt="plain"),
         marker,
         "not encrypted",
-        explained_to="bob",
+        explained_to=None,  # nothing proves who sent it: no answer (F4)
     )
 
 
@@ -106,7 +110,7 @@ async def test_unsigned_mail_is_rejected(world: World) -> None:
         lambda: bob.send(world.list_address, world.list_fpr, "hi", marker, fmt="pgp-mime-nosig"),
         marker,
         "not signed",
-        explained_to="bob",
+        explained_to=None,
     )
 
 
@@ -142,7 +146,7 @@ async def test_signer_not_a_member_is_rejected(world: World) -> None:
             ),
             marker,
             "signature does not verify",
-            explained_to="bob",
+            explained_to=None,
         )
     finally:
         ring.close()
@@ -151,7 +155,7 @@ async def test_signer_not_a_member_is_rejected(world: World) -> None:
 async def test_from_of_another_member_is_rejected(world: World) -> None:
     marker = "SPOOFED-FROM-8830"
     alice, bob = world.mail["alice"], world.mail["bob"]
-    # Alice signs with her own key but claims to be Bob.
+    # Alice signs with her own key but claims to be Bob: Alice, the signer, is answered.
     _, data = await alice.compose(world.list_address, world.list_fpr, "hi", marker)
     data = data.replace(
         f"From: {alice.name} <{alice.address}>".encode(),
@@ -182,7 +186,7 @@ async def test_unparseable_mail_is_rejected(world: World) -> None:
         lambda: bob.send_raw(world.list_address, data),
         "BROKEN-4410",
         "unreadable mail",
-        explained_to="bob",
+        explained_to=None,
     )
 
 
@@ -236,3 +240,28 @@ async def test_replayed_signed_mail_is_rejected(world: World) -> None:
     alice = world.mail["alice"]
     await alice.wait_for_mail(lambda m: "REPLAY-6060" in m.text)  # reads her whole mailbox
     assert len([m for m in alice.seen if "REPLAY-6060" in m.text]) == 1
+
+
+async def test_f4_answers_go_to_verified_signers_and_quote_nothing_they_chose(
+    world: World,
+) -> None:
+    alice, bob = world.mail["alice"], world.mail["bob"]
+    # A forged From gets nothing: the list never signs an answer to an unproven address.
+    forged = (
+        f"From: {bob.name} <{bob.address}>\r\nTo: {world.list_address}\r\n"
+        "Subject: F4\r\nMessage-ID: <F4-FORGED-QUOTE@attacker.test>\r\n\r\nF4-FORGED\r\n"
+    ).encode()
+    await alice.send_raw(world.list_address, forged)
+    await wait_notice(world, "Mail rejected", "not encrypted")
+    # Alice's own signed mail, refused (a list command), under a Message-ID she chose.
+    _, data = await alice.compose(world.list_address, world.list_fpr, "help", "help")
+    data = re.sub(rb"Message-ID: <[^>]+>", b"Message-ID: <F4-SENDER-CHOSEN@nic.test>", data)
+    await alice.send_raw(world.list_address, data)
+    answer = await alice.wait_for_mail(lambda m: "was not relayed" in m.text)
+    assert answer.signer == world.list_fpr
+    assert "F4-SENDER-CHOSEN" not in answer.text and "F4-SENDER-CHOSEN" not in str(
+        list(answer.headers.items())
+    )
+    assert "the list's item" in answer.text and answer.headers["In-Reply-To"] is None
+    await positive_control(world, "all clear after F4")
+    assert not [m for m in bob.seen if "was not relayed" in m.text]

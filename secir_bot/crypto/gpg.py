@@ -1,0 +1,194 @@
+"""Running one gpg process: a deadline, bounded output, and gpg's status lines apart.
+
+gpg is run directly with asyncio subprocesses rather than through python-gnupg, for three
+reasons found on hostile mail: python-gnupg decodes gpg's stderr strictly (one armor header
+line with invalid UTF-8 kills its reader thread, and thousands of them fill the pipe so that
+gpg and python-gnupg wait on each other for ever), it has no deadline and no way to kill a
+gpg that hangs, and it reads the machine-readable status lines from the same stream as
+gpg's human messages, which quote attacker-chosen text.
+
+Here the status lines come on a pipe of their own (``--status-fd``), stdout and stderr are
+drained concurrently (stdout up to a limit, stderr keeping only a decoded tail), and the
+whole call has a deadline after which the process is killed and ``GpgTimeout`` raised.
+The status protocol is gpg's documented machine interface (``doc/DETAILS`` in GnuPG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from secir_bot.errors import CryptoError
+
+STATUS_PREFIX = b"[GNUPG:] "
+MAX_STATUS_LINES = 2000  # a real message gives a dozen; more means a flood of signatures
+STDERR_TAIL = 8192  # characters of gpg's human messages kept, for errors in our own calls
+# Options for every call: no network, no questions, nothing from the user's gpg.conf.
+BASE_OPTIONS = (
+    "--batch",
+    "--no-tty",
+    "--yes",
+    "--no-greeting",
+    "--no-options",
+    "--disable-dirmngr",
+    "--no-auto-key-retrieve",
+)
+
+
+class GpgTimeout(CryptoError):
+    """gpg did not finish before its deadline; the process was killed."""
+
+
+class _OutputTooLarge(Exception):
+    """stdout went past the caller's limit (internal: turned into ``Run.too_large``)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one gpg process did."""
+
+    returncode: int
+    output: bytes  # stdout, at most the caller's limit
+    status: tuple[tuple[str, str], ...]  # (keyword, arguments) of each status line
+    stderr: str  # the tail of gpg's human messages, decoded without failing
+    too_large: bool = False  # stdout went past the limit and gpg was stopped
+    flooded: bool = False  # more status lines than MAX_STATUS_LINES (the rest not kept)
+
+    def lines(self, keyword: str) -> list[str]:
+        """The arguments of every status line with ``keyword``."""
+        return [rest for key, rest in self.status if key == keyword]
+
+    def has(self, keyword: str) -> bool:
+        return any(key == keyword for key, _ in self.status)
+
+
+def gpg_program() -> str:
+    found = shutil.which("gpg")
+    if found is None:
+        raise CryptoError("gpg is not installed (Debian package gnupg)")
+    return found
+
+
+async def run(
+    home: Path,
+    args: Sequence[str],
+    data: bytes = b"",
+    *,
+    deadline: float,
+    max_output: int | None = None,
+) -> Run:
+    """Run ``gpg --homedir home ARGS`` with ``data`` on stdin; kill it after ``deadline``."""
+    status_read, status_write = os.pipe()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            gpg_program(),
+            "--homedir",
+            str(home),
+            *BASE_OPTIONS,
+            "--status-fd",
+            str(status_write),
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            pass_fds=(status_write,),
+        )
+    except OSError as exc:
+        os.close(status_read)
+        raise CryptoError(f"gpg could not be started: {type(exc).__name__}") from exc
+    finally:
+        os.close(status_write)  # the child has its copy; EOF comes when gpg exits
+    loop = asyncio.get_running_loop()
+    status_reader = asyncio.StreamReader(limit=2**16)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(status_reader), os.fdopen(status_read, "rb", 0)
+    )
+    status: list[tuple[str, str]] = []
+    flooded = False
+    stderr_tail = bytearray()
+    output = bytearray()
+    too_large = False
+
+    async def feed() -> None:
+        assert proc.stdin is not None
+        # gpg may stop reading early (bad input, or killed): that is its answer, not ours.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.write(data)
+            await proc.stdin.drain()
+        proc.stdin.close()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            await proc.stdin.wait_closed()
+
+    async def read_output() -> None:
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(2**16):
+            output.extend(chunk)
+            if max_output is not None and len(output) > max_output:
+                raise _OutputTooLarge
+
+    async def read_stderr() -> None:
+        assert proc.stderr is not None
+        while chunk := await proc.stderr.read(2**14):
+            stderr_tail.extend(chunk)
+            del stderr_tail[: max(0, len(stderr_tail) - 4 * STDERR_TAIL)]
+
+    async def read_status() -> None:
+        nonlocal flooded
+        while True:
+            try:
+                line = await status_reader.readline()
+            except ValueError:  # a line beyond the reader's limit: not from a sane gpg
+                flooded = True
+                await status_reader.read(2**16)
+                continue
+            if not line:
+                return
+            if not line.startswith(STATUS_PREFIX):
+                continue
+            if len(status) >= MAX_STATUS_LINES:
+                flooded = True
+                continue
+            text = line[len(STATUS_PREFIX) :].decode("utf-8", errors="replace").rstrip("\r\n")
+            key, _, rest = text.partition(" ")
+            status.append((key, rest))
+
+    try:
+        async with asyncio.timeout(deadline):
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(feed())
+                    tg.create_task(read_output())
+                    tg.create_task(read_stderr())
+                    tg.create_task(read_status())
+            except* _OutputTooLarge:
+                too_large = True
+                _kill(proc)
+            returncode = await proc.wait()
+    except TimeoutError:
+        raise GpgTimeout(f"gpg did not finish within {deadline:g} s") from None
+    finally:
+        _kill(proc)
+        if proc.returncode is None:
+            # Reap the killed process; shielded so that a second cancellation cannot leave
+            # a zombie behind.
+            await asyncio.shield(proc.wait())
+        transport.close()
+    return Run(
+        returncode=returncode,
+        output=bytes(output[: max_output if too_large else None]),
+        status=tuple(status),
+        stderr=stderr_tail.decode("utf-8", errors="replace")[-STDERR_TAIL:],
+        too_large=too_large,
+        flooded=flooded,
+    )
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()

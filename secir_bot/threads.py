@@ -1,0 +1,91 @@
+"""Subjects and threads: what a post is called and where it hangs.
+
+A mail's subject and thread come from what its sender signed. The cleartext Subject and
+the thread headers of the envelope are not covered by any signature: anyone who captured a
+member's signed mail can send it again under another Subject or as a reply to another
+thread. So the subject shown is the protected (signed) Subject, else the first line of the
+signed text; and the unsigned thread headers are only a hint, used without comment in a
+thread the signer started, and with a visible note anywhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from secir_bot.bridges.mime import Content, Envelope, neutral
+from secir_bot.model import Member, Post
+from secir_bot.store import Store
+
+REPLY_PREFIX = re.compile(r"^\s*((re|aw|sv|antw|fwd?)\s*:\s*)+", re.IGNORECASE)
+PLACEHOLDER_SUBJECTS = {"", "...", "encrypted message", "(no subject)"}
+UNSIGNED_THREAD_NOTE = (
+    "Placed in this thread by the mail's unsigned reply headers: the signature does not "
+    "cover which message it answers."
+)
+UNADDRESSED_NOTE = (
+    "The signed content does not name the list as a recipient, so it may be a copy of a "
+    "mail that was sent elsewhere (the sender's mail client does not protect its headers)."
+)
+
+
+def clean_subject(subject: str, tag: str = "SECIR") -> str:
+    """Drop the list's own ``[TAG]`` (anywhere after a ``Re:``); other tags such as
+    ``[TLP:AMBER]`` are the author's and stay."""
+    own = re.compile(r"\[\s*" + re.escape(tag) + r"\s*\]\s*", re.IGNORECASE)
+    # Any whitespace, line and paragraph separators included, becomes one space.
+    return re.sub(r"\s+", " ", own.sub("", subject)).strip()
+
+
+def is_placeholder(subject: str) -> bool:
+    """Subjects that clients put in the clear when the real one is protected."""
+    return REPLY_PREFIX.sub("", subject).strip().lower() in PLACEHOLDER_SUBJECTS
+
+
+def first_line(body: str, limit: int = 72) -> str:
+    """The first non-blank line, shortened, as a subject (encoded-words neutralised)."""
+    line = next((ln.strip() for ln in body.splitlines() if ln.strip()), "(no subject)")
+    line = neutral(line)
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a received mail goes: the post it answers, its thread's root, and notes."""
+
+    parent: Post | None = None
+    root: Post | None = None
+    notes: tuple[str, ...] = ()
+
+
+def place_mail(store: Store, content: Content, envelope: Envelope, signer: Member) -> Placement:
+    """The thread of a mail: by its signed thread headers when it has any, else by the
+    envelope's (unsigned) ones, with a note when that puts it in someone else's thread."""
+    signed = content.threaded
+    if signed:
+        ids = (*content.in_reply_to, *reversed(content.references))
+    else:
+        ids = (*envelope.in_reply_to, *reversed(envelope.references))
+    parent = None
+    for message_id in ids:
+        parent = store.post_for("msgid", message_id)
+        if parent is not None:
+            break
+    if parent is None:
+        return Placement()
+    root = (store.post(parent.root_uid) if parent.root_uid else None) or parent
+    if signed or root.author.id == signer.id:
+        return Placement(parent, root)
+    return Placement(parent, root, (UNSIGNED_THREAD_NOTE,))
+
+
+def mail_subject(content: Content, placement: Placement, tag: str) -> str:
+    """The signed Subject; for a placeholder (or none), "Re:" and the thread's subject,
+    else the first line of the signed text. The cleartext Subject is never used."""
+    subject = clean_subject(content.subject or "", tag)
+    if is_placeholder(subject):
+        if placement.root is not None:
+            subject = "Re: " + REPLY_PREFIX.sub("", placement.root.subject)
+        else:
+            subject = first_line(content.text)
+    return neutral(subject) or "(no subject)"
