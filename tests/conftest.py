@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from servers import MAIL_USERS, TEST_KEYS, GpgWorld, MailStack
+from servers import MAIL_USERS, TEST_KEYS, GpgWorld, MailStack, TestCA
 
 from secir_bot.sandbox.synapse import Synapse
 
@@ -37,11 +37,34 @@ def gpg_world() -> Iterator[GpgWorld]:
         yield world
 
 
+@pytest.fixture(scope="session")
+def test_ca() -> Iterator[TestCA]:
+    """The session's throwaway CA and the mail servers' certificate (for 127.0.0.1)."""
+    ca = TestCA.create()
+    try:
+        yield ca
+    finally:
+        ca.close()
+
+
+@pytest.fixture(scope="session")
+def wrong_ca() -> Iterator[TestCA]:
+    """Another CA, unrelated to the servers' certificate: trusting only it must fail."""
+    ca = TestCA.create("unrelated test CA")
+    try:
+        yield ca
+    finally:
+        ca.close()
+
+
 @pytest.fixture(scope="module")
-def mail_stack() -> Iterator[MailStack]:
+def mail_stack(test_ca: TestCA) -> Iterator[MailStack]:
     """Postfix + Dovecot for ``test.example`` with list, alice, bob, carol, dave and mallory.
 
-    Passwords are ``pw-<localpart>`` (``servers.password_for``).
+    Passwords are ``pw-<localpart>`` (``servers.password_for``). Plain IMAP and SMTP on
+    ``imap_port``/``smtp_port``; with ``test_ca``'s certificate, IMAPS on ``imaps_port``,
+    SMTP with STARTTLS on ``submission_port`` and SMTPS on ``smtps_port``. SMTP AUTH takes
+    the same passwords (and is optional from loopback).
     """
-    with MailStack.start(MAIL_USERS) as stack:
+    with MailStack.start(MAIL_USERS, tls=test_ca) as stack:
         yield stack

@@ -120,18 +120,15 @@ class EmailBridge:
         def conn_lost(exc: Exception | None) -> None:
             lost.set()
 
-        if cfg.security == "tls":
-            imap: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
-                host=cfg.host,
-                port=cfg.port,
-                timeout=60,
-                conn_lost_cb=conn_lost,
-                ssl_context=ssl.create_default_context(),
-            )
-        else:
-            imap = aioimaplib.IMAP4(
-                host=cfg.host, port=cfg.port, timeout=60, conn_lost_cb=conn_lost
-            )
+        # The base class takes both a TLS context and the connection-lost callback;
+        # IMAP4_SSL (aioimaplib 2.0) accepts no callback, and only adds a default context.
+        imap = aioimaplib.IMAP4(
+            host=cfg.host,
+            port=cfg.port,
+            timeout=60,
+            conn_lost_cb=conn_lost,
+            ssl_context=ssl.create_default_context() if cfg.security == "tls" else None,
+        )
         try:
             await self._prepare(imap)
         except BaseException:

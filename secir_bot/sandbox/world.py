@@ -70,7 +70,7 @@ undecryptable_report_after = {undecryptable_after}
 [imap]
 host = "{mail_host}"
 port = {imap_port}
-security = "plain"
+security = "{imap_security}"
 username = "{list_address}"
 password_file = "secrets/imap-password"
 idle_timeout = 30
@@ -80,7 +80,8 @@ poll_interval = 2
 [smtp]
 host = "{mail_host}"
 port = {smtp_port}
-security = "plain"
+security = "{smtp_security}"
+{smtp_extra}
 
 [delivery]
 retry_base = 0.2
@@ -160,8 +161,18 @@ class World:
         undecryptable_after: float = 300.0,
         encrypted_incident_room: bool = True,
         imap_extra: str = "",
+        *,
+        imap_security: str = "plain",
+        imap_port: int | None = None,
+        smtp_security: str = "plain",
+        smtp_port: int | None = None,
+        smtp_extra: str = "",
     ) -> None:
-        """Everything up to (not including) starting the bot."""
+        """Everything up to (not including) starting the bot.
+
+        The bot's IMAP and SMTP settings default to plain on the world's ports; the
+        keyword arguments set others (TLS ports, ``ca_file``) for the bot alone.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
         hs = self.synapse
         bot = await asyncio.to_thread(self._register, f"secir-{self.tag}")
@@ -213,10 +224,13 @@ class World:
                 control_room=self.control_room,
                 admin=self.admin.user_id,
                 mail_host=self.mail_host,
-                imap_port=self.imap_port,
-                smtp_port=self.smtp_port,
+                imap_port=imap_port or self.imap_port,
+                imap_security=imap_security,
+                smtp_port=smtp_port or self.smtp_port,
+                smtp_security=smtp_security,
                 undecryptable_after=undecryptable_after,
                 imap_extra=imap_extra,
+                smtp_extra=smtp_extra,
             )
         )
         self.config = config_mod.load(self.config_path)
