@@ -137,6 +137,8 @@ async def init(config: Config, import_key: Path | None = None) -> str:
 
 
 async def run(config: Config) -> None:
+    for warning in config.warnings:
+        log.warning("configuration: %s", warning)
     app = App(config)
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -211,7 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return sandbox_main(once=args.once)
         config = config_mod.load(args.config)
         if args.command == "check-config":
-            print(f"{args.config}: OK")
+            for warning in config.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            print(f"{args.config}: OK" + (" (with warnings)" if config.warnings else ""))
             return 0
         if args.command == "init":
             fpr = asyncio.run(init(config, args.import_key))

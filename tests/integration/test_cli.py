@@ -164,3 +164,15 @@ def test_missing_crypto_store_is_a_loud_startup_error(site: Path) -> None:
     assert result.returncode == 3
     assert "crypto store" in result.stderr
     assert "new identity keys" in result.stderr
+
+
+def test_check_config_shows_warnings_and_still_passes(site: Path) -> None:
+    config = site / "config.toml"
+    config.write_text(config.read_text().replace('host = "127.0.0.1"', 'host = "mail.test"'))
+    (site / "secrets" / "imap").chmod(0o644)
+    result = secir("check-config", cwd=site)
+    assert result.returncode == 0, result.stderr
+    assert "OK (with warnings)" in result.stdout
+    assert 'warning: imap.security: "plain" to mail.test' in result.stderr
+    assert 'warning: smtp.security: "plain" to mail.test' in result.stderr
+    assert "warning: imap.password_file: secrets/imap is readable by every user" in result.stderr
