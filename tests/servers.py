@@ -394,8 +394,10 @@ class MailStack:
         try:
             for address, password in users.items():
                 stack.add_user(address, password)
-            stack._start_dovecot()
-            stack._start_postfix()
+            stack._configure_dovecot()
+            stack.start_dovecot()
+            stack._configure_postfix()
+            stack.start_postfix()
         except BaseException:
             stack.stop()
             raise
@@ -429,7 +431,7 @@ class MailStack:
         """Both servers' logs, for an assertion message."""
         return f"--- postfix ---\n{self.postfix_log()}\n--- dovecot ---\n{self.dovecot_log()}"
 
-    def _start_dovecot(self) -> None:
+    def _configure_dovecot(self) -> None:
         root = self.dovecot_dir
         root.chmod(0o755)
         for sub in ("run", "state", "mail"):
@@ -450,7 +452,11 @@ class MailStack:
             ssl=ssl,
         )
         (root / "dovecot.conf").write_text(config)
-        with open(root / "stdout.log", "wb") as output:
+
+    def start_dovecot(self) -> None:
+        """Start Dovecot (again, after ``stop_dovecot``: same ports, users and mail)."""
+        root = self.dovecot_dir
+        with open(root / "stdout.log", "ab") as output:
             # -F keeps the master as our child; its own session lets stop() kill the whole group.
             self._dovecot = subprocess.Popen(
                 [_program("dovecot"), "-F", "-c", str(root / "dovecot.conf")],
@@ -464,7 +470,7 @@ class MailStack:
         ready.update({port: b"" for port in (self.imaps_port, self.auth_port) if port})
         self._wait(self._dovecot, "dovecot", ready)
 
-    def _start_postfix(self) -> None:
+    def _configure_postfix(self) -> None:
         root = self.postfix_dir
         root.chmod(0o755)
         (root / "etc").mkdir()
@@ -497,7 +503,11 @@ class MailStack:
             # postfix-script skips its integrity check (~0.25 s, which only creates these
             # directories in a fresh instance) when this file exists.
             (root / "queue" / "quick-start").touch()
-        with open(root / "stdout.log", "wb") as output:
+
+    def start_postfix(self) -> None:
+        """Start Postfix (again, after ``stop_postfix``: same ports and queue)."""
+        root = self.postfix_dir
+        with open(root / "stdout.log", "ab") as output:
             self._postfix = subprocess.Popen(
                 [_program("postfix"), "-c", str(root / "etc"), "start-fg"],
                 stdin=subprocess.DEVNULL,
@@ -528,6 +538,13 @@ class MailStack:
 
     def stop(self) -> None:
         """Kill both servers and delete their directories; fast, and safe to call twice."""
+        self.stop_postfix()
+        self.stop_dovecot()
+        shutil.rmtree(self.postfix_dir, ignore_errors=True)
+        shutil.rmtree(self.dovecot_dir, ignore_errors=True)
+
+    def stop_postfix(self) -> None:
+        """Stop Postfix at once (mail in its queue stays for ``start_postfix``)."""
         if self._postfix is not None:
             # The master is a grandchild (postfix -> postfix-script -> master); SIGTERM to it
             # ends Postfix at once, unlike `postfix stop`, which polls in 1 s steps.
@@ -543,14 +560,15 @@ class MailStack:
                 os.killpg(self._postfix.pid, signal.SIGKILL)
             self._postfix.wait()
             self._postfix = None
+
+    def stop_dovecot(self) -> None:
+        """Stop Dovecot at once, as a crash would (the mailboxes stay for ``start_dovecot``)."""
         if self._dovecot is not None:
             # A graceful Dovecot stop sleeps a fixed second; nothing here needs grace.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._dovecot.pid, signal.SIGKILL)
             self._dovecot.wait()
             self._dovecot = None
-        shutil.rmtree(self.postfix_dir, ignore_errors=True)
-        shutil.rmtree(self.dovecot_dir, ignore_errors=True)
 
     def __enter__(self) -> MailStack:
         return self

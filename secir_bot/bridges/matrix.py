@@ -193,6 +193,7 @@ class MatrixBridge:
         process: Callable[[InboxItem], Awaitable[Outcome]],
         on_work: Callable[[], None],
         notify: Callable[[str], None],
+        link: Callable[[bool, str], None] = lambda works, reason: None,
     ) -> None:
         self.config = config
         self.store = store
@@ -200,6 +201,7 @@ class MatrixBridge:
         self.process = process
         self.on_work = on_work
         self.notify = notify
+        self.link = link  # told whether the homeserver answers (for the outage notices)
         self.synced = asyncio.Event()
         creds = Credentials.load(directory)
         if creds.user_id != config.matrix.user_id:
@@ -258,9 +260,12 @@ class MatrixBridge:
                 resp = exc  # the homeserver is away: back off below, never stop the bot
             if not isinstance(resp, SyncResponse):
                 log.warning("Matrix sync failed (%s); retrying in %.0fs", resp, backoff)
+                code = getattr(resp, "status_code", None)
+                self.link(False, f"sync failed: {type(resp).__name__} {code or ''}".strip())
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
                 continue
+            self.link(True, "")
             backoff = 1.0
             first = False
             self.store.accept_sync(await self._items(resp, token), resp.next_batch)

@@ -86,6 +86,7 @@ security = "{smtp_security}"
 [delivery]
 retry_base = 0.2
 retry_max = 2
+{delivery_extra}
 """
 
 
@@ -167,6 +168,7 @@ class World:
         smtp_security: str = "plain",
         smtp_port: int | None = None,
         smtp_extra: str = "",
+        delivery_extra: str = "",
     ) -> None:
         """Everything up to (not including) starting the bot.
 
@@ -231,6 +233,7 @@ class World:
                 undecryptable_after=undecryptable_after,
                 imap_extra=imap_extra,
                 smtp_extra=smtp_extra,
+                delivery_extra=delivery_extra,
             )
         )
         self.config = config_mod.load(self.config_path)
@@ -280,13 +283,16 @@ class World:
             bot_ring.close()
             store.close()
 
-    async def start_bot(self) -> App:
+    async def start_bot(self, *, mail: bool = True) -> App:
+        """Start the bot and wait until it serves; ``mail=False``: without its IMAP session
+        (for a test in which the bot cannot log in)."""
         assert self.config is not None and self.admin is not None
         self.app = App(self.config)
         self.app_task = asyncio.create_task(self.app.run(), name="bot")
         await self.admin.wait_joined(self.incident_room, [self.config.matrix.user_id])
         await self.admin.wait_joined(self.control_room, [self.config.matrix.user_id])
-        await asyncio.wait_for(self.app.email.connected.wait(), 15)
+        if mail:
+            await asyncio.wait_for(self.app.email.connected.wait(), 15)
         await asyncio.wait_for(self.app.matrix.synced.wait(), 15)
         for op in [*self.mx.values(), self.admin]:
             await op.wait_joined(self.incident_room, [self.config.matrix.user_id])
