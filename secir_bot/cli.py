@@ -1,7 +1,8 @@
 """The ``secir-bot`` command: init, run, check-config, member add/import/list, sandbox.
 
 Errors of ours become a message on stderr and an exit code: 2 for configuration problems,
-3 for store problems, 4 for a refused member, 1 for anything else that broke.
+3 for store problems, 4 for a refused member, 5 when a server refused the bot's login or
+could not be reached, 1 for anything else that broke.
 """
 
 from __future__ import annotations
@@ -9,18 +10,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import secrets
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from secir_bot import config as config_mod
-from secir_bot.app import LIST_FPR_KEY, App
+from secir_bot.app import App
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
-from secir_bot.errors import ConfigError, MemberError, SecirError, StoreError
+from secir_bot.errors import ConfigError, MemberError, SecirError, ServiceError, StoreError
 from secir_bot.members import MemberRequest, add_member, read_import_file
+from secir_bot.provision import init
 from secir_bot.store import Store
 
 log = logging.getLogger("secir_bot")
@@ -87,53 +88,6 @@ def _setup_logging(verbose: bool) -> None:
         # nio's schema warnings quote the offending (decrypted) event: never log bodies.
         logging.getLogger("nio.events").setLevel(logging.ERROR)
         logging.getLogger("nio.responses").setLevel(logging.ERROR)
-
-
-async def init(config: Config, import_key: Path | None = None) -> str:
-    """Create the store, the list key and the Matrix device (idempotent)."""
-    from secir_bot.bridges.matrix import login_once
-
-    store = Store.open(config.store_path, create=True)
-    keyring = Keyring.create(config.store_path / "gnupg")
-    try:
-        fpr = store.get(LIST_FPR_KEY)
-        if fpr and import_key is not None:
-            log.warning(
-                "the store already has list key %s; --import-key is ignored "
-                "(key rotation is a separate, manual procedure)",
-                fpr,
-            )
-        if not fpr:
-            if import_key is not None:
-                armored = await asyncio.to_thread(import_key.read_text, encoding="utf-8")
-                fprs = await keyring.import_key(armored)
-                info = [k for k in await keyring.keys(fprs) if k.has_secret]
-                if len(info) != 1:
-                    raise StoreError("--import-key must hold exactly one secret key")
-                fpr = info[0].fingerprint
-            else:
-                fpr = await keyring.generate(f"{config.list.name} list", config.list.address)
-            store.put(LIST_FPR_KEY, fpr)
-            log.info("list key %s", fpr)
-        matrix_dir = config.store_path / "matrix"
-        if not (matrix_dir / "credentials.json").exists():
-            if not config.matrix.password.configured:
-                raise ConfigError(
-                    [
-                        "matrix.password_file or matrix.password_env: needed by "
-                        "init to log the bot's device in once"
-                    ]
-                )
-            creds = await login_once(
-                config, matrix_dir, config.matrix.password.read(), secrets.token_urlsafe(32)
-            )
-            log.info(
-                "Matrix device %s logged in; keep store/ safe, it holds its keys", creds.device_id
-            )
-        return fpr
-    finally:
-        keyring.close()
-        store.close()
 
 
 async def run(config: Config) -> None:
@@ -247,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemberError as exc:
         print(f"member: {exc}", file=sys.stderr)
         return 4
+    except ServiceError as exc:
+        print(f"server: {exc}", file=sys.stderr)
+        return 5
     except SecirError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

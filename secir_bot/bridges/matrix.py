@@ -45,6 +45,7 @@ from nio import (
 from secir_bot.config import Config
 from secir_bot.errors import (
     PermanentDeliveryError,
+    ServiceError,
     StoreError,
     StoreMissing,
     TransientDeliveryError,
@@ -170,7 +171,9 @@ async def login_once(
     try:
         resp = await client.login(password, device_name=config.matrix.device_name)
         if not isinstance(resp, LoginResponse):
-            raise StoreError(f"Matrix login failed: {resp}")
+            raise ServiceError(
+                f"the homeserver refused the login of {config.matrix.user_id}: {resp}"
+            )
         if client.olm is None:
             raise StoreError("Matrix login gave no encryption store; refusing to continue")
         creds = Credentials(resp.user_id, resp.device_id, resp.access_token, pickle_key)

@@ -22,10 +22,10 @@ from typing import Any
 
 from secir_bot import config as config_mod
 from secir_bot.app import App
-from secir_bot.cli import init
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.members import MemberRequest, add_member
+from secir_bot.provision import init
 from secir_bot.sandbox.operators import MailOperator, MatrixOperator
 from secir_bot.sandbox.synapse import Synapse
 from secir_bot.store import Store
