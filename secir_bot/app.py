@@ -12,6 +12,7 @@ import logging
 import os
 import stat
 
+from secir_bot import redact
 from secir_bot.bridges import Bridge
 from secir_bot.bridges.email import EmailBridge
 from secir_bot.bridges.matrix import MatrixBridge
@@ -44,6 +45,7 @@ class App:
     """One running list: store, keyring, bridges and outbox."""
 
     def __init__(self, config: Config) -> None:
+        redact.install()  # also when run inside another program, with its own handlers
         check_store_dir(config)
         self.config = config
         self.store = Store.open(config.store_path)

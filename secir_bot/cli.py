@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from secir_bot import config as config_mod
+from secir_bot import redact
 from secir_bot.app import App
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
@@ -82,12 +83,16 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    redact.install(logging.getLogger().handlers)
     if not verbose:
         for noisy in ("nio", "aioimaplib", "gnupg", "peewee"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        # nio's schema warnings quote the offending (decrypted) event: never log bodies.
-        logging.getLogger("nio.events").setLevel(logging.ERROR)
-        logging.getLogger("nio.responses").setLevel(logging.ERROR)
+    # Quiet even with -v: nio's event and response checks quote whole (decrypted) events,
+    # and python-gnupg's debug lines show what gpg reads and writes (decrypted text, the
+    # start of a secret key being imported).
+    logging.getLogger("nio.events").setLevel(logging.ERROR)
+    logging.getLogger("nio.responses").setLevel(logging.ERROR)
+    logging.getLogger("gnupg").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 async def run(config: Config) -> None:

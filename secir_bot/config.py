@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from secir_bot import redact
 from secir_bot.errors import ConfigError
 
 T = TypeVar("T")
@@ -45,10 +46,11 @@ class Secret:
     env: str | None = None
 
     def read(self) -> str:
+        """The password, registered with ``redact`` so that no log line can show it."""
         if self.file is not None:
-            return self.file.read_text(encoding="utf-8").strip()
+            return redact.secret(self.file.read_text(encoding="utf-8").strip())
         if self.env is not None:
-            return os.environ[self.env]
+            return redact.secret(os.environ[self.env])
         return ""
 
     @property

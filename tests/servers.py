@@ -33,6 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+import leaks
+
 DOMAIN = "test.example"
 HOSTNAME = "mx.test.example"
 START_TIMEOUT = 15.0
@@ -405,6 +407,7 @@ class MailStack:
 
     def add_user(self, address: str, password: str) -> None:
         """Add a mailbox user, usable at once (a changed password may take a second)."""
+        leaks.secret(password)
         address = address.lower()
         local, _, domain = address.rpartition("@")
         text = address + password
