@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import stat
 
-from secir_bot import redact
+from secir_bot import fileperms, redact
 from secir_bot.bridges import Bridge
 from secir_bot.bridges.email import EmailBridge
 from secir_bot.bridges.matrix import MatrixBridge
@@ -32,13 +30,12 @@ LIST_FPR_KEY = "list.fingerprint"
 
 
 def check_store_dir(config: Config) -> None:
+    """The store must exist; whatever of it others could read is made private, loudly."""
     path = config.store_path
     if not path.is_dir():
         raise StoreMissing(f"no store at {path}: run 'secir-bot init' first")
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        os.chmod(path, 0o700)
-        log.warning("store directory %s had mode %o; set to 0700", path, mode)
+    for change in fileperms.tighten(path):
+        log.warning("store: %s", change)
 
 
 class App:

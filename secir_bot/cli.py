@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from secir_bot import config as config_mod
-from secir_bot import redact
+from secir_bot import fileperms, redact
 from secir_bot.app import App
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
@@ -163,6 +164,8 @@ def _member_list(config: Config) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Whatever a command creates (the database, keys, the Matrix crypto store) is private.
+    os.umask(fileperms.PRIVATE_UMASK)
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from servers import GpgWorld
 
+from secir_bot import fileperms
 from secir_bot.sandbox.synapse import Synapse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -242,3 +243,15 @@ def test_f6_a_new_device_that_fails_to_log_in_takes_back_what_it_made(site: Path
     (site / "secrets" / "matrix").write_text("pw-bot\n")
     assert secir("init", cwd=site).returncode == 0
     assert (matrix / "credentials.json").exists()
+
+
+def test_files_init_makes_every_file_of_the_store_private(site: Path) -> None:
+    old = os.umask(0o022)  # a usual login umask: files would be world-readable
+    try:
+        assert secir("init", cwd=site).returncode == 0
+    finally:
+        os.umask(old)
+    store = site / "store"
+    for sub in ("secir.sqlite", "gnupg/pubring.kbx", "matrix/credentials.json"):
+        assert (store / sub).exists()
+    assert fileperms.too_open(store) == []
