@@ -1,4 +1,4 @@
-"""The ``secir-bot`` command: init, run, check-config, member add/import/list, sandbox.
+"""The ``secir-bot`` command: check-config, init, doctor, run, member add/import/list, sandbox.
 
 Errors of ours become a message on stderr and an exit code: 2 for configuration problems,
 3 for store problems, 4 for a refused member, 5 when a server refused the bot's login or
@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         return sp
 
     with_config(sub.add_parser("check-config", help="report every configuration problem"))
+    with_config(
+        sub.add_parser(
+            "doctor",
+            help="check the config, the store and keyring, then connect to the homeserver, "
+            "both rooms, IMAP and SMTP; one line per check, with the fix",
+        )
+    )
     init = with_config(
         sub.add_parser("init", help="create the store, the list key and the bot's Matrix device")
     )
@@ -179,6 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"warning: {warning}", file=sys.stderr)
             print(f"{args.config}: OK" + (" (with warnings)" if config.warnings else ""))
             return 0
+        if args.command == "doctor":
+            from secir_bot import doctor
+
+            text, code = doctor.report(asyncio.run(doctor.examine(config)))
+            print(text)
+            return code
         if args.command == "init":
             fpr = asyncio.run(init(config, args.import_key))
             print(f"store ready at {config.store_path}; list key {fpr}")

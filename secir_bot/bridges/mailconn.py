@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -179,3 +179,58 @@ def certificate_expiry(transport: Any) -> datetime | None:
     if not cert or "notAfter" not in cert:
         return None
     return datetime.fromtimestamp(ssl.cert_time_to_seconds(cert["notAfter"]), UTC)
+
+
+# -- probes for `secir-bot doctor` ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImapProbe:
+    """What one IMAP login showed: the certificate's end and which folders exist."""
+
+    cert_expires: datetime | None = None
+    folders: dict[str, bool] = field(default_factory=dict)
+    failure: Diagnosis | None = None
+
+
+@dataclass(frozen=True)
+class SmtpProbe:
+    """What one SMTP session (EHLO, STARTTLS as configured, AUTH if configured) showed."""
+
+    cert_expires: datetime | None = None
+    logged_in: bool = False
+    failure: Diagnosis | None = None
+
+
+async def probe_imap(cfg: ImapConfig, password: str) -> ImapProbe:
+    """Log in, look for the configured folders (nothing is created or changed), log out."""
+    try:
+        imap = await open_imap(cfg, password)
+    except (OSError, TimeoutError, ImapError, aioimaplib.Abort) as exc:
+        return ImapProbe(failure=diagnose(exc))
+    try:
+        expires = certificate_expiry(imap.protocol.transport)
+        folders = {}
+        for folder in (cfg.mailbox, cfg.processed_folder, cfg.quarantine_folder):
+            status = await asyncio.wait_for(imap.status(folder, "(MESSAGES)"), IMAP_TIMEOUT)
+            folders[folder] = status.result == "OK"
+        return ImapProbe(cert_expires=expires, folders=folders)
+    except (OSError, TimeoutError, aioimaplib.Abort, aioimaplib.CommandTimeout) as exc:
+        return ImapProbe(failure=diagnose(exc))
+    finally:
+        await close_imap(imap)
+
+
+async def probe_smtp(cfg: SmtpConfig, password: str | None) -> SmtpProbe:
+    """Open a session as a delivery would, send no mail, and quit."""
+    try:
+        smtp = await open_smtp(cfg, password)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        return SmtpProbe(failure=diagnose(exc))
+    try:
+        return SmtpProbe(
+            cert_expires=certificate_expiry(smtp.transport), logged_in=bool(cfg.username)
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            await smtp.quit()

@@ -212,8 +212,15 @@ class World:
 
         secrets_dir = self.directory / "secrets"
         secrets_dir.mkdir(mode=0o700, exist_ok=True)
-        (secrets_dir / "matrix-password").write_text(f"pw-secir-{self.tag}\n")
-        (secrets_dir / "imap-password").write_text("pw-list\n")
+        for name, password in (
+            ("matrix-password", f"pw-secir-{self.tag}"),
+            ("imap-password", "pw-list"),
+        ):
+            # Private, as an admin keeps them (check-config warns about readable ones).
+            path = secrets_dir / name
+            path.touch(mode=0o600)
+            path.chmod(0o600)
+            path.write_text(password + "\n")
         self.config_path = self.directory / "config.toml"
         self.config_path.write_text(
             CONFIG_TEMPLATE.format(
