@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from secir_bot import fileperms
 from secir_bot.app import LIST_FPR_KEY
 from secir_bot.bridges.matrix import login_once
 from secir_bot.config import Config
@@ -53,6 +54,9 @@ async def init(config: Config, import_key: Path | None = None) -> str:
     try:
         fpr = await _list_key(build, config, armored)
         await _matrix_device(config, build / "matrix", password)
+        # Private even when the caller's umask is not (the CLI sets 0077; a library caller
+        # such as the sandbox may not).
+        fileperms.tighten(build)
         # rename() replaces an empty directory (one the admin made for the store) too.
         os.rename(build, target)
     except BaseException:
@@ -138,6 +142,7 @@ async def _complete(config: Config, password: str | None, armored: str | None) -
             for path in set(matrix.iterdir()) - before if matrix.is_dir() else ():
                 path.unlink(missing_ok=True)
             raise
+        fileperms.tighten(matrix)
     return fpr
 
 

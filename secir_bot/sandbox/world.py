@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from secir_bot import config as config_mod
+from secir_bot import fileperms
 from secir_bot.app import App
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
@@ -289,6 +290,8 @@ class World:
         finally:
             bot_ring.close()
             store.close()
+        # As the CLI's umask would have it (gpg rewrote the keyring under this process's).
+        fileperms.tighten(self.config.store_path)
 
     async def start_bot(self, *, mail: bool = True) -> App:
         """Start the bot and wait until it serves; ``mail=False``: without its IMAP session

@@ -125,3 +125,20 @@ async def test_doctor_names_an_unencrypted_room(world_unstarted: World) -> None:
     code, lines = await _doctor(world)
     assert code == 1
     _line(lines, "FAIL", "matrix", f"incident room {world.incident_room} is not encrypted")
+
+
+async def test_doctor_before_the_first_run_sees_the_invitations(world_unstarted: World) -> None:
+    world = world_unstarted
+    await world.setup()
+    assert world.admin is not None and world.config_path is not None
+    code, lines = await _doctor(world)
+    assert code == 0, "\n".join(lines)
+    for role, room in (("incident", world.incident_room), ("control", world.control_room)):
+        _line(lines, "warn", "matrix", f"{role} room {room}: the bot is invited and joins")
+    # A room the bot was never invited to is a problem.
+    elsewhere = await world.admin.create_room(f"elsewhere {world.tag}", [])
+    config = world.config_path.read_text()
+    world.config_path.write_text(config.replace(world.control_room, elsewhere))
+    code, lines = await _doctor(world)
+    assert code == 1
+    _line(lines, "FAIL", "matrix", f"control room {elsewhere}: the bot is neither in the room")
