@@ -4,7 +4,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench faults clean
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,10 @@ lint: setup
 # Figures, not assertions: gpg calls and time per post as the list grows.
 bench: setup
 	$(PY) scripts/bench_fanout.py
+
+# The long fault suite (docs/reliability.md): SECIR_FAULT_TRIALS kills during two-way traffic.
+faults: setup
+	$(PY) -m pytest -m slow -s tests/integration/test_faults.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-state

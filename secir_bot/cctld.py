@@ -1,14 +1,14 @@
 """The ccTLDs that secir-bot serves, and turning what a person types into one of them.
 
 The table lives in ``secir_bot/data/cctlds.json``, which ships with the package. It is made by
-``scripts/gen_cctlds.py`` from the Public Suffix List and ISO 3166-1 (see that script for the
-rules and how to regenerate it); nothing here touches the network. The file is read once, on
-first use.
+``scripts/gen_cctlds.py`` from the Public Suffix List and ISO 3166-1, cross-checked against
+IANA's root zone database (see that script for the rules and how to regenerate it); nothing
+here touches the network. The file is read once, on first use.
 
-Every two-letter ccTLD is in it, including ``.uk``, ``.eu``, ``.ac`` and ``.su``, and so is
-every IDN ccTLD (``.рф``, ``.中国``). Generic TLDs (``.com``, ``.org``, the IDN gTLDs) and
-made-up labels are not, and :func:`lookup` refuses them with a message that can be shown to
-the person who typed them::
+Every delegated two-letter ccTLD is in it, including ``.uk``, ``.eu``, ``.ac`` and ``.su``, and
+so is every delegated IDN ccTLD (``.рф``, ``.中国``). Generic TLDs (``.com``, ``.org``, the IDN
+gTLDs) and made-up labels are not, and :func:`lookup` refuses them with a message that can be
+shown to the person who typed them::
 
     >>> lookup(" .NL ").a_label
     'nl'
@@ -74,7 +74,7 @@ def lookup(text: str) -> CcTld:
     a_label = _to_a_label(label, text)
     found = _table().get(a_label)
     if found is None:
-        raise UnknownTld(_not_a_cctld(a_label))
+        raise UnknownTld(_not_a_cctld(a_label, _other_tlds().get(a_label)))
     return found
 
 
@@ -143,23 +143,45 @@ def _to_a_label(label: str, text: str) -> str:
         ) from None
 
 
-def _not_a_cctld(a_label: str) -> str:
-    """The refusal for a well-formed label that is not in the table."""
+def _not_a_cctld(a_label: str, iana_type: str | None) -> str:
+    """The refusal for a well-formed label that is not in the table, by what IANA says it is."""
     if a_label.startswith("xn--"):
         shown = f".{idna.decode(a_label)} ({a_label})"
     else:
         shown = f".{a_label}"
+    serves = "secir-bot serves ccTLDs only (like .nl or .рф)"
+    if iana_type == "infrastructure":
+        return f"{shown} is an infrastructure TLD, not a country-code TLD; {serves}"
+    if iana_type is not None:
+        # IANA's generic, sponsored and restricted-generic TLDs are all generic TLDs.
+        return f"{shown} is a generic TLD, not a country-code TLD; {serves}"
     if len(a_label) == 2:
         return f"{shown} is not a delegated country-code TLD; check the spelling (like .nl or .рф)"
-    return f"{shown} is not a country-code TLD; secir-bot serves ccTLDs only (like .nl or .рф)"
+    return f"{shown} is not a delegated TLD; {serves}"
+
+
+@functools.cache
+def _document() -> dict[str, object]:
+    raw = resources.files("secir_bot").joinpath("data").joinpath("cctlds.json").read_text("utf-8")
+    document: dict[str, object] = json.loads(raw)
+    return document
+
+
+@functools.cache
+def _other_tlds() -> dict[str, str]:
+    """Every delegated TLD that is not a ccTLD -> its IANA type (generic, sponsored, ...)."""
+    others = _document().get("other_tlds") or {}
+    assert isinstance(others, dict)
+    return {label: kind for kind, labels in others.items() for label in labels}
 
 
 @functools.cache
 def _table() -> dict[str, CcTld]:
     """Load the shipped table once, keyed by A-label and sorted by it."""
-    raw = resources.files("secir_bot").joinpath("data").joinpath("cctlds.json").read_text("utf-8")
+    rows = _document()["cctlds"]
+    assert isinstance(rows, list)
     table: dict[str, CcTld] = {}
-    for row in sorted(json.loads(raw)["cctlds"], key=lambda row: row["a_label"]):
+    for row in sorted(rows, key=lambda row: row["a_label"]):
         kind = row["kind"]
         if kind not in ("ascii", "idn"):
             raise RuntimeError(f"cctlds.json: {row['a_label']!r} has unknown kind {kind!r}")

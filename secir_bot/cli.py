@@ -1,8 +1,9 @@
-"""The ``secir-bot`` command: check-config, init, doctor, run, member add/import/list, sandbox.
+"""The ``secir-bot`` command: check-config, init, doctor, run, member add/import/list, audit
+verify, sandbox.
 
 Errors of ours become a message on stderr and an exit code: 2 for configuration problems,
-3 for store problems, 4 for a refused member, 5 when a server refused the bot's login or
-could not be reached, 1 for anything else that broke.
+3 for store problems, 4 for a refused member, 5 for a broken audit chain, 6 when a server
+refused the bot's login or could not be reached, 1 for anything else that broke.
 """
 
 from __future__ import annotations
@@ -79,6 +80,14 @@ def _parser() -> argparse.ArgumentParser:
     imp = with_config(msub.add_parser("import", help="add members from a TOML or CSV file"))
     imp.add_argument("file", type=Path)
     with_config(msub.add_parser("list", help="list the members"))
+    audit = sub.add_parser("audit", help="the hash-chained audit log")
+    asub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = with_config(asub.add_parser("verify", help="check the audit chain offline"))
+    verify.add_argument(
+        "--expect-head",
+        metavar="SEQ:HASH",
+        help="a head shown earlier (by !audit or a previous verify) that must still be there",
+    )
     sandbox = sub.add_parser("sandbox", help="run the demo sandbox (make demo)")
     sandbox.add_argument(
         "--once", action="store_true", help="show the round trip and exit instead of staying up"
@@ -170,6 +179,18 @@ def _member_list(config: Config) -> int:
     return 0
 
 
+def _audit_verify(config: Config, expect_head: str | None) -> int:
+    from secir_bot import store_audit
+
+    store = Store.open(config.store_path)
+    try:
+        verdict = store_audit.verify(store, expect_head)
+    finally:
+        store.close()
+    print(verdict.summary(), file=sys.stdout if verdict.ok else sys.stderr)
+    return 0 if verdict.ok else 5
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Whatever a command creates (the database, keys, the Matrix crypto store) is private.
     os.umask(fileperms.PRIVATE_UMASK)
@@ -199,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             asyncio.run(run(config))
             return 0
+        if args.command == "audit":
+            return _audit_verify(config, args.expect_head)
         if args.member_command == "add":
             req = MemberRequest(
                 tld=args.tld,
@@ -224,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 4
     except ServiceError as exc:
         print(f"server: {exc}", file=sys.stderr)
-        return 5
+        return 6
     except SecirError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -19,12 +19,12 @@ import ssl
 import stat
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from secir_bot import redact
+from secir_bot import redact, validate
 from secir_bot.errors import ConfigError
 
 T = TypeVar("T")
@@ -32,9 +32,6 @@ T = TypeVar("T")
 PLACEHOLDER = "CHANGE-ME"
 # RFC 2606 documentation domains: the example file uses them, a real list never does.
 _DOC_DOMAIN = re.compile(r"(^|[./@:])example\.(org|com|net)\b", re.IGNORECASE)
-_EMAIL = re.compile(r"^[^@\s<>\"]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$")
-_MXID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
-_ROOM = re.compile(r"^![^\s:]+(:[A-Za-z0-9.\-]+(:\d+)?)?$")  # room v12 ids have no server part
 SECURITY_MODES = ("tls", "starttls", "plain")
 
 
@@ -122,6 +119,24 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True)
+class CommandsConfig:
+    """The command machinery and the subscription procedure (see commands/, cases.py)."""
+
+    request_address: str = ""  # "" = <list local part>+request@<list domain>
+    confirm_ttl: float = 300.0
+    case_expiry_days: float = 30.0
+    admin_power_level: int = 100
+    keyring: Path | None = None  # an admin-provided GnuPG home to fetch keys by fingerprint
+
+
+@dataclass(frozen=True)
+class WhoisConfig:
+    host: str = "whois.iana.org"
+    port: int = 43
+    timeout: float = 15.0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     store_path: Path
@@ -131,6 +146,8 @@ class Config:
     smtp: SmtpConfig
     delivery: DeliveryConfig
     warnings: tuple[str, ...] = ()
+    commands: CommandsConfig = field(default_factory=CommandsConfig)
+    whois: WhoisConfig = field(default_factory=WhoisConfig)
 
 
 class _Reader:
@@ -252,8 +269,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _email(value: str) -> str | None:
-    return None if _EMAIL.match(value) else f"not an email address: {value!r}"
+_email = validate.problem(validate.email)
 
 
 def _positive(value: float) -> str | None:
@@ -273,12 +289,8 @@ def _imap_security(value: str) -> str | None:
     return None if value in ("tls", "plain") else "must be tls or plain"
 
 
-def _mxid(value: str) -> str | None:
-    return None if _MXID.match(value) else f"not a Matrix user id (@name:server): {value!r}"
-
-
-def _room(value: str) -> str | None:
-    return None if _ROOM.match(value) else f"not a Matrix room id (!id or !id:server): {value!r}"
+_mxid = validate.problem(validate.matrix_user_id)
+_room = validate.problem(validate.room_id)
 
 
 def _url(value: str) -> str | None:
@@ -288,7 +300,7 @@ def _url(value: str) -> str | None:
 def parse(data: dict[str, Any], path: Path) -> Config:
     """Validate a parsed TOML document; raise ``ConfigError`` listing every problem."""
     r = _Reader(data, path.parent)
-    known = {"store", "list", "matrix", "imap", "smtp", "delivery"}
+    known = {"store", "list", "matrix", "imap", "smtp", "delivery", "commands", "whois"}
     r.problems.extend(f"{k}: unknown section" for k in data if k not in known)
 
     store = r.value("store.path", str, "store")
@@ -355,6 +367,7 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         outage_notice_after=r.value("delivery.outage_notice_after", float, 300.0, check=_positive),
     )
     r.warnings.extend(_transport_warnings(mx, imap, smtp))
+    commands, whois = _commands(r)
     for section, table in data.items():
         if section in known and isinstance(table, dict):
             r.problems.extend(
@@ -371,6 +384,8 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         smtp=smtp,
         delivery=delivery,
         warnings=tuple(r.warnings),
+        commands=commands,
+        whois=whois,
     )
 
 
@@ -390,6 +405,30 @@ def _transport_warnings(mx: MatrixConfig, imap: ImapConfig, smtp: SmtpConfig) ->
             "token and all Matrix traffic travel unencrypted; use https"
         )
     return out
+
+
+def _commands(r: _Reader) -> tuple[CommandsConfig, WhoisConfig]:
+    """The [commands] and [whois] sections."""
+    keyring = r.value("commands.keyring", str, "")
+    commands = CommandsConfig(
+        request_address=r.value(
+            "commands.request_address", str, "", check=lambda v: _optional(v, validate.email)
+        ),
+        confirm_ttl=r.value("commands.confirm_ttl", float, 300.0, check=_positive),
+        case_expiry_days=r.value("commands.case_expiry_days", float, 30.0, check=_positive),
+        admin_power_level=r.value("commands.admin_power_level", int, 100, check=_positive),
+        keyring=(r.base / keyring).resolve() if keyring else None,
+    )
+    whois = WhoisConfig(
+        host=r.value("whois.host", str, "whois.iana.org"),
+        port=r.value("whois.port", int, 43, check=_port),
+        timeout=r.value("whois.timeout", float, 15.0, check=_positive),
+    )
+    return commands, whois
+
+
+def _optional(value: str, validator: Callable[[str], object]) -> str | None:
+    return None if not value else validate.problem(validator)(value)
 
 
 def load(path: Path) -> Config:

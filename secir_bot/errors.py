@@ -10,6 +10,8 @@ exceptions. Exceptions mean that something broke::
      │    └── StoreMissing    ``secir-bot init`` has not been run for this store
      ├── CryptoError          gpg failed for a reason other than bad input
      ├── MemberError          a member record or key is not acceptable (message says why)
+     ├── WhoisError           no usable answer from the whois server (whois.py, one subclass
+     │                        per failure: unreachable, timeout, too large, refused, ...)
      └── DeliveryError        a delivery attempt failed
           ├── TransientDeliveryError   worth retrying later (network, 4xx, rate limit)
           └── PermanentDeliveryError   will never succeed (5xx, room gone, no keys)

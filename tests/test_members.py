@@ -127,7 +127,7 @@ def test_parse_channels() -> None:
 @pytest.mark.parametrize(
     ("owner", "changes", "expected"),
     [
-        (ALICE, {"tld": ".com"}, ".com is not a country-code TLD"),
+        (ALICE, {"tld": ".com"}, ".com is a generic TLD, not a country-code TLD"),
         (ALICE, {"tld": "xx"}, ".xx is not a delegated country-code TLD"),
         (ALICE, {"email": "alice.test.example"}, "not an email address: 'alice.test.example'"),
         ("expired@test.example", {}, "the key has expired"),
@@ -189,7 +189,7 @@ async def test_all_problems_in_one_message(
     message = await _refused(store, keyring, req)
 
     for part in (
-        ".com is not a country-code TLD",  # each of the five problems
+        ".com is a generic TLD, not a country-code TLD",  # each of the five problems
         "not an email address: 'expired at test.example'",
         "unknown channel 'pager'",
         "the key has expired",

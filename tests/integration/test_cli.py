@@ -190,7 +190,7 @@ def test_f6_init_that_fails_at_the_matrix_login_leaves_nothing(
     (site / "secrets" / "matrix").write_text("not-the-password\n")
     (site / "list.asc").write_text(gpg_world.export_secret("carol@test.example"))
     failed = secir("init", cwd=site)
-    assert failed.returncode == 5, failed.stderr
+    assert failed.returncode == 6, failed.stderr
     assert "server: the homeserver refused the login of @clibot-" in failed.stderr
     assert "M_FORBIDDEN" in failed.stderr
     assert _leftovers(site) == []
@@ -222,7 +222,7 @@ def test_f6_init_without_a_homeserver_says_so_and_leaves_nothing(site: Path) -> 
     config.write_text(text.replace(url, "http://127.0.0.1:9"))  # nothing listens on port 9
     (site / "store").mkdir()  # an empty store directory made by the admin is fine
     result = secir("init", cwd=site)
-    assert result.returncode == 5, result.stderr
+    assert result.returncode == 6, result.stderr
     assert "server: cannot reach the homeserver http://127.0.0.1:9" in result.stderr
     assert _leftovers(site) == ["store"] and not any((site / "store").iterdir())
     config.write_text(text)
@@ -238,7 +238,7 @@ def test_f6_a_new_device_that_fails_to_log_in_takes_back_what_it_made(site: Path
     before = sorted(p.name for p in matrix.iterdir())
     (site / "secrets" / "matrix").write_text("not-the-password\n")
     result = secir("init", cwd=site)
-    assert result.returncode == 5, result.stderr
+    assert result.returncode == 6, result.stderr
     assert sorted(p.name for p in matrix.iterdir()) == before
     (site / "secrets" / "matrix").write_text("pw-bot\n")
     assert secir("init", cwd=site).returncode == 0
