@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import stat
 
+from secir_bot import fileperms, redact
 from secir_bot.bridges import Bridge
 from secir_bot.bridges.email import EmailBridge
 from secir_bot.bridges.matrix import MatrixBridge
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.errors import StoreError, StoreMissing
+from secir_bot.health import Health, Link, where_of
 from secir_bot.model import Channel
 from secir_bot.outbox import Outbox
 from secir_bot.pipeline import Services
@@ -30,19 +30,19 @@ LIST_FPR_KEY = "list.fingerprint"
 
 
 def check_store_dir(config: Config) -> None:
+    """The store must exist; whatever of it others could read is made private, loudly."""
     path = config.store_path
     if not path.is_dir():
         raise StoreMissing(f"no store at {path}: run 'secir-bot init' first")
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        os.chmod(path, 0o700)
-        log.warning("store directory %s had mode %o; set to 0700", path, mode)
+    for change in fileperms.tighten(path):
+        log.warning("store: %s", change)
 
 
 class App:
     """One running list: store, keyring, bridges and outbox."""
 
     def __init__(self, config: Config) -> None:
+        redact.install()  # also when run inside another program, with its own handlers
         check_store_dir(config)
         self.config = config
         self.store = Store.open(config.store_path)
@@ -58,6 +58,9 @@ class App:
             bot_user_id=config.matrix.user_id,
         )
         self.processor = Processor(self.services)
+        self.health = Health(
+            self._notify, config.delivery.outage_notice_after, self._backlog, where_of(config)
+        )
         self.matrix = MatrixBridge(
             config,
             self.store,
@@ -65,9 +68,10 @@ class App:
             self.processor.process,
             self._wake,
             self._notify,
+            self._matrix_link,
         )
         self.email = EmailBridge(
-            config, self.store, self.processor.process, self._wake, self._notify
+            config, self.store, self.processor.process, self._wake, self._notify, self.health
         )
         bridges: dict[Channel, Bridge] = {Channel.MATRIX: self.matrix, Channel.EMAIL: self.email}
         self.outbox = Outbox(
@@ -82,6 +86,25 @@ class App:
     def _notify(self, text: str) -> None:
         self.outbox.notify(text)
 
+    def _matrix_link(self, works: bool, reason: str) -> None:
+        if works:
+            self.health.up(Link.MATRIX)
+        else:
+            self.health.down(Link.MATRIX, reason)
+
+    def _backlog(self) -> str:
+        """What waits in the queues, for the admins' outage notices."""
+        to_matrix = len(self.store.outbox_pending(Channel.MATRIX))
+        by_mail = len(self.store.outbox_pending(Channel.EMAIL))
+        received = sum(
+            len(self.store.inbox_pending(source, state))
+            for source, state in (("email", "new"), ("matrix", "new"), ("matrix", "parked"))
+        )
+        return (
+            f"{to_matrix} message(s) to Matrix and {by_mail} by mail in the outbox, "
+            f"{received} received item(s) not yet processed"
+        )
+
     async def run(self) -> None:
         log.info(
             "secir-bot running for %s (list key %s)",
@@ -93,6 +116,7 @@ class App:
                 tg.create_task(self.matrix.run(), name="matrix")
                 tg.create_task(self.email.run(), name="email")
                 tg.create_task(self.outbox.run(), name="outbox")
+                tg.create_task(self.health.run(), name="health")
         finally:
             await self.close()
 

@@ -1,9 +1,9 @@
-"""The ``secir-bot`` command: init, run, check-config, member add/import/list, audit verify,
-sandbox.
+"""The ``secir-bot`` command: check-config, init, doctor, run, member add/import/list, audit
+verify, sandbox.
 
 Errors of ours become a message on stderr and an exit code: 2 for configuration problems,
-3 for store problems, 4 for a refused member, 5 for a broken audit chain, 1 for anything else
-that broke.
+3 for store problems, 4 for a refused member, 5 for a broken audit chain, 6 when a server
+refused the bot's login or could not be reached, 1 for anything else that broke.
 """
 
 from __future__ import annotations
@@ -11,18 +11,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import secrets
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from secir_bot import config as config_mod
-from secir_bot.app import LIST_FPR_KEY, App
+from secir_bot import fileperms, redact
+from secir_bot.app import App
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
-from secir_bot.errors import ConfigError, MemberError, SecirError, StoreError
+from secir_bot.errors import ConfigError, MemberError, SecirError, ServiceError, StoreError
 from secir_bot.members import MemberRequest, add_member, read_import_file
+from secir_bot.provision import init
 from secir_bot.store import Store
 
 log = logging.getLogger("secir_bot")
@@ -48,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         return sp
 
     with_config(sub.add_parser("check-config", help="report every configuration problem"))
+    with_config(
+        sub.add_parser(
+            "doctor",
+            help="check the config, the store and keyring, then connect to the homeserver, "
+            "both rooms, IMAP and SMTP; one line per check, with the fix",
+        )
+    )
     init = with_config(
         sub.add_parser("init", help="create the store, the list key and the bot's Matrix device")
     )
@@ -105,63 +114,21 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    redact.install(logging.getLogger().handlers)
     if not verbose:
         for noisy in ("nio", "aioimaplib", "gnupg", "peewee"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        # nio's schema warnings quote the offending (decrypted) event: never log bodies.
-        logging.getLogger("nio.events").setLevel(logging.ERROR)
-        logging.getLogger("nio.responses").setLevel(logging.ERROR)
-
-
-async def init(config: Config, import_key: Path | None = None) -> str:
-    """Create the store, the list key and the Matrix device (idempotent)."""
-    from secir_bot.bridges.matrix import bootstrap_cross_signing, login_once
-
-    store = Store.open(config.store_path, create=True)
-    keyring = Keyring.create(config.store_path / "gnupg")
-    try:
-        fpr = store.get(LIST_FPR_KEY)
-        if fpr and import_key is not None:
-            log.warning(
-                "the store already has list key %s; --import-key is ignored "
-                "(key rotation is a separate, manual procedure)",
-                fpr,
-            )
-        if not fpr:
-            if import_key is not None:
-                armored = await asyncio.to_thread(import_key.read_text, encoding="utf-8")
-                fprs = await keyring.import_key(armored)
-                info = [k for k in await keyring.keys(fprs) if k.has_secret]
-                if len(info) != 1:
-                    raise StoreError("--import-key must hold exactly one secret key")
-                fpr = info[0].fingerprint
-            else:
-                fpr = await keyring.generate(f"{config.list.name} list", config.list.address)
-            store.put(LIST_FPR_KEY, fpr)
-            log.info("list key %s", fpr)
-        matrix_dir = config.store_path / "matrix"
-        if not (matrix_dir / "credentials.json").exists():
-            if not config.matrix.password.configured:
-                raise ConfigError(
-                    [
-                        "matrix.password_file or matrix.password_env: needed by "
-                        "init to log the bot's device in once"
-                    ]
-                )
-            creds = await login_once(
-                config, matrix_dir, config.matrix.password.read(), secrets.token_urlsafe(32)
-            )
-            log.info(
-                "Matrix device %s logged in; keep store/ safe, it holds its keys", creds.device_id
-            )
-        await bootstrap_cross_signing(config, matrix_dir, config.matrix.password.read() or None)
-        return fpr
-    finally:
-        keyring.close()
-        store.close()
+    # Quiet even with -v: nio's event and response checks quote whole (decrypted) events,
+    # and python-gnupg's debug lines show what gpg reads and writes (decrypted text, the
+    # start of a secret key being imported).
+    logging.getLogger("nio.events").setLevel(logging.ERROR)
+    logging.getLogger("nio.responses").setLevel(logging.ERROR)
+    logging.getLogger("gnupg").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 async def run(config: Config) -> None:
+    for warning in config.warnings:
+        log.warning("configuration: %s", warning)
     app = App(config)
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -267,6 +234,8 @@ def _audit_verify(config: Config, expect_head: str | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Whatever a command creates (the database, keys, the Matrix crypto store) is private.
+    os.umask(fileperms.PRIVATE_UMASK)
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
@@ -276,8 +245,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return sandbox_main(once=args.once)
         config = config_mod.load(args.config)
         if args.command == "check-config":
-            print(f"{args.config}: OK")
+            for warning in config.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            print(f"{args.config}: OK" + (" (with warnings)" if config.warnings else ""))
             return 0
+        if args.command == "doctor":
+            from secir_bot import doctor
+
+            text, code = doctor.report(asyncio.run(doctor.examine(config)))
+            print(text)
+            return code
         if args.command == "init":
             fpr = asyncio.run(init(config, args.import_key))
             print(f"store ready at {config.store_path}; list key {fpr}")
@@ -314,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemberError as exc:
         print(f"member: {exc}", file=sys.stderr)
         return 4
+    except ServiceError as exc:
+        print(f"server: {exc}", file=sys.stderr)
+        return 6
     except SecirError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -4,19 +4,27 @@ Every problem is collected and reported by its dotted key, so an admin fixes the
 file in one go. The example file's placeholder values are refused, and secrets are never
 inline: each password comes from a file (``password_file``) or an environment variable
 (``password_env``).
+
+Some settings are allowed but risky (plain IMAP or SMTP to another host, an ``http://``
+homeserver that is not on this machine, a password file other users can read): they are
+collected in ``Config.warnings``, which ``check-config``, ``doctor`` and ``run`` show.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import ssl
+import stat
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from secir_bot import validate
+from secir_bot import redact, validate
 from secir_bot.errors import ConfigError
 
 T = TypeVar("T")
@@ -35,10 +43,11 @@ class Secret:
     env: str | None = None
 
     def read(self) -> str:
+        """The password, registered with ``redact`` so that no log line can show it."""
         if self.file is not None:
-            return self.file.read_text(encoding="utf-8").strip()
+            return redact.secret(self.file.read_text(encoding="utf-8").strip())
         if self.env is not None:
-            return os.environ[self.env]
+            return redact.secret(os.environ[self.env])
         return ""
 
     @property
@@ -90,6 +99,7 @@ class ImapConfig:
     quarantine_folder: str
     poll_interval: float
     idle_timeout: float
+    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,7 @@ class SmtpConfig:
     password: Secret
     max_recipients: int
     timeout: float
+    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,7 @@ class DeliveryConfig:
     retry_base: float
     retry_max: float
     give_up_after: float
+    outage_notice_after: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -137,6 +149,7 @@ class Config:
     imap: ImapConfig
     smtp: SmtpConfig
     delivery: DeliveryConfig
+    warnings: tuple[str, ...] = ()
     commands: CommandsConfig = field(default_factory=CommandsConfig)
     whois: WhoisConfig = field(default_factory=WhoisConfig)
 
@@ -148,6 +161,7 @@ class _Reader:
         self.data = data
         self.base = base
         self.problems: list[str] = []
+        self.warnings: list[str] = []
         self.read: set[str] = set()  # every key looked up, to report unknown ones
 
     def _get(self, key: str) -> tuple[bool, Any]:
@@ -203,6 +217,10 @@ class _Reader:
             path = (self.base / file).resolve()
             if not path.is_file():
                 self.problems.append(f"{key}_file: no such file: {file}")
+            elif why := _readable_by_others(path):
+                self.warnings.append(
+                    f"{key}_file: {file} {why}; chmod 600 it (or 640 with a group of its own)"
+                )
             return Secret(file=path)
         if found_env:
             if not isinstance(env, str) or not env or PLACEHOLDER in env:
@@ -214,6 +232,45 @@ class _Reader:
         if required:
             self.problems.append(f"{key}_file or {key}_env: missing (required)")
         return Secret()
+
+    def ca_file(self, key: str) -> Path | None:
+        """An optional PEM file of CA certificates, checked by loading it."""
+        name = self.value(key, str, "")
+        if not name:
+            return None
+        path = (self.base / name).resolve()
+        try:
+            ssl.create_default_context(cafile=str(path))
+        except FileNotFoundError:
+            self.problems.append(f"{key}: no such file: {name}")
+        except (OSError, ssl.SSLError):
+            self.problems.append(f"{key}: {name} holds no PEM certificate OpenSSL can read")
+        return path
+
+
+def _readable_by_others(path: Path) -> str | None:
+    """Why other accounts can read ``path``, or None.
+
+    A group-readable file is fine when the group is the bot's own (the admin manual's
+    layout: owner root, group of the service user, mode 0640).
+    """
+    st = path.stat()
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o004:
+        return f"is readable by every user (mode {mode:04o})"
+    if mode & 0o040 and st.st_gid != os.getegid():
+        return f"is readable by the members of group {st.st_gid} (mode {mode:04o})"
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (traffic to it never leaves the host)."""
+    if host.rstrip(".").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 _email = validate.problem(validate.email)
@@ -313,6 +370,7 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         quarantine_folder=r.value("imap.quarantine_folder", str, "secir-quarantine"),
         poll_interval=r.value("imap.poll_interval", float, 60.0, check=_positive),
         idle_timeout=r.value("imap.idle_timeout", float, 300.0, check=_positive),
+        ca_file=r.ca_file("imap.ca_file"),
     )
     smtp_user = r.value("smtp.username", str, "")
     smtp = SmtpConfig(
@@ -323,12 +381,15 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         password=r.secret("smtp.password", required=bool(smtp_user)),
         max_recipients=r.value("smtp.max_recipients", int, 100, check=_positive),
         timeout=r.value("smtp.timeout", float, 60.0, check=_positive),
+        ca_file=r.ca_file("smtp.ca_file"),
     )
     delivery = DeliveryConfig(
         retry_base=r.value("delivery.retry_base", float, 5.0, check=_positive),
         retry_max=r.value("delivery.retry_max", float, 900.0, check=_positive),
         give_up_after=r.value("delivery.give_up_after", float, 86400.0, check=_positive),
+        outage_notice_after=r.value("delivery.outage_notice_after", float, 300.0, check=_positive),
     )
+    r.warnings.extend(_transport_warnings(mx, imap, smtp))
     commands, whois = _commands(r)
     for section, table in data.items():
         if section in known and isinstance(table, dict):
@@ -345,9 +406,28 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         imap=imap,
         smtp=smtp,
         delivery=delivery,
+        warnings=tuple(r.warnings),
         commands=commands,
         whois=whois,
     )
+
+
+def _transport_warnings(mx: MatrixConfig, imap: ImapConfig, smtp: SmtpConfig) -> list[str]:
+    """Unencrypted links that leave this machine: allowed, but never quietly."""
+    out = []
+    for key, cfg in (("imap", imap), ("smtp", smtp)):
+        if cfg.security == "plain" and cfg.host and not is_loopback(cfg.host):
+            out.append(
+                f'{key}.security: "plain" to {cfg.host} sends the password and the list\'s '
+                f"mail unencrypted over the network; use TLS unless the host is this machine"
+            )
+    url = urlsplit(mx.homeserver)
+    if url.scheme == "http" and url.hostname and not is_loopback(url.hostname):
+        out.append(
+            f"matrix.homeserver: {mx.homeserver} is plain http to another host: the access "
+            "token and all Matrix traffic travel unencrypted; use https"
+        )
+    return out
 
 
 def _commands(r: _Reader) -> tuple[CommandsConfig, WhoisConfig]:

@@ -5,6 +5,7 @@ exceptions. Exceptions mean that something broke::
 
     SecirError
      ├── ConfigError          the configuration file is missing or invalid (lists every problem)
+     ├── ServiceError         a server refused the bot's login, or could not be reached
      ├── StoreError           the state directory or database is unusable
      │    └── StoreMissing    ``secir-bot init`` has not been run for this store
      ├── CryptoError          gpg failed for a reason other than bad input
@@ -47,6 +48,10 @@ class ConfigError(SecirError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class ServiceError(SecirError):
+    """A server (homeserver, IMAP, SMTP) refused the bot's login or could not be reached."""
 
 
 class StoreError(SecirError):

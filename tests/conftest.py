@@ -3,21 +3,81 @@
 All are synchronous, so they work with any event-loop scope: ``synapse`` and ``gpg_world``
 live for the whole session, ``mail_stack`` (Postfix + Dovecot, about 0.2 s to start) for one
 module.  Launchers are in ``servers.py``; the Synapse one is the package's own sandbox.
+
+The whole session's log is watched for secrets (``leaks.py``): every password and token the
+fixtures make is registered, the bot's and the mail libraries' loggers run at debug level,
+and a test during which a secret was logged fails (so does the session, for one logged
+outside any test).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
+import leaks
 import pytest
-from servers import MAIL_USERS, TEST_KEYS, GpgWorld, MailStack
+from servers import MAIL_USERS, TEST_KEYS, GpgWorld, MailStack, TestCA
 
+from secir_bot.sandbox import synapse as synapse_mod
 from secir_bot.sandbox.synapse import Synapse
 
 # Every event loop the tests create runs in asyncio's debug mode: never-awaited coroutines,
 # calls from the wrong thread and slow callbacks are reported (read when a loop is created).
 os.environ.setdefault("PYTHONASYNCIODEBUG", "1")
+
+WATCH = leaks.WATCH
+# Debug level where secrets pass by (aioimaplib logs every command it sends). pytest's own
+# capture stays at INFO (pyproject.toml), so failure reports are not flooded.
+DEBUG_LOGGERS = ("secir_bot", "aioimaplib", "aiosmtplib")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    logging.getLogger().addHandler(WATCH)
+    for name in DEBUG_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    logging.getLogger().removeHandler(WATCH)
+    if WATCH.leaks:
+        print("\nsecrets were logged:\n  " + "\n  ".join(WATCH.leaks))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_the_log() -> Iterator[None]:
+    """Fails the test during which a registered secret reached any log record."""
+    before = len(WATCH.leaks)
+    yield
+    logged = WATCH.leaks[before:]
+    if logged:
+        del WATCH.leaks[before:]  # reported here, not again at the end of the session
+        pytest.fail("secrets were logged during this test:\n  " + "\n  ".join(logged))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _register_server_secrets() -> Iterator[None]:
+    """Every Synapse password, access token and server secret becomes a watched secret."""
+    register, make_secrets = Synapse.register, synapse_mod._secrets
+
+    def watched_register(self: Synapse, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        account: dict[str, Any] = register(self, *args, **kwargs)
+        password = kwargs.get("password", args[1] if len(args) > 1 else "")
+        leaks.secret(password, account["access_token"])
+        return account
+
+    def watched_secrets(*args: Any, **kwargs: Any) -> dict[str, str]:
+        made: dict[str, str] = make_secrets(*args, **kwargs)
+        leaks.secret(*made.values())
+        return made
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Synapse, "register", watched_register)
+        patch.setattr(synapse_mod, "_secrets", watched_secrets)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -37,11 +97,34 @@ def gpg_world() -> Iterator[GpgWorld]:
         yield world
 
 
+@pytest.fixture(scope="session")
+def test_ca() -> Iterator[TestCA]:
+    """The session's throwaway CA and the mail servers' certificate (for 127.0.0.1)."""
+    ca = TestCA.create()
+    try:
+        yield ca
+    finally:
+        ca.close()
+
+
+@pytest.fixture(scope="session")
+def wrong_ca() -> Iterator[TestCA]:
+    """Another CA, unrelated to the servers' certificate: trusting only it must fail."""
+    ca = TestCA.create("unrelated test CA")
+    try:
+        yield ca
+    finally:
+        ca.close()
+
+
 @pytest.fixture(scope="module")
-def mail_stack() -> Iterator[MailStack]:
+def mail_stack(test_ca: TestCA) -> Iterator[MailStack]:
     """Postfix + Dovecot for ``test.example`` with list, alice, bob, carol, dave and mallory.
 
-    Passwords are ``pw-<localpart>`` (``servers.password_for``).
+    Passwords are ``pw-<localpart>`` (``servers.password_for``). Plain IMAP and SMTP on
+    ``imap_port``/``smtp_port``; with ``test_ca``'s certificate, IMAPS on ``imaps_port``,
+    SMTP with STARTTLS on ``submission_port`` and SMTPS on ``smtps_port``. SMTP AUTH takes
+    the same passwords (and is optional from loopback).
     """
-    with MailStack.start(MAIL_USERS) as stack:
+    with MailStack.start(MAIL_USERS, tls=test_ca) as stack:
         yield stack

@@ -8,6 +8,10 @@ from which per-role keyrings are exported.
 Both keep their state in short ``mkdtemp`` directories directly under the temp dir: Dovecot
 and gpg-agent create Unix sockets there, and a socket path may not exceed 107 bytes, which
 pytest's ``tmp_path`` easily does.  Comments say why each unusual setting is there.
+
+:class:`TestCA` is a throwaway certificate authority (made with ``openssl`` once per test
+session) and a server certificate it signed for 127.0.0.1; given one, the mail stack also
+speaks IMAPS, SMTPS and STARTTLS, and Postfix offers SMTP AUTH through Dovecot.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import contextlib
 import grp
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -28,6 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+import leaks
+
 DOMAIN = "test.example"
 HOSTNAME = "mx.test.example"
 START_TIMEOUT = 15.0
@@ -37,11 +44,33 @@ class ServerError(RuntimeError):
     """A test server could not be started or configured."""
 
 
+_PORTS_GIVEN: set[int] = set()  # never hand out one port twice in a session
+
+
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port nobody listens on, below the kernel's range for outgoing connections.
+
+    A port picked by binding to 0 comes from the ephemeral range, which the tests' own
+    client connections also draw from: one of them can hold the port by the time the server
+    binds it ("Address already in use"). Ports below that range are never handed out to
+    clients.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(10000, max(low, 10001))
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _PORTS_GIVEN.add(port)
+            return port
+    raise ServerError("no free port found below the ephemeral range")
 
 
 def _short_tempdir(prefix: str) -> Path:
@@ -67,6 +96,15 @@ def _tail(path: Path, chars: int = 3000) -> str:
         return f"({path.name} was not written)"
 
 
+def _listening(port: int) -> bool:
+    """Whether something accepts connections on ``port`` (for servers silent until spoken to)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
 def _banner(port: int, timeout: float = 1.0) -> bytes:
     """The first line a server sends on ``port``, or b"" if it does not answer yet."""
     try:
@@ -74,6 +112,67 @@ def _banner(port: int, timeout: float = 1.0) -> bytes:
             return sock.recv(512)
     except OSError:
         return b""
+
+
+# --------------------------------------------------------------------------------------------
+# TLS
+
+CERT_DAYS = 30  # long enough that nothing warns "expires soon" during a test session
+
+
+@dataclass(frozen=True)
+class TestCA:
+    """A throwaway CA and a server certificate it signed (CN and SAN 127.0.0.1, localhost).
+
+    ``ca`` is what clients trust (through ``SSL_CERT_FILE`` or a config's ``ca_file``);
+    ``cert`` and ``key`` are what the servers present.  Another ``TestCA`` is a "wrong CA".
+    """
+
+    directory: Path
+    ca: Path
+    cert: Path
+    key: Path
+
+    __test__ = False  # a class named Test* that pytest must not collect
+
+    @classmethod
+    def create(cls, name: str = "secir test CA", days: int = CERT_DAYS) -> TestCA:
+        directory = _short_tempdir("ca")
+        directory.chmod(0o755)  # Dovecot and Postfix read the certificate after start-up
+        ca, ca_key = directory / "ca.pem", directory / "ca.key"
+        cert, key, csr = directory / "cert.pem", directory / "key.pem", directory / "req.csr"
+        ext = directory / "ext.cnf"
+        ext.write_text(
+            "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
+            "basicConstraints = critical, CA:FALSE\n"
+            "keyUsage = critical, digitalSignature\n"
+            "extendedKeyUsage = serverAuth\n"
+        )
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        steps = [
+            ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", days, "-subj",
+             f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            ["req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+            ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+             "-out", cert, "-days", days, "-extfile", ext],
+        ]  # fmt: skip
+        try:
+            for step in steps:
+                result = subprocess.run(
+                    [_program("openssl"), *map(str, step)], capture_output=True, check=False
+                )
+                if result.returncode != 0:
+                    raise ServerError(f"openssl {step[0]} failed:\n{result.stderr.decode()}")
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        for private in (ca_key, key):
+            private.chmod(0o600)
+        return cls(directory, ca, cert, key)
+
+    def close(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,7 +185,7 @@ base_dir = {root}/run
 state_dir = {root}/state
 listen = 127.0.0.1
 protocols = imap lmtp
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 # A failed login is normally answered after 2 s, to slow down guessing; tests want it now.
@@ -114,7 +213,9 @@ service imap-login {{
     port = {imap_port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps_port}
+    ssl = yes
   }}
 }}
 service lmtp {{
@@ -123,7 +224,20 @@ service lmtp {{
     port = {lmtp_port}
   }}
 }}
+# Postfix asks Dovecot to check SMTP AUTH passwords (the same users as IMAP).
+service auth {{
+  inet_listener auth {{
+    address = 127.0.0.1
+    port = {auth_port}
+  }}
+}}
 """
+
+# With a TestCA: the plain listener stays (the tests' own checks use it) and IMAPS listens.
+_DOVECOT_SSL = """\
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}"""
 
 _POSTFIX_MAIN = """\
 compatibility_level = 3.6
@@ -160,12 +274,29 @@ delay_warning_time = 0
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
+# Towards Dovecot's LMTP on loopback: no TLS.
+lmtp_tls_security_level = none
+# SMTP AUTH, checked by Dovecot; mynetworks may still send without it, as before.
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = inet:127.0.0.1:{auth_port}
+# Answer a failed AUTH at once (the default sleeps a second per error).
+smtpd_error_sleep_time = 0
+{tls}"""
+
+# With a TestCA: the certificate for the two TLS services below (the plain port stays as it
+# was, without STARTTLS, so that clients which upgrade whenever they can keep working).
+_POSTFIX_TLS = """\
+smtpd_tls_cert_file = {cert}
+smtpd_tls_key_file = {key}
+# One log line per TLS session, so a test can see that TLS was used.
+smtpd_tls_loglevel = 1
 """
 
 # Every service unchrooted (5th column 'n'), no port-25 listener: never Debian's master.cf.
 _POSTFIX_MASTER = """\
 127.0.0.1:{smtp_port} inet n - n - - smtpd
-pickup    unix  n - n 60    1 pickup
+{smtps}pickup    unix  n - n 60    1 pickup
 cleanup   unix  n - n -     0 cleanup
 qmgr      unix  n - n 300   1 qmgr
 rewrite   unix  - - n -     - trivial-rewrite
@@ -183,6 +314,16 @@ lmtp      unix  - - n -     - lmtp
 anvil     unix  - - n -     1 anvil
 scache    unix  - - n -     1 scache
 postlog   unix-dgram n - n - 1 postlogd
+tlsmgr    unix  - - n 1000? 1 tlsmgr
+"""
+
+# Submission with STARTTLS offered (port 587 style), and implicit TLS (port 465 style): the
+# same smtpd, wrapped in TLS from the first byte. Each logs under its own name.
+_POSTFIX_TLS_SERVICES = """\
+127.0.0.1:{submission_port} inet n - n - - smtpd -o syslog_name=postfix/submission
+  -o smtpd_tls_security_level=may
+127.0.0.1:{smtps_port} inet n - n - - smtpd -o syslog_name=postfix/smtps
+  -o smtpd_tls_wrappermode=yes -o smtpd_tls_security_level=encrypt
 """
 
 
@@ -226,10 +367,16 @@ class MailStack:
     Must run as root (Postfix's master and Dovecot's uid switching need it).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tls: TestCA | None = None) -> None:
+        self.tls = tls
         self.imap_port = _free_port()
         self.lmtp_port = _free_port()
         self.smtp_port = _free_port()
+        self.auth_port = _free_port()
+        # Without a TestCA these stay closed (port 0 means "no listener" to Dovecot).
+        self.imaps_port = _free_port() if tls else 0
+        self.submission_port = _free_port() if tls else 0
+        self.smtps_port = _free_port() if tls else 0
         self.dovecot_dir = _short_tempdir("dv")
         self.postfix_dir = _short_tempdir("pf")
         self._users_dir = self.dovecot_dir / "users"
@@ -239,14 +386,20 @@ class MailStack:
         self._postfix: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def start(cls, users: Mapping[str, str]) -> MailStack:
-        """Start Dovecot, then Postfix, with ``users`` (address -> password) able to log in."""
-        stack = cls()
+    def start(cls, users: Mapping[str, str], tls: TestCA | None = None) -> MailStack:
+        """Start Dovecot, then Postfix, with ``users`` (address -> password) able to log in.
+
+        With ``tls``, Dovecot also listens for IMAPS on ``imaps_port``, Postfix offers
+        STARTTLS on ``submission_port`` and implicit TLS on ``smtps_port``.
+        """
+        stack = cls(tls)
         try:
             for address, password in users.items():
                 stack.add_user(address, password)
-            stack._start_dovecot()
-            stack._start_postfix()
+            stack._configure_dovecot()
+            stack.start_dovecot()
+            stack._configure_postfix()
+            stack.start_postfix()
         except BaseException:
             stack.stop()
             raise
@@ -254,6 +407,7 @@ class MailStack:
 
     def add_user(self, address: str, password: str) -> None:
         """Add a mailbox user, usable at once (a changed password may take a second)."""
+        leaks.secret(password)
         address = address.lower()
         local, _, domain = address.rpartition("@")
         text = address + password
@@ -270,32 +424,42 @@ class MailStack:
         partial.write_text(entry)
         partial.replace(path)
 
-    def dovecot_log(self) -> str:
-        return _tail(self.dovecot_dir / "dovecot.log")
+    def dovecot_log(self, chars: int = 3000) -> str:
+        return _tail(self.dovecot_dir / "dovecot.log", chars)
 
-    def postfix_log(self) -> str:
-        return _tail(self.postfix_dir / "postfix.log")
+    def postfix_log(self, chars: int = 3000) -> str:
+        return _tail(self.postfix_dir / "postfix.log", chars)
 
     def logs(self) -> str:
         """Both servers' logs, for an assertion message."""
         return f"--- postfix ---\n{self.postfix_log()}\n--- dovecot ---\n{self.dovecot_log()}"
 
-    def _start_dovecot(self) -> None:
+    def _configure_dovecot(self) -> None:
         root = self.dovecot_dir
         root.chmod(0o755)
         for sub in ("run", "state", "mail"):
             (root / sub).mkdir()
         os.chown(root / "mail", self._uid, self._gid)
         self._users_dir.mkdir(exist_ok=True)
+        ssl = "ssl = no"
+        if self.tls is not None:
+            ssl = _DOVECOT_SSL.format(cert=self.tls.cert, key=self.tls.key)
         config = _DOVECOT_CONF.format(
             root=root,
             hostname=HOSTNAME,
             imap_port=self.imap_port,
+            imaps_port=self.imaps_port,
             lmtp_port=self.lmtp_port,
+            auth_port=self.auth_port,
             mail_uid=self._uid,
+            ssl=ssl,
         )
         (root / "dovecot.conf").write_text(config)
-        with open(root / "stdout.log", "wb") as output:
+
+    def start_dovecot(self) -> None:
+        """Start Dovecot (again, after ``stop_dovecot``: same ports, users and mail)."""
+        root = self.dovecot_dir
+        with open(root / "stdout.log", "ab") as output:
             # -F keeps the master as our child; its own session lets stop() kill the whole group.
             self._dovecot = subprocess.Popen(
                 [_program("dovecot"), "-F", "-c", str(root / "dovecot.conf")],
@@ -304,9 +468,12 @@ class MailStack:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._wait(self._dovecot, "dovecot", {self.imap_port: b"* OK", self.lmtp_port: b"220"})
+        ready = {self.imap_port: b"* OK", self.lmtp_port: b"220"}
+        # IMAPS and auth say nothing before a handshake: an accepted connection is enough.
+        ready.update({port: b"" for port in (self.imaps_port, self.auth_port) if port})
+        self._wait(self._dovecot, "dovecot", ready)
 
-    def _start_postfix(self) -> None:
+    def _configure_postfix(self) -> None:
         root = self.postfix_dir
         root.chmod(0o755)
         (root / "etc").mkdir()
@@ -317,7 +484,16 @@ class MailStack:
             "domain": DOMAIN,
             "lmtp_port": self.lmtp_port,
             "smtp_port": self.smtp_port,
+            "smtps_port": self.smtps_port,
+            "auth_port": self.auth_port,
+            "tls": "",
+            "smtps": "",
         }
+        if self.tls is not None:
+            values["tls"] = _POSTFIX_TLS.format(cert=self.tls.cert, key=self.tls.key)
+            values["smtps"] = _POSTFIX_TLS_SERVICES.format(
+                submission_port=self.submission_port, smtps_port=self.smtps_port
+            )
         main_cf, master_cf = root / "etc" / "main.cf", root / "etc" / "master.cf"
         main_cf.write_text(_POSTFIX_MAIN.format(**values))
         master_cf.write_text(_POSTFIX_MASTER.format(**values))
@@ -330,7 +506,11 @@ class MailStack:
             # postfix-script skips its integrity check (~0.25 s, which only creates these
             # directories in a fresh instance) when this file exists.
             (root / "queue" / "quick-start").touch()
-        with open(root / "stdout.log", "wb") as output:
+
+    def start_postfix(self) -> None:
+        """Start Postfix (again, after ``stop_postfix``: same ports and queue)."""
+        root = self.postfix_dir
+        with open(root / "stdout.log", "ab") as output:
             self._postfix = subprocess.Popen(
                 [_program("postfix"), "-c", str(root / "etc"), "start-fg"],
                 stdin=subprocess.DEVNULL,
@@ -338,16 +518,21 @@ class MailStack:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._wait(self._postfix, "postfix", {self.smtp_port: b"220"})
+        ready = {self.smtp_port: b"220"}
+        if self.tls is not None:
+            ready[self.submission_port] = b"220"
+            ready[self.smtps_port] = b""  # silent until the TLS handshake
+        self._wait(self._postfix, "postfix", ready)
 
     def _wait(self, process: subprocess.Popen[bytes], name: str, banners: dict[int, bytes]) -> None:
+        """Wait until each port shows its banner (b"": until it accepts a connection)."""
         deadline = time.monotonic() + START_TIMEOUT
         waiting = dict(banners)
         while waiting:
             if process.poll() is not None:
                 raise ServerError(f"{name} exited with {process.returncode}:\n{self.logs()}")
             for port, expected in list(waiting.items()):
-                if _banner(port).startswith(expected):
+                if _banner(port).startswith(expected) if expected else _listening(port):
                     del waiting[port]
             if waiting and time.monotonic() > deadline:
                 raise ServerError(f"{name} not ready on {sorted(waiting)}:\n{self.logs()}")
@@ -356,6 +541,13 @@ class MailStack:
 
     def stop(self) -> None:
         """Kill both servers and delete their directories; fast, and safe to call twice."""
+        self.stop_postfix()
+        self.stop_dovecot()
+        shutil.rmtree(self.postfix_dir, ignore_errors=True)
+        shutil.rmtree(self.dovecot_dir, ignore_errors=True)
+
+    def stop_postfix(self) -> None:
+        """Stop Postfix at once (mail in its queue stays for ``start_postfix``)."""
         if self._postfix is not None:
             # The master is a grandchild (postfix -> postfix-script -> master); SIGTERM to it
             # ends Postfix at once, unlike `postfix stop`, which polls in 1 s steps.
@@ -371,14 +563,15 @@ class MailStack:
                 os.killpg(self._postfix.pid, signal.SIGKILL)
             self._postfix.wait()
             self._postfix = None
+
+    def stop_dovecot(self) -> None:
+        """Stop Dovecot at once, as a crash would (the mailboxes stay for ``start_dovecot``)."""
         if self._dovecot is not None:
             # A graceful Dovecot stop sleeps a fixed second; nothing here needs grace.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._dovecot.pid, signal.SIGKILL)
             self._dovecot.wait()
             self._dovecot = None
-        shutil.rmtree(self.postfix_dir, ignore_errors=True)
-        shutil.rmtree(self.dovecot_dir, ignore_errors=True)
 
     def __enter__(self) -> MailStack:
         return self

@@ -6,7 +6,10 @@ was rejected). A crash anywhere before the move means the message is fetched aga
 next start; the inbox's uniqueness by Message-ID and bytes makes that harmless.
 
 IDLE is used when the server offers it (with a timeout, so a silently dead connection is
-noticed); otherwise the mailbox is polled. Connection failures reconnect with backoff.
+noticed); otherwise the mailbox is polled. Connection failures reconnect with backoff, which
+starts again from one second after every session that got going. Connecting, TLS and the
+login live in ``mailconn``; what each failure means for the admins is told through
+``health`` (a refused login or an untrusted certificate at once, an outage when it lasts).
 """
 
 from __future__ import annotations
@@ -15,12 +18,21 @@ import asyncio
 import contextlib
 import logging
 import re
-import ssl
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aioimaplib
 import aiosmtplib
 
+from secir_bot.bridges.mailconn import (
+    IMAP_TIMEOUT,
+    ImapError,
+    close_imap,
+    diagnose,
+    open_imap,
+    open_smtp,
+)
+from secir_bot.bridges.mailconn import ok as _ok
 from secir_bot.bridges.mime import message_id_of
 from secir_bot.config import Config
 from secir_bot.errors import (
@@ -28,41 +40,47 @@ from secir_bot.errors import (
     TransientDeliveryError,
     raise_if_cancelled,
 )
+from secir_bot.health import Health, Link, where_of
 from secir_bot.model import Channel
 from secir_bot.relay import Outcome
 from secir_bot.store import InboxItem, OutboxRow, Store
 
+__all__ = ["EmailBridge", "ImapError", "close_imap"]
+
 log = logging.getLogger(__name__)
 
-IMAP_TIMEOUT = 120.0  # seconds for one IMAP command (a FETCH of a large mail included)
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+RECONNECT_FIRST = 1.0  # seconds before the first reconnect after a session broke
+RECONNECT_MAX = 60.0  # the longest wait between attempts while the network is the problem
+# A refused login or an untrusted certificate needs an admin; retrying every minute would only
+# look like password guessing to the server (and may get the bot's address blocked).
+RECONNECT_MAX_FAULT = 300.0
+
+IMAP_FIXES = {
+    "login": "No mail is being read. Fix imap.username or the IMAP password "
+    "(imap.password_file or imap.password_env); the bot keeps retrying and picks up a "
+    "corrected password file by itself.",
+    "tls": "No mail is being read. The bot never skips certificate checks; fix the trust "
+    "(imap.ca_file, the system's CA store or SSL_CERT_FILE) or the server's certificate.",
+}
+SMTP_FIXES = {
+    "login": "No list mail is being sent; it waits in the outbox. Fix smtp.username or the "
+    "SMTP password (smtp.password_file or smtp.password_env).",
+    "tls": "No list mail is being sent; it waits in the outbox. The bot never skips "
+    "certificate checks; fix the trust (smtp.ca_file, the system's CA store or "
+    "SSL_CERT_FILE) or the server's certificate.",
+}
 
 
-class ImapError(Exception):
-    """The IMAP server refused a command (translated from aioimaplib responses)."""
-
-
-async def _ok(pending: Awaitable[aioimaplib.Response], what: str) -> aioimaplib.Response:
-    """Await an IMAP command with a deadline and insist on OK.
-
-    aioimaplib leaves some commands (UID MOVE/COPY/STORE) without a timeout and does not
-    fail them when the connection drops, so every command gets one here.
-    """
-    resp = await asyncio.wait_for(pending, IMAP_TIMEOUT)
-    if resp.result != "OK":
-        raise ImapError(f"IMAP {what} failed: {resp.result} {resp.lines[-1:]!r}")
-    return resp
-
-
-async def close_imap(imap: aioimaplib.IMAP4) -> None:
-    """Log out if the server still listens, and close the socket in any case."""
-    with contextlib.suppress(Exception):
-        if imap.has_pending_idle():
-            imap.idle_done()
-        await asyncio.wait_for(imap.logout(), 5)
-    transport = getattr(imap.protocol, "transport", None)
-    if transport is not None and not transport.is_closing():
-        transport.close()
+async def _until_lost(pending: asyncio.Future[Any], lost: asyncio.Event) -> None:
+    """Wait until ``pending`` is done or the connection is lost; cancel it in the latter case."""
+    waiter = asyncio.ensure_future(lost.wait())
+    try:
+        await asyncio.wait({pending, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not pending.done():
+            pending.cancel()
 
 
 class EmailBridge:
@@ -75,15 +93,18 @@ class EmailBridge:
         process: Callable[[InboxItem], Awaitable[Outcome]],
         on_work: Callable[[], None],
         notify: Callable[[str], None] = lambda text: None,
+        health: Health | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.process = process
         self.on_work = on_work
         self.notify = notify
+        self.health = health or Health(
+            notify, config.delivery.outage_notice_after, lambda: "", where_of(config)
+        )
         self._told_folders = False
         self.connected = asyncio.Event()
-        self._password = config.imap.password.read()
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -93,7 +114,7 @@ class EmailBridge:
         for item in self.store.inbox_pending("email"):
             await self.process(item)
         self.on_work()
-        backoff = 1.0
+        backoff = RECONNECT_FIRST
         while True:
             raise_if_cancelled()
             try:
@@ -105,35 +126,27 @@ class EmailBridge:
                 aioimaplib.Abort,
                 aioimaplib.CommandTimeout,
             ) as exc:
-                self.connected.clear()
-                log.warning(
-                    "IMAP connection problem (%s); reconnecting in %.0fs",
-                    type(exc).__name__,
-                    backoff,
-                )
+                if self.connected.is_set():
+                    # This session got going, so the failure is new: start the backoff over.
+                    backoff = RECONNECT_FIRST
+                    self.connected.clear()
+                problem = diagnose(exc)
+                if problem.needs_admin:
+                    self.health.fault(Link.IMAP, problem.text, IMAP_FIXES[problem.kind])
+                else:
+                    self.health.down(Link.IMAP, problem.text)
+                log.warning("IMAP: %s; reconnecting in %.0fs", problem.text, backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 60.0)
-            else:
-                backoff = 1.0
+                limit = RECONNECT_MAX_FAULT if problem.needs_admin else RECONNECT_MAX
+                backoff = min(backoff * 2, limit)
 
     async def _connect(self, lost: asyncio.Event) -> aioimaplib.IMAP4:
-        cfg = self.config.imap
-
         def conn_lost(exc: Exception | None) -> None:
             lost.set()
 
-        if cfg.security == "tls":
-            imap: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
-                host=cfg.host,
-                port=cfg.port,
-                timeout=60,
-                conn_lost_cb=conn_lost,
-                ssl_context=ssl.create_default_context(),
-            )
-        else:
-            imap = aioimaplib.IMAP4(
-                host=cfg.host, port=cfg.port, timeout=60, conn_lost_cb=conn_lost
-            )
+        # Read at every attempt, so that a corrected password file is used without a restart.
+        password = await asyncio.to_thread(self.config.imap.password.read)
+        imap = await open_imap(self.config.imap, password, conn_lost)
         try:
             await self._prepare(imap)
         except BaseException:
@@ -142,10 +155,8 @@ class EmailBridge:
         return imap
 
     async def _prepare(self, imap: aioimaplib.IMAP4) -> None:
-        """Greeting, login, the bot's folders, and the list mailbox selected."""
+        """The bot's folders, and the list mailbox selected (after the login)."""
         cfg = self.config.imap
-        await imap.wait_hello_from_server()
-        await _ok(imap.login(cfg.username, self._password), "LOGIN")
         for folder in (cfg.processed_folder, cfg.quarantine_folder):
             # Fails harmlessly when the folder exists.
             await asyncio.wait_for(imap.create(folder), IMAP_TIMEOUT)
@@ -167,6 +178,7 @@ class EmailBridge:
         lost = asyncio.Event()
         imap = await self._connect(lost)
         self.connected.set()
+        self.health.up(Link.IMAP)
         log.info(
             "IMAP connected to %s:%s as %s",
             self.config.imap.host,
@@ -188,19 +200,15 @@ class EmailBridge:
     async def _idle(self, imap: aioimaplib.IMAP4, lost: asyncio.Event) -> None:
         idle = await imap.idle_start(timeout=self.config.imap.idle_timeout)
         push = asyncio.ensure_future(imap.wait_server_push(timeout=self.config.imap.idle_timeout))
-        waiter = asyncio.ensure_future(lost.wait())
-        try:
-            await asyncio.wait({push, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            if not push.done():
-                push.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await push
+        await _until_lost(push, lost)
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await push
         if lost.is_set():
             return
         imap.idle_done()
-        await asyncio.wait_for(idle, 30)
+        # The push may have been the server's BYE: then the end of IDLE never comes, and
+        # aioimaplib does not fail the command when the connection drops.
+        await asyncio.wait_for(_until_lost(idle, lost), 30)
 
     async def _drain(self, imap: aioimaplib.IMAP4, lost: asyncio.Event) -> None:
         """Take every message out of the mailbox, oldest first.
@@ -269,32 +277,36 @@ class EmailBridge:
 
     # -- sending -----------------------------------------------------------------------
 
+    async def _smtp_session(self) -> aiosmtplib.SMTP:
+        """A logged-in SMTP session; a failure is told to ``health`` and retried later.
+
+        A refused greeting or login (say, after a password change) is about the server, not
+        the message: the delivery is retried, and the dead-letter deadline still applies.
+        """
+        cfg = self.config.smtp
+        try:
+            password = await asyncio.to_thread(cfg.password.read) if cfg.username else None
+            smtp = await open_smtp(cfg, password)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            problem = diagnose(exc)
+            if problem.needs_admin:
+                self.health.fault(Link.SMTP, problem.text, SMTP_FIXES[problem.kind])
+            else:
+                self.health.down(Link.SMTP, problem.text)
+            raise TransientDeliveryError(f"SMTP session: {problem.text}") from exc
+        self.health.up(Link.SMTP)
+        return smtp
+
     async def deliver(self, row: OutboxRow) -> str:
         cfg = self.config.smtp
         pending = [r for r in row.recipients if r not in row.done]
         if not pending:
             return "nothing left to send"
-        smtp = aiosmtplib.SMTP(
-            hostname=cfg.host,
-            port=cfg.port,
-            timeout=cfg.timeout,
-            use_tls=cfg.security == "tls",
-            start_tls=True if cfg.security == "starttls" else False,
-        )
+        smtp = await self._smtp_session()
         done = list(row.done)
         refused: list[str] = []
         later: list[str] = []
         try:
-            try:
-                await smtp.connect()
-                if cfg.username:
-                    await smtp.login(cfg.username, cfg.password.read())
-            except aiosmtplib.SMTPResponseException as exc:
-                # A refused greeting or login (say, after a password change) is about the
-                # server, not this message: retry, and let the dead-letter deadline speak.
-                raise TransientDeliveryError(
-                    f"SMTP server refused the session: {exc.code} {exc.message}"
-                ) from exc
             for i in range(0, len(pending), cfg.max_recipients):
                 batch = pending[i : i + cfg.max_recipients]
                 try:

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from secir_bot import config as config_mod
+from secir_bot import fileperms
 from secir_bot.app import App
-from secir_bot.cli import init
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.members import MemberRequest, add_member
+from secir_bot.provision import init
 from secir_bot.sandbox.operators import MailOperator, MatrixOperator
 from secir_bot.sandbox.synapse import Synapse
 from secir_bot.store import Store
@@ -74,7 +75,7 @@ undecryptable_report_after = {undecryptable_after}
 [imap]
 host = "{mail_host}"
 port = {imap_port}
-security = "plain"
+security = "{imap_security}"
 username = "{list_address}"
 password_file = "secrets/imap-password"
 idle_timeout = 30
@@ -84,11 +85,13 @@ poll_interval = 2
 [smtp]
 host = "{mail_host}"
 port = {smtp_port}
-security = "plain"
+security = "{smtp_security}"
+{smtp_extra}
 
 [delivery]
 retry_base = 0.2
 retry_max = 2
+{delivery_extra}
 """
 
 
@@ -166,8 +169,19 @@ class World:
         encrypted_incident_room: bool = True,
         imap_extra: str = "",
         matrix_extra: str = "",
+        *,
+        imap_security: str = "plain",
+        imap_port: int | None = None,
+        smtp_security: str = "plain",
+        smtp_port: int | None = None,
+        smtp_extra: str = "",
+        delivery_extra: str = "",
     ) -> None:
-        """Everything up to (not including) starting the bot."""
+        """Everything up to (not including) starting the bot.
+
+        The bot's IMAP and SMTP settings default to plain on the world's ports; the
+        keyword arguments set others (TLS ports, ``ca_file``) for the bot alone.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
         hs = self.synapse
         bot = await asyncio.to_thread(self._register, f"secir-{self.tag}")
@@ -208,8 +222,15 @@ class World:
 
         secrets_dir = self.directory / "secrets"
         secrets_dir.mkdir(mode=0o700, exist_ok=True)
-        (secrets_dir / "matrix-password").write_text(f"pw-secir-{self.tag}\n")
-        (secrets_dir / "imap-password").write_text("pw-list\n")
+        for name, password in (
+            ("matrix-password", f"pw-secir-{self.tag}"),
+            ("imap-password", "pw-list"),
+        ):
+            # Private, as an admin keeps them (check-config warns about readable ones).
+            path = secrets_dir / name
+            path.touch(mode=0o600)
+            path.chmod(0o600)
+            path.write_text(password + "\n")
         self.config_path = self.directory / "config.toml"
         self.config_path.write_text(
             CONFIG_TEMPLATE.format(
@@ -222,11 +243,15 @@ class World:
                 control_room=self.control_room,
                 admin=self.admin.user_id,
                 mail_host=self.mail_host,
-                imap_port=self.imap_port,
-                smtp_port=self.smtp_port,
+                imap_port=imap_port or self.imap_port,
+                imap_security=imap_security,
+                smtp_port=smtp_port or self.smtp_port,
+                smtp_security=smtp_security,
                 undecryptable_after=undecryptable_after,
                 imap_extra=imap_extra,
                 matrix_extra=matrix_extra,
+                smtp_extra=smtp_extra,
+                delivery_extra=delivery_extra,
             )
         )
         self.config = config_mod.load(self.config_path)
@@ -275,14 +300,19 @@ class World:
         finally:
             bot_ring.close()
             store.close()
+        # As the CLI's umask would have it (gpg rewrote the keyring under this process's).
+        fileperms.tighten(self.config.store_path)
 
-    async def start_bot(self) -> App:
+    async def start_bot(self, *, mail: bool = True) -> App:
+        """Start the bot and wait until it serves; ``mail=False``: without its IMAP session
+        (for a test in which the bot cannot log in)."""
         assert self.config is not None and self.admin is not None
         self.app = App(self.config)
         self.app_task = asyncio.create_task(self.app.run(), name="bot")
         await self.admin.wait_joined(self.incident_room, [self.config.matrix.user_id])
         await self.admin.wait_joined(self.control_room, [self.config.matrix.user_id])
-        await asyncio.wait_for(self.app.email.connected.wait(), 15)
+        if mail:
+            await asyncio.wait_for(self.app.email.connected.wait(), 15)
         await asyncio.wait_for(self.app.matrix.synced.wait(), 15)
         for op in [*self.mx.values(), self.admin]:
             await op.wait_joined(self.incident_room, [self.config.matrix.user_id])

@@ -32,6 +32,7 @@ class MatrixBridge:
         process: Callable[[InboxItem], Awaitable[Outcome]],
         on_work: Callable[[], None],
         notify: Callable[[str], None],
+        link: Callable[[bool, str], None] = lambda works, reason: None,
     ) -> None:
         self.config = config
         self.store = store
@@ -40,7 +41,15 @@ class MatrixBridge:
         self.client, self.creds = open_client(config, directory)
         self.trust = Trust(config, store, self.client, notify, on_work)
         self.receiver = Receiver(
-            config, store, self.client, self.trust, process, on_work, notify, self._identity
+            config,
+            store,
+            self.client,
+            self.trust,
+            process,
+            on_work,
+            notify,
+            self._identity,
+            link,
         )
         self.sender = Sender(store, self.client, self.trust)
         self.synced = self.receiver.synced

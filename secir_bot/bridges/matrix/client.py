@@ -21,7 +21,7 @@ import aiohttp
 from nio import AsyncClient, AsyncClientConfig, LoginResponse, MegolmEvent
 
 from secir_bot.config import Config
-from secir_bot.errors import StoreError, StoreMissing
+from secir_bot.errors import ServiceError, StoreError, StoreMissing
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,9 @@ async def login_once(
     try:
         resp = await client.login(password, device_name=config.matrix.device_name)
         if not isinstance(resp, LoginResponse):
-            raise StoreError(f"Matrix login failed: {resp}")
+            raise ServiceError(
+                f"the homeserver refused the login of {config.matrix.user_id}: {resp}"
+            )
         if client.olm is None:
             raise StoreError("Matrix login gave no encryption store; refusing to continue")
         creds = Credentials(resp.user_id, resp.device_id, resp.access_token, pickle_key)

@@ -49,8 +49,10 @@ class Receiver:
         on_work: Callable[[], None],
         notify: Callable[[str], None],
         check_identity: Callable[[], Awaitable[None]],
+        link: Callable[[bool, str], None] = lambda works, reason: None,
     ) -> None:
         self.config = config
+        self.link = link  # told whether the homeserver answers (for the outage notices)
         self.check_identity = check_identity  # the bot's cross-signing, once per start
         self._identity_checked = False
         self.store = store
@@ -92,9 +94,12 @@ class Receiver:
                 resp = exc  # the homeserver is away: back off below, never stop the bot
             if not isinstance(resp, SyncResponse):
                 log.warning("Matrix sync failed (%s); retrying in %.0fs", resp, backoff)
+                code = getattr(resp, "status_code", None)
+                self.link(False, f"sync failed: {type(resp).__name__} {code or ''}".strip())
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
                 continue
+            self.link(True, "")
             backoff = 1.0
             first = False
             self.parked.record_withheld(resp.to_device_events)

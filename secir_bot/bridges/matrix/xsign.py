@@ -193,9 +193,11 @@ async def ensure_identity(
     password: str | None,
     *,
     reset: bool = False,
+    recovery_dir: Path | None = None,
 ) -> tuple[BotIdentity, Path | None]:
     """The bot's identity as the server serves it; made (or with ``reset``, replaced) when
-    needed. Returns it and the recovery file written, if one was."""
+    needed. Returns it and the recovery file written, if one was (in ``recovery_dir``, by
+    default the store directory)."""
     answer = await _own_keys(client)
     held = BotIdentity.load(directory)
     served_master = user_keys(answer, client.user_id).master
@@ -234,7 +236,7 @@ async def ensure_identity(
     identity.save(directory)
     recovery = None
     if not keep_master:
-        recovery = config.store_path / RECOVERY_FILE
+        recovery = (recovery_dir or config.store_path) / RECOVERY_FILE
         write_private(
             recovery,
             json.dumps(
@@ -257,14 +259,22 @@ async def ensure_identity(
 
 
 async def bootstrap_cross_signing(
-    config: Config, directory: Path, password: str | None, *, reset: bool = False
+    config: Config,
+    directory: Path,
+    password: str | None,
+    *,
+    reset: bool = False,
+    recovery_dir: Path | None = None,
 ) -> str:
     """``secir-bot init`` / ``reset-cross-signing``: make sure the bot's account has the
     cross-signing identity the store holds, and its device is signed; returns the master
-    public key."""
+    public key. ``recovery_dir``: where a new recovery file is written when that is not yet
+    the store directory (``init`` builds a new store beside it and renames it at the end)."""
     client, _ = open_client(config, directory)
     try:
-        identity, recovery = await ensure_identity(client, config, directory, password, reset=reset)
+        identity, recovery = await ensure_identity(
+            client, config, directory, password, reset=reset, recovery_dir=recovery_dir
+        )
     except ApiError as exc:
         raise MatrixIdentityError(f"cross-signing set-up failed: {exc}") from exc
     finally:
@@ -274,6 +284,6 @@ async def bootstrap_cross_signing(
         log.warning(
             "the private master key of the bot's Matrix identity was written to %s: move it "
             "offline now (the bot does not need it to run; see the admin manual)",
-            recovery,
+            config.store_path / RECOVERY_FILE,
         )
     return identity.master_public
