@@ -165,13 +165,15 @@ def _trust(config: Config, matrix_id: str) -> int:
 
 
 async def _reset_cross_signing(config: Config) -> int:
-    from secir_bot.bridges.matrix import bootstrap_cross_signing
+    from secir_bot.bridges.matrix.xsign import BotIdentity
 
     if not config.matrix.password.configured:
         raise ConfigError(["matrix.password_file or matrix.password_env: needed to reset"])
-    master = await bootstrap_cross_signing(
-        config, config.store_path / "matrix", config.matrix.password.read(), reset=True
-    )
+    # Through init: a store that init refused to make (because of the very identity being
+    # replaced) is made now, all or nothing as ever.
+    await init(config, reset_cross_signing=True)
+    identity = BotIdentity.load(config.store_path / "matrix")
+    master = identity.master_public if identity is not None else "?"
     print(f"new cross-signing identity for {config.matrix.user_id}: master key {master}")
     return 0
 

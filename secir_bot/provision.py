@@ -34,15 +34,20 @@ from secir_bot.store import DB_NAME, Store
 log = logging.getLogger(__name__)
 
 
-async def init(config: Config, import_key: Path | None = None) -> str:
-    """Create what is missing of the store; return the list key's fingerprint."""
+async def init(
+    config: Config, import_key: Path | None = None, *, reset_cross_signing: bool = False
+) -> str:
+    """Create what is missing of the store; return the list key's fingerprint.
+
+    ``reset_cross_signing`` replaces a cross-signing identity that the account has and the
+    store does not hold (``secir-bot reset-cross-signing``), instead of refusing it."""
     password = _matrix_password(config)
     armored = None
     if import_key is not None:
         armored = await asyncio.to_thread(import_key.read_text, encoding="utf-8")
     target = config.store_path
     if (target / DB_NAME).exists():
-        return await _complete(config, password, armored)
+        return await _complete(config, password, armored, reset_cross_signing)
     if target.exists() and any(target.iterdir()):
         raise StoreError(
             f"{target} exists but holds no store (a copy, or something else?); "
@@ -53,7 +58,9 @@ async def init(config: Config, import_key: Path | None = None) -> str:
     build = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
     try:
         fpr = await _list_key(build, config, armored)
-        await _matrix_device(config, build / "matrix", password, recovery_dir=build)
+        await _matrix_device(
+            config, build / "matrix", password, recovery_dir=build, reset=reset_cross_signing
+        )
         # Private even when the caller's umask is not (the CLI sets 0077; a library caller
         # such as the sandbox may not).
         fileperms.tighten(build)
@@ -99,7 +106,12 @@ async def _import_list_key(keyring: Keyring, armored: str) -> str:
 
 
 async def _matrix_device(
-    config: Config, directory: Path, password: str | None, *, recovery_dir: Path | None = None
+    config: Config,
+    directory: Path,
+    password: str | None,
+    *,
+    recovery_dir: Path | None = None,
+    reset: bool = False,
 ) -> None:
     """Log the bot's device in once and give the account its cross-signing identity; the
     crypto store, credentials and identity keys land in ``directory``."""
@@ -119,10 +131,14 @@ async def _matrix_device(
     log.info("Matrix device %s logged in; keep store/ safe, it holds its keys", creds.device_id)
     # Part of the same all-or-nothing step: a device without its owner's signature is one
     # that Element's default mode refuses to talk to.
-    await bootstrap_cross_signing(config, directory, password, recovery_dir=recovery_dir)
+    await bootstrap_cross_signing(
+        config, directory, password, recovery_dir=recovery_dir, reset=reset
+    )
 
 
-async def _complete(config: Config, password: str | None, armored: str | None) -> str:
+async def _complete(
+    config: Config, password: str | None, armored: str | None, reset: bool = False
+) -> str:
     """An existing store: check the list key, add a Matrix device if it has none."""
     store = Store.open(config.store_path)
     try:
@@ -140,7 +156,7 @@ async def _complete(config: Config, password: str | None, armored: str | None) -
     if not (matrix / "credentials.json").exists():
         before = set(matrix.iterdir()) if matrix.is_dir() else set()
         try:
-            await _matrix_device(config, matrix, password)
+            await _matrix_device(config, matrix, password, reset=reset)
         except BaseException:
             # Take back what this attempt made; what was there before stays.
             for path in set(matrix.iterdir()) - before if matrix.is_dir() else ():
@@ -148,7 +164,7 @@ async def _complete(config: Config, password: str | None, armored: str | None) -
             raise
     else:
         # A store from before cross-signing, or an identity to check: made or confirmed.
-        await bootstrap_cross_signing(config, matrix, password)
+        await bootstrap_cross_signing(config, matrix, password, reset=reset)
     fileperms.tighten(matrix)
     return fpr
 

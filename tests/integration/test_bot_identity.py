@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from secir_bot.bridges import matrix as matrix_bridge
+from secir_bot import provision
 from secir_bot.bridges.matrix.keys import user_keys
 from secir_bot.sandbox.world import World
 
@@ -21,7 +21,7 @@ async def test_run_makes_the_identity_when_the_store_has_none(
         return ""
 
     # An installation made before this release: init did not set up cross-signing.
-    monkeypatch.setattr(matrix_bridge, "bootstrap_cross_signing", before_cross_signing)
+    monkeypatch.setattr(provision, "bootstrap_cross_signing", before_cross_signing)
     await world.setup()
     assert world.config is not None and world.admin is not None
     held = world.config.store_path / "matrix" / "cross-signing.json"
