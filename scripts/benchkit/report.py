@@ -295,6 +295,25 @@ def _memory_and_start(results: dict[str, Any], stages: list[dict[str, Any]]) -> 
         out += [f"`import secir_bot.cli`: {_s(it['wall']['median'])} s wall (median of "
                 f"{it['wall']['n']}); `-X importtime` total {_s(it['importtime_total'])} s, "
                 f"own time by package: {top} s.", ""]  # fmt: skip
+    for s in stages:
+        prof = s.get("profile")
+        if not prof:
+            continue
+        if "skipped" in prof:
+            out += [f"py-spy profile skipped: {prof['skipped']}", ""]
+            continue
+        out += [
+            f"### The bot's own CPU during fan-out at {s['n']} members (py-spy)",
+            "",
+            f"{prof['posts']} posts sampled at 200 Hz (running threads only): "
+            f"{_s(prof['cpu_seconds_per_post'], 3)} s of the bot's Python on CPU per post "
+            f"(fan-out median {_s(prof['latency']['median'], 3)} s while sampled).",
+            "",
+        ]
+        rows = [[f"`{f['frame']}`", f"{f['share'] * 100:.0f} %"] for f in prof["inclusive"]]
+        out += [_table(["function (inclusive)", "share of samples"], rows), ""]
+        rows = [[f"`{f['frame']}`", f"{f['share'] * 100:.0f} %"] for f in prof["own"]]
+        out += [_table(["function (own time)", "share of samples"], rows), ""]
     scaling = results.get("gpg_scaling")
     if scaling:
         out += ["### gpg alone: one sign+encrypt to k recipients in a keyring of K keys", ""]

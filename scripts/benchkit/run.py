@@ -14,6 +14,7 @@ process) once per server configuration the stage needs:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -35,7 +36,10 @@ from .people import KeyWorld, Person, email_members, write_import_file
 from .sink import Sink
 from .stack import Stack
 
-PARTS = ("fanout", "mail2room", "sandbox", "mailboxes", "burst", "stored", "gpgscale", "imports")
+PARTS = (
+    "fanout", "mail2room", "sandbox", "mailboxes", "burst", "stored", "gpgscale", "imports",
+    "profile",
+)  # fmt: skip
 
 
 @dataclass
@@ -129,8 +133,9 @@ async def set_up(opts: Options) -> Bench:
         Person("reader", f"reader@{stack.list_address.partition('@')[2]}", "Reader", "jp",
                matrix_id=stack.reader.operator.user_id),
     ]  # fmt: skip
-    keygen = world.generate([*matrix_people, *members])
-    exported = world.export([*matrix_people, *members], root / "keys")
+    # Long blocking steps run in a thread, so that the Matrix clients keep syncing.
+    keygen = await asyncio.to_thread(world.generate, [*matrix_people, *members])
+    exported = await asyncio.to_thread(world.export, [*matrix_people, *members], root / "keys")
     b.members = exported[2:]
     b.results["matrix_people"] = exported[:2]
     b.results["keygen_seconds"] = keygen
@@ -148,7 +153,7 @@ async def set_up(opts: Options) -> Bench:
         matrix_password=stack.bot_password,
         imap_password="pw-list",
     )
-    b.results["init_seconds"] = bot.init()
+    b.results["init_seconds"] = await asyncio.to_thread(bot.init)
     b.list_fpr = _kv(bot.store, "list.fingerprint") or ""
     b.list_public = b.bot_gpg("--armor", "--export", b.list_fpr).decode()
     world.import_public(b.list_public)
@@ -162,7 +167,7 @@ async def stage(b: Bench, n: int, previous: int) -> None:
     opts, result = b.opts, b.stage(n)
     new = b.members[previous:n] + (b.results["matrix_people"] if previous == 0 else [])
     file = write_import_file(new, b.root / f"import-{n}.toml")
-    seconds, gpg_runs = b.bot.import_members(file)
+    seconds, gpg_runs = await asyncio.to_thread(b.bot.import_members, file)
     result["import"] = {"members": len(new), "seconds": seconds, "gpg_runs": gpg_runs}
     b.say(f"N={n}: imported {len(new)} members in {seconds:.1f}s ({gpg_runs} gpg runs)")
 
@@ -176,6 +181,9 @@ async def stage(b: Bench, n: int, previous: int) -> None:
         )
         b.say(f"N={n}: mail → room median {result['mail2room']['latency']['median']:.3f}s")
     result["rss_after_mib"] = b.bot.rss()
+    if "profile" in opts.parts and n == max(opts.sizes):
+        b.say(f"N={n}: profiling the bot with py-spy")
+        result["profile"] = await extras.profile(b, n, 3)
     await stop_bot(b)
 
     if "sandbox" in opts.parts and n == opts.sandbox_at:
@@ -195,7 +203,7 @@ async def stage(b: Bench, n: int, previous: int) -> None:
     if n == max(opts.sizes):
         if "gpgscale" in opts.parts:
             b.say("gpg scaling")
-            b.results["gpg_scaling"] = extras.gpg_scaling(b)
+            b.results["gpg_scaling"] = await asyncio.to_thread(extras.gpg_scaling, b)
         if "stored" in opts.parts and opts.stored_posts:
             await stored_stage(b, n, result)
 
