@@ -22,6 +22,7 @@ import aioimaplib
 from secir_bot.bridges.email import close_imap
 
 from .figures import FILLER, mail_operator
+from .profile import Spy
 from .stack import Arrival
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ def judge(tag: str, markers: list[str], arrivals: list[Arrival]) -> dict[str, An
     }
 
 
-async def burst(b: Bench, n: int, count: int) -> dict[str, Any]:
+async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[str, Any]:
     """The bot must be stopped; it is started here and left running."""
     assert b.stack.reader is not None and b.bot.process is None
     markers, queue_seconds = await queue_mails(b, n, count)
@@ -125,6 +126,8 @@ async def burst(b: Bench, n: int, count: int) -> dict[str, Any]:
     b.sink.forget()
     start = await b.bot.start()
     spawned = b.bot.spawned_at
+    # Sampled from the first sync on (py-spy attaches to a running process).
+    spy = await Spy(b.bot.pid, b.root / "py-spy-burst.txt").start() if profiled else None
     deadline = time.monotonic() + 120 + count * 1.5
     wanted = set(markers)
     got: set[str] = set()
@@ -138,9 +141,15 @@ async def burst(b: Bench, n: int, count: int) -> dict[str, Any]:
         if got != wanted:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(reader.changed.wait(), 5)
+    profile = await spy.stop() if spy is not None else None
     arrivals = [a for a in reader.arrivals if a.at >= spawned]
     verdict = judge(b.tag, markers, arrivals)
     times = sorted(a.at for a in arrivals if _found(b.tag, a.body) in wanted)
+    gpg: dict[str, dict[str, float]] = {}
+    for call in b.bot.gpg_calls(spawned, times[-1] if times else time.time()):
+        entry = gpg.setdefault(call.kind, {"count": 0, "seconds": 0.0})
+        entry["count"] += 1
+        entry["seconds"] += call.seconds
     # The list's copies: one message per post, to every member but its author.
     sink_deadline = time.monotonic() + 120
     while time.monotonic() < sink_deadline:
@@ -167,5 +176,7 @@ async def burst(b: Bench, n: int, count: int) -> dict[str, Any]:
         "rate_after_sync": count / after_sync if times and after_sync > 0 else 0.0,
         "mailed": mailed,
         "rss_peak_mib": rss[1],
+        "gpg": gpg,
+        "profile": profile,
         **verdict,
     }

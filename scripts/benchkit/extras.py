@@ -9,17 +9,13 @@
   copy of the list's keyring, for growing recipient counts and keyring sizes, alternating
   the sizes so that load from elsewhere spreads evenly.
 * ``import_time`` is ``python -X importtime -c "import secir_bot.cli"``.
-* ``profile`` samples the running bot with py-spy during a few fan-out posts.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from secir_bot.model import Channel, Post
 from secir_bot.store import Store
 
-from . import figures
 from .figures import post_text
 from .stats import pct, summary
 
@@ -176,77 +171,3 @@ def import_time(repeats: int = 3) -> dict[str, Any]:
         "importtime_total": total,
         "top": [{"module": name, "seconds": s} for s, name in top[:8]],
     }
-
-
-def _py_spy() -> str | None:
-    beside = Path(sys.executable).with_name("py-spy")
-    return str(beside) if beside.exists() else shutil.which("py-spy")
-
-
-async def profile(b: Bench, n: int, posts: int) -> dict[str, Any]:
-    """Sample the bot's Python stacks with py-spy while it fans out ``posts`` posts.
-
-    Only samples where the bot's threads were running count (py-spy leaves out idle
-    threads): they show where the bot itself spends CPU, apart from gpg and the servers.
-    """
-    program = _py_spy()
-    if program is None:
-        return {"skipped": "py-spy is not installed (pip install -e '.[test]')"}
-    raw = b.root / f"py-spy-{n}.txt"
-    rate = 200
-    errors = b.root / f"py-spy-{n}.log"
-    with open(errors, "wb") as log:  # noqa: ASYNC230 - a moment's set-up
-        spy = await asyncio.create_subprocess_exec(
-            program, "record", "--pid", str(b.bot.pid), "--rate", str(rate), "--format", "raw",
-            "--output", str(raw), "--nonblocking",
-            stdout=asyncio.subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
-    # py-spy says nothing when it has attached (not on a pipe); give it a moment.
-    await asyncio.sleep(1.0)
-    if spy.returncode is not None:
-        return {"skipped": f"py-spy failed: {errors.read_text(errors='replace')[-300:]}"}
-    start = time.perf_counter()
-    result = await figures.fanout(b, n, posts)
-    seconds = time.perf_counter() - start
-    spy.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
-    await asyncio.wait_for(spy.communicate(), 60)
-    if not raw.exists():
-        return {"skipped": f"py-spy wrote nothing: {errors.read_text(errors='replace')[-300:]}"}
-    inclusive: dict[str, int] = {}
-    own: dict[str, int] = {}
-    total = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
-        for frame in set(frames):
-            inclusive[frame] = inclusive.get(frame, 0) + count
-        own[frames[-1]] = own.get(frames[-1], 0) + count
-    posts_seen = posts + 1  # the warm-up post was profiled too
-    return {
-        "posts": posts_seen,
-        "seconds": seconds,
-        "cpu_seconds_per_post": total / rate / posts_seen,
-        "latency": result["latency"],
-        "inclusive": _top(inclusive, total, 14),
-        "own": [
-            {"frame": f, "share": c / max(1, total)}
-            for f, c in sorted(own.items(), key=lambda item: -item[1])[:10]
-        ],
-    }
-
-
-# Frames of the event loop, threads and start-up: on most stacks, and saying nothing.
-_PLUMBING = re.compile(
-    r"\((asyncio/|threading\.py|concurrent/|selectors\.py|runpy\.py|secir-bot\)|"
-    r"secir_bot/cli\.py|secir_bot/app\.py|<frozen)"
-)
-
-
-def _top(counts: dict[str, int], total: int, limit: int) -> list[dict[str, Any]]:
-    ranked = sorted(counts.items(), key=lambda item: -item[1])
-    useful = [(frame, c) for frame, c in ranked if not _PLUMBING.search(frame)]
-    return [{"frame": frame, "share": c / max(1, total)} for frame, c in useful[:limit]]

@@ -9,6 +9,7 @@ what was timed is a real, list-signed mail (and to time what the member's side p
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import tempfile
@@ -24,7 +25,7 @@ from secir_bot.sandbox.operators import MailOperator
 from .bot import GpgCall
 from .people import DOMAIN, Person
 from .sink import Transaction
-from .stats import medians, summary
+from .stats import medians, pct, summary
 
 if TYPE_CHECKING:
     from .run import Bench
@@ -68,6 +69,11 @@ def fanout_sample(b: Bench, txs: list[Transaction], started: float, sent: float)
         "bytes": max(t.size for t in txs),
         **_gpg_breakdown(calls),
     }
+    # The hand-off, split: MAIL to the last RCPT answered, then the message itself.
+    gaps = [y - x for t in txs for x, y in itertools.pairwise(t.rcpt_at)]
+    sample["rcpt_phase"] = sum(t.rcpt_at[-1] - t.mail_at for t in txs if t.rcpt_at)
+    sample["data_phase"] = sum(t.data_at - t.rcpt_at[-1] for t in txs if t.rcpt_at)
+    sample["per_rcpt"] = pct(gaps, 50) if gaps else float("nan")
     if calls:
         sample["until_gpg"] = min(c.start for c in calls) - sent
         sample["gpg_span"] = max(c.end for c in calls) - min(c.start for c in calls)
@@ -118,7 +124,7 @@ async def fanout(b: Bench, n: int, posts: int) -> dict[str, Any]:
     keys = (
         "latency", "send", "until_gpg", "gpg_span", "gpg_seconds", "encrypt_seconds",
         "listing_seconds", "to_smtp", "smtp", "gpg_calls", "bytes", "transactions",
-        "connections",
+        "connections", "rcpt_phase", "data_phase", "per_rcpt",
     )  # fmt: skip
     return {
         "n": n,

@@ -209,6 +209,19 @@ def _details(results: dict[str, Any]) -> str:
                         "key listing (gpg)", "sign+encrypt (gpg)", "between gpg runs",
                         "last gpg → first MAIL FROM", "SMTP hand-off (first MAIL → last 250)",
                         "total"], rows), ""]  # fmt: skip
+        rows = [
+            [str(s["n"]), _s(s["fanout"]["breakdown"]["transactions"], 0),
+             _s(s["fanout"]["breakdown"]["rcpt_phase"], 3),
+             _s(s["fanout"]["breakdown"]["per_rcpt"] * 1000, 2),
+             _s(s["fanout"]["breakdown"]["data_phase"], 3),
+             _s(s["fanout"]["breakdown"]["bytes"] * s["fanout"]["breakdown"]["transactions"]
+                / 1000, 0)]
+            for s in fan
+        ]  # fmt: skip
+        out += ["The SMTP hand-off, split (medians per post; sums over its transactions):", ""]
+        out += [_table(["members", "transactions", "MAIL → last RCPT 250 s",
+                        "per RCPT round trip ms", "last RCPT → DATA 250 s",
+                        "KB sent per post"], rows), ""]  # fmt: skip
     box = next((s for s in stages if "mailboxes" in s), None)
     if box:
         e, last = box["mailboxes"]["every_mailbox"], box["mailboxes"]["last_mailbox"]
@@ -254,6 +267,15 @@ def _details(results: dict[str, Any]) -> str:
             ["composing and APPENDing the mails (not timed above)",
              f"{_s(burst['queue_seconds'], 1)} s"],
         ]), ""]  # fmt: skip
+        gpg = burst.get("gpg", {})
+        if gpg:
+            busy = sum(g["seconds"] for g in gpg.values())
+            out += ["gpg runs during the burst (start → last in the room): "
+                    + ", ".join(f"{int(g['count'])} {kind} ({_s(g['seconds'], 1)} s)"
+                                for kind, g in sorted(gpg.items()))
+                    + f"; gpg was running {_s(100 * busy / burst['seconds_from_start'], 0)} % "
+                    "of the time.", ""]  # fmt: skip
+        out += _profile_lines(burst.get("profile"), "the burst, from the first sync on", None)
     out += _memory_and_start(results, stages)
     return "\n".join(out)
 
@@ -296,24 +318,8 @@ def _memory_and_start(results: dict[str, Any], stages: list[dict[str, Any]]) -> 
                 f"{it['wall']['n']}); `-X importtime` total {_s(it['importtime_total'])} s, "
                 f"own time by package: {top} s.", ""]  # fmt: skip
     for s in stages:
-        prof = s.get("profile")
-        if not prof:
-            continue
-        if "skipped" in prof:
-            out += [f"py-spy profile skipped: {prof['skipped']}", ""]
-            continue
-        out += [
-            f"### The bot's own CPU during fan-out at {s['n']} members (py-spy)",
-            "",
-            f"{prof['posts']} posts sampled at 200 Hz (running threads only): "
-            f"{_s(prof['cpu_seconds_per_post'], 3)} s of the bot's Python on CPU per post "
-            f"(fan-out median {_s(prof['latency']['median'], 3)} s while sampled).",
-            "",
-        ]
-        rows = [[f"`{f['frame']}`", f"{f['share'] * 100:.0f} %"] for f in prof["inclusive"]]
-        out += [_table(["function (inclusive)", "share of samples"], rows), ""]
-        rows = [[f"`{f['frame']}`", f"{f['share'] * 100:.0f} %"] for f in prof["own"]]
-        out += [_table(["function (own time)", "share of samples"], rows), ""]
+        if s.get("profile"):
+            out += _profile_lines(s["profile"], f"fan-out at {s['n']} members", s["profile"])
     scaling = results.get("gpg_scaling")
     if scaling:
         out += ["### gpg alone: one sign+encrypt to k recipients in a keyring of K keys", ""]
@@ -321,6 +327,32 @@ def _memory_and_start(results: dict[str, Any], stages: list[dict[str, Any]]) -> 
                 for key, v in scaling["sign_encrypt"].items()]  # fmt: skip
         rows += [["(list-keys of all)", key, _s(v, 3)] for key, v in scaling["list_keys"].items()]
         out += [_table(["k recipients", "K keys in the keyring", "median s"], rows), ""]
+    return out
+
+
+def _profile_lines(prof: dict[str, Any] | None, what: str, posts: Any) -> list[str]:
+    if not prof:
+        return []
+    if "skipped" in prof:
+        return [f"py-spy profile of {what} skipped: {prof['skipped']}", ""]
+    per = ""
+    if posts and prof.get("posts"):
+        per = (
+            f" ({_s(prof['cpu_seconds'] / prof['posts'], 3)} s per post over {prof['posts']} "
+            f"posts; fan-out median {_s(prof['latency']['median'], 3)} s while sampled)"
+        )
+    out = [
+        f"#### The bot's own CPU during {what} (py-spy)",
+        "",
+        f"Sampled at 200 Hz, running threads only: {_s(prof['cpu_seconds'], 2)} s of the "
+        f"bot's Python on CPU (all its threads together) in {_s(prof['seconds'], 1)} s of "
+        f"recording{per}.",
+        "",
+    ]
+    rows = [[f"`{f['frame']}`", f"{f['share'] * 100:.0f} %"] for f in prof["inclusive"]]
+    out += [_table(["function (inclusive)", "share of samples"], rows), ""]
+    rows = [[f"`{f['frame']}`", f"{f['share'] * 100:.0f} %"] for f in prof["own"]]
+    out += [_table(["function (own time)", "share of samples"], rows), ""]
     return out
 
 

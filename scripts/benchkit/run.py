@@ -33,6 +33,7 @@ from . import burst as burst_mod
 from . import extras, figures
 from .bot import Bot
 from .people import KeyWorld, Person, email_members, write_import_file
+from .profile import Spy
 from .sink import Sink
 from .stack import Stack
 
@@ -183,7 +184,9 @@ async def stage(b: Bench, n: int, previous: int) -> None:
     result["rss_after_mib"] = b.bot.rss()
     if "profile" in opts.parts and n == max(opts.sizes):
         b.say(f"N={n}: profiling the bot with py-spy")
-        result["profile"] = await extras.profile(b, n, 3)
+        spy = await Spy(b.bot.pid, b.root / f"py-spy-fanout-{n}.txt").start()
+        sampled = await figures.fanout(b, n, 3)
+        result["profile"] = await spy.stop() | {"posts": 4, "latency": sampled["latency"]}
     await stop_bot(b)
 
     if "sandbox" in opts.parts and n == opts.sandbox_at:
@@ -197,7 +200,7 @@ async def stage(b: Bench, n: int, previous: int) -> None:
         b.say(f"N={n}: mailboxes p50 {result['mailboxes']['every_mailbox']['median']:.3f}s")
     if "burst" in opts.parts and n == opts.burst_at:
         b.say(f"N={n}: queueing {opts.burst} member mails")
-        result["burst"] = await burst_mod.burst(b, n, opts.burst)
+        result["burst"] = await burst_mod.burst(b, n, opts.burst, "profile" in opts.parts)
         await stop_bot(b)
         b.say(f"N={n}: burst {result['burst']['rate_from_start']:.2f} mails/s")
     if n == max(opts.sizes):
