@@ -26,26 +26,10 @@ def _bench(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
     page = tmp_path / "performance.md"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONASYNCIODEBUG"}
     # Synchronous on purpose: the test only waits for the benchmark process.
+    command = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--sizes", "3"]
+    command += ["--posts", "1", "--mail-samples", "1", "--json", str(out), "--write", str(page)]
     result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "bench.py"),
-            "--sizes",
-            "3",
-            "--posts",
-            "1",
-            "--mail-samples",
-            "1",
-            "--json",
-            str(out),
-            "--write",
-            str(page),
-            *args,
-        ],  # fmt: skip
-        capture_output=True,
-        env=env,
-        timeout=280,
-        check=False,
+        [*command, *args], capture_output=True, env=env, timeout=280, check=False
     )
     output = (result.stdout + result.stderr).decode(errors="replace")
     assert result.returncode == 0, output[-4000:]
