@@ -70,6 +70,11 @@ def parser() -> argparse.ArgumentParser:
         help="the page to write (default: docs/performance.md for the full run, else none)",
     )
     p.add_argument("--no-write", action="store_true", help="write no page")
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        help="measure nothing: print the table and write the page from results saved by --json",
+    )
     return p
 
 
@@ -94,13 +99,17 @@ def main(argv: list[str] | None = None) -> int:
         max_recipients=args.max_recipients,
         parts=frozenset(parts),
     )
-    machine = report.machine()
-    results = asyncio.run(run(opts))
-    results["machine"] = machine | report.machine_after()
-    results["options"] = {k: sorted(v) if isinstance(v, frozenset) else v
-                          for k, v in vars(opts).items()}  # fmt: skip
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+        opts.sizes = tuple(results["options"]["sizes"])
+    else:
+        machine = report.machine()
+        results = asyncio.run(run(opts))
+        results["machine"] = machine | report.machine_after()
+        results["options"] = {k: sorted(v) if isinstance(v, frozenset) else v
+                              for k, v in vars(opts).items()}  # fmt: skip
     print(report.table(results))
-    if args.json:
+    if args.json and not args.from_json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
     target = args.write
     if target is None and not args.no_write and opts.sizes == (10, 100, 1000):

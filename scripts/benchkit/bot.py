@@ -284,6 +284,13 @@ class Bot:
                 values[key] = int(rest.split()[0]) / 1024
         return values["VmRSS"], values["VmHWM"]
 
+    def cpu(self) -> float:
+        """CPU seconds the bot's process has used so far (all its threads; not gpg's)."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        # utime and stime, fields 14 and 15 of proc(5), counted from the state field (3).
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     @property
     def pid(self) -> int:
         assert self.process is not None

@@ -126,6 +126,7 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
     b.sink.forget()
     start = await b.bot.start()
     spawned = b.bot.spawned_at
+    cpu = b.bot.cpu()
     # Sampled from the first sync on (py-spy attaches to a running process).
     spy = await Spy(b.bot.pid, b.root / "py-spy-burst.txt").start() if profiled else None
     deadline = time.monotonic() + 120 + count * 1.5
@@ -141,6 +142,7 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
         if got != wanted:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(reader.changed.wait(), 5)
+    cpu = b.bot.cpu() - cpu
     profile = await spy.stop() if spy is not None else None
     arrivals = [a for a in reader.arrivals if a.at >= spawned]
     verdict = judge(b.tag, markers, arrivals)
@@ -177,6 +179,7 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
         "mailed": mailed,
         "rss_peak_mib": rss[1],
         "gpg": gpg,
+        "cpu_after_sync": cpu,
         "profile": profile,
         **verdict,
     }

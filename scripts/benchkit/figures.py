@@ -112,6 +112,7 @@ async def fanout(b: Bench, n: int, posts: int) -> dict[str, Any]:
     check: dict[str, Any] = {}
     for k in range(posts + 1):
         marker = f"FANOUT-{b.tag}-n{n}-p{k}"
+        cpu = b.bot.cpu()
         started = time.time()
         await b.stack.poster.send(b.stack.incident_room, post_text(marker))
         sent = time.time()
@@ -119,12 +120,12 @@ async def fanout(b: Bench, n: int, posts: int) -> dict[str, Any]:
         if k == 0:
             check = await verify_mail(b, txs[0].content, b.members[n - 1], marker)
         else:
-            samples.append(fanout_sample(b, txs, started, sent))
+            samples.append(fanout_sample(b, txs, started, sent) | {"cpu": b.bot.cpu() - cpu})
         b.sink.forget()
     keys = (
         "latency", "send", "until_gpg", "gpg_span", "gpg_seconds", "encrypt_seconds",
         "listing_seconds", "to_smtp", "smtp", "gpg_calls", "bytes", "transactions",
-        "connections", "rcpt_phase", "data_phase", "per_rcpt",
+        "connections", "rcpt_phase", "data_phase", "per_rcpt", "cpu",
     )  # fmt: skip
     return {
         "n": n,

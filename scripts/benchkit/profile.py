@@ -85,7 +85,7 @@ class Spy:
         useful = [(f, c) for f, c in inclusive.items() if not _PLUMBING.search(f)]
         return {
             "seconds": seconds,
-            "cpu_seconds": total / RATE,
+            "samples": total,
             "inclusive": _top(useful, total, 14),
             "own": _top(list(own.items()), total, 10),
         }
