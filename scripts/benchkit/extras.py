@@ -18,7 +18,6 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from secir_bot.model import Channel, Post
 from secir_bot.store import Store
 
 from .figures import post_text
+from .people import short_tempdir
 from .stats import pct, summary
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def gpg_scaling(b: Bench, repeats: int = 3) -> dict[str, Any]:
         # One keyring per size: the list key plus the first `size` member keys.
         sizes = sorted({min(100, total), total})
         for size in sizes:
-            home = Path(tempfile.mkdtemp(prefix="gs", dir="/tmp"))
+            home = short_tempdir("gs")
             home.chmod(0o700)
             homes[size] = home
             _gpg(home, "--import", data=secret)

@@ -12,7 +12,6 @@ import asyncio
 import itertools
 import os
 import shutil
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,7 +22,7 @@ from secir_bot.crypto import Keyring
 from secir_bot.sandbox.operators import MailOperator
 
 from .bot import GpgCall
-from .people import DOMAIN, Person
+from .people import DOMAIN, Person, short_tempdir
 from .sink import Transaction
 from .stats import medians, pct, summary
 
@@ -83,7 +82,7 @@ def fanout_sample(b: Bench, txs: list[Transaction], started: float, sent: float)
 
 async def verify_mail(b: Bench, raw: bytes, member: Person, marker: str) -> dict[str, Any]:
     """Decrypt a list mail as ``member`` would (only their key at hand); check it."""
-    home = Path(tempfile.mkdtemp(prefix="gv", dir="/tmp"))
+    home = short_tempdir("gv")
     ring = Keyring.create(home)
     try:
         secret = await asyncio.to_thread(

@@ -20,7 +20,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from secir_bot.sandbox.mailserver import SandboxMail
 from . import burst as burst_mod
 from . import extras, figures
 from .bot import Bot
-from .people import KeyWorld, Person, email_members, write_import_file
+from .people import KeyWorld, Person, email_members, short_tempdir, write_import_file
 from .profile import Spy
 from .sink import Sink
 from .stack import Stack
@@ -119,7 +118,7 @@ async def stop_bot(b: Bench) -> None:
 
 
 async def set_up(opts: Options) -> Bench:
-    root = Path(tempfile.mkdtemp(prefix="sb", dir="/tmp"))
+    root = short_tempdir("sb")
     stack = await Stack.start(root)
     sink = await Sink().start()
     bot = Bot(root / "bot")
