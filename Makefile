@@ -23,7 +23,7 @@ lint: setup
 
 
 # Figures, not assertions: the end-to-end benchmark on the real stack (docs/performance.md).
-# The full run (N = 10, 100, 1000, a burst of 500) takes about 20 minutes; for a quick look:
+# The full run (N = 10, 100, 1000, a burst of 500) takes about 10 minutes; for a quick look:
 #   make bench BENCH_ARGS="--sizes 5,20 --posts 3 --burst 20 --burst-at 20 --mailboxes-at 20"
 bench: setup
 	$(PY) scripts/bench.py $(BENCH_ARGS)
