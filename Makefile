@@ -22,9 +22,11 @@ lint: setup
 	$(VENV)/bin/mypy
 
 
-# Figures, not assertions: gpg calls and time per post as the list grows.
+# Figures, not assertions: the end-to-end benchmark on the real stack (docs/performance.md).
+# The full run (N = 10, 100, 1000, a burst of 500) takes about 10 minutes; for a quick look:
+#   make bench BENCH_ARGS="--sizes 5,20 --posts 3 --burst 20 --burst-at 20 --mailboxes-at 20"
 bench: setup
-	$(PY) scripts/bench_fanout.py
+	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 # The long fault suite (docs/reliability.md): SECIR_FAULT_TRIALS kills during two-way traffic.
 faults: setup
