@@ -99,11 +99,24 @@ async def open_imap(
         resp = await asyncio.wait_for(imap.login(cfg.username, password), IMAP_TIMEOUT)
         if resp.result != "OK":
             said = bytes(resp.lines[-1]).decode(errors="replace") if resp.lines else ""
-            raise ImapLoginRefused(f"the server refused the login of {cfg.username}: {said}")
+            raise login_failure(cfg.username, said)
     except BaseException:
         await close_imap(imap)  # a failed set-up must not leave its socket behind
         raise
     return imap
+
+
+# RFC 5530 response codes that say the server, not the credentials, is the problem (Dovecot
+# answers "NO [UNAVAILABLE] Temporary authentication failure" while its auth service is busy
+# or restarting): worth a quick retry, and no "fix the password" notice to the admins.
+_TEMPORARY_CODES = ("[UNAVAILABLE]", "[SERVERBUG]", "[INUSE]", "[LIMIT]")
+
+
+def login_failure(username: str, said: str) -> ImapError:
+    """What a refused LOGIN means: bad credentials, or a server that cannot check them now."""
+    if said.lstrip().upper().startswith(_TEMPORARY_CODES):
+        return ImapError(f"the server could not check the login of {username} now: {said}")
+    return ImapLoginRefused(f"the server refused the login of {username}: {said}")
 
 
 def smtp_client(cfg: SmtpConfig) -> aiosmtplib.SMTP:
@@ -165,7 +178,8 @@ def diagnose(exc: BaseException) -> Diagnosis:
             return Diagnosis("tls", f"the TLS handshake failed ({cause.reason or cause})")
         if isinstance(cause, ImapLoginRefused):
             return Diagnosis("login", str(cause))
-        if isinstance(cause, aiosmtplib.SMTPAuthenticationError):
+        if isinstance(cause, aiosmtplib.SMTPAuthenticationError) and cause.code >= 500:
+            # 454 (RFC 4954: temporary authentication failure) is the server's trouble.
             return Diagnosis("login", f"the server refused the login: {cause.code} {cause.message}")
     return Diagnosis("network", f"{type(exc).__name__}: {exc}".rstrip(": "))
 
