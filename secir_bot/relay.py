@@ -270,19 +270,19 @@ class Processor:
             )
         if not members:
             return out
-        refs: list[str] = []
-        in_reply_to = None
-        if post.parent_uid:
-            root_uid = post.root_uid or post.parent_uid
-            refs = [self.message_id(root_uid)]
-            if post.parent_uid != root_uid:
-                refs.append(self.message_id(post.parent_uid))
-            in_reply_to = self.message_id(post.parent_uid)
-        origin = "in the Matrix room" if post.origin is Channel.MATRIX else "by email"
+        in_reply_to, refs = self._thread_ids(post)
+        if post.origin is Channel.MATRIX:
+            # Matrix posts carry no OpenPGP signature: say what the list did check.
+            checked = (
+                "in the Matrix room, end-to-end encrypted, from a Matrix device that the "
+                "list trusts for them"
+            )
+        else:
+            checked = "by email; the list checked their OpenPGP signature"
         footer = (
-            f"\n\n-- \n{post.author.label} <{post.author.email}> wrote this {origin}; "
-            f"the signature was checked by the list.\nReply to this mail to answer "
-            f"everyone on {self.headers.name}, by mail and in the Matrix room."
+            f"\n\n-- \n{post.author.label} <{post.author.email}> wrote this {checked}."
+            f"\nReply to this mail to answer everyone on {self.headers.name}, by mail and in "
+            f"the Matrix room."
         )
         if post.attachments:
             footer = "\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]" + footer
@@ -294,7 +294,7 @@ class Processor:
             message_id=self.message_id(post.uid),
             to=[m.fingerprint for m in members],
             in_reply_to=in_reply_to,
-            references=tuple(refs),
+            references=refs,
         )
         out.append(
             NewDelivery(
@@ -307,6 +307,35 @@ class Processor:
             )
         )
         return out
+
+    def _thread_ids(self, post: Post) -> tuple[str | None, tuple[str, ...]]:
+        """In-Reply-To and References of a reply's mail (issue 6, found with real clients).
+
+        Beside the list's own Message-IDs of the thread's root and of the parent, the ids
+        that their authors' own mails had: a member who wrote the parent by mail never got
+        the list's copy of it (no echo), so their client threads the answer by their own id.
+        """
+        if not post.parent_uid:
+            return None, ()
+        root_uid = post.root_uid or post.parent_uid
+        refs: list[str] = []
+        for uid in dict.fromkeys((root_uid, post.parent_uid)):
+            for mid in (self.message_id(uid), *self._original_ids(uid)):
+                if mid not in refs:
+                    refs.append(mid)
+        # References end with the parent; In-Reply-To names the list's copy (one id, as
+        # clients expect), the author's own id being in References for their client.
+        return self.message_id(post.parent_uid), tuple(refs)
+
+    def _original_ids(self, uid: str) -> list[str]:
+        """The Message-IDs a post had before the list relayed it (its author's own), as far
+        as they are plain, short ids that a header can carry."""
+        ours = self.message_id(uid)
+        return [
+            mid
+            for mid in self.s.store.links_of(uid, "msgid")
+            if mid != ours and mid.isascii() and mid.isprintable() and len(mid) <= 250
+        ]
 
     async def _encrypt(
         self,
