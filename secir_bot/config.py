@@ -120,6 +120,9 @@ class DeliveryConfig:
     retry_max: float
     give_up_after: float
     outage_notice_after: float = 300.0
+    # Notices to the admins about one sender, and answers to one member, per hour; the rest
+    # are counted and summed up in the next one (forged or looping mail cannot flood).
+    notices_per_hour: int = 5
 
 
 @dataclass(frozen=True)
@@ -388,6 +391,7 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         retry_max=r.value("delivery.retry_max", float, 900.0, check=_positive),
         give_up_after=r.value("delivery.give_up_after", float, 86400.0, check=_positive),
         outage_notice_after=r.value("delivery.outage_notice_after", float, 300.0, check=_positive),
+        notices_per_hour=r.value("delivery.notices_per_hour", int, 5, check=_positive),
     )
     r.warnings.extend(_transport_warnings(mx, imap, smtp))
     commands, whois = _commands(r)

@@ -13,6 +13,7 @@ import html
 import json
 import logging
 import secrets
+import time
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from secir_bot.pipeline import (
     Verdict,
 )
 from secir_bot.steps.matrix import MARKER
-from secir_bot.store import InboxItem, NewDelivery
+from secir_bot.store import InboxItem, NewDelivery, Rate
 from secir_bot.threads import (
     REPLY_PREFIX,
     clean_subject,
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 ROOM_TEXT_LIMIT = 16_000  # characters of a mail shown in the room (body + HTML + encryption)
 MAX_ATTEMPTS = 3  # times an item may be started before it is shunted unprocessed
+RATE_WINDOW = 3600.0  # seconds over which delivery.notices_per_hour is counted
 _RE = REPLY_PREFIX
 
 
@@ -378,6 +380,18 @@ class Processor:
             payload=json.dumps({"content": content}).encode(),
         )
 
+    def _rate(self, key: str) -> Rate:
+        return self.s.store.rate(
+            key, self.s.config.delivery.notices_per_hour, RATE_WINDOW, time.time()
+        )
+
+    def _limited(self, key: str, text: str, kind: str) -> list[NewDelivery]:
+        """A notice for the admins, unless too many about ``key`` went out this hour."""
+        rate = self._rate(key)
+        return (
+            [self.notice(text + _held_note(rate, f"notices about {kind}"))] if rate.allowed else []
+        )
+
     async def _mail_rejected(self, ctx: MailItem, decision: Decision) -> list[NewDelivery]:
         """A notice for the admins, and an answer to the sender only when a valid signature
         proved who that is: a forged From gets nothing, and the answer (which the list
@@ -386,19 +400,23 @@ class Processor:
         sender = env.from_addr if env else mime.from_address(ctx.item.raw) or "(unreadable)"
         mid = env.message_id if env and env.message_id else ctx.item.source_id
         signer = f"; signed by {ctx.signer.label}" if ctx.signer else ""
-        out = [
-            self.notice(
-                f"Mail rejected and quarantined: {decision.reason}. "
-                f"From: {mime.neutral(sender)[:200]}{signer}; "
-                f"Message-ID: {mime.neutral(mid)[:200]}; inbox item {ctx.item.id}."
-            )
-        ]
+        who = ctx.signer.fingerprint if ctx.signer else sender.lower()
+        out = self._limited(
+            f"notice:{who}",
+            f"Mail rejected and quarantined: {decision.reason}. "
+            f"From: {mime.neutral(sender)[:200]}{signer}; "
+            f"Message-ID: {mime.neutral(mid)[:200]}; inbox item {ctx.item.id}.",
+            "refused mail from this sender",
+        )
         member = ctx.signer
         if (
-            member is not None
-            and member.active
-            and await self.s.keyring.usable_for_encryption([member.fingerprint])
+            member is None
+            or not member.active
+            or not await self.s.keyring.usable_for_encryption([member.fingerprint])
         ):
+            return out
+        rate = self._rate(f"answer:{member.fingerprint}")
+        if rate.allowed:
             received = datetime.fromtimestamp(ctx.item.received_at, UTC)
             text = (
                 f"Your mail to {self.headers.address} received on "
@@ -407,6 +425,7 @@ class Processor:
                 f"other members. Mail to the list must be encrypted to the list key and "
                 f"signed with the key registered for you ({member.fingerprint}).\nThe list "
                 f"admins have been told. This is an automatic answer."
+                + _held_note(rate, "answers like this one")
             )
             data = await self._encrypt(
                 subject="Your mail was not relayed",
@@ -431,13 +450,17 @@ class Processor:
     def _matrix_rejected(self, ctx: MatrixItem, decision: Decision) -> list[NewDelivery]:
         event_id = ctx.event.get("event_id", "?")
         sender = ctx.event.get("sender", "?")
-        out = [
-            self.notice(
-                f"Matrix event not relayed: {decision.reason}. Sender: {sender}; "
-                f"event: {event_id}; room: {ctx.room_id}."
-            )
-        ]
-        if ctx.room_id and ctx.room_id != self.s.config.matrix.control_room:
+        out = self._limited(
+            f"notice:{sender}",
+            f"Matrix event not relayed: {decision.reason}. Sender: {sender}; "
+            f"event: {event_id}; room: {ctx.room_id}.",
+            "refused messages from this sender",
+        )
+        if (
+            ctx.room_id
+            and ctx.room_id != self.s.config.matrix.control_room
+            and self._rate(f"answer:{sender}").allowed
+        ):
             relation: dict[str, object] = {"m.in_reply_to": {"event_id": event_id}}
             thread = (ctx.event.get("content") or {}).get("m.relates_to") or {}
             if isinstance(thread, dict) and thread.get("rel_type") == "m.thread":
@@ -460,6 +483,16 @@ class Processor:
                 )
             )
         return out
+
+
+def _held_note(rate: Rate, what: str) -> str:
+    """What a rate-limited notice adds: how many were held back, and when more will be."""
+    note = ""
+    if rate.held_before:
+        note += f" ({rate.held_before} more {what} were held back in the hour before.)"
+    if rate.last:
+        note += f" Further {what} are held back for an hour and counted."
+    return note
 
 
 def strip_reply_fallback(body: str) -> str:

@@ -236,6 +236,14 @@ def _m006_commands(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+def _m007_rate_limits(db: sqlite_utils.Database) -> None:
+    # Notices and answers per key (a sender, a member) in the current window, and how many
+    # were held back, so that the next one can say so (issue 6: backscatter).
+    _table(db, "rate_limits").create(
+        {"key": str, "window_start": float, "sent": int, "held": int}, pk="key"
+    )
+
+
 # Append only: a migration, once released, is never edited or reordered.
 MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("001_initial", _m001_initial),
@@ -244,6 +252,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
     ("004_inbox_digest", _m004_inbox_digest),
     ("005_cross_signing", _m005_cross_signing),
     ("006_commands", _m006_commands),
+    ("007_rate_limits", _m007_rate_limits),
 )
 
 
@@ -273,6 +282,15 @@ class OutboxRow:
     created_at: float
     done: tuple[str, ...]
     due_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Rate:
+    """One notice counted against its limit (``Store.rate``)."""
+
+    allowed: bool  # it may go out
+    held_before: int  # how many of its kind were held back in the window before
+    last: bool  # it is the last one allowed in this window
 
 
 @dataclass(frozen=True)
@@ -357,6 +375,26 @@ class Store:
     def put(self, key: str, value: str) -> None:
         with self.transaction() as tx:
             _put(tx, key, value)
+
+    def rate(self, key: str, limit: int, window: float, now: float) -> Rate:
+        """Count one notice for ``key``; at most ``limit`` go out per ``window`` seconds."""
+        with self.transaction() as tx:
+            row = tx.execute(
+                "SELECT window_start, sent, held FROM rate_limits WHERE key = ?", [key]
+            ).fetchone()
+            if row is None or now - row[0] >= window:
+                tx.execute(
+                    "INSERT INTO rate_limits (key, window_start, sent, held) VALUES (?,?,1,0)"
+                    " ON CONFLICT(key) DO UPDATE SET window_start = excluded.window_start,"
+                    " sent = 1, held = 0",
+                    [key, now],
+                )
+                return Rate(True, 0 if row is None else int(row[2]), last=limit == 1)
+            if row[1] < limit:
+                tx.execute("UPDATE rate_limits SET sent = sent + 1 WHERE key = ?", [key])
+                return Rate(True, 0, last=row[1] + 1 == limit)
+            tx.execute("UPDATE rate_limits SET held = held + 1 WHERE key = ?", [key])
+            return Rate(False, 0, last=False)
 
     # -- members ---------------------------------------------------------------------
 
