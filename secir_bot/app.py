@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from secir_bot import fileperms, redact
+from secir_bot import fileperms, housekeeping, redact
 from secir_bot.bridges import Bridge
 from secir_bot.bridges.email import EmailBridge
 from secir_bot.bridges.matrix import MatrixBridge
@@ -117,6 +117,9 @@ class App:
                 tg.create_task(self.email.run(), name="email")
                 tg.create_task(self.outbox.run(), name="outbox")
                 tg.create_task(self.health.run(), name="health")
+                tg.create_task(
+                    housekeeping.run(self.store, self.config.retention_days), name="housekeeping"
+                )
         finally:
             await self.close()
 

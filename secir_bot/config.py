@@ -155,6 +155,9 @@ class Config:
     warnings: tuple[str, ...] = ()
     commands: CommandsConfig = field(default_factory=CommandsConfig)
     whois: WhoisConfig = field(default_factory=WhoisConfig)
+    # Days after which the raw bytes of decided messages and the payloads of sent deliveries
+    # are erased from the store (decisions, posts and links stay).
+    retention_days: float = 30.0
 
 
 class _Reader:
@@ -324,6 +327,7 @@ def parse(data: dict[str, Any], path: Path) -> Config:
     r.problems.extend(f"{k}: unknown section" for k in data if k not in known)
 
     store = r.value("store.path", str, "store")
+    retention_days = r.value("store.retention_days", float, 30.0, check=_positive)
     lst = ListConfig(
         name=r.value("list.name", str, "SECIR"),
         address=r.value("list.address", str, check=_email),
@@ -413,6 +417,7 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         warnings=tuple(r.warnings),
         commands=commands,
         whois=whois,
+        retention_days=retention_days,
     )
 
 

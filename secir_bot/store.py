@@ -376,6 +376,29 @@ class Store:
         with self.transaction() as tx:
             _put(tx, key, value)
 
+    def purge(self, before: float) -> dict[str, int]:
+        """Retention: erase what is no longer needed from before ``before`` (a time).
+
+        The raw bytes of decided inbox items and the payloads of sent outbox rows are
+        emptied (rows, decisions, posts and links stay); undecided and parked items, pending
+        rows and dead letters (which an admin may retry) keep theirs. Old rate-limit windows
+        and withheld-key records are deleted.
+        """
+        with self.transaction() as tx:
+            raw = tx.execute(
+                "UPDATE inbox SET raw = X'' WHERE state NOT IN ('new', 'parked')"
+                " AND decided_at < ? AND length(raw) > 0",
+                [before],
+            ).rowcount
+            sent = tx.execute(
+                "UPDATE outbox SET payload = X'' WHERE state = 'sent' AND created_at < ?"
+                " AND length(payload) > 0",
+                [before],
+            ).rowcount
+            tx.execute("DELETE FROM rate_limits WHERE window_start < ?", [before])
+            tx.execute("DELETE FROM withheld WHERE received_at < ?", [before])
+        return {"inbox": raw, "outbox": sent}
+
     def rate(self, key: str, limit: int, window: float, now: float) -> Rate:
         """Count one notice for ``key``; at most ``limit`` go out per ``window`` seconds."""
         with self.transaction() as tx:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from secir_bot import housekeeping
 from secir_bot.errors import StoreError, StoreMissing
 from secir_bot.model import Channel, Member, Post
 from secir_bot.store import DB_NAME, MIGRATIONS, NewDelivery, Store
@@ -499,3 +501,34 @@ def test_devices_are_recorded_and_counted(store: Store) -> None:
     assert store.device_state("@anna:nic.test", "DEV1") == ("blocked", "ed-key-1")
     assert store.known_devices("@anna:nic.test") == 2
     assert store.known_devices("@bram:registry.nl.test") == 0
+
+
+def test_retention_erases_old_raw_bytes_and_sent_payloads_only(
+    store: Store, member: Member
+) -> None:
+    old_decided, _ = store.accept("email", "<old@x>", b"old mail")
+    store.decide(
+        old_decided.id,
+        "relayed",
+        post=_post(member),
+        deliveries=[NewDelivery(Channel.EMAIL, "list", "post", b"old ciphertext", ("a@x",))],
+    )
+    row_id = store.db.execute("SELECT max(id) FROM outbox").fetchone()[0]
+    store.delivered(row_id, "sent")
+    undecided, _ = store.accept("email", "<waiting@x>", b"still to decide")
+    store.enqueue(NewDelivery(Channel.EMAIL, "list", "post", b"pending ciphertext", ("a@x",)))
+    store.rate("notice:x", 5, 3600.0, 0.0)
+    # Everything above is "old" when seen from 31 days ahead.
+    counts = housekeeping.purge(store, 30, now=time.time() + 31 * 86400)
+    assert counts == {"inbox": 1, "outbox": 1}
+    raws = dict(store.db.execute("SELECT source_id, raw FROM inbox").fetchall())
+    assert raws == {"<old@x>": b"", "<waiting@x>": b"still to decide"}
+    payloads = [bytes(r[0]) for r in store.db.execute("SELECT payload FROM outbox ORDER BY id")]
+    assert payloads == [b"", b"pending ciphertext"]
+    assert store.post("p1") is not None  # the archive stays
+    assert store.db.execute("SELECT count(*) FROM rate_limits").fetchone()[0] == 0
+    # Within the retention period nothing is touched.
+    fresh, _ = store.accept("email", "<fresh@x>", b"fresh mail")
+    store.decide(fresh.id, "rejected", "r")
+    assert housekeeping.purge(store, 30) == {"inbox": 0, "outbox": 0}
+    assert undecided.raw == b"still to decide"
