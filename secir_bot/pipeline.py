@@ -123,7 +123,7 @@ def _stages() -> tuple[Stage[MailItem], Stage[MatrixItem]]:
             e.signed,
             e.signer_is_member,
             e.not_a_replay,
-            e.from_matches_signer,
+            e.from_not_another_member,
             e.addressed_to_list,
             e.html_text,
             e.not_a_command,

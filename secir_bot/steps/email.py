@@ -197,7 +197,10 @@ async def not_a_replay(ctx: MailItem, s: Services) -> Decision:
     return CONTINUE
 
 
-async def from_matches_signer(ctx: MailItem, s: Services) -> Decision:
+async def from_not_another_member(ctx: MailItem, s: Services) -> Decision:
+    """The signing key says who wrote a mail; its From may be any address of theirs (a
+    personal or a role address), but never another member's, in the signed headers or
+    outside them: that would show one member's words under another's address."""
     assert ctx.signer is not None and ctx.envelope is not None and ctx.content is not None
     signed_from = ctx.content.from_addr
     inner = s.store.member_by_email(signed_from) if signed_from else None
