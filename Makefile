@@ -30,7 +30,7 @@ bench: setup
 
 # The long fault suite (docs/reliability.md): SECIR_FAULT_TRIALS kills during two-way traffic.
 faults: setup
-	$(PY) -m pytest -m slow -s tests/integration/test_faults.py
+	$(PY) -m pytest -m slow -s tests/integration/test_faults.py tests/integration/test_fault_corpus.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-state

@@ -252,6 +252,7 @@ async def run(opts: Options) -> dict[str, Any]:
         return b.results
     except BaseException:
         print("--- bot log ---\n" + b.bot.log_tail(), flush=True)
+        print(b.stack.mail.logs(), flush=True)  # the servers' side of a failure
         raise
     finally:
         b.bot.close()
