@@ -10,6 +10,7 @@ import email
 import email.policy
 import gzip
 import hashlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from servers import GpgWorld
 
+from secir_bot.bridges.compose import ListHeaders, compose_outer
 from secir_bot.bridges.mime import parse_decrypted
 from secir_bot.crypto import Keyring
 from secir_bot.fidelity.attachments import (
@@ -309,3 +311,29 @@ async def test_issue10_files_survive_real_gpg_byte_for_byte(
     # Today's codec still reads the text of such a mail (and names the files).
     content = parse_decrypted(result.data)
     assert content.text == "See the files." and content.subject == "files"
+
+
+async def test_default_limits_keep_the_list_mail_under_common_size_limits(
+    rings: tuple[Keyring, str, Keyring], gpg_world: GpgWorld
+) -> None:
+    """The largest post the default limits let through, in incompressible files, still
+    makes a mail under Postfix's default message_size_limit (10,240,000 bytes)."""
+    ring, list_fpr, _ = rings
+    limits = AttachmentLimits()
+    files = [
+        OutgoingFile("capture.pcap.gz", "application/gzip", os.urandom(limits.max_bytes)),
+        OutgoingFile(
+            "shot.png", "image/png", os.urandom(limits.max_total_bytes - limits.max_bytes)
+        ),
+    ]
+    assert (
+        check_all(tuple(Attachment(f.filename, f.content_type, f.data) for f in files), limits)
+        == ()
+    )
+    inner = b"Subject: big\r\n" + mail_body("Two big files.", files=files).as_bytes()
+    armored = await ring.sign_encrypt(inner, [gpg_world.fingerprint(ALICE)], list_fpr)
+    lists = ListHeaders("SECIR", "secir@lists.secir.test", "secir.test", "o@secir.test", "SECIR")
+    raw = compose_outer(
+        armored=armored, from_label=None, lists=lists, message_id="<big@x>", to=lists.address
+    )
+    assert len(raw) < 10_240_000
