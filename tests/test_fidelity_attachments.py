@@ -30,6 +30,7 @@ from secir_bot.fidelity.attachments import (
     safe_filename,
     walk,
 )
+from secir_bot.fidelity.charsets import part_text
 from secir_bot.fidelity.fromhtml import html_to_matrix
 from secir_bot.fidelity.fromtext import text_to_matrix
 from secir_bot.fidelity.mailparts import OutgoingFile, mail_body
@@ -337,3 +338,21 @@ async def test_default_limits_keep_the_list_mail_under_common_size_limits(
         armored=armored, from_label=None, lists=lists, message_id="<big@x>", to=lists.address
     )
     assert len(raw) < 10_240_000
+
+
+def test_outlook_html_alternative_shows_its_own_image_from_mxc() -> None:
+    """When the HTML is used (an Outlook mail's HTML part): the cid: image the bot
+    uploaded is shown from mxc://, the Word markup is gone and the tail is folded."""
+    msg = parsed("decrypted-outlook-cp1252-related-cid-image.txt")
+    html_part = next(p for p in msg.walk() if p.get_content_type() == "text/html")
+    image = next(a for a in walk(msg).attachments if a.content_id)
+    out = html_to_matrix(
+        part_text(html_part).text, images={image.content_id or "": "mxc://test.local/img1"}
+    )
+    assert '<img width="32" height="16" src="mxc://test.local/img1" alt="Registry logo">' in (
+        out.formatted_body
+    )
+    assert "MsoNormal" not in out.formatted_body and "o:p" not in out.formatted_body
+    assert "“registrar lock” bypass – cost so far € 12.000." in out.formatted_body
+    assert "<details><summary>Quoted text</summary>" in out.formatted_body
+    assert out.body.endswith("> Did anyone else see this?")
