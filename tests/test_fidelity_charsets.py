@@ -123,3 +123,11 @@ def test_issue10_walk_reads_bodies_of_every_charset_shape() -> None:
     parts = walk(parsed("decrypted-mutt-latin1-qp-rfc2231-name.txt"))
     assert parts.text is not None
     assert parts.text.text.startswith("Grüße aus Köln,\n\ndie Antwort von ns2 ist seit 08:12")
+
+
+def test_encoded_words_next_to_raw_non_ascii_text() -> None:
+    """The email package's decoder returns the text around encoded-words as
+    raw-unicode-escape bytes, so "Ольга" came out as "\\u041e…"; each word is decoded alone."""
+    assert header_text("Ольга =?utf-8?Q?Iv=C3=A1nova?= é") == "Ольга Ivánova é"
+    assert header_text("a\\u0041 =?utf-8?Q?z?=") == "a\\u0041 z"  # a backslash stays one
+    assert header_text("=?utf-8*en?Q?hi?= =?utf-8?Q?_there?=") == "hi there"

@@ -54,6 +54,7 @@ _C1 = re.compile(rb"[\x80-\x9f]")
 # multi-byte East Asian charset could, so those labels are believed).
 _UTF8_FIRST = ("utf-8", "cp125", "cp874", "iso8859", "koi8", "mac")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?[qQbB]\?[^?\s]*\?=")
 _ASCII_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,252}[A-Za-z0-9])?")
 
 
@@ -140,14 +141,31 @@ def header_text(value: str | None) -> str:
         value = decode_bytes(value.encode("utf-8", "surrogateescape"))
     if "=?" not in value:
         return value
-    try:
-        chunks = email.header.decode_header(value)
-    except (email.errors.HeaderParseError, ValueError):
-        return value
-    out = []
-    for chunk, charset in chunks:
-        out.append(decode_bytes(chunk, charset) if isinstance(chunk, bytes) else chunk)
+    out: list[str] = []
+    pos = 0
+    previous_word = False
+    for found in _ENCODED_WORD.finditer(value):
+        between = value[pos : found.start()]
+        # Blank space between two encoded-words is not text (RFC 2047 §6.2).
+        if not (previous_word and not between.strip()):
+            out.append(between)
+        out.append(_decode_word(found.group(0), found.group(1)))
+        pos = found.end()
+        previous_word = True
+    out.append(value[pos:])
     return "".join(out)
+
+
+def _decode_word(word: str, label: str) -> str:
+    """One encoded-word, each decoded alone: the email package's decoder turns the text
+    around encoded-words into escapes that cannot be told from what the sender wrote."""
+    try:
+        ((data, _),) = email.header.decode_header(word)
+    except (email.errors.HeaderParseError, ValueError):
+        return word
+    if not isinstance(data, bytes):
+        return word
+    return decode_bytes(data, label.split("*", 1)[0])
 
 
 def header(msg: Message, name: str) -> str:

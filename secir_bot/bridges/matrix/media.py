@@ -204,6 +204,6 @@ def parse_media(content: Mapping[str, Any]) -> MediaRef | Refusal | None:
         file=dict(file),
         filename=name,
         content_type=effective_type(declared, name),
-        declared_size=size if isinstance(size, int) and size >= 0 else None,
+        declared_size=size if type(size) is int and size >= 0 else None,
         caption=caption,
     )
