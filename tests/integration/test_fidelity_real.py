@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
-from nio import RoomEncryptedMedia, UploadResponse
+from nio import RoomEncryptedMedia, RoomSendError, UploadResponse
 from servers import MailStack, password_for
 
 from secir_bot.bridges.compose import ListHeaders, compose_outer
@@ -38,6 +38,7 @@ from secir_bot.bridges.matrix.media import (
 )
 from secir_bot.crypto import Keyring
 from secir_bot.fidelity.attachments import walk
+from secir_bot.fidelity.fit import fit_matrix_text
 from secir_bot.fidelity.fromtext import text_to_matrix
 from secir_bot.fidelity.mailparts import OutgoingFile, mail_body
 from secir_bot.fidelity.reasons import Refusal
@@ -270,3 +271,22 @@ async def test_issue10_files_by_mail_through_postfix_and_dovecot(
         (f.filename, f.data) for f in files
     ]
     assert parts.text is not None and parts.text.text == f"Files {tag} attached."
+
+
+async def test_issue10_long_mail_is_cut_to_what_synapse_accepts(
+    room: tuple[Member, Member, str],
+) -> None:
+    """Unfitted, a long Cyrillic mail is refused by the homeserver (M_TOO_LARGE: nothing
+    would reach the room); fitted, it arrives, cut at a line end, saying so."""
+    alice, bob, room_id = room
+    text = "".join(f"Строка {i}: атака на резолверы .рф продолжается.\n" for i in range(400))
+    refused = await alice.op.client.room_send(
+        room_id, "m.room.message", text_to_matrix(text).content(), ignore_unverified_devices=True
+    )
+    assert isinstance(refused, RoomSendError) and refused.status_code == "M_TOO_LARGE"
+    fitted, cut = fit_matrix_text(text, text_to_matrix)
+    assert cut
+    event_id = await post(alice, room_id, fitted.content())
+    seen = await bob.op.wait_for_event(lambda e: e.event_id == event_id)
+    assert seen.decrypted and seen.body.endswith("the whole text went out by mail]")
+    assert text.startswith(seen.body.split("\n\n[…")[0])
