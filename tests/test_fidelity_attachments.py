@@ -31,7 +31,7 @@ from secir_bot.fidelity.attachments import (
     walk,
 )
 from secir_bot.fidelity.charsets import part_text
-from secir_bot.fidelity.fromhtml import html_to_matrix
+from secir_bot.fidelity.fromhtml import html_to_matrix, room_text
 from secir_bot.fidelity.fromtext import text_to_matrix
 from secir_bot.fidelity.mailparts import OutgoingFile, mail_body
 from secir_bot.fidelity.reasons import Refusal
@@ -356,3 +356,14 @@ def test_outlook_html_alternative_shows_its_own_image_from_mxc() -> None:
     assert "“registrar lock” bypass – cost so far € 12.000." in out.formatted_body
     assert "<details><summary>Quoted text</summary>" in out.formatted_body
     assert out.body.endswith("> Did anyone else see this?")
+
+
+def test_room_text_picks_plain_then_html() -> None:
+    flowed = room_text(walk(parsed("decrypted-thunderbird-flowed-with-attachments.txt")))
+    assert "<p>the KSK rollover of .nl is paused at step 3. The zone report" in (
+        flowed.formatted_body
+    )
+    html = room_text(walk(parsed("decrypted-html-only-gmail-quote-tracker.txt")))
+    assert "<b>.pt</b>" in html.formatted_body
+    with_file = room_text(walk(mixed(("a.bin", "application/octet-stream", b"x"))))
+    assert with_file.formatted_body == "<p>see attached</p>"

@@ -21,6 +21,7 @@ from html import escape
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from secir_bot.fidelity.attachments import MailParts
 from secir_bot.fidelity.fromtext import MatrixText, text_to_matrix
 from secir_bot.fidelity.sanitize import (
     DROPPED_WITH_CONTENT,
@@ -148,3 +149,13 @@ def html_to_matrix(markup: str, *, images: Mapping[str, str] | None = None) -> M
         # Markup nested deeper than Matrix allows: shown as its text.
         return text_to_matrix(body)
     return MatrixText(body=body, formatted_body=formatted)
+
+
+def room_text(parts: MailParts, images: Mapping[str, str] | None = None) -> MatrixText:
+    """The Matrix message for a walked mail: its plain text when it has one (flowed or
+    not), else its HTML, else nothing."""
+    if parts.text is not None:
+        return text_to_matrix(parts.text.text, flowed=parts.text.flowed, delsp=parts.text.delsp)
+    if parts.html is not None:
+        return html_to_matrix(parts.html, images=images)
+    return MatrixText(body="", formatted_body="")
