@@ -160,7 +160,7 @@ def safe_filename(name: str | None, content_type: str = "", index: int = 1) -> s
     return text
 
 
-def effective_type(declared: str, filename: str, data: bytes = b"") -> str:
+def effective_type(declared: str, filename: str) -> str:
     """The type to show a file as: the declared one, unless that says nothing
     (``application/octet-stream``) and the file name tells more."""
     declared = clean_content_type(declared)
