@@ -419,9 +419,14 @@ class MailStack:
         entry = f"{address}:{{PLAIN}}{password}:{self._uid}:{self._gid}::{home}::\n"
         path = self._users_dir / domain / local
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Dovecot's auth process runs as an unprivileged user: the modes are set, not left to
+        # the umask (the bot's CLI sets 0077, and a test that runs it in-process keeps it).
+        for directory in (self._users_dir, path.parent):
+            directory.chmod(0o755)
         # Write and rename, so Dovecot never reads half a line.
         partial = path.with_name(f".{local}.new")
         partial.write_text(entry)
+        partial.chmod(0o644)
         partial.replace(path)
 
     def dovecot_log(self, chars: int = 3000) -> str:
@@ -441,6 +446,7 @@ class MailStack:
             (root / sub).mkdir()
         os.chown(root / "mail", self._uid, self._gid)
         self._users_dir.mkdir(exist_ok=True)
+        self._users_dir.chmod(0o755)
         ssl = "ssl = no"
         if self.tls is not None:
             ssl = _DOVECOT_SSL.format(cert=self.tls.cert, key=self.tls.key)
