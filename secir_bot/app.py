@@ -20,13 +20,11 @@ from secir_bot.errors import StoreError, StoreMissing
 from secir_bot.health import Health, Link, where_of
 from secir_bot.model import Channel
 from secir_bot.outbox import Outbox
-from secir_bot.pipeline import Services
 from secir_bot.relay import Processor
-from secir_bot.store import Store
+from secir_bot.steps import Services
+from secir_bot.store import LIST_FPR_KEY, Store
 
 log = logging.getLogger(__name__)
-
-LIST_FPR_KEY = "list.fingerprint"
 
 
 def check_store_dir(config: Config) -> None:

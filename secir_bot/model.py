@@ -5,6 +5,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+# The key of the bot's own mark in the content of what it relays into Matrix: an event that
+# carries it is never mirrored back (a step drops it; the Matrix renderer writes it).
+MARKER = "org.secir.relay"
+
 
 class Channel(enum.StrEnum):
     """Where a member can be reached, and where an item came from."""
@@ -61,3 +65,11 @@ class Device:
     user_id: str
     device_id: str
     ed25519: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one inbox item (told to the bridge that received it)."""
+
+    state: str  # "relayed", "rejected", "dropped", "shunted"
+    reason: str = ""

@@ -24,12 +24,11 @@ import tempfile
 from pathlib import Path
 
 from secir_bot import fileperms
-from secir_bot.app import LIST_FPR_KEY
 from secir_bot.bridges.matrix import bootstrap_cross_signing, login_once
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.errors import ConfigError, ServiceError, StoreError
-from secir_bot.store import DB_NAME, Store
+from secir_bot.store import DB_NAME, LIST_FPR_KEY, Store
 
 log = logging.getLogger(__name__)
 

@@ -15,22 +15,13 @@ import logging
 import secrets
 import time
 import traceback
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from secir_bot.bridges import mime
+from secir_bot import mime
 from secir_bot.crypto import GpgTimeout
-from secir_bot.model import Channel, Member, Post
-from secir_bot.pipeline import (
-    EMAIL_STEPS,
-    MATRIX_STEPS,
-    Decision,
-    MailItem,
-    MatrixItem,
-    Services,
-    Verdict,
-)
-from secir_bot.steps.matrix import MARKER
+from secir_bot.model import MARKER, Channel, Member, Outcome, Post
+from secir_bot.pipeline import EMAIL_STEPS, MATRIX_STEPS
+from secir_bot.steps import Decision, MailItem, MatrixItem, Services, Verdict
 from secir_bot.store import InboxItem, NewDelivery, Rate
 from secir_bot.threads import (
     REPLY_PREFIX,
@@ -49,12 +40,6 @@ ROOM_TEXT_LIMIT = 16_000  # characters of a mail shown in the room (body + HTML 
 MAX_ATTEMPTS = 3  # times an item may be started before it is shunted unprocessed
 RATE_WINDOW = 3600.0  # seconds over which delivery.notices_per_hour is counted
 _RE = REPLY_PREFIX
-
-
-@dataclass(frozen=True)
-class Outcome:
-    state: str  # "relayed", "rejected", "dropped", "shunted"
-    reason: str = ""
 
 
 def new_uid() -> str:

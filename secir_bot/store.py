@@ -36,6 +36,7 @@ from secir_bot.errors import StoreError, StoreMissing
 from secir_bot.model import Channel, Member, Post
 
 DB_NAME = "secir.sqlite"
+LIST_FPR_KEY = "list.fingerprint"  # kv: the list key's fingerprint, written by init
 
 
 def _table(db: sqlite_utils.Database, name: str) -> sqlite_utils.db.Table:

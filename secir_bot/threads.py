@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from secir_bot.bridges.mime import Content, Envelope, neutral
+from secir_bot.mime import Content, Envelope, neutral
 from secir_bot.model import Member, Post
 from secir_bot.store import Store
 

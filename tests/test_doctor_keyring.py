@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest_asyncio
 
-from secir_bot.app import LIST_FPR_KEY
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.doctor import Status, local
 from secir_bot.members import MemberRequest, add_member
 from secir_bot.sandbox.world import offline_config
-from secir_bot.store import Store
+from secir_bot.store import LIST_FPR_KEY, Store
 
 
 def _key_expiring_in(days: int, email: str) -> str:

@@ -16,7 +16,6 @@ import pytest_asyncio
 from secir_bot.crypto import Keyring
 from secir_bot.members import MemberRequest, add_member
 from secir_bot.model import Channel, Member, Post
-from secir_bot.pipeline import Services
 from secir_bot.relay import (
     Outcome,
     Processor,
@@ -26,6 +25,7 @@ from secir_bot.relay import (
     strip_reply_fallback,
 )
 from secir_bot.sandbox.world import offline_config
+from secir_bot.steps import Services
 from secir_bot.store import Store
 
 
@@ -165,7 +165,7 @@ async def test_an_item_on_which_gpg_hangs_is_shunted_at_once(setup: Setup) -> No
 async def test_l1_a_crash_is_reported_by_type_never_by_its_text(
     setup: Setup, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from secir_bot.bridges import mime
+    from secir_bot import mime
 
     def explode(raw: bytes) -> None:
         raise RuntimeError(raw.decode())  # as parsers do: quoting what they read

@@ -17,7 +17,7 @@ import pytest
 from commands_support import ADMIN, command_context, invocation
 from servers import GpgWorld
 
-from secir_bot import store_audit, store_cases, store_effects, subscription
+from secir_bot import store_audit, store_cases, store_effects
 from secir_bot.cases import CHALLENGE_PATTERN, CaseState
 from secir_bot.commands import (
     Announce,
@@ -28,6 +28,7 @@ from secir_bot.commands import (
     Reply,
     SendMail,
     effects,
+    subscription,
 )
 from secir_bot.commands.dispatch import Dispatcher
 from secir_bot.commands.registry import default

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from secir_bot.bridges import mime
+from secir_bot import mime
 from secir_bot.crypto import Keyring
 from secir_bot.sandbox.operators import MailOperator
 

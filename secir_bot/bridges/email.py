@@ -33,7 +33,6 @@ from secir_bot.bridges.mailconn import (
     open_smtp,
 )
 from secir_bot.bridges.mailconn import ok as _ok
-from secir_bot.bridges.mime import message_id_of
 from secir_bot.config import Config
 from secir_bot.errors import (
     PermanentDeliveryError,
@@ -41,8 +40,8 @@ from secir_bot.errors import (
     raise_if_cancelled,
 )
 from secir_bot.health import Health, Link, where_of
-from secir_bot.model import Channel
-from secir_bot.relay import Outcome
+from secir_bot.mime import message_id_of
+from secir_bot.model import Channel, Outcome
 from secir_bot.store import InboxItem, OutboxRow, Store
 
 __all__ = ["EmailBridge", "ImapError", "close_imap"]

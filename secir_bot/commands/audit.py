@@ -12,7 +12,7 @@ import time
 
 from secir_bot import store_audit
 from secir_bot.audit import Entry
-from secir_bot.commands import (
+from secir_bot.commands.base import (
     ADMIN_FRONTS,
     Arg,
     Args,

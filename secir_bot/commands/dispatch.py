@@ -16,7 +16,7 @@ import logging
 import secrets
 
 from secir_bot import store_audit, store_confirmations, store_effects, validate
-from secir_bot.commands import (
+from secir_bot.commands.base import (
     ALL_FRONTS,
     Actor,
     Arg,
@@ -30,9 +30,9 @@ from secir_bot.commands import (
     Refused,
     Reply,
     Role,
-    effects,
     refuse,
 )
+from secir_bot.commands.effects import dumps
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def commit(
         )
         queued = store_effects.record(
             tx,
-            [effects.dumps(e) for e in reply.effects],
+            [dumps(e) for e in reply.effects],
             actor=actor,
             action=change.action,
             now=now,

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
-from secir_bot.commands import (
+from secir_bot.commands.base import (
     Announce,
     Attachment,
     Effect,

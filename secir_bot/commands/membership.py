@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import time
 
-from secir_bot import cctld, store_cases, store_roster, subscription, validate
+from secir_bot import cctld, store_cases, store_roster, validate
 from secir_bot.cases import MAX_NOMINEES, CaseState
-from secir_bot.commands import (
+from secir_bot.commands import subscription
+from secir_bot.commands.base import (
     ADMIN_FRONTS,
     Announce,
     Arg,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from secir_bot import store_audit, store_cases, store_ops
-from secir_bot.commands import (
+from secir_bot.commands.base import (
     ADMIN_FRONTS,
     Arg,
     Args,

@@ -12,7 +12,7 @@ import time
 
 from secir_bot import store_roster
 from secir_bot.cctld import CcTld
-from secir_bot.commands import (
+from secir_bot.commands.base import (
     ADMIN_FRONTS,
     MEMBER_FRONTS,
     Announce,

@@ -7,12 +7,11 @@ import time
 from datetime import UTC, datetime
 
 from secir_bot import fileperms
-from secir_bot.app import LIST_FPR_KEY
 from secir_bot.config import Config
 from secir_bot.crypto import KeyInfo, Keyring
-from secir_bot.doctor import Check, fail, ok, warn
+from secir_bot.doctor.base import Check, fail, ok, warn
 from secir_bot.model import Member
-from secir_bot.store import DB_NAME, Store
+from secir_bot.store import DB_NAME, LIST_FPR_KEY, Store
 
 KEY_WARN_DAYS = 30
 

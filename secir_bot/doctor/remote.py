@@ -24,7 +24,7 @@ from secir_bot.bridges.mailconn import (
     probe_smtp,
 )
 from secir_bot.config import Config, is_loopback
-from secir_bot.doctor import Check, fail, ok, warn
+from secir_bot.doctor.base import Check, fail, ok, warn
 
 CERT_WARN_DAYS = 14
 HTTP_TIMEOUT = 30.0

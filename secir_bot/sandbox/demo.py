@@ -52,7 +52,7 @@ LEG_TIMEOUT = 30.0  # seconds each leg of the round trip may take before the dem
 EXIT_INTERRUPTED = 130
 
 # Alice's first line becomes the mail's subject and Bob's reply adds "Re: "; kept short so
-# neither header is folded (see the report on folded subjects in bridges/mime.py).
+# neither header is folded (see the report on folded subjects in secir_bot/mime/).
 ALICE_POST = "DDoS on .nl name servers since 13:05 UTC, 40 Gbit/s"
 BOB_REPLY = "Same pattern against .br since 13:20 UTC; we are sharing the source prefixes."
 

@@ -36,7 +36,7 @@ from nio import (
 )
 from nio.event_builders import EnableEncryptionBuilder
 
-from secir_bot.bridges import mime
+from secir_bot import mime
 from secir_bot.bridges.email import close_imap
 from secir_bot.crypto import Keyring
 

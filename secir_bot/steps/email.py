@@ -12,9 +12,9 @@ import hashlib
 import time
 from dataclasses import replace
 
-from secir_bot.bridges import mime
+from secir_bot import mime
 from secir_bot.crypto import Decrypted, Verified
-from secir_bot.pipeline import CONTINUE, Decision, MailItem, Services, drop, reject
+from secir_bot.steps import CONTINUE, Decision, MailItem, Services, drop, reject
 from secir_bot.threads import UNADDRESSED_NOTE
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 
-from secir_bot.pipeline import CONTINUE, Decision, MatrixItem, Services, drop, reject
-
-MARKER = "org.secir.relay"
+from secir_bot.model import MARKER
+from secir_bot.steps import CONTINUE, Decision, MatrixItem, Services, drop, reject
 
 
 async def parse(ctx: MatrixItem, s: Services) -> Decision:

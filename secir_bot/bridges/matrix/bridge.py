@@ -16,8 +16,7 @@ from secir_bot.bridges.matrix.sync import Receiver
 from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.bridges.matrix.xsign import ensure_identity
 from secir_bot.config import Config
-from secir_bot.model import Channel
-from secir_bot.relay import Outcome
+from secir_bot.model import Channel, Outcome
 from secir_bot.store import InboxItem, OutboxRow, Store
 
 

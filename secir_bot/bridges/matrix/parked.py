@@ -26,8 +26,8 @@ from typing import Any
 import vodozemac
 from nio import MegolmEvent
 
-from secir_bot.bridges.matrix import lost
 from secir_bot.bridges.matrix.client import ApiError, MatrixClient
+from secir_bot.bridges.matrix.lost import admin_never_came, admin_withheld, member_notice
 from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.config import Config
 from secir_bot.store import InboxItem, Store
@@ -217,7 +217,7 @@ class Parked:
             self.store.decide(item.id, "undecryptable", "no key arrived in time")
             return
         if waited > self.config.matrix.undecryptable_report_after and not item.meta.get("reported"):
-            self.notify(lost.admin_never_came(event.sender, event.event_id, waited / 60))
+            self.notify(admin_never_came(event.sender, event.event_id, waited / 60))
             self.store.set_inbox_meta(item.id, dict(item.meta, reported=True))
 
     def _withheld(self, item: InboxItem, event: MegolmEvent, code: str) -> None:
@@ -228,10 +228,10 @@ class Parked:
             item.id,
             "undecryptable",
             reason,
-            deliveries=[lost.member_notice(event.room_id, event.source, code)],
+            deliveries=[member_notice(event.room_id, event.source, code)],
         )
         told = f"matrix.withheld_told.{event.sender}"
         if self.store.get(told) != code:
             self.store.put(told, code)
-            self.notify(lost.admin_withheld(event.sender, event.event_id, code))
+            self.notify(admin_withheld(event.sender, event.event_id, code))
         self.on_work()

@@ -19,9 +19,17 @@ from typing import Any
 import aiohttp
 from nio import LocalProtocolError, OlmUnverifiedDeviceError, RoomSendResponse
 
-from secir_bot.bridges.matrix import trust as t
 from secir_bot.bridges.matrix.client import ApiError, MatrixClient, quoted
-from secir_bot.bridges.matrix.trust import Trust
+from secir_bot.bridges.matrix.trust import (
+    BLOCKED,
+    IDENTITY,
+    MISMATCH,
+    NO_XSIGN,
+    REFUSED,
+    UNKNOWN,
+    UNSIGNED,
+    Trust,
+)
 from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
 from secir_bot.store import OutboxRow, Store
 
@@ -47,13 +55,13 @@ log = logging.getLogger(__name__)
 # an answer to a key request and shown as a missing key), so a non-member's device is
 # "blacklisted", which is what the bot does to it.
 WITHHELD = {
-    t.REFUSED: ("m.blacklisted", "Only members of the list get this room's keys."),
-    t.BLOCKED: ("m.blacklisted", "This device's keys changed; the list bot blocked it."),
-    t.MISMATCH: ("m.blacklisted", "This device's keys do not match; the list bot blocked it."),
-    t.UNSIGNED: ("m.unverified", "This session is not verified by its owner."),
-    t.IDENTITY: ("m.unverified", "Your identity changed; a list admin must confirm it."),
-    t.NO_XSIGN: ("m.unverified", "The list accepts only sessions verified by their owner."),
-    t.UNKNOWN: ("m.unverified", "The list bot could not check this device's keys."),
+    REFUSED: ("m.blacklisted", "Only members of the list get this room's keys."),
+    BLOCKED: ("m.blacklisted", "This device's keys changed; the list bot blocked it."),
+    MISMATCH: ("m.blacklisted", "This device's keys do not match; the list bot blocked it."),
+    UNSIGNED: ("m.unverified", "This session is not verified by its owner."),
+    IDENTITY: ("m.unverified", "Your identity changed; a list admin must confirm it."),
+    NO_XSIGN: ("m.unverified", "The list accepts only sessions verified by their owner."),
+    UNKNOWN: ("m.unverified", "The list bot could not check this device's keys."),
 }
 
 
@@ -126,7 +134,7 @@ class Sender:
             for device, verdict in devices:
                 if (user_id, device.id) in told:
                     continue
-                code, reason = WITHHELD.get(verdict, WITHHELD[t.UNKNOWN])
+                code, reason = WITHHELD.get(verdict, WITHHELD[UNKNOWN])
                 messages.setdefault(user_id, {})[device.id] = {
                     "algorithm": "m.megolm.v1.aes-sha2",
                     "room_id": room_id,

@@ -26,7 +26,7 @@ from secir_bot.bridges.matrix.parked import Parked
 from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.config import Config
 from secir_bot.errors import raise_if_cancelled
-from secir_bot.relay import Outcome
+from secir_bot.model import Outcome
 from secir_bot.store import InboxItem, Store
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from secir_bot.cases import (
     new_code,
 )
 from secir_bot.cctld import CcTld
-from secir_bot.commands import (
+from secir_bot.commands.base import (
     Change,
     Context,
     Effect,
