@@ -18,7 +18,7 @@ from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.errors import StoreError, StoreMissing
 from secir_bot.health import Health, Link, where_of
-from secir_bot.model import Channel
+from secir_bot.model import Channel, InboxState
 from secir_bot.outbox import Outbox
 from secir_bot.relay import Processor
 from secir_bot.steps import Services
@@ -94,10 +94,12 @@ class App:
         """What waits in the queues, for the admins' outage notices."""
         to_matrix = len(self.store.outbox_pending(Channel.MATRIX))
         by_mail = len(self.store.outbox_pending(Channel.EMAIL))
-        received = sum(
-            len(self.store.inbox_pending(source, state))
-            for source, state in (("email", "new"), ("matrix", "new"), ("matrix", "parked"))
+        waiting = (
+            (Channel.EMAIL, InboxState.NEW),
+            (Channel.MATRIX, InboxState.NEW),
+            (Channel.MATRIX, InboxState.PARKED),
         )
+        received = sum(len(self.store.inbox_pending(source, state)) for source, state in waiting)
         return (
             f"{to_matrix} message(s) to Matrix and {by_mail} by mail in the outbox, "
             f"{received} received item(s) not yet processed"

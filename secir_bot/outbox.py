@@ -105,7 +105,7 @@ class Outbox:
     async def _attempt(self, row: OutboxRow) -> bool:
         bridge = self.bridges[row.channel]
         try:
-            result = await bridge.deliver(row)
+            receipt = await bridge.deliver(row)
         except TransientDeliveryError as exc:
             age = time.time() - row.created_at
             if age > self.cfg.give_up_after:
@@ -120,11 +120,10 @@ class Outbox:
         except PermanentDeliveryError as exc:
             self._dead(row, str(exc))
             return True
-        log.info("outbox %s (%s %s) delivered: %s", row.id, row.channel, row.kind, result)
-        link = ("event", result) if row.channel is Channel.MATRIX and row.kind == "post" else None
-        self.store.delivered(row.id, result, link=link, post_uid=row.post_uid)
-        if "refused:" in result:
-            self.notify(f"Some recipients refused delivery {row.id}: {result}")
+        log.info("outbox %s (%s %s) delivered: %s", row.id, row.channel, row.kind, receipt.result)
+        self.store.delivered(row.id, receipt.result, link=receipt.link, post_uid=row.post_uid)
+        if receipt.refused:
+            self.notify(f"Some recipients refused delivery {row.id}: {receipt.result}")
         return True
 
     def _dead(self, row: OutboxRow, why: str) -> None:

@@ -19,7 +19,16 @@ from datetime import UTC, datetime
 
 from secir_bot import mime
 from secir_bot.crypto import GpgTimeout
-from secir_bot.model import MARKER, Channel, Member, Outcome, Post
+from secir_bot.model import (
+    MARKER,
+    Channel,
+    DeliveryKind,
+    InboxState,
+    LinkKind,
+    Member,
+    Outcome,
+    Post,
+)
 from secir_bot.pipeline import EMAIL_STEPS, MATRIX_STEPS
 from secir_bot.steps import Decision, MailItem, MatrixItem, Services, Verdict
 from secir_bot.store import InboxItem, NewDelivery, Rate
@@ -72,7 +81,7 @@ class Processor:
         reported to the admins, and not retried automatically, so that one poisonous
         message cannot stop the list (Mailman's shunt queue).
         """
-        if item.state != "new":
+        if item.state != InboxState.NEW:
             return Outcome(item.state, item.reason or "")
         # Counted before the work: an item that kills or hangs the process (rather than
         # raising) is set aside after a few restarts instead of stopping the list for ever.
@@ -84,7 +93,7 @@ class Processor:
                 "(the bot stopped or hung while handling it)",
             )
         try:
-            if item.source == "email":
+            if item.source == Channel.EMAIL:
                 return await self._process_mail(item)
             return await self._process_matrix(item)
         except GpgTimeout as exc:
@@ -109,16 +118,16 @@ class Processor:
             f"Inbox item {item.id} ({item.source} {item.source_id}) could not be "
             f"processed and was set aside: {reason}. Nothing was relayed."
         )
-        self.s.store.decide(item.id, "shunted", reason, deliveries=[notice])
-        return Outcome("shunted", reason)
+        self.s.store.decide(item.id, InboxState.SHUNTED, reason, deliveries=[notice])
+        return Outcome(InboxState.SHUNTED, reason)
 
     def _settle(self, item: InboxItem, decision: Decision, rejected: list[NewDelivery]) -> Outcome:
         """Record a drop or a rejection (with its notices) as the item's outcome."""
         if decision.verdict is Verdict.DROP:
-            self.s.store.decide(item.id, "dropped", decision.reason)
-            return Outcome("dropped", decision.reason)
-        self.s.store.decide(item.id, "rejected", decision.reason, deliveries=rejected)
-        return Outcome("rejected", decision.reason)
+            self.s.store.decide(item.id, InboxState.DROPPED, decision.reason)
+            return Outcome(InboxState.DROPPED, decision.reason)
+        self.s.store.decide(item.id, InboxState.REJECTED, decision.reason, deliveries=rejected)
+        return Outcome(InboxState.REJECTED, decision.reason)
 
     async def _process_mail(self, item: InboxItem) -> Outcome:
         ctx = MailItem(item)
@@ -144,12 +153,17 @@ class Processor:
             notes=(*ctx.notes, *place.notes),
         )
         deliveries = [self._to_room(post), *await self._to_list(post)]
-        links = [("msgid", env.source_id), ("msgid", self.message_id(post.uid))]
+        links = [(LinkKind.MSGID, env.source_id), (LinkKind.MSGID, self.message_id(post.uid))]
         signature = (ctx.signer.fingerprint, ctx.signature) if ctx.signature else None
         self.s.store.decide(
-            item.id, "relayed", post=post, links=links, deliveries=deliveries, signature=signature
+            item.id,
+            InboxState.RELAYED,
+            post=post,
+            links=links,
+            deliveries=deliveries,
+            signature=signature,
         )
-        return Outcome("relayed")
+        return Outcome(InboxState.RELAYED)
 
     async def _process_matrix(self, item: InboxItem) -> Outcome:
         ctx = MatrixItem(item)
@@ -165,9 +179,9 @@ class Processor:
         parent = root = None
         reply_to = (rel.get("m.in_reply_to") or {}).get("event_id")
         if reply_to:
-            parent = self.s.store.post_for("event", str(reply_to))
+            parent = self.s.store.post_for(LinkKind.EVENT, str(reply_to))
         if rel.get("rel_type") == "m.thread" and rel.get("event_id"):
-            root = self.s.store.post_for("event", str(rel["event_id"]))
+            root = self.s.store.post_for(LinkKind.EVENT, str(rel["event_id"]))
             if parent is None or rel.get("is_falling_back"):
                 parent = parent or root
         if parent is not None and root is None:
@@ -188,11 +202,18 @@ class Processor:
             parent_uid=parent.uid if parent else None,
             root_uid=root.uid if root else None,
         )
-        links = [("event", str(ctx.event.get("event_id"))), ("msgid", self.message_id(post.uid))]
+        links = [
+            (LinkKind.EVENT, str(ctx.event.get("event_id"))),
+            (LinkKind.MSGID, self.message_id(post.uid)),
+        ]
         self.s.store.decide(
-            item.id, "relayed", post=post, links=links, deliveries=await self._to_list(post)
+            item.id,
+            InboxState.RELAYED,
+            post=post,
+            links=links,
+            deliveries=await self._to_list(post),
         )
-        return Outcome("relayed")
+        return Outcome(InboxState.RELAYED)
 
     def _root_subject(self, post: Post) -> str:
         root = self.s.store.post(post.root_uid) if post.root_uid else post
@@ -228,7 +249,7 @@ class Processor:
         return NewDelivery(
             channel=Channel.MATRIX,
             target=self.s.config.matrix.incident_room,
-            kind="post",
+            kind=DeliveryKind.POST,
             payload=json.dumps(payload).encode(),
             post_uid=post.uid,
         )
@@ -287,7 +308,7 @@ class Processor:
             NewDelivery(
                 channel=Channel.EMAIL,
                 target="list",
-                kind="post",
+                kind=DeliveryKind.POST,
                 payload=data,
                 recipients=tuple(m.email for m in members),
                 post_uid=post.uid,
@@ -320,7 +341,7 @@ class Processor:
         ours = self.message_id(uid)
         return [
             mid
-            for mid in self.s.store.links_of(uid, "msgid")
+            for mid in self.s.store.links_of(uid, LinkKind.MSGID)
             if mid != ours and mid.isascii() and mid.isprintable() and len(mid) <= 250
         ]
 
@@ -361,7 +382,7 @@ class Processor:
         return NewDelivery(
             channel=Channel.MATRIX,
             target=self.s.config.matrix.control_room,
-            kind="notice",
+            kind=DeliveryKind.NOTICE,
             payload=json.dumps({"content": content}).encode(),
         )
 
@@ -425,7 +446,7 @@ class Processor:
                 NewDelivery(
                     channel=Channel.EMAIL,
                     target=member.email,
-                    kind="notice",
+                    kind=DeliveryKind.NOTICE,
                     payload=data,
                     recipients=(member.email,),
                 )
@@ -463,7 +484,7 @@ class Processor:
                 NewDelivery(
                     channel=Channel.MATRIX,
                     target=ctx.room_id,
-                    kind="notice",
+                    kind=DeliveryKind.NOTICE,
                     payload=json.dumps({"content": content}).encode(),
                 )
             )

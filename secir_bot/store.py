@@ -33,7 +33,14 @@ from typing import Any
 import sqlite_utils
 
 from secir_bot.errors import StoreError, StoreMissing
-from secir_bot.model import Channel, Member, Post
+from secir_bot.model import (
+    Channel,
+    DeliveryKind,
+    InboxState,
+    LinkKind,
+    Member,
+    Post,
+)
 
 DB_NAME = "secir.sqlite"
 LIST_FPR_KEY = "list.fingerprint"  # kv: the list key's fingerprint, written by init
@@ -260,11 +267,11 @@ MIGRATIONS: tuple[tuple[str, Callable[[sqlite_utils.Database], None]], ...] = (
 @dataclass(frozen=True)
 class InboxItem:
     id: int
-    source: str
+    source: Channel
     source_id: str
     raw: bytes
-    meta: dict[str, Any]
-    state: str
+    meta: dict[str, Any]  # what the bridge noted (``model.MailFacts``, ``model.MatrixFacts``)
+    state: InboxState
     reason: str | None
     post_uid: str | None
     received_at: float = 0.0
@@ -276,7 +283,7 @@ class OutboxRow:
     post_uid: str | None
     channel: Channel
     target: str
-    kind: str
+    kind: DeliveryKind
     payload: bytes
     recipients: tuple[str, ...]
     attempts: int
@@ -300,7 +307,7 @@ class NewDelivery:
 
     channel: Channel
     target: str
-    kind: str
+    kind: DeliveryKind
     payload: bytes
     recipients: tuple[str, ...] = ()
     post_uid: str | None = None
@@ -488,7 +495,7 @@ class Store:
     # -- inbox -----------------------------------------------------------------------
 
     def accept(
-        self, source: str, source_id: str, raw: bytes, meta: dict[str, Any] | None = None
+        self, source: Channel, source_id: str, raw: bytes, meta: dict[str, Any] | None = None
     ) -> tuple[InboxItem, bool]:
         """Make a received item durable; return it and whether it was new."""
         with self.transaction() as tx:
@@ -498,7 +505,9 @@ class Store:
         )
         return rows[0], new
 
-    def accept_sync(self, items: list[tuple[str, bytes, dict[str, Any], str]], token: str) -> None:
+    def accept_sync(
+        self, items: list[tuple[str, bytes, dict[str, Any], InboxState]], token: str
+    ) -> None:
         """Store a Matrix sync's events and, in the same commit, the position after them.
 
         Each item is (event id, raw JSON, meta, initial state): "new", or "parked" for an
@@ -506,7 +515,7 @@ class Store:
         """
         with self.transaction() as tx:
             for source_id, raw, meta, state in items:
-                _accept(tx, "matrix", source_id, raw, meta, state)
+                _accept(tx, Channel.MATRIX, source_id, raw, meta, state)
             _put(tx, "matrix.sync_token", token)
 
     def unpark(self, item_id: int, raw: bytes, meta: dict[str, Any]) -> None:
@@ -518,12 +527,12 @@ class Store:
                 [raw, json.dumps(meta), item_id],
             )
 
-    def inbox_item(self, source: str, source_id: str) -> InboxItem | None:
+    def inbox_item(self, source: Channel, source_id: str) -> InboxItem | None:
         """The first item received under ``source_id`` (mail may have several)."""
         rows = self._inbox("source = ? AND source_id = ?", [source, source_id])
         return rows[0] if rows else None
 
-    def inbox_pending(self, source: str, state: str = "new") -> list[InboxItem]:
+    def inbox_pending(self, source: Channel, state: InboxState = InboxState.NEW) -> list[InboxItem]:
         return self._inbox("source = ? AND state = ?", [source, state])
 
     def _inbox(self, where: str, params: list[Any]) -> list[InboxItem]:
@@ -535,11 +544,11 @@ class Store:
             out.append(
                 InboxItem(
                     id=row["id"],
-                    source=row["source"],
+                    source=Channel(row["source"]),
                     source_id=row["source_id"],
                     raw=bytes(row["raw"] or b""),
                     meta=json.loads(row["meta"] or "{}"),
-                    state=row["state"],
+                    state=InboxState(row["state"]),
                     reason=row["reason"],
                     post_uid=row["post_uid"],
                     received_at=row["received_at"] or 0.0,
@@ -568,11 +577,11 @@ class Store:
     def decide(
         self,
         item_id: int,
-        state: str,
+        state: InboxState,
         reason: str | None = None,
         *,
         post: Post | None = None,
-        links: Sequence[tuple[str, str]] = (),
+        links: Sequence[tuple[LinkKind, str]] = (),
         deliveries: Sequence[NewDelivery] = (),
         signature: tuple[str, str] | None = None,
     ) -> None:
@@ -633,20 +642,20 @@ class Store:
             attachments=tuple(json.loads(row["attachments"] or "[]")),
         )
 
-    def post_for(self, kind: str, value: str) -> Post | None:
+    def post_for(self, kind: LinkKind, value: str) -> Post | None:
         row = self.db.execute(
             "SELECT post_uid FROM links WHERE kind = ? AND value = ?", [kind, value]
         ).fetchone()
         return None if row is None else self.post(row[0])
 
-    def links_of(self, post_uid: str, kind: str) -> list[str]:
+    def links_of(self, post_uid: str, kind: LinkKind) -> list[str]:
         rows = self.db.execute(
             "SELECT value FROM links WHERE post_uid = ? AND kind = ? ORDER BY rowid",
             [post_uid, kind],
         )
         return [r[0] for r in rows.fetchall()]
 
-    def add_link(self, kind: str, value: str, post_uid: str) -> None:
+    def add_link(self, kind: LinkKind, value: str, post_uid: str) -> None:
         with self.transaction() as tx:
             _link(tx, kind, value, post_uid)
 
@@ -692,7 +701,7 @@ class Store:
         self,
         row_id: int,
         result: str,
-        link: tuple[str, str] | None = None,
+        link: tuple[LinkKind, str] | None = None,
         post_uid: str | None = None,
     ) -> None:
         with self.transaction() as tx:
@@ -817,7 +826,7 @@ class Store:
         ).fetchone()
         return None if row is None else (str(row[0]), str(row[1] or ""))
 
-    def count_inbox(self, source: str, state: str) -> int:
+    def count_inbox(self, source: Channel, state: InboxState) -> int:
         row = self.db.execute(
             "SELECT count(*) FROM inbox WHERE source = ? AND state = ?", [source, state]
         ).fetchone()
@@ -875,11 +884,11 @@ def _put(tx: sqlite3.Connection, key: str, value: str) -> None:
 
 def _accept(
     tx: sqlite3.Connection,
-    source: str,
+    source: Channel,
     source_id: str,
     raw: bytes,
     meta: dict[str, Any] | None,
-    state: str = "new",
+    state: InboxState = InboxState.NEW,
 ) -> bool:
     cur = tx.execute(
         "INSERT INTO inbox (source, source_id, digest, raw, meta, received_at, state)"
@@ -889,7 +898,7 @@ def _accept(
     return cur.rowcount == 1
 
 
-def _link(tx: sqlite3.Connection, kind: str, value: str, post_uid: str) -> None:
+def _link(tx: sqlite3.Connection, kind: LinkKind, value: str, post_uid: str) -> None:
     tx.execute(
         "INSERT OR IGNORE INTO links (kind, value, post_uid) VALUES (?,?,?)",
         [kind, value, post_uid],
@@ -934,7 +943,7 @@ def _outbox(row: dict[str, Any]) -> OutboxRow:
         post_uid=row["post_uid"],
         channel=Channel(row["channel"]),
         target=row["target"],
-        kind=row["kind"],
+        kind=DeliveryKind(row["kind"]),
         payload=bytes(row["payload"] or b""),
         recipients=tuple(json.loads(row["recipients"] or "[]")),
         attempts=row["attempts"],

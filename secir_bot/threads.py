@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from secir_bot.mime import Content, Envelope, neutral
-from secir_bot.model import Member, Post
+from secir_bot.model import LinkKind, Member, Post
 from secir_bot.store import Store
 
 REPLY_PREFIX = re.compile(r"^\s*((re|aw|sv|antw|fwd?)\s*:\s*)+", re.IGNORECASE)
@@ -68,7 +68,7 @@ def place_mail(store: Store, content: Content, envelope: Envelope, signer: Membe
         ids = (*envelope.in_reply_to, *reversed(envelope.references))
     parent = None
     for message_id in ids:
-        parent = store.post_for("msgid", message_id)
+        parent = store.post_for(LinkKind.MSGID, message_id)
         if parent is not None:
             break
     if parent is None:

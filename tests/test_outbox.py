@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from secir_bot.bridges import Receipt
 from secir_bot.config import DeliveryConfig
 from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
-from secir_bot.model import Channel
+from secir_bot.model import Channel, LinkKind
 from secir_bot.outbox import Outbox
 from secir_bot.store import NewDelivery, OutboxRow, Store
 
@@ -32,12 +33,17 @@ class RecordingBridge:
     async def run(self) -> None:  # pragma: no cover - not used by these tests
         raise NotImplementedError
 
-    async def deliver(self, row: OutboxRow) -> str:
+    async def deliver(self, row: OutboxRow) -> Receipt:
         errors = self.failures.get(row.payload)
         if errors:
             raise errors.pop(0)
         self.sent.append((row.target, row.payload))
-        return f"$event{len(self.sent)}"
+        event_id = f"$event{len(self.sent)}"
+        # As the Matrix bridge does: a post's event id is its link.
+        return Receipt(event_id, link=(LinkKind.EVENT, event_id) if row.kind == "post" else None)
+
+    async def close(self) -> None:
+        pass
 
 
 @pytest.fixture

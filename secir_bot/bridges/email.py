@@ -24,6 +24,7 @@ from typing import Any
 import aioimaplib
 import aiosmtplib
 
+from secir_bot.bridges import Receipt
 from secir_bot.bridges.mailconn import (
     IMAP_TIMEOUT,
     ImapError,
@@ -41,7 +42,7 @@ from secir_bot.errors import (
 )
 from secir_bot.health import Health, Link, where_of
 from secir_bot.mime import message_id_of
-from secir_bot.model import Channel, Outcome
+from secir_bot.model import Channel, InboxState, MailFacts, Outcome
 from secir_bot.store import InboxItem, OutboxRow, Store
 
 __all__ = ["EmailBridge", "ImapError", "close_imap"]
@@ -110,7 +111,7 @@ class EmailBridge:
     async def run(self) -> None:
         # Items accepted before a stop but not decided: decide them even if their IMAP copy
         # is gone meanwhile (a copy still there is recognised by its Message-ID later).
-        for item in self.store.inbox_pending("email"):
+        for item in self.store.inbox_pending(Channel.EMAIL):
             await self.process(item)
         self.on_work()
         backoff = RECONNECT_FIRST
@@ -226,22 +227,21 @@ class EmailBridge:
             size = await self._size(imap, uid)
             if size is None:
                 continue  # expunged meanwhile
-            meta: dict[str, object] = {"imap_uid": uid, "size": size}
-            if size > limit:
+            facts = MailFacts(imap_uid=uid, size=size, headers_only=size > limit)
+            if facts.headers_only:
                 raw = await self._fetch(imap, uid, "BODY.PEEK[HEADER]")
-                meta["headers_only"] = True
             else:
                 raw = await self._fetch(imap, uid)
             if raw is None:
                 continue
             key = await asyncio.to_thread(message_id_of, raw)
-            item, new = self.store.accept("email", key, raw, meta)
+            item, new = self.store.accept(Channel.EMAIL, key, raw, facts.to_meta())
             if not new:
                 log.info("mail %s was already in the inbox (item %s)", uid, item.id)
             outcome = await self.process(item)
             self.on_work()
             cfg = self.config.imap
-            quarantine = outcome.state in ("rejected", "shunted")
+            quarantine = outcome.state in (InboxState.REJECTED, InboxState.SHUNTED)
             folder = cfg.quarantine_folder if quarantine else cfg.processed_folder
             await self._move(imap, uid, folder)
 
@@ -296,11 +296,11 @@ class EmailBridge:
         self.health.up(Link.SMTP)
         return smtp
 
-    async def deliver(self, row: OutboxRow) -> str:
+    async def deliver(self, row: OutboxRow) -> Receipt:
         cfg = self.config.smtp
         pending = [r for r in row.recipients if r not in row.done]
         if not pending:
-            return "nothing left to send"
+            return Receipt("nothing left to send")
         smtp = await self._smtp_session()
         done = list(row.done)
         refused: list[str] = []
@@ -335,7 +335,7 @@ class EmailBridge:
             raise TransientDeliveryError("deferred by the server: " + ", ".join(later))
         if refused and len(refused) == len(pending):
             raise PermanentDeliveryError("every recipient was refused: " + ", ".join(refused))
-        result = f"sent to {len(done) - len(refused)} recipient(s)"
-        if refused:
-            result += "; refused: " + ", ".join(refused)
-        return result
+        return Receipt(f"sent to {len(done) - len(refused)} recipient(s)", refused=tuple(refused))
+
+    async def close(self) -> None:
+        """Nothing to let go of: each IMAP session and SMTP delivery closes its own."""

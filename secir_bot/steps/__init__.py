@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from secir_bot.config import Config
 from secir_bot.crypto import Decrypted, Keyring
 from secir_bot.mime import Content, Envelope
-from secir_bot.model import Member
+from secir_bot.model import MailFacts, MatrixFacts, Member
 from secir_bot.store import InboxItem, Store
 
 
@@ -69,6 +69,10 @@ class MailItem:
     claimed: Member | None = None  # the member the From address names, if any
     signature: str | None = None  # id of the member's signature, recorded when relayed
     notes: list[str] = field(default_factory=list)  # shown with the post (see threads.py)
+    facts: MailFacts = field(init=False)  # what the email bridge noted, read once
+
+    def __post_init__(self) -> None:
+        self.facts = MailFacts.from_meta(self.item.meta)
 
 
 @dataclass
@@ -79,6 +83,10 @@ class MatrixItem:
     event: dict[str, Any] = field(default_factory=dict)
     room_id: str = ""
     sender: Member | None = None
+    facts: MatrixFacts = field(init=False)  # what the Matrix bridge noted, read once
+
+    def __post_init__(self) -> None:
+        self.facts = MatrixFacts.from_meta(self.item.meta)
 
 
 Ctx = TypeVar("Ctx", MailItem, MatrixItem)

@@ -22,8 +22,8 @@ async def size_limit(ctx: MailItem, s: Services) -> Decision:
     """First, before anything parses the mail: the size the server reported (a larger
     mail was not even fetched, only its header) and the size of the bytes we hold."""
     limit = s.config.list.max_message_bytes
-    size = max(len(ctx.item.raw), int(ctx.item.meta.get("size") or 0))
-    if size > limit or ctx.item.meta.get("headers_only"):
+    size = max(len(ctx.item.raw), ctx.facts.size)
+    if size > limit or ctx.facts.headers_only:
         return reject(f"the mail is larger than the list's limit of {limit} bytes")
     return CONTINUE
 

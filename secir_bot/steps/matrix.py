@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from secir_bot.model import MARKER
+from secir_bot.model import MARKER, DeviceVerdict
 from secir_bot.steps import CONTINUE, Decision, MatrixItem, Services, drop, reject
 
 
@@ -18,7 +18,7 @@ async def parse(ctx: MatrixItem, s: Services) -> Decision:
         ctx.event = json.loads(ctx.item.raw)
     except ValueError:
         return drop("stored event is not JSON")
-    ctx.room_id = str(ctx.item.meta.get("room_id", ""))
+    ctx.room_id = ctx.facts.room_id
     if not isinstance(ctx.event, dict) or not isinstance(ctx.event.get("content"), dict):
         return reject("malformed event (its content is not an object)")
     return CONTINUE
@@ -45,28 +45,34 @@ async def is_human_message(ctx: MatrixItem, s: Services) -> Decision:
 
 
 async def was_encrypted(ctx: MatrixItem, s: Services) -> Decision:
-    if not ctx.item.meta.get("encrypted"):
+    if not ctx.facts.encrypted:
         return reject("the message was not end-to-end encrypted; it is not relayed")
     return CONTINUE
 
 
 # Why a message from a device other than a trusted one is refused, by the bridge's verdict.
-DEVICE_REASONS = {
-    "blocked": "sent from a Matrix device that the bot blocked because its keys changed",
-    "mismatch": ("the message names one device but was encrypted by another (a possible forgery)"),
-    "unknown": "sent from a Matrix device that the homeserver does not list for the sender",
-    "refused": "sent from a Matrix account that may not post in this room",
-    "forwarded": "its room key came forwarded, so its sender cannot be verified",
-    "unsigned": (
+DEVICE_REASONS: dict[str, str] = {
+    DeviceVerdict.BLOCKED: (
+        "sent from a Matrix device that the bot blocked because its keys changed"
+    ),
+    DeviceVerdict.MISMATCH: (
+        "the message names one device but was encrypted by another (a possible forgery)"
+    ),
+    DeviceVerdict.UNKNOWN: (
+        "sent from a Matrix device that the homeserver does not list for the sender"
+    ),
+    DeviceVerdict.REFUSED: "sent from a Matrix account that may not post in this room",
+    DeviceVerdict.FORWARDED: "its room key came forwarded, so its sender cannot be verified",
+    DeviceVerdict.UNSIGNED: (
         "sent from a Matrix device that its owner has not verified (signed with their "
         "cross-signing identity); verify it from another of your sessions (in Element: "
         "Settings, Sessions) and send the message again"
     ),
-    "identity-changed": (
+    DeviceVerdict.IDENTITY: (
         "the sender's Matrix identity (cross-signing keys) changed and waits for an admin "
         "to confirm it"
     ),
-    "no-cross-signing": (
+    DeviceVerdict.NO_XSIGN: (
         "this list accepts only Matrix devices verified by their owner, and the sender's "
         "account has no cross-signing; set it up (in Element: Settings, Security & Privacy) "
         "and verify this session, then send the message again"
@@ -77,8 +83,8 @@ DEVICE_REASONS = {
 async def from_a_trusted_device(ctx: MatrixItem, s: Services) -> Decision:
     """Only devices the bot judged trusted count as a member's; everything else, including
     a verdict that is missing, is refused on both ways."""
-    verdict = str(ctx.item.meta.get("device") or "unknown")
-    if verdict == "trusted":
+    verdict = ctx.facts.device or DeviceVerdict.UNKNOWN
+    if verdict == DeviceVerdict.TRUSTED:
         return CONTINUE
     why = DEVICE_REASONS.get(
         verdict, f"sent from a Matrix device the bot does not trust ({verdict[:20]})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from secir_bot.bridges import Receipt
 from secir_bot.bridges.matrix.client import open_client
 from secir_bot.bridges.matrix.send import Sender
 from secir_bot.bridges.matrix.sync import Receiver
@@ -71,7 +72,7 @@ class MatrixBridge:
     async def run(self) -> None:
         await self.receiver.run()
 
-    async def deliver(self, row: OutboxRow) -> str:
+    async def deliver(self, row: OutboxRow) -> Receipt:
         return await self.sender.deliver(row)
 
     async def close(self) -> None:

@@ -26,7 +26,7 @@ from secir_bot.bridges.matrix.parked import Parked
 from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.config import Config
 from secir_bot.errors import raise_if_cancelled
-from secir_bot.model import Outcome
+from secir_bot.model import Channel, InboxState, MatrixFacts, Outcome
 from secir_bot.store import InboxItem, Store
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ BACKFILL_PAGES = 50  # pages of 100 events fetched to fill a sync gap after long
 SYNC_DEADLINE = 120.0  # seconds; a sync long-polls for 30 s at most, so this means a dead link
 SYNC_FILTER = {"room": {"timeline": {"limit": 500}, "state": {"lazy_load_members": False}}}
 
-Item = tuple[str, bytes, dict[str, Any], str]
+Item = tuple[str, bytes, dict[str, Any], InboxState]
 
 
 class Receiver:
@@ -76,7 +76,7 @@ class Receiver:
         first = True
         backoff = 1.0
         # Items decided before a crash but not yet processed.
-        for item in self.store.inbox_pending("matrix"):
+        for item in self.store.inbox_pending(Channel.MATRIX):
             await self.process(item)
         while True:
             raise_if_cancelled()
@@ -119,7 +119,7 @@ class Receiver:
             except (aiohttp.ClientError, TimeoutError, ApiError) as exc:
                 log.warning("Matrix key or join request failed (%s); next sync retries", exc)
             await self.parked.open_all()
-            for item in self.store.inbox_pending("matrix"):
+            for item in self.store.inbox_pending(Channel.MATRIX):
                 await self.process(item)
             if len(self._looked) == len(self.rooms):
                 self.synced.set()
@@ -127,8 +127,8 @@ class Receiver:
 
     def _poll_ms(self) -> int:
         """Long-poll for 30 s, or shorter while parked events wait for their report."""
-        parked = self.store.inbox_pending("matrix", "parked")
-        if not [p for p in parked if not p.meta.get("reported")]:
+        parked = self.store.inbox_pending(Channel.MATRIX, InboxState.PARKED)
+        if all(MatrixFacts.from_meta(p.meta).reported for p in parked):
             return 30000
         return int(min(30.0, max(0.5, self.config.matrix.undecryptable_report_after / 2)) * 1000)
 
@@ -200,15 +200,14 @@ class Receiver:
         if not isinstance(event_id, str) or not event_id:
             log.warning("event without an id in %s ignored", room_id)
             return None
-        meta: dict[str, Any]
         if isinstance(event, MegolmEvent):
-            meta = {
-                "room_id": room_id,
-                "encrypted": True,
-                "parked_at": time.time(),
-                "session_id": event.session_id,
-            }
-            return event_id, json.dumps(source).encode(), meta, "parked"
+            facts = MatrixFacts(
+                room_id=room_id,
+                encrypted=True,
+                parked_at=time.time(),
+                session_id=event.session_id,
+            )
+            return event_id, json.dumps(source).encode(), facts.to_meta(), InboxState.PARKED
         if source.get("type") != "m.room.message":
             return None
         raw = {
@@ -219,8 +218,8 @@ class Receiver:
             "origin_server_ts": source.get("origin_server_ts"),
         }
         # Encrypted events are MegolmEvents above (the client does not decrypt them).
-        meta = {"room_id": room_id, "encrypted": False}
-        return event_id, json.dumps(raw, default=str).encode(), meta, "new"
+        facts = MatrixFacts(room_id=room_id, encrypted=False)
+        return event_id, json.dumps(raw, default=str).encode(), facts.to_meta(), InboxState.NEW
 
     def _is_own_join(self, event: Any) -> bool:
         """The bot's own join (not a profile change, which is also a "join" event)."""

@@ -41,20 +41,10 @@ from secir_bot.bridges.matrix.keys import UserKeys, user_keys
 from secir_bot.bridges.matrix.pins import CHANGED, MemberNotice, Pins
 from secir_bot.config import Config
 from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
-from secir_bot.model import Channel
+from secir_bot.model import Channel, DeliveryKind, DeviceVerdict
 from secir_bot.store import NewDelivery, Store
 
 log = logging.getLogger(__name__)
-
-# Verdicts on a device (stored in an inbox item's meta as "device").
-TRUSTED = "trusted"
-BLOCKED = "blocked"  # its keys changed under a known device id
-REFUSED = "refused"  # its owner is not in this room's audience
-UNKNOWN = "unknown"  # the homeserver lists no such device for the sender
-MISMATCH = "mismatch"  # the message's envelope and its keys name different devices
-UNSIGNED = "unsigned"  # its owner has cross-signing but did not sign this device
-IDENTITY = "identity-changed"  # its owner's identity changed; waits for an admin
-NO_XSIGN = "no-cross-signing"  # its owner has no cross-signing, and the policy refuses
 
 
 class Trust:
@@ -173,7 +163,7 @@ class Trust:
             NewDelivery(
                 channel=Channel.MATRIX,
                 target=room_id,
-                kind="notice",
+                kind=DeliveryKind.NOTICE,
                 payload=json.dumps({"content": content}).encode(),
             )
         )
@@ -183,31 +173,31 @@ class Trust:
 
     def device_verdict(
         self, room_id: str, user_id: str, device_id: str, ed25519: str, curve25519: str
-    ) -> str:
+    ) -> DeviceVerdict:
         """The verdict on one device with these keys, for this room."""
         if not self.allowed(room_id, user_id):
-            return REFUSED
+            return DeviceVerdict.REFUSED
         served = self._view.get(user_id)
         dev = served.devices.get(device_id) if served else None
         if served is None or dev is None or (dev.ed25519, dev.curve25519) != (ed25519, curve25519):
-            return UNKNOWN
+            return DeviceVerdict.UNKNOWN
         if self.direct_room_of(room_id) == user_id:
-            return TRUSTED  # nothing confidential goes there (module docstring)
+            return DeviceVerdict.TRUSTED  # nothing confidential goes there (module docstring)
         rec = self.store.device(user_id, device_id)
         if rec is None:
-            return UNKNOWN
-        if rec.state == BLOCKED or rec.ed25519 != ed25519:
-            return BLOCKED
+            return DeviceVerdict.UNKNOWN
+        if rec.state == DeviceVerdict.BLOCKED or rec.ed25519 != ed25519:
+            return DeviceVerdict.BLOCKED
         if rec.curve25519 not in (None, curve25519):
-            return BLOCKED
+            return DeviceVerdict.BLOCKED
         pin = self.store.identity(user_id)
         if pin is not None and (pin.state == CHANGED or served.master != pin.master_key):
-            return IDENTITY
+            return DeviceVerdict.IDENTITY
         if served.master is not None:
-            return TRUSTED if dev.cross_signed else UNSIGNED
+            return DeviceVerdict.TRUSTED if dev.cross_signed else DeviceVerdict.UNSIGNED
         if self.config.matrix.unsigned_devices == "refuse":
-            return NO_XSIGN
-        return TRUSTED
+            return DeviceVerdict.NO_XSIGN
+        return DeviceVerdict.TRUSTED
 
     def sender_verdict(
         self,
@@ -216,7 +206,7 @@ class Trust:
         claimed_device: str | None,
         sender_key: str,
         session_ed25519: str,
-    ) -> str:
+    ) -> DeviceVerdict:
         """The verdict on the device that sent a message, from what decryption proved.
 
         ``sender_key`` is the curve25519 key Olm authenticated when the room key arrived,
@@ -230,7 +220,11 @@ class Trust:
         )
         if dev is None:
             rec = self.store.device(sender, claimed_device) if claimed_device else None
-            return BLOCKED if rec is not None and rec.state == BLOCKED else UNKNOWN
+            return (
+                DeviceVerdict.BLOCKED
+                if rec is not None and rec.state == DeviceVerdict.BLOCKED
+                else DeviceVerdict.UNKNOWN
+            )
         if dev.ed25519 != session_ed25519 or (claimed_device and claimed_device != dev.device_id):
             log.warning(
                 "message of %s names device %s but its keys are those of %s",
@@ -238,12 +232,12 @@ class Trust:
                 claimed_device,
                 dev.device_id,
             )
-            return MISMATCH
+            return DeviceVerdict.MISMATCH
         return self.device_verdict(room_id, sender, dev.device_id, dev.ed25519, dev.curve25519)
 
     # -- sending -------------------------------------------------------------------------
 
-    async def trust_room_devices(self, room_id: str) -> dict[str, list[tuple[Any, str]]]:
+    async def trust_room_devices(self, room_id: str) -> dict[str, list[tuple[Any, DeviceVerdict]]]:
         """Before a send: mark every device in the room verified or blacklisted for nio.
         Returns the devices left out, per user, with their verdicts."""
         c = self.client
@@ -261,17 +255,17 @@ class Trust:
             await self.refresh(u for u in devices if self.needs_refresh(u))
         except ApiError as exc:
             raise TransientDeliveryError(f"Matrix key query failed: {exc}") from exc
-        left_out: dict[str, list[tuple[Any, str]]] = {}
+        left_out: dict[str, list[tuple[Any, DeviceVerdict]]] = {}
         for user_id, by_id in devices.items():
             for device in by_id.values():
                 if device.deleted:
                     continue
                 verdict = self._apply(room_id, user_id, device)
-                if verdict != TRUSTED:
+                if verdict != DeviceVerdict.TRUSTED:
                     left_out.setdefault(user_id, []).append((device, verdict))
         return left_out
 
-    def _apply(self, room_id: str, user_id: str, device: Any) -> str:
+    def _apply(self, room_id: str, user_id: str, device: Any) -> DeviceVerdict:
         """Tell nio the verdict. nio drops a room's current key whenever a device of that
         room changes between trusted and blocked, so a device that lost trust cannot read
         what follows, and one trusted again gets the next key."""
@@ -280,7 +274,7 @@ class Trust:
         )
         olm = self.client.olm
         assert olm is not None
-        if verdict == TRUSTED:
+        if verdict == DeviceVerdict.TRUSTED:
             if not olm.is_device_verified(device):
                 self.client.verify_device(device)
         elif not olm.is_device_blacklisted(device):
