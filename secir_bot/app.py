@@ -1,8 +1,8 @@
 """The composition root: builds everything from the config and runs it.
 
-Every long-lived task (Matrix sync, IMAP receive, the outbox workers) runs under one
-``asyncio.TaskGroup``: if one fails, the others are cancelled and the process exits loudly
-instead of running half-alive. Shutdown closes in reverse order of construction.
+Every long-lived task (Matrix sync, IMAP receive, the inbox runners, the outbox workers)
+runs under one ``asyncio.TaskGroup``: if one fails, the others are cancelled and the process
+exits loudly instead of running half-alive. Shutdown closes in reverse order of construction.
 """
 
 from __future__ import annotations
@@ -12,15 +12,18 @@ import logging
 
 from secir_bot import fileperms, housekeeping, redact
 from secir_bot.bridges import Bridge
-from secir_bot.bridges.email import EmailBridge
+from secir_bot.bridges.email import EmailBridge, EmailRenderer
 from secir_bot.bridges.matrix import MatrixBridge
+from secir_bot.bridges.matrix.render import MatrixRenderer
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.errors import StoreError, StoreMissing
+from secir_bot.fanout import Fanout
 from secir_bot.health import Health, Link, where_of
+from secir_bot.inbox import Decider, InboxRunner
 from secir_bot.model import Channel, InboxState
+from secir_bot.notices import Notices
 from secir_bot.outbox import Outbox
-from secir_bot.relay import Processor
 from secir_bot.steps import Services
 from secir_bot.store import LIST_FPR_KEY, Store
 
@@ -34,6 +37,16 @@ def check_store_dir(config: Config) -> None:
         raise StoreMissing(f"no store at {path}: run 'secir-bot init' first")
     for change in fileperms.tighten(path):
         log.warning("store: %s", change)
+
+
+def decider(services: Services) -> Decider:
+    """What decides inbox items, with each channel's renderer wired in (the core never
+    imports a bridge; this is the one place that hands the renderers over)."""
+    cfg, store, keyring = services.config, services.store, services.keyring
+    room = MatrixRenderer()
+    mail = EmailRenderer(cfg, store, keyring, services.list_fpr)
+    notices = Notices(cfg, store, keyring, room, mail)
+    return Decider(services, Fanout(cfg, store, keyring, room, mail, notices), notices)
 
 
 class App:
@@ -55,7 +68,11 @@ class App:
             list_fpr=list_fpr,
             bot_user_id=config.matrix.user_id,
         )
-        self.processor = Processor(self.services)
+        self.decider = decider(self.services)
+        self.inbox = {
+            channel: InboxRunner(self.store, self.decider, channel, self._wake)
+            for channel in Channel
+        }
         self.health = Health(
             self._notify, config.delivery.outage_notice_after, self._backlog, where_of(config)
         )
@@ -63,17 +80,21 @@ class App:
             config,
             self.store,
             config.store_path / "matrix",
-            self.processor.process,
+            self.inbox[Channel.MATRIX],
             self._wake,
             self._notify,
             self._matrix_link,
         )
         self.email = EmailBridge(
-            config, self.store, self.processor.process, self._wake, self._notify, self.health
+            config, self.store, self.inbox[Channel.EMAIL], self._notify, self.health
         )
         bridges: dict[Channel, Bridge] = {Channel.MATRIX: self.matrix, Channel.EMAIL: self.email}
         self.outbox = Outbox(
-            self.store, bridges, config.delivery, self.processor.notice, config.matrix.control_room
+            self.store,
+            bridges,
+            config.delivery,
+            self.decider.notices.admins,
+            config.matrix.control_room,
         )
         if self.matrix.user_id != config.matrix.user_id:
             raise StoreError("the Matrix login does not match matrix.user_id")
@@ -113,6 +134,8 @@ class App:
         )
         try:
             async with asyncio.TaskGroup() as tg:
+                for channel, runner in self.inbox.items():
+                    tg.create_task(runner.run(), name=f"inbox-{channel}")
                 tg.create_task(self.matrix.run(), name="matrix")
                 tg.create_task(self.email.run(), name="email")
                 tg.create_task(self.outbox.run(), name="outbox")

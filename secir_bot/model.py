@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import enum
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
 # The key of the bot's own mark in the content of what it relays into Matrix: an event that
 # carries it is never mirrored back (a step drops it; the Matrix renderer writes it).
 MARKER = "org.secir.relay"
+
+
+def new_uid() -> str:
+    """A new post's id: random, and the local part of the Message-ID the list gives it."""
+    return secrets.token_hex(10)
+
+
+def message_id(uid: str, domain: str) -> str:
+    """The Message-ID of the list's mail for the post (or notice) ``uid``."""
+    return f"<{uid}@{domain}>"
 
 
 class Channel(enum.StrEnum):

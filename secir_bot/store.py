@@ -556,6 +556,13 @@ class Store:
             )
         return out
 
+    def inbox_state(self, item_id: int) -> tuple[InboxState, str | None]:
+        """An item's state and reason (without its bytes)."""
+        row = self.db.execute("SELECT state, reason FROM inbox WHERE id = ?", [item_id]).fetchone()
+        if row is None:
+            raise StoreError(f"no inbox item {item_id}")
+        return InboxState(row[0]), row[1]
+
     def begin_attempt(self, item_id: int) -> int:
         """Count one more start of processing for an item; return the new count."""
         with self.transaction() as tx:

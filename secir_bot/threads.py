@@ -1,5 +1,8 @@
 """Subjects and threads: what a post is called and where it hangs.
 
+A Matrix event hangs where its relations say (a reply, a thread), as far as the posts they
+name are known; its subject is "Re:" and its thread's, or its first line.
+
 A mail's subject and thread come from what its sender signed. The cleartext Subject and
 the thread headers of the envelope are not covered by any signature: anyone who captured a
 member's signed mail can send it again under another Subject or as a reply to another
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from secir_bot.mime import Content, Envelope, neutral
 from secir_bot.model import LinkKind, Member, Post
@@ -89,3 +93,37 @@ def mail_subject(content: Content, placement: Placement, tag: str) -> str:
         else:
             subject = first_line(content.text)
     return neutral(subject) or "(no subject)"
+
+
+def place_event(store: Store, content: dict[str, Any]) -> Placement:
+    """The thread of a Matrix event, from its relations (a reply; a thread, whose root is
+    the parent too when the event is not a reply or says it only falls back to it)."""
+    rel = content.get("m.relates_to") or {}
+    parent = root = None
+    reply_to = (rel.get("m.in_reply_to") or {}).get("event_id")
+    if reply_to:
+        parent = store.post_for(LinkKind.EVENT, str(reply_to))
+    if rel.get("rel_type") == "m.thread" and rel.get("event_id"):
+        root = store.post_for(LinkKind.EVENT, str(rel["event_id"]))
+        if parent is None or rel.get("is_falling_back"):
+            parent = parent or root
+    if parent is not None and root is None:
+        root = store.post(parent.root_uid) if parent.root_uid else parent
+    return Placement(parent, root)
+
+
+def reply_subject(store: Store, root: Post) -> str:
+    """The subject of a reply in a thread: "Re:" and the subject of its first post."""
+    first = store.post(root.root_uid) if root.root_uid else root
+    return "Re: " + REPLY_PREFIX.sub("", (first or root).subject)
+
+
+def strip_reply_fallback(body: str) -> str:
+    """Drop the quoted ``> <@user> ...`` fallback that older clients put before replies."""
+    lines = body.split("\n")
+    if lines and lines[0].startswith("> <"):
+        while lines and lines[0].startswith(">"):
+            lines.pop(0)
+        while lines and not lines[0].strip():
+            lines.pop(0)
+    return "\n".join(lines)

@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from secir_bot.bridges.email import IMAP_FIXES, SMTP_FIXES
-from secir_bot.bridges.mailconn import (
+from secir_bot.bridges.email.conn import (
     Diagnosis,
     certificate_expiry,
     probe_imap,

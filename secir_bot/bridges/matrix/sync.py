@@ -6,7 +6,8 @@ before callbacks run, which would lose events on a crash). The first sync after 
 for full state, so room and member data are complete. When a sync leaves out events (a
 long downtime), the gap is fetched page by page from the server (``/messages``) before the
 timeline, so nothing sent meanwhile is skipped. Encrypted events are stored as they came
-(parked) and decrypted by the bridge itself right after (``parked.py``).
+(parked) and decrypted by the bridge itself right after (``parked.py``). Nothing is decided
+here: the inbox runner is woken and decides in its own task, so the sync goes on meanwhile.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from typing import Any
 import aiohttp
 from nio import MegolmEvent, MessageDirection, RoomMessagesResponse, SyncResponse
 
+from secir_bot.bridges import Intake
 from secir_bot.bridges.matrix.client import ApiError, MatrixClient
 from secir_bot.bridges.matrix.parked import Parked
 from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.config import Config
 from secir_bot.errors import raise_if_cancelled
-from secir_bot.model import Channel, InboxState, MatrixFacts, Outcome
-from secir_bot.store import InboxItem, Store
+from secir_bot.model import Channel, InboxState, MatrixFacts
+from secir_bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class Receiver:
         store: Store,
         client: MatrixClient,
         trust: Trust,
-        process: Callable[[InboxItem], Awaitable[Outcome]],
+        intake: Intake,
         on_work: Callable[[], None],
         notify: Callable[[str], None],
         check_identity: Callable[[], Awaitable[None]],
@@ -58,7 +60,7 @@ class Receiver:
         self.store = store
         self.client = client
         self.trust = trust
-        self.process = process
+        self.intake = intake  # woken once a sync's events are durable, to decide them
         self.on_work = on_work
         self.notify = notify
         self.parked = Parked(config, store, client, trust, notify, on_work)
@@ -75,9 +77,6 @@ class Receiver:
         token = self.store.get("matrix.sync_token")
         first = True
         backoff = 1.0
-        # Items decided before a crash but not yet processed.
-        for item in self.store.inbox_pending(Channel.MATRIX):
-            await self.process(item)
         while True:
             raise_if_cancelled()
             try:
@@ -119,8 +118,7 @@ class Receiver:
             except (aiohttp.ClientError, TimeoutError, ApiError) as exc:
                 log.warning("Matrix key or join request failed (%s); next sync retries", exc)
             await self.parked.open_all()
-            for item in self.store.inbox_pending(Channel.MATRIX):
-                await self.process(item)
+            self.intake.wake()
             if len(self._looked) == len(self.rooms):
                 self.synced.set()
             self.on_work()
