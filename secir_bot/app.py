@@ -58,7 +58,7 @@ class App:
         self.config = config
         self.store = Store.open(config.store_path)
         self.keyring = Keyring(config.store_path / "gnupg")
-        list_fpr = self.store.get(LIST_FPR_KEY)
+        list_fpr = self.store.kv.get(LIST_FPR_KEY)
         if not list_fpr:
             raise StoreMissing("the store has no list key: run 'secir-bot init' first")
         self.services = Services(
@@ -113,14 +113,14 @@ class App:
 
     def _backlog(self) -> str:
         """What waits in the queues, for the admins' outage notices."""
-        to_matrix = len(self.store.outbox_pending(Channel.MATRIX))
-        by_mail = len(self.store.outbox_pending(Channel.EMAIL))
+        to_matrix = len(self.store.outbox.pending(Channel.MATRIX))
+        by_mail = len(self.store.outbox.pending(Channel.EMAIL))
         waiting = (
             (Channel.EMAIL, InboxState.NEW),
             (Channel.MATRIX, InboxState.NEW),
             (Channel.MATRIX, InboxState.PARKED),
         )
-        received = sum(len(self.store.inbox_pending(source, state)) for source, state in waiting)
+        received = sum(len(self.store.inbox.pending(source, state)) for source, state in waiting)
         return (
             f"{to_matrix} message(s) to Matrix and {by_mail} by mail in the outbox, "
             f"{received} received item(s) not yet processed"

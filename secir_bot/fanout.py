@@ -71,7 +71,7 @@ class Fanout:
         unless the list echoes posts to their senders)."""
         return [
             m
-            for m in self.store.members()
+            for m in self.store.members.all()
             if Channel.EMAIL in m.channels
             and (exclude is None or m.id != exclude.id or self.config.list.echo_to_sender)
         ]

@@ -48,7 +48,7 @@ class Decider:
         """Decide one inbox item (idempotent: a decided item keeps its outcome)."""
         if item.state != InboxState.NEW:
             return Outcome(item.state, item.reason or "")
-        attempts = self.s.store.begin_attempt(item.id)
+        attempts = self.s.store.inbox.begin_attempt(item.id)
         if attempts > MAX_ATTEMPTS:
             return self._shunt(
                 item,
@@ -147,7 +147,7 @@ class InboxRunner:
 
     async def decided(self, item_id: int) -> Outcome:
         """The outcome of an item of this channel, waiting for its decision if need be."""
-        state, reason = self.store.inbox_state(item_id)
+        state, reason = self.store.inbox.state(item_id)
         if state not in (InboxState.NEW, InboxState.PARKED):
             return Outcome(state, reason or "")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
@@ -167,7 +167,7 @@ class InboxRunner:
         while True:
             raise_if_cancelled()
             self._wake.clear()
-            for item in self.store.inbox_pending(self.channel):
+            for item in self.store.inbox.pending(self.channel):
                 outcome = await self.decider.decide(item)
                 for future in self._waiting.pop(item.id, []):
                     if not future.done():

@@ -123,7 +123,9 @@ class Notices:
     # -- limits ------------------------------------------------------------------------
 
     def _rate(self, key: str) -> Rate:
-        return self.store.rate(key, self.config.delivery.notices_per_hour, RATE_WINDOW, time.time())
+        return self.store.rates.take(
+            key, self.config.delivery.notices_per_hour, RATE_WINDOW, time.time()
+        )
 
     def _limited(self, key: str, text: str, kind: str) -> list[NewDelivery]:
         """A notice for the admins, unless too many about ``key`` went out this hour."""

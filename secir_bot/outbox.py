@@ -54,7 +54,7 @@ class Outbox:
 
     def notify(self, text: str) -> None:
         """Queue a notice for the admins (used by bridges and workers)."""
-        self.store.enqueue(self.notice(text))
+        self.store.outbox.enqueue(self.notice(text))
         self.wake()
 
     async def run(self) -> None:
@@ -68,7 +68,7 @@ class Outbox:
             raise_if_cancelled()
             wake.clear()
             await self.drain(channel)
-            next_at = self.store.outbox_next_time()
+            next_at = self.store.outbox.next_time()
             timeout = None if next_at is None else max(0.05, next_at - time.time())
             try:
                 await asyncio.wait_for(wake.wait(), timeout)
@@ -84,7 +84,7 @@ class Outbox:
         """
         held: set[str] = set()
         now = time.time()
-        for row in self.store.outbox_pending(channel):
+        for row in self.store.outbox.pending(channel):
             if row.target in held:
                 continue
             if row.due_at > now or not await self._deliver(row):
@@ -115,20 +115,22 @@ class Outbox:
             log.warning(
                 "outbox %s (%s) failed, retry in %.0fs: %s", row.id, row.channel, delay, exc
             )
-            self.store.retry_later(row.id, str(exc), time.time() + delay)
+            self.store.outbox.retry_later(row.id, str(exc), time.time() + delay)
             return False
         except PermanentDeliveryError as exc:
             self._dead(row, str(exc))
             return True
         log.info("outbox %s (%s %s) delivered: %s", row.id, row.channel, row.kind, receipt.result)
-        self.store.delivered(row.id, receipt.result, link=receipt.link, post_uid=row.post_uid)
+        self.store.outbox.delivered(
+            row.id, receipt.result, link=receipt.link, post_uid=row.post_uid
+        )
         if receipt.refused:
             self.notify(f"Some recipients refused delivery {row.id}: {receipt.result}")
         return True
 
     def _dead(self, row: OutboxRow, why: str) -> None:
         log.error("outbox %s (%s to %s) is a dead letter: %s", row.id, row.channel, row.target, why)
-        self.store.dead(row.id, why)
+        self.store.outbox.dead(row.id, why)
         if not (row.channel is Channel.MATRIX and row.target == self.control_room):
             self.notify(
                 f"Delivery {row.id} ({row.kind} via {row.channel} to {row.target}) "

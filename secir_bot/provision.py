@@ -87,7 +87,7 @@ async def _list_key(directory: Path, config: Config, armored: str | None) -> str
             fpr = await _import_list_key(keyring, armored)
         else:
             fpr = await keyring.generate(f"{config.list.name} list", config.list.address)
-        store.put(LIST_FPR_KEY, fpr)
+        store.kv.put(LIST_FPR_KEY, fpr)
         log.info("list key %s", fpr)
         return fpr
     finally:
@@ -141,7 +141,7 @@ async def _complete(
     """An existing store: check the list key, add a Matrix device if it has none."""
     store = Store.open(config.store_path)
     try:
-        fpr = store.get(LIST_FPR_KEY)
+        fpr = store.kv.get(LIST_FPR_KEY)
     finally:
         store.close()
     if not fpr:

@@ -72,12 +72,12 @@ def place_mail(store: Store, content: Content, envelope: Envelope, signer: Membe
         ids = (*envelope.in_reply_to, *reversed(envelope.references))
     parent = None
     for message_id in ids:
-        parent = store.post_for(LinkKind.MSGID, message_id)
+        parent = store.posts.for_link(LinkKind.MSGID, message_id)
         if parent is not None:
             break
     if parent is None:
         return Placement()
-    root = (store.post(parent.root_uid) if parent.root_uid else None) or parent
+    root = (store.posts.get(parent.root_uid) if parent.root_uid else None) or parent
     if signed or root.author.id == signer.id:
         return Placement(parent, root)
     return Placement(parent, root, (UNSIGNED_THREAD_NOTE,))
@@ -102,19 +102,19 @@ def place_event(store: Store, content: dict[str, Any]) -> Placement:
     parent = root = None
     reply_to = (rel.get("m.in_reply_to") or {}).get("event_id")
     if reply_to:
-        parent = store.post_for(LinkKind.EVENT, str(reply_to))
+        parent = store.posts.for_link(LinkKind.EVENT, str(reply_to))
     if rel.get("rel_type") == "m.thread" and rel.get("event_id"):
-        root = store.post_for(LinkKind.EVENT, str(rel["event_id"]))
+        root = store.posts.for_link(LinkKind.EVENT, str(rel["event_id"]))
         if parent is None or rel.get("is_falling_back"):
             parent = parent or root
     if parent is not None and root is None:
-        root = store.post(parent.root_uid) if parent.root_uid else parent
+        root = store.posts.get(parent.root_uid) if parent.root_uid else parent
     return Placement(parent, root)
 
 
 def reply_subject(store: Store, root: Post) -> str:
     """The subject of a reply in a thread: "Re:" and the subject of its first post."""
-    first = store.post(root.root_uid) if root.root_uid else root
+    first = store.posts.get(root.root_uid) if root.root_uid else root
     return "Re: " + REPLY_PREFIX.sub("", (first or root).subject)
 
 

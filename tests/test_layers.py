@@ -102,25 +102,9 @@ def test_the_package_is_read() -> None:
 
 
 def test_only_the_store_uses_sqlite() -> None:
-    bad = [
-        u
-        for u in USES
-        if top(u.target) in STORE_ONLY
-        and not inside(u.module, "store")
-        and u.module not in NOT_YET_IN_THE_STORE
-    ]
+    bad = [u for u in USES if top(u.target) in STORE_ONLY and not inside(u.module, "store")]
     assert not bad, broken("only secir_bot/store/ imports sqlite3 or sqlite-utils", bad)
 
-
-# The command machinery's tables, read and written beside the store until the store
-# package takes them in as repositories.
-NOT_YET_IN_THE_STORE = {
-    "secir_bot.store_audit",
-    "secir_bot.store_cases",
-    "secir_bot.store_confirmations",
-    "secir_bot.store_ops",
-    "secir_bot.store_roster",
-}
 
 
 def test_only_crypto_uses_gnupg_and_starts_gpg() -> None:

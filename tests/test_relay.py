@@ -130,15 +130,15 @@ async def test_an_item_that_keeps_killing_the_bot_is_shunted(setup: Setup) -> No
 
     list_fpr = await setup.ring.generate("list", "list@relay.test")
     processor = _decider(setup, list_fpr)
-    item, _ = setup.store.accept("email", "<poison@relay.test>", b"From: x\r\n\r\nbody")
+    item, _ = setup.store.inbox.accept("email", "<poison@relay.test>", b"From: x\r\n\r\nbody")
     for _ in range(MAX_ATTEMPTS):  # each start was cut short by a crash
-        setup.store.begin_attempt(item.id)
+        setup.store.inbox.begin_attempt(item.id)
     outcome = await processor.decide(item)
     assert outcome.state == "shunted"
-    decided = setup.store.inbox_item("email", "<poison@relay.test>")
+    decided = setup.store.inbox.item("email", "<poison@relay.test>")
     assert decided is not None and decided.state == "shunted"
     assert "attempts" in (decided.reason or "")
-    (notice,) = setup.store.outbox_due(Channel.MATRIX, now=float("inf"))
+    (notice,) = setup.store.outbox.due(Channel.MATRIX, now=float("inf"))
     assert b"set aside" in notice.payload
 
 
@@ -151,13 +151,13 @@ async def test_an_item_on_which_gpg_hangs_is_shunted_at_once(setup: Setup) -> No
         b"Content-Type: text/plain\r\n\r\n" + armored
     )
     processor = _decider(setup, list_fpr)
-    item, _ = setup.store.accept("email", "<slow@relay.test>", raw)
+    item, _ = setup.store.inbox.accept("email", "<slow@relay.test>", raw)
     setup.ring.deadline = 0.001  # gpg cannot finish: as if it hung
 
     outcome = await processor.decide(item)
 
     assert outcome == Outcome("shunted", "gpg did not finish within 0.001 s")
-    (notice,) = setup.store.outbox_due(Channel.MATRIX, now=float("inf"))
+    (notice,) = setup.store.outbox.due(Channel.MATRIX, now=float("inf"))
     assert b"gpg did not finish" in notice.payload
 
 
@@ -173,12 +173,12 @@ async def test_l1_a_crash_is_reported_by_type_never_by_its_text(
     list_fpr = await setup.ring.generate("list", "list@relay.test")
     processor = _decider(setup, list_fpr)
     raw = b"From: x@y.test\r\n\r\nSECRET-DECRYPTED-TEXT"
-    item, _ = setup.store.accept("email", "<l1@relay.test>", raw)
+    item, _ = setup.store.inbox.accept("email", "<l1@relay.test>", raw)
 
     outcome = await processor.decide(item)
 
     assert outcome == Outcome("shunted", "internal error (RuntimeError)")
-    (notice,) = setup.store.outbox_due(Channel.MATRIX, now=float("inf"))
+    (notice,) = setup.store.outbox.due(Channel.MATRIX, now=float("inf"))
     assert b"SECRET" not in notice.payload
     assert "SECRET" not in caplog.text and "RuntimeError" in caplog.text
 
@@ -233,11 +233,11 @@ async def test_a_signature_dated_in_the_future_is_refused(setup: Setup) -> None:
     now = int(time.time())
 
     ahead = await _signed_at(setup, list_fpr, now + 3600, b"an hour ahead\n")
-    item, _ = setup.store.accept("email", "<ahead@relay.test>", ahead)
+    item, _ = setup.store.inbox.accept("email", "<ahead@relay.test>", ahead)
     outcome = await processor.decide(item)
     assert outcome.state == "rejected" and "in the future" in outcome.reason
 
     # A minute ahead is within list.max_clock_skew (600 s by default).
     close = await _signed_at(setup, list_fpr, now + 60, b"a minute ahead\n")
-    item, _ = setup.store.accept("email", "<close@relay.test>", close)
+    item, _ = setup.store.inbox.accept("email", "<close@relay.test>", close)
     assert (await processor.decide(item)).state == "relayed"

@@ -15,7 +15,7 @@ transaction together with the audit entry, after asking for confirmation if the 
 declares it. Everything a command wants done outside the store (mail to send, people to
 invite or remove from rooms, announcements) comes back as :data:`Effect` values in the
 reply. The effects of a change are also queued durably in the change's own transaction
-(``store_effects``, ids in ``Reply.queued``): a front end carries out the queued effects
+(``store.effects``, ids in ``Reply.queued``): a front end carries out the queued effects
 and marks each done with the deliveries it made, so a crash loses none and repeats none.
 """
 
@@ -32,8 +32,7 @@ from secir_bot.cctld import CcTld
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.model import Member
-from secir_bot.store import Store
-from secir_bot.store_audit import Tx
+from secir_bot.store import Store, Tx
 from secir_bot.whois import WhoisServer
 
 

@@ -60,8 +60,8 @@ def _expiry(info: KeyInfo, now: float) -> str | None:
 async def keyring(config: Config) -> list[Check]:
     db = Store.open(config.store_path)
     try:
-        fpr = db.get(LIST_FPR_KEY)
-        members = db.members(active_only=True)
+        fpr = db.kv.get(LIST_FPR_KEY)
+        members = db.members.all(active_only=True)
     finally:
         db.close()
     if not fpr:

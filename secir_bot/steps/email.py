@@ -34,9 +34,9 @@ async def parse(ctx: MailItem, s: Services) -> Decision:
         ctx.envelope = await asyncio.to_thread(mime.parse_envelope, ctx.item.raw)
     except mime.MalformedMail as exc:
         # Still try to name the sender, so that a member learns why nothing happened.
-        ctx.claimed = s.store.member_by_email(mime.from_address(ctx.item.raw))
+        ctx.claimed = s.store.members.by_email(mime.from_address(ctx.item.raw))
         return reject(f"unreadable mail: {exc}")
-    ctx.claimed = s.store.member_by_email(ctx.envelope.from_addr)
+    ctx.claimed = s.store.members.by_email(ctx.envelope.from_addr)
     return CONTINUE
 
 
@@ -156,7 +156,7 @@ async def signed(ctx: MailItem, s: Services) -> Decision:
 async def signer_is_member(ctx: MailItem, s: Services) -> Decision:
     d = ctx.decrypted
     assert d is not None and d.signer is not None
-    member = s.store.member_by_fingerprint(d.signer)
+    member = s.store.members.by_fingerprint(d.signer)
     if member is None:
         return reject(f"the signing key {d.signer} does not belong to a member")
     if not member.active:
@@ -175,7 +175,7 @@ async def not_a_replay(ctx: MailItem, s: Services) -> Decision:
     d = ctx.decrypted
     assert d is not None and d.signer is not None
     ctx.signature = d.signature_id or "sha256:" + hashlib.sha256(d.data).hexdigest()
-    if s.store.signature_seen(d.signer, ctx.signature):
+    if s.store.signatures.seen(d.signer, ctx.signature):
         return reject(
             "this signed message was received before; a repeated signature is not "
             "relayed (send a new message instead)"
@@ -203,7 +203,7 @@ async def from_not_another_member(ctx: MailItem, s: Services) -> Decision:
     outside them: that would show one member's words under another's address."""
     assert ctx.signer is not None and ctx.envelope is not None and ctx.content is not None
     signed_from = ctx.content.from_addr
-    inner = s.store.member_by_email(signed_from) if signed_from else None
+    inner = s.store.members.by_email(signed_from) if signed_from else None
     if inner is not None and inner.id != ctx.signer.id:
         return reject(
             "the signed From address belongs to another member than the signing key "

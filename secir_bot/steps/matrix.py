@@ -94,7 +94,7 @@ async def from_a_trusted_device(ctx: MatrixItem, s: Services) -> Decision:
 
 async def sender_is_member(ctx: MatrixItem, s: Services) -> Decision:
     sender = str(ctx.event.get("sender", ""))
-    member = s.store.member_by_matrix_id(sender)
+    member = s.store.members.by_matrix_id(sender)
     if member is None:
         return reject(f"{sender} is not a member; the message is not relayed")
     if not member.active:

@@ -216,7 +216,7 @@ class ImapReceiver:
             if raw is None:
                 continue
             key = await asyncio.to_thread(message_id_of, raw)
-            item, new = self.store.accept(Channel.EMAIL, key, raw, facts.to_meta())
+            item, new = self.store.inbox.accept(Channel.EMAIL, key, raw, facts.to_meta())
             if not new:
                 log.info("mail %s was already in the inbox (item %s)", uid, item.id)
             accepted.append((uid, item.id))

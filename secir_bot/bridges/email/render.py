@@ -120,7 +120,7 @@ class EmailRenderer:
         ours = self.message_id(uid)
         return [
             mid
-            for mid in self.store.links_of(uid, LinkKind.MSGID)
+            for mid in self.store.posts.links_of(uid, LinkKind.MSGID)
             if mid != ours and mid.isascii() and mid.isprintable() and len(mid) <= 250
         ]
 

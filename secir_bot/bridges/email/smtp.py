@@ -83,7 +83,7 @@ class SmtpSender:
                     else:
                         later.append(addr)
                 done.extend(a for a in batch if a not in later)
-                self.store.partly_delivered(row.id, tuple(done))
+                self.store.outbox.partly_delivered(row.id, tuple(done))
         except aiosmtplib.SMTPResponseException as exc:
             error = PermanentDeliveryError if exc.code >= 500 else TransientDeliveryError
             raise error(f"SMTP {exc.code} {exc.message}") from exc

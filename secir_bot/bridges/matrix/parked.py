@@ -133,12 +133,12 @@ class Parked:
                 continue
             room_id, session_id, sender, code = (str(v) for v in fields)
             reason = str(content.get("reason") or "")[:200]
-            self.store.record_withheld(room_id, session_id, sender, code[:60], reason)
+            self.store.devices.record_withheld(room_id, session_id, sender, code[:60], reason)
             log.info("%s withheld the key of a session in %s (%s)", sender, room_id, code)
 
     def _cap(self) -> None:
         """Close the oldest waiting events beyond ``matrix.max_parked``."""
-        waiting = self.store.inbox_pending(Channel.MATRIX, InboxState.PARKED)
+        waiting = self.store.inbox.pending(Channel.MATRIX, InboxState.PARKED)
         excess = len(waiting) - self.config.matrix.max_parked
         if excess <= 0:
             return
@@ -154,7 +154,7 @@ class Parked:
     async def open_all(self) -> None:
         self._cap()
         opened: list[tuple[InboxItem, MegolmEvent, Opened]] = []
-        for item in self.store.inbox_pending(Channel.MATRIX, InboxState.PARKED):
+        for item in self.store.inbox.pending(Channel.MATRIX, InboxState.PARKED):
             event = MegolmEvent.from_dict(json.loads(item.raw))
             if not isinstance(event, MegolmEvent):
                 self.store.decide(item.id, InboxState.DROPPED, "stored event is not a Megolm event")
@@ -196,9 +196,9 @@ class Parked:
                 "origin_server_ts": event.server_timestamp,
             }
             facts = replace(MatrixFacts.from_meta(item.meta), encrypted=True, device=verdict)
-            self.store.unpark(item.id, json.dumps(raw).encode(), facts.to_meta())
-            if self.store.get(f"matrix.withheld_told.{event.sender}"):
-                self.store.put(f"matrix.withheld_told.{event.sender}", "")
+            self.store.inbox.unpark(item.id, json.dumps(raw).encode(), facts.to_meta())
+            if self.store.kv.get(f"matrix.withheld_told.{event.sender}"):
+                self.store.kv.put(f"matrix.withheld_told.{event.sender}", "")
             log.info("event %s decrypted; sending device %s", event.event_id, verdict)
 
     def _still_shut(self, item: InboxItem, event: MegolmEvent, failed: Failed) -> None:
@@ -209,7 +209,7 @@ class Parked:
                 f"can never be decrypted: {failed.reason}. It was not relayed."
             )
             return
-        withheld = self.store.withheld(event.room_id, event.session_id, event.sender)
+        withheld = self.store.devices.withheld(event.room_id, event.session_id, event.sender)
         if withheld is not None:
             self._withheld(item, event, withheld[0])
             return
@@ -220,7 +220,7 @@ class Parked:
             return
         if waited > self.config.matrix.undecryptable_report_after and not facts.reported:
             self.notify(admin_never_came(event.sender, event.event_id, waited / 60))
-            self.store.set_inbox_meta(item.id, replace(facts, reported=True).to_meta())
+            self.store.inbox.set_meta(item.id, replace(facts, reported=True).to_meta())
 
     def _withheld(self, item: InboxItem, event: MegolmEvent, code: str) -> None:
         """The sender's client kept the key from the bot: no key will come for this
@@ -233,7 +233,7 @@ class Parked:
             deliveries=[member_notice(event.room_id, event.source, code)],
         )
         told = f"matrix.withheld_told.{event.sender}"
-        if self.store.get(told) != code:
-            self.store.put(told, code)
+        if self.store.kv.get(told) != code:
+            self.store.kv.put(told, code)
             self.notify(admin_withheld(event.sender, event.event_id, code))
         self.on_work()

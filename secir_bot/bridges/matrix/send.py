@@ -179,10 +179,10 @@ class Sender:
     def _relation(self, root_uid: str | None, parent_uid: str | None) -> dict[str, Any] | None:
         if not root_uid:
             return None
-        root_events = self.store.links_of(root_uid, LinkKind.EVENT)
+        root_events = self.store.posts.links_of(root_uid, LinkKind.EVENT)
         if not root_events:
             return None
-        parent_events = self.store.links_of(parent_uid, LinkKind.EVENT) if parent_uid else []
+        parent_events = self.store.posts.links_of(parent_uid, LinkKind.EVENT) if parent_uid else []
         parent_event = parent_events[0] if parent_events else root_events[0]
         return {
             "rel_type": "m.thread",

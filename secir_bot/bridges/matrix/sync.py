@@ -74,7 +74,7 @@ class Receiver:
         return str(self.client.user_id)
 
     async def run(self) -> None:
-        token = self.store.get("matrix.sync_token")
+        token = self.store.kv.get("matrix.sync_token")
         first = True
         backoff = 1.0
         while True:
@@ -102,7 +102,7 @@ class Receiver:
             backoff = 1.0
             first = False
             self.parked.record_withheld(resp.to_device_events)
-            self.store.accept_sync(await self._items(resp, token), resp.next_batch)
+            self.store.inbox.accept_sync(await self._items(resp, token), resp.next_batch)
             token = resp.next_batch
             self.trust.mark_dirty(resp.device_list.changed)
             try:
@@ -125,7 +125,7 @@ class Receiver:
 
     def _poll_ms(self) -> int:
         """Long-poll for 30 s, or shorter while parked events wait for their report."""
-        parked = self.store.inbox_pending(Channel.MATRIX, InboxState.PARKED)
+        parked = self.store.inbox.pending(Channel.MATRIX, InboxState.PARKED)
         if all(MatrixFacts.from_meta(p.meta).reported for p in parked):
             return 30000
         return int(min(30.0, max(0.5, self.config.matrix.undecryptable_report_after / 2)) * 1000)

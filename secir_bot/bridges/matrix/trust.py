@@ -81,7 +81,7 @@ class Trust:
         return self.direct_room_of(room_id) == user_id
 
     def _active_member(self, user_id: str) -> bool:
-        member = self.store.member_by_matrix_id(user_id)
+        member = self.store.members.by_matrix_id(user_id)
         return member is not None and member.active
 
     def _judged(self, user_id: str) -> bool:
@@ -89,7 +89,7 @@ class Trust:
         return user_id in self.config.matrix.admins or self._active_member(user_id)
 
     def direct_room_of(self, room_id: str) -> str | None:
-        return self.store.get(f"matrix.direct_room.{room_id}")
+        return self.store.kv.get(f"matrix.direct_room.{room_id}")
 
     # -- the homeserver's answer -------------------------------------------------------
 
@@ -136,14 +136,14 @@ class Trust:
     async def refresh_changed(self) -> None:
         """Re-fetch the users whose devices changed, if the bot already judged them: a
         re-keyed device or a new identity is caught (and reported) when it happens."""
-        changed = {u for u in self._dirty if u in self._view or self.store.known_devices(u)}
+        changed = {u for u in self._dirty if u in self._view or self.store.devices.known(u)}
         await self.refresh(changed)
 
     # -- telling a member ------------------------------------------------------------------
 
     async def _tell(self, notice: MemberNotice) -> None:
         """Queue a direct message to a member, in a room the bot opens for that once."""
-        room_id = self.store.get(f"matrix.direct_room_for.{notice.user_id}")
+        room_id = self.store.kv.get(f"matrix.direct_room_for.{notice.user_id}")
         if room_id is None:
             resp = await self.client.room_create(
                 name="SECIR list bot",
@@ -156,10 +156,10 @@ class Trust:
                 log.warning("could not open a direct room with %s: %s", notice.user_id, resp)
                 return
             room_id = str(resp.room_id)
-            self.store.put(f"matrix.direct_room.{room_id}", notice.user_id)
-            self.store.put(f"matrix.direct_room_for.{notice.user_id}", room_id)
+            self.store.kv.put(f"matrix.direct_room.{room_id}", notice.user_id)
+            self.store.kv.put(f"matrix.direct_room_for.{notice.user_id}", room_id)
         content = {"msgtype": "m.notice", "body": notice.text, "m.mentions": {}}
-        self.store.enqueue(
+        self.store.outbox.enqueue(
             NewDelivery(
                 channel=Channel.MATRIX,
                 target=room_id,
@@ -183,14 +183,14 @@ class Trust:
             return DeviceVerdict.UNKNOWN
         if self.direct_room_of(room_id) == user_id:
             return DeviceVerdict.TRUSTED  # nothing confidential goes there (module docstring)
-        rec = self.store.device(user_id, device_id)
+        rec = self.store.devices.get(user_id, device_id)
         if rec is None:
             return DeviceVerdict.UNKNOWN
         if rec.state == DeviceVerdict.BLOCKED or rec.ed25519 != ed25519:
             return DeviceVerdict.BLOCKED
         if rec.curve25519 not in (None, curve25519):
             return DeviceVerdict.BLOCKED
-        pin = self.store.identity(user_id)
+        pin = self.store.devices.identity(user_id)
         if pin is not None and (pin.state == CHANGED or served.master != pin.master_key):
             return DeviceVerdict.IDENTITY
         if served.master is not None:
@@ -219,7 +219,7 @@ class Trust:
             None,
         )
         if dev is None:
-            rec = self.store.device(sender, claimed_device) if claimed_device else None
+            rec = self.store.devices.get(sender, claimed_device) if claimed_device else None
             return (
                 DeviceVerdict.BLOCKED
                 if rec is not None and rec.state == DeviceVerdict.BLOCKED
