@@ -3,9 +3,10 @@
 The bridges only make what they receive durable and wake the runner of their channel; the
 runner decides each pending item in its own long-lived task, so that a slow decision (gpg
 over a large list today, a whois lookup tomorrow) never stalls a Matrix sync or the IMAP
-intake. A decision is: count the attempt, run the channel's stage of steps, then record
-the outcome in one store transaction: an accepted item becomes a ``Post`` with its outbox
-rows (``posts``, ``fanout``), a refused one its notices (``notices``).
+intake. A decision is: count the attempt, run the channel's intake stage (which ends in an
+``Inbound``), then the policy steps on that, and record the outcome in one store
+transaction: an accepted message becomes a ``Post`` with its outbox rows (``posts``,
+``fanout``), a refused one its notices (``notices``).
 
 An item whose processing raises is *shunted*: kept in the store with the error, reported
 to the admins, and not retried automatically, so that one poisonous message cannot stop the
@@ -24,11 +25,12 @@ from secir_bot import posts
 from secir_bot.crypto import GpgTimeout
 from secir_bot.errors import raise_if_cancelled
 from secir_bot.fanout import Fanout
-from secir_bot.model import Channel, InboxState, Outcome
+from secir_bot.model import Channel, Inbound, InboxState, Outcome
 from secir_bot.notices import Notices
-from secir_bot.pipeline import EMAIL_STEPS, MATRIX_STEPS
-from secir_bot.posts import NewPost
-from secir_bot.steps import Decision, MailItem, MatrixItem, Services, Verdict
+from secir_bot.pipeline import EMAIL_STEPS, MATRIX_STEPS, POLICY_STEPS
+from secir_bot.steps import Decision, MailItem, MatrixItem, PolicyItem, Services, Verdict
+from secir_bot.steps import email as email_steps
+from secir_bot.steps import matrix as matrix_steps
 from secir_bot.store import InboxItem, NewDelivery, Store
 
 log = logging.getLogger(__name__)
@@ -89,26 +91,14 @@ class Decider:
         self.s.store.decide(item.id, InboxState.REJECTED, decision.reason, deliveries=rejected)
         return Outcome(InboxState.REJECTED, decision.reason)
 
-    async def _relay(self, item: InboxItem, new: NewPost) -> Outcome:
-        deliveries = await self.fanout.deliveries(new.post)
-        self.s.store.decide(
-            item.id,
-            InboxState.RELAYED,
-            post=new.post,
-            links=new.links,
-            deliveries=deliveries,
-            signature=new.signature,
-        )
-        return Outcome(InboxState.RELAYED)
-
     async def _mail(self, item: InboxItem) -> Outcome:
         ctx = MailItem(item)
         decision = await EMAIL_STEPS.run(ctx, self.s)
         if decision.verdict is Verdict.CONTINUE:
-            lst = self.s.config.list
-            return await self._relay(
-                item, posts.of_mail(self.s.store, ctx, lst.subject_tag, lst.domain)
-            )
+            inbound = email_steps.inbound_of(ctx)
+            decision = await POLICY_STEPS.run(PolicyItem(item, inbound), self.s)
+            if decision.verdict is Verdict.CONTINUE:
+                return await self._relay(item, inbound)
         rejected = (
             []
             if decision.verdict is Verdict.DROP
@@ -120,13 +110,29 @@ class Decider:
         ctx = MatrixItem(item)
         decision = await MATRIX_STEPS.run(ctx, self.s)
         if decision.verdict is Verdict.CONTINUE:
-            return await self._relay(
-                item, posts.of_event(self.s.store, ctx, self.s.config.list.domain)
-            )
+            inbound = matrix_steps.inbound_of(ctx)
+            decision = await POLICY_STEPS.run(PolicyItem(item, inbound), self.s)
+            if decision.verdict is Verdict.CONTINUE:
+                return await self._relay(item, inbound)
         rejected = (
             [] if decision.verdict is Verdict.DROP else self.notices.matrix_rejected(ctx, decision)
         )
         return self._settle(item, decision, rejected)
+
+    async def _relay(self, item: InboxItem, inbound: Inbound) -> Outcome:
+        """An accepted message becomes a post, with a delivery to each of its audiences."""
+        lst = self.s.config.list
+        new = posts.of_inbound(self.s.store, inbound, lst.subject_tag, lst.domain)
+        deliveries = await self.fanout.deliveries(new.post)
+        self.s.store.decide(
+            item.id,
+            InboxState.RELAYED,
+            post=new.post,
+            links=new.links,
+            deliveries=deliveries,
+            signature=new.signature,
+        )
+        return Outcome(InboxState.RELAYED)
 
 
 class InboxRunner:

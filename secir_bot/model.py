@@ -124,6 +124,30 @@ class Device:
 
 
 @dataclass(frozen=True)
+class Inbound:
+    """One received message after its channel's intake: channel-neutral from here on.
+
+    Every field is what the intake verified: the author is the member that the signing key
+    (mail) or the trusted device (Matrix) names, and text, subject and thread ids are what
+    they signed or sent end-to-end encrypted; ``replies_signed`` says when the thread ids
+    are not covered (a mail whose client left its thread headers out of the signature).
+    """
+
+    channel: Channel
+    room: str | None  # the room it was sent in; None for mail to the list address
+    author: Member
+    text: str  # as it will be relayed (a Matrix client's reply quote removed)
+    subject: str | None  # the signed subject line ("" if none); None: the channel has none
+    source: tuple[LinkKind, str]  # its own id on its channel (Message-ID or event id)
+    replies_to: tuple[tuple[LinkKind, str], ...] = ()  # what it answers, nearest first
+    thread_root: tuple[LinkKind, str] | None = None  # the thread it was sent in, if named
+    replies_signed: bool = True
+    attachments: tuple[str, ...] = ()  # names of parts that are not relayed
+    signature: tuple[str, str] | None = None  # (signer's fingerprint, signature id)
+    notes: tuple[str, ...] = ()  # what readers must know about its provenance
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What became of one inbox item (told to the bridge that received it)."""
 

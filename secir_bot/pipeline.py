@@ -1,7 +1,9 @@
 """The pipeline: ordered tuples of small steps, and the runner that logs each decision.
 
-The order of the steps is data and lives in ``EMAIL_STEPS`` / ``MATRIX_STEPS`` below, in
-one place; what a step is and returns is the contract in ``steps/__init__.py``.
+Each channel has an intake stage (``EMAIL_STEPS``, ``MATRIX_STEPS``) that ends in an
+``Inbound``; the ``POLICY_STEPS`` then run once on it, whichever channel it came from. The
+order of the steps is data and lives here, in one place; what a step is and returns is the
+contract in ``steps/__init__.py``.
 """
 
 from __future__ import annotations
@@ -11,9 +13,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic
 
-from secir_bot.steps import CONTINUE, Ctx, Decision, MailItem, MatrixItem, Services, Step, Verdict
+from secir_bot.steps import (
+    CONTINUE,
+    Ctx,
+    Decision,
+    MailItem,
+    MatrixItem,
+    PolicyItem,
+    Services,
+    Step,
+    Verdict,
+)
 from secir_bot.steps import email as e
 from secir_bot.steps import matrix as m
+from secir_bot.steps import policy as p
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +68,6 @@ EMAIL_STEPS: Stage[MailItem] = Stage(
         e.from_not_another_member,
         e.addressed_to_list,
         e.html_text,
-        e.not_a_command,
-        e.has_text,
     ),
 )
 
@@ -69,6 +80,14 @@ MATRIX_STEPS: Stage[MatrixItem] = Stage(
         m.was_encrypted,
         m.sender_is_member,
         m.from_a_trusted_device,
-        m.has_text,
+        m.is_text,
+    ),
+)
+
+POLICY_STEPS: Stage[PolicyItem] = Stage(
+    "policy",
+    (
+        p.command_or_post,  # a command goes to the commands...
+        p.has_text,  # ...and what is left is a post
     ),
 )

@@ -106,7 +106,6 @@ def test_only_the_store_uses_sqlite() -> None:
     assert not bad, broken("only secir_bot/store/ imports sqlite3 or sqlite-utils", bad)
 
 
-
 def test_only_crypto_uses_gnupg_and_starts_gpg() -> None:
     bad = [u for u in USES if top(u.target) in CRYPTO_ONLY and not inside(u.module, "crypto")]
     assert not bad, broken("only secir_bot/crypto/ imports gnupg", bad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import tempfile
@@ -17,7 +18,7 @@ from secir_bot.app import decider
 from secir_bot.crypto import Keyring
 from secir_bot.inbox import Decider
 from secir_bot.members import MemberRequest, add_member
-from secir_bot.model import Channel, Member, Outcome, Post
+from secir_bot.model import Channel, InboxState, LinkKind, Member, Outcome, Post
 from secir_bot.sandbox.world import offline_config
 from secir_bot.steps import Services
 from secir_bot.store import Store
@@ -241,3 +242,37 @@ async def test_a_signature_dated_in_the_future_is_refused(setup: Setup) -> None:
     close = await _signed_at(setup, list_fpr, now + 60, b"a minute ahead\n")
     item, _ = setup.store.inbox.accept("email", "<close@relay.test>", close)
     assert (await processor.decide(item)).state == "relayed"
+
+
+async def test_a_matrix_reply_of_nothing_but_its_quote_is_refused_not_relayed_empty(
+    setup: Setup,
+) -> None:
+    """Found in the relay cut: the policy steps run on every channel's messages, so a Matrix
+    message whose whole body is the quoted fallback of older clients (no text of its own
+    once that is removed) is refused like a mail without text, instead of going out as an
+    empty post."""
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    setup.store.members.add(
+        tld="nl",
+        tld_display=".nl",
+        name="Mx",
+        email="mx@relay.test",
+        fingerprint="AB" * 20,
+        matrix_id="@mx:relay.test",
+        channels=frozenset({Channel.MATRIX}),
+    )
+    event = {
+        "type": "m.room.message",
+        "event_id": "$quote-only",
+        "sender": "@mx:relay.test",
+        "content": {"msgtype": "m.text", "body": "> <@x:relay.test> what was said\n> before"},
+    }
+    facts = {"room_id": setup.config.matrix.incident_room, "encrypted": True, "device": "trusted"}
+    item, _ = setup.store.inbox.accept(
+        Channel.MATRIX, "$quote-only", json.dumps(event).encode(), facts
+    )
+
+    outcome = await _decider(setup, list_fpr).decide(item)
+
+    assert outcome == Outcome(InboxState.REJECTED, "the message has no readable text")
+    assert setup.store.posts.for_link(LinkKind.EVENT, "$quote-only") is None

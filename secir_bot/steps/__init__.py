@@ -7,19 +7,22 @@ input was bad. The order of the steps is data and lives in ``pipeline.py``, in o
 
 email.py    the intake of mail on the list address (envelope, decryption, sender policy)
 matrix.py   the intake of events in the incident room
+policy.py   what is checked once, whichever channel a message came from
+reasons.py  reason codes and their English texts
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from secir_bot.config import Config
 from secir_bot.crypto import Decrypted, Keyring
 from secir_bot.mime import Content, Envelope
-from secir_bot.model import MailFacts, MatrixFacts, Member
+from secir_bot.model import Inbound, MailFacts, MatrixFacts, Member
+from secir_bot.steps import reasons
 from secir_bot.store import InboxItem, Store
 
 
@@ -31,19 +34,27 @@ class Verdict(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Decision:
+    """A step's verdict, with the code of its reason and the code's parameters."""
+
     verdict: Verdict
-    reason: str = ""
+    code: str = ""
+    params: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str:
+        """The reason in English (``reasons.ENGLISH``)."""
+        return reasons.text(self.code, self.params) if self.code else ""
 
 
 CONTINUE = Decision(Verdict.CONTINUE)
 
 
-def drop(reason: str) -> Decision:
-    return Decision(Verdict.DROP, reason)
+def drop(code: str, **params: object) -> Decision:
+    return Decision(Verdict.DROP, code, params)
 
 
-def reject(reason: str) -> Decision:
-    return Decision(Verdict.REJECT, reason)
+def reject(code: str, **params: object) -> Decision:
+    return Decision(Verdict.REJECT, code, params)
 
 
 @dataclass
@@ -89,5 +100,13 @@ class MatrixItem:
         self.facts = MatrixFacts.from_meta(self.item.meta)
 
 
-Ctx = TypeVar("Ctx", MailItem, MatrixItem)
+@dataclass
+class PolicyItem:
+    """A message on its way through the channel-neutral policy steps."""
+
+    item: InboxItem
+    inbound: Inbound
+
+
+Ctx = TypeVar("Ctx", MailItem, MatrixItem, PolicyItem)
 Step = Callable[[Ctx, Services], Awaitable[Decision]]
