@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from secir_bot import fileperms, housekeeping, redact
 from secir_bot.bridges import Bridge
@@ -134,17 +136,21 @@ class App:
         )
         try:
             async with asyncio.TaskGroup() as tg:
-                for channel, runner in self.inbox.items():
-                    tg.create_task(runner.run(), name=f"inbox-{channel}")
-                tg.create_task(self.matrix.run(), name="matrix")
-                tg.create_task(self.email.run(), name="email")
-                tg.create_task(self.outbox.run(), name="outbox")
-                tg.create_task(self.health.run(), name="health")
-                tg.create_task(
-                    housekeeping.run(self.store, self.config.retention_days), name="housekeeping"
-                )
+                for name, start in self.tasks():
+                    tg.create_task(start(), name=name)
         finally:
             await self.close()
+
+    def tasks(self) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
+        """Every long-lived task of the running list, by name (a new one is a new line)."""
+        return [
+            *((f"inbox-{channel}", runner.run) for channel, runner in self.inbox.items()),
+            ("matrix", self.matrix.run),
+            ("email", self.email.run),
+            ("outbox", self.outbox.run),
+            ("health", self.health.run),
+            ("housekeeping", lambda: housekeeping.run(self.store, self.config.retention_days)),
+        ]
 
     async def close(self) -> None:
         await self.matrix.close()

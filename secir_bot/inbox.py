@@ -23,7 +23,6 @@ from collections.abc import Callable
 
 from secir_bot import posts
 from secir_bot.crypto import GpgTimeout
-from secir_bot.errors import raise_if_cancelled
 from secir_bot.fanout import Fanout
 from secir_bot.model import Channel, Inbound, InboxState, Outcome
 from secir_bot.notices import Notices
@@ -32,6 +31,7 @@ from secir_bot.steps import Decision, MailItem, MatrixItem, PolicyItem, Services
 from secir_bot.steps import email as email_steps
 from secir_bot.steps import matrix as matrix_steps
 from secir_bot.store import InboxItem, NewDelivery, Store
+from secir_bot.tasks import work_loop
 
 log = logging.getLogger(__name__)
 
@@ -170,13 +170,12 @@ class InboxRunner:
 
     async def run(self) -> None:
         # Items accepted before a stop but not decided are decided first.
-        while True:
-            raise_if_cancelled()
-            self._wake.clear()
-            for item in self.store.inbox.pending(self.channel):
-                outcome = await self.decider.decide(item)
-                for future in self._waiting.pop(item.id, []):
-                    if not future.done():
-                        future.set_result(outcome)
-                self.on_work()
-            await self._wake.wait()
+        await work_loop(self._decide_pending, self._wake)
+
+    async def _decide_pending(self) -> None:
+        for item in self.store.inbox.pending(self.channel):
+            outcome = await self.decider.decide(item)
+            for future in self._waiting.pop(item.id, []):
+                if not future.done():
+                    future.set_result(outcome)
+            self.on_work()

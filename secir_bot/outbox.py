@@ -19,13 +19,10 @@ from collections.abc import Callable, Mapping
 
 from secir_bot.bridges import Bridge
 from secir_bot.config import DeliveryConfig
-from secir_bot.errors import (
-    PermanentDeliveryError,
-    TransientDeliveryError,
-    raise_if_cancelled,
-)
+from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
 from secir_bot.model import Channel
 from secir_bot.store import NewDelivery, OutboxRow, Store
+from secir_bot.tasks import work_loop
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +60,9 @@ class Outbox:
                 tg.create_task(self._worker(channel), name=f"outbox-{channel}")
 
     async def _worker(self, channel: Channel) -> None:
-        wake = self._wake[channel]
-        while True:
-            raise_if_cancelled()
-            wake.clear()
-            await self.drain(channel)
-            next_at = self.store.outbox.next_time()
-            timeout = None if next_at is None else max(0.05, next_at - time.time())
-            try:
-                await asyncio.wait_for(wake.wait(), timeout)
-            except TimeoutError:
-                pass
+        await work_loop(
+            lambda: self.drain(channel), self._wake[channel], self.store.outbox.next_time
+        )
 
     async def drain(self, channel: Channel) -> None:
         """Deliver every due row of ``channel`` in order.

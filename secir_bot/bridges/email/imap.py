@@ -35,11 +35,11 @@ from secir_bot.bridges.email.conn import (
 )
 from secir_bot.bridges.email.conn import ok as _ok
 from secir_bot.config import Config
-from secir_bot.errors import raise_if_cancelled
 from secir_bot.health import Health, Link
 from secir_bot.mime import message_id_of
 from secir_bot.model import Channel, InboxState, MailFacts
 from secir_bot.store import Store
+from secir_bot.tasks import raise_if_cancelled
 
 # The email bridge's one logger name, as it was before the bridge became a package (log
 # filters and the admins' grep know it).

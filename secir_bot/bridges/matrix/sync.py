@@ -27,9 +27,9 @@ from secir_bot.bridges.matrix.client import ApiError, MatrixClient
 from secir_bot.bridges.matrix.parked import Parked
 from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.config import Config
-from secir_bot.errors import raise_if_cancelled
 from secir_bot.model import Channel, InboxState, MatrixFacts
 from secir_bot.store import Store
+from secir_bot.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
