@@ -39,8 +39,8 @@ def test_first_look_pins_silently_then_new_devices_are_told_unless_signed(
     pins.judge(_keys("M1", ("D1", "ed1", True), ("D4", "ed4", True)))
     assert len(told) == 1
     assert (
-        store.devices.identity(USER) is not None and store.devices.identity(USER).master_key == "M1"
-    )  # type: ignore[union-attr]
+        store.devices.identity(USER) is not None and store.devices.identity(USER).master_key == "M1"  # type: ignore[union-attr]
+    )
     assert store.devices.get(USER, "D4").how == "cross-signing"  # type: ignore[union-attr]
     assert store.devices.get(USER, "D1").how == "cross-signing"  # type: ignore[union-attr]
 

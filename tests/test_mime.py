@@ -714,7 +714,7 @@ def test_compose_outer_is_rfc3156_pgp_mime() -> None:
 
     assert msg.get_content_type() == "multipart/encrypted"
     assert msg.get_param("protocol") == "application/pgp-encrypted"
-    control, body = msg.get_payload()
+    control, body = msg.get_payload()  # type: ignore[str-unpack]  # a multipart's parts
     assert control.get_content_type() == "application/pgp-encrypted"
     assert control.get_payload(decode=True).strip() == b"Version: 1"
     assert body.get_content_type() == "application/octet-stream"

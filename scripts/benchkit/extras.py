@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from secir_bot.model import Channel, Post
+from secir_bot.sandbox.scratch import short_tempdir
 from secir_bot.store import Store
 
 from .figures import post_text
-from .people import short_tempdir
 from .stats import pct, summary
 
 if TYPE_CHECKING:

@@ -27,7 +27,6 @@ import logging
 import os
 import shutil
 import signal
-import tempfile
 import time
 import urllib.request
 from collections.abc import Awaitable
@@ -37,6 +36,7 @@ from typing import Any, TypeVar
 from secir_bot.sandbox import SandboxError
 from secir_bot.sandbox.mailserver import SandboxMail
 from secir_bot.sandbox.operators import ReceivedMail, SeenEvent
+from secir_bot.sandbox.scratch import short_tempdir
 from secir_bot.sandbox.synapse import Synapse
 from secir_bot.sandbox.world import DEFAULT_PEOPLE, World
 
@@ -74,14 +74,6 @@ def say_block(label: str, text: str, width: int = 19) -> None:
     lines = text.strip().splitlines() or [""]
     for number, line in enumerate(lines):
         say(f"    {label if number == 0 else '':<{width}}{line}".rstrip())
-
-
-def _short_tempdir() -> Path:
-    """A fresh state directory with a short path: gpg-agent's socket path is limited."""
-    base = tempfile.gettempdir()
-    if len(base) > 40:
-        base = "/tmp"
-    return Path(tempfile.mkdtemp(prefix="secir-demo-", dir=base))
 
 
 def _seconds(start: float) -> str:
@@ -414,7 +406,7 @@ async def _main(once: bool) -> int:
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # not secir-bot -v
         for name in _QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
-    demo = Demo(_short_tempdir())
+    demo = Demo(short_tempdir("secir-demo-"))
     loop = asyncio.get_running_loop()
     work = asyncio.create_task(_run(demo, once), name="demo")
     stopping = False
