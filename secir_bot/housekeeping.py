@@ -11,8 +11,8 @@ import asyncio
 import logging
 import time
 
-from secir_bot.errors import raise_if_cancelled
 from secir_bot.store import Store
+from secir_bot.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from servers import GpgWorld
 
-from secir_bot.bridges.compose import ListHeaders, compose_outer
-from secir_bot.bridges.mime import parse_decrypted
+from secir_bot.mime.compose import ListHeaders, compose_outer
+from secir_bot.mime import parse_decrypted
 from secir_bot.crypto import Keyring
 from secir_bot.fidelity.attachments import (
     Attachment,

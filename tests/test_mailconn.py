@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from secir_bot.bridges.mailconn import ImapLoginRefused, diagnose, login_failure
+from secir_bot.bridges.email.conn import ImapLoginRefused, diagnose, login_failure
 
 
 @pytest.mark.parametrize(

@@ -30,11 +30,11 @@ async def test_notices_and_answers_are_limited_per_sender(world_unstarted: World
 
     # Five unencrypted mails with Bob's address forged in From: two notices, no answer.
     for n in range(5):
-        forged = (
+        forgery = (
             f"From: {bob.name} <{bob.address}>\r\nTo: {world.list_address}\r\n"
             f"Subject: s\r\nMessage-ID: <BS-FORGED-{n}@attacker.test>\r\n\r\nforged {n}\r\n"
         ).encode()
-        await alice.send_raw(world.list_address, forged)
+        await alice.send_raw(world.list_address, forgery)
 
     # One of Bob's signed mails, captured and replayed four times under new Message-IDs:
     # each replay is refused, and Bob, whose signature it is, hears of it twice at most.

@@ -28,7 +28,7 @@ import pytest_asyncio
 from nio import RoomEncryptedMedia, RoomSendError, UploadResponse
 from servers import MailStack, password_for
 
-from secir_bot.bridges.compose import ListHeaders, compose_outer
+from secir_bot.mime.compose import ListHeaders, compose_outer
 from secir_bot.bridges.matrix.media import (
     MediaRef,
     decrypt_media,

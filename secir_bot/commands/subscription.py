@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from secir_bot import store_cases, whois
+from secir_bot import whois
 from secir_bot.cases import (
     CHALLENGE_PATTERN,
     CODE_PATTERN,
@@ -24,7 +24,7 @@ from secir_bot.cases import (
     new_code,
 )
 from secir_bot.cctld import CcTld
-from secir_bot.commands import (
+from secir_bot.commands.base import (
     Change,
     Context,
     Effect,
@@ -40,7 +40,9 @@ from secir_bot.commands.dispatch import commit
 from secir_bot.commands.parse import request_address
 from secir_bot.keycheck import vet
 from secir_bot.nomination import NomineeForm, parse
-from secir_bot.store_audit import SYSTEM_ACTOR, Tx
+from secir_bot.store import Tx
+from secir_bot.store.audit import SYSTEM_ACTOR
+from secir_bot.store.cases import CaseConflict
 
 
 def _date(stamp: float) -> str:
@@ -92,13 +94,13 @@ async def start(
     ctx: Context, actor: str, tld: CcTld, override: tuple[str, str] | None = None
 ) -> Reply | Change:
     """``!invite .xx`` (or with ``override`` = (address, reason), ``!invite-via``)."""
-    existing = store_cases.open_for(ctx.store, tld.a_label)
+    existing = ctx.store.cases.open_for(tld.a_label)
     if existing is not None:
         return refuse(
             f"case {existing.label} for {tld.display} is open already; it waits for "
             f"{existing.waiting_for()}"
         )
-    active = [m for m in ctx.store.members() if m.tld == tld.a_label]
+    active = [m for m in ctx.store.members.all() if m.tld == tld.a_label]
     if len(active) >= MAX_NOMINEES:
         return refuse(f"{tld.display} has {len(active)} contacts already, the most allowed")
     evidence: dict[str, str] = {}
@@ -123,7 +125,7 @@ async def start(
 
     def apply(tx: Tx) -> Reply:
         try:
-            case_id = store_cases.open_case(
+            case_id = ctx.store.cases.open_case(
                 tx,
                 tld=tld.a_label,
                 contact_email=contact,
@@ -136,7 +138,7 @@ async def start(
                 now=now,
                 expires_at=expires,
             )
-        except store_cases.CaseConflict as exc:
+        except CaseConflict as exc:
             raise Refused(str(exc)) from None
         mail = SendMail(
             to=(contact,),
@@ -180,11 +182,11 @@ async def _vet_all(ctx: Context, forms: tuple[NomineeForm, ...]) -> list[str]:
         problems.extend(f"nominee {form.position}: {p}" for p in why)
         if vetted is not None:
             form.key, form.fingerprint = vetted.armored, vetted.fingerprint
-            if ctx.store.member_by_fingerprint(vetted.fingerprint):
+            if ctx.store.members.by_fingerprint(vetted.fingerprint):
                 problems.append(f"nominee {form.position}: key {vetted.fingerprint} is taken")
-        if form.email and ctx.store.member_by_email(form.email):
+        if form.email and ctx.store.members.by_email(form.email):
             problems.append(f"nominee {form.position}: {form.email} is already a member")
-        if form.matrix_id and ctx.store.member_by_matrix_id(form.matrix_id):
+        if form.matrix_id and ctx.store.members.by_matrix_id(form.matrix_id):
             problems.append(f"nominee {form.position}: {form.matrix_id} is already a member")
     return problems
 
@@ -196,7 +198,7 @@ async def nomination_received(
     nomination = parse(body)
     if nomination.code is None:
         return refuse("Nothing was changed: " + "; ".join(nomination.problems))
-    case = store_cases.by_code(ctx.store, nomination.code)
+    case = ctx.store.cases.by_code(nomination.code)
     if case is None:
         return refuse("this code is not known; answer the invitation mail, keeping its code")
     if case.state is CaseState.EXPIRED or case.expires_at < ctx.clock():
@@ -217,8 +219,8 @@ async def nomination_received(
 
     def apply(tx: Tx) -> Reply:
         for form in nomination.nominees:
-            store_cases.add_nominee(tx, case.id, form, challenges[form.position])
-        store_cases.move(tx, case, CaseState.NOMINATED, ctx.clock(), ref=ref)
+            ctx.store.cases.add_nominee(tx, case.id, form, challenges[form.position])
+        ctx.store.cases.move(tx, case, CaseState.NOMINATED, ctx.clock(), ref=ref)
         effects: list[Effect] = []
         for form in nomination.nominees:
             assert form.fingerprint is not None
@@ -271,7 +273,7 @@ expect this, tell the admins at {lst.owner}.
 def _commit(ctx: Context, actor: str, change: Change, ref: str) -> Reply:
     try:
         return commit(ctx, actor, change, ref=ref)
-    except (Refused, store_cases.CaseConflict) as exc:
+    except (Refused, CaseConflict) as exc:
         return refuse(str(exc))
 
 
@@ -289,7 +291,7 @@ def proof_received(ctx: Context, *, signer: str | None, text: str, ref: str) -> 
         return refuse("no challenge line (SECIR-PROOF-...) found in the answer")
     if len(challenges) > 1:
         return refuse("answer each challenge in its own mail")
-    found = store_cases.nominee_by_challenge(ctx.store, challenges.pop())
+    found = ctx.store.cases.nominee_by_challenge(challenges.pop())
     if found is None:
         return refuse("this challenge is not known, or was answered already")
     case, nominee = found
@@ -304,7 +306,7 @@ def proof_received(ctx: Context, *, signer: str | None, text: str, ref: str) -> 
         return refuse(f"case {case.label} is closed ({case.state}); nothing was changed")
 
     def apply(tx: Tx) -> Reply:
-        store_cases.prove_key(tx, nominee.id, ctx.clock(), ref)
+        ctx.store.cases.prove_key(tx, nominee.id, ctx.clock(), ref)
         return _after_progress(ctx, tx, case, f"Thank you, {nominee.name}: your key is confirmed.")
 
     change = Change("case.proof", _target(case, case.tld), "", apply, evidence={"key": signer})
@@ -312,10 +314,10 @@ def proof_received(ctx: Context, *, signer: str | None, text: str, ref: str) -> 
 
 
 def _after_progress(ctx: Context, tx: Tx, case: Case, text: str) -> Reply:
-    updated = store_cases.get(tx, case.id)
+    updated = ctx.store.cases.get(case.id, tx)
     assert updated is not None
     if updated.state is CaseState.NOMINATED and updated.state_after_proofs() is CaseState.READY:
-        store_cases.move(tx, updated, CaseState.READY, ctx.clock())
+        ctx.store.cases.move(tx, updated, CaseState.READY, ctx.clock())
         return Reply(text, effects=(_ready_notice(updated),))
     return Reply(text)
 
@@ -323,7 +325,7 @@ def _after_progress(ctx: Context, tx: Tx, case: Case, text: str) -> Reply:
 def matrix_joined(ctx: Context, user_id: str, ref: str) -> list[Reply]:
     """A nominee's Matrix account accepted the bot's invitation."""
     replies = []
-    for case in store_cases.nominees_with_matrix_id(ctx.store, user_id):
+    for case in ctx.store.cases.nominees_with_matrix_id(user_id):
         if case.expires_at < ctx.clock():
             continue
         for nominee in case.nominees:
@@ -331,7 +333,7 @@ def matrix_joined(ctx: Context, user_id: str, ref: str) -> list[Reply]:
                 continue
 
             def apply(tx: Tx, case: Case = case, nid: int = nominee.id) -> Reply:
-                store_cases.matrix_joined(tx, nid, ctx.clock())
+                ctx.store.cases.matrix_joined(tx, nid, ctx.clock())
                 return _after_progress(ctx, tx, case, f"Thank you: {user_id} is confirmed.")
 
             change = Change("case.matrix-joined", _target(case, case.tld), "", apply)
@@ -343,12 +345,14 @@ def expire_due(ctx: Context) -> list[Reply]:
     """Close every open case past its expiry (run now and then by the app)."""
     now = ctx.clock()
     replies = []
-    for case in store_cases.open_cases(ctx.store):
+    for case in ctx.store.cases.open_cases():
         if case.expires_at >= now:
             continue
 
         def apply(tx: Tx, case: Case = case) -> Reply:
-            store_cases.move(tx, case, CaseState.EXPIRED, now, by=SYSTEM_ACTOR, reason="expired")
+            ctx.store.cases.move(
+                tx, case, CaseState.EXPIRED, now, by=SYSTEM_ACTOR, reason="expired"
+            )
             text = f"case {case.label} (.{case.tld}) expired; it waited for {case.waiting_for()}"
             return Reply(text, effects=(NotifyAdmins(text),))
 
