@@ -20,8 +20,6 @@ from pathlib import Path
 import pytest
 from servers import GpgWorld
 
-from secir_bot.mime.compose import ListHeaders, compose_outer
-from secir_bot.mime import parse_decrypted
 from secir_bot.crypto import Keyring
 from secir_bot.fidelity.attachments import (
     Attachment,
@@ -35,6 +33,8 @@ from secir_bot.fidelity.fromhtml import html_to_matrix, room_text
 from secir_bot.fidelity.fromtext import text_to_matrix
 from secir_bot.fidelity.mailparts import OutgoingFile, mail_body
 from secir_bot.fidelity.reasons import Refusal
+from secir_bot.mime import parse_decrypted
+from secir_bot.mime.compose import ListHeaders, compose_outer
 
 CORPUS = Path(__file__).parent / "corpus"
 ALICE = "alice@test.example"

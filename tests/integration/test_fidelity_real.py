@@ -28,7 +28,6 @@ import pytest_asyncio
 from nio import RoomEncryptedMedia, RoomSendError, UploadResponse
 from servers import MailStack, password_for
 
-from secir_bot.mime.compose import ListHeaders, compose_outer
 from secir_bot.bridges.matrix.media import (
     MediaRef,
     decrypt_media,
@@ -43,6 +42,7 @@ from secir_bot.fidelity.fromtext import text_to_matrix
 from secir_bot.fidelity.mailparts import OutgoingFile, mail_body
 from secir_bot.fidelity.reasons import Refusal
 from secir_bot.fidelity.relations import edit_content, parse_edit
+from secir_bot.mime.compose import ListHeaders, compose_outer
 from secir_bot.sandbox.operators import MailOperator, MatrixOperator, wait_until
 from secir_bot.sandbox.synapse import Synapse
 
