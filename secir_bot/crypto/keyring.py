@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from secir_bot.crypto import gpg
+from secir_bot.crypto.keycache import KeyCache
 from secir_bot.crypto.keys import KeyInfo, parse_listing
 from secir_bot.errors import CryptoError
 
@@ -103,6 +104,7 @@ class Keyring:
         self.home = home
         self.calls = 0
         self.deadline = deadline
+        self.cache = KeyCache(home, self._list_all)
 
     @classmethod
     def create(cls, home: Path) -> Keyring:
@@ -138,6 +140,7 @@ class Keyring:
             "%no-protection\n%commit\n"
         )
         run = await self._gpg(["--gen-key"], params.encode())
+        self.cache.invalidate()
         created = run.lines("KEY_CREATED")
         if not created or len(created[0].split()) < 2:
             raise CryptoError(f"gpg could not generate the list key: {run.stderr[-400:]}")
@@ -147,6 +150,7 @@ class Keyring:
         """Import keys; return the fingerprints gpg reported."""
         data = armored.encode() if isinstance(armored, str) else armored
         run = await self._gpg(["--import"], data)
+        self.cache.invalidate()
         fprs = sorted({f.split()[1].upper() for f in run.lines("IMPORT_OK") if len(f.split()) > 1})
         if not fprs:
             raise CryptoError("no OpenPGP key found in the data given")
@@ -164,6 +168,13 @@ class Keyring:
             secret = await self._gpg([*listing, "--list-secret-keys"])
             secret_fprs = {k.fingerprint for k in parse_listing(secret.output, set())}
         return parse_listing(raw.output, secret_fprs)
+
+    async def _list_all(self) -> bytes:
+        listing = ["--with-colons", "--fixed-list-mode", "--with-fingerprint", "--list-keys"]
+        run = await self._gpg(listing)
+        if run.returncode != 0 and not run.output:
+            raise CryptoError(f"gpg could not list the keyring: exit code {run.returncode}")
+        return run.output
 
     async def key(self, fingerprint: str) -> KeyInfo | None:
         found = await self.keys([fingerprint])
@@ -236,12 +247,12 @@ class Keyring:
         return _verified(run)
 
     async def usable_for_encryption(self, fingerprints: list[str]) -> set[str]:
-        """Those of ``fingerprints`` whose keys can be encrypted to now (one listing)."""
-        return {
-            k.fingerprint
-            for k in await self.keys(fingerprints, with_secret=False)
-            if k.can_encrypt and not k.expired and not k.revoked
-        }
+        """Those of ``fingerprints`` whose keys can be encrypted to now.
+
+        Answered from :class:`KeyCache`: no gpg call at all while the keyring is unchanged,
+        one listing of the whole keyring after a change.
+        """
+        return await self.cache.usable(fingerprints)
 
     async def sign_encrypt(self, data: bytes, recipients: list[str], signer: str) -> bytes:
         """Sign with ``signer`` and encrypt to every recipient in one gpg call."""
