@@ -10,8 +10,9 @@ that is neither expired nor revoked). The text a caller may show is always the b
 wrote out (the decrypted literal data, or the text of a clear-signed message), never a
 second reading of the input.
 
-Fan-out is one call: a post is signed once and encrypted once to every recipient, with
-the recipients' key ids hidden (``--throw-keyids``), whatever the number of members.
+``sign_encrypt`` signs once and encrypts once to every recipient given, by default with the
+recipients' key ids hidden (``--throw-keyids``); ``crypto.groups`` splits a large audience
+into groups and runs one such call per group, several at once.
 """
 
 from __future__ import annotations
@@ -184,6 +185,13 @@ class Keyring:
         run = await self._gpg(["--armor", "--export", fingerprint])
         return run.output.decode("ascii", errors="replace")
 
+    async def export_all_public(self) -> bytes:
+        """Every public key of the keyring, binary (what another OpenPGP library loads)."""
+        run = await self._gpg(["--export"])
+        if run.returncode != 0:
+            raise CryptoError(f"gpg could not export the keyring: exit code {run.returncode}")
+        return run.output
+
     async def export_secret(self, fingerprint: str) -> str:
         run = await self._gpg(
             ["--pinentry-mode", "error", "--armor", "--export-secret-keys", fingerprint]
@@ -254,15 +262,22 @@ class Keyring:
         """
         return await self.cache.usable(fingerprints)
 
-    async def sign_encrypt(self, data: bytes, recipients: list[str], signer: str) -> bytes:
-        """Sign with ``signer`` and encrypt to every recipient in one gpg call."""
+    async def sign_encrypt(
+        self, data: bytes, recipients: list[str], signer: str, *, hide: bool = True
+    ) -> bytes:
+        """Sign with ``signer`` and encrypt to every recipient in one gpg call.
+
+        ``hide`` leaves the recipients' key ids out of the message (``--throw-keyids``):
+        then each recipient's OpenPGP software tries its key on every encrypted session
+        key in turn (docs/performance.md says what that costs them).
+        """
         if not recipients:
             raise CryptoError("no recipients to encrypt to")
         run = await self._gpg(
             [
                 *_VERIFY,
                 "--armor",
-                "--throw-keyids",
+                *(["--throw-keyids"] if hide else []),
                 "--local-user",
                 signer,
                 "--sign",
