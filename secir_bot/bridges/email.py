@@ -18,12 +18,13 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aioimaplib
 import aiosmtplib
 
+from secir_bot.bridges import smtpsend
 from secir_bot.bridges.mailconn import (
     IMAP_TIMEOUT,
     ImapError,
@@ -302,35 +303,37 @@ class EmailBridge:
         pending = [r for r in row.recipients if r not in row.done]
         if not pending:
             return "nothing left to send"
-        smtp = await self._smtp_session()
         done = list(row.done)
         refused: list[str] = []
         later: list[str] = []
+
+        def batch_done(batch: Sequence[str], errors: Mapping[str, aiosmtplib.SMTPResponse]) -> None:
+            for addr, resp in errors.items():
+                if resp.code >= 500:
+                    refused.append(f"{addr} ({resp.code} {resp.message})")
+                else:
+                    later.append(addr)
+            done.extend(a for a in batch if a not in later)
+            self.store.partly_delivered(row.id, tuple(done))
+
         try:
-            for i in range(0, len(pending), cfg.max_recipients):
-                batch = pending[i : i + cfg.max_recipients]
-                try:
-                    errors, _ = await smtp.sendmail(self.config.list.address, batch, row.payload)
-                except aiosmtplib.SMTPRecipientsRefused as exc:
-                    errors = {
-                        r.recipient: aiosmtplib.SMTPResponse(r.code, r.message)
-                        for r in exc.recipients
-                    }
-                for addr, resp in errors.items():
-                    if resp.code >= 500:
-                        refused.append(f"{addr} ({resp.code} {resp.message})")
-                    else:
-                        later.append(addr)
-                done.extend(a for a in batch if a not in later)
-                self.store.partly_delivered(row.id, tuple(done))
+            # One connection (or smtp.connections) for every batch, RCPTs pipelined.
+            await smtpsend.send(
+                self._smtp_session,
+                self.config.list.address,
+                pending,
+                row.payload,
+                batch_done,
+                max_recipients=cfg.max_recipients,
+                connections=cfg.connections,
+                pipelining=cfg.pipelining,
+                reply_timeout=cfg.timeout,
+            )
         except aiosmtplib.SMTPResponseException as exc:
             error = PermanentDeliveryError if exc.code >= 500 else TransientDeliveryError
             raise error(f"SMTP {exc.code} {exc.message}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise TransientDeliveryError(f"SMTP: {type(exc).__name__}: {exc}") from exc
-        finally:
-            with contextlib.suppress(Exception):
-                await smtp.quit()
         if later:
             # Keep what went through; retry only those the server asked to try later.
             raise TransientDeliveryError("deferred by the server: " + ", ".join(later))
