@@ -112,6 +112,8 @@ class SmtpConfig:
     max_recipients: int
     timeout: float
     ca_file: Path | None = None
+    connections: int = 1  # SMTP connections one delivery may use at once
+    pipelining: bool = True  # pipeline MAIL and RCPT when the server offers PIPELINING
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,15 @@ class DeliveryConfig:
     retry_max: float
     give_up_after: float
     outage_notice_after: float = 300.0
+    encrypt_group_size: int = 250  # list mail: recipients per ciphertext (crypto.groups)
+
+
+@dataclass(frozen=True)
+class CryptoConfig:
+    """How list mail is signed and encrypted (crypto.backend, crypto.groups)."""
+
+    backend: str = "gpg"  # "gpg" (default, the reference) or "sequoia"
+    hide_recipients: bool = True  # gpg's --throw-keyids; Sequoia cannot
 
 
 @dataclass(frozen=True)
@@ -152,6 +163,7 @@ class Config:
     warnings: tuple[str, ...] = ()
     commands: CommandsConfig = field(default_factory=CommandsConfig)
     whois: WhoisConfig = field(default_factory=WhoisConfig)
+    crypto: CryptoConfig = field(default_factory=CryptoConfig)
 
 
 class _Reader:
@@ -317,7 +329,7 @@ def _url(value: str) -> str | None:
 def parse(data: dict[str, Any], path: Path) -> Config:
     """Validate a parsed TOML document; raise ``ConfigError`` listing every problem."""
     r = _Reader(data, path.parent)
-    known = {"store", "list", "matrix", "imap", "smtp", "delivery", "commands", "whois"}
+    known = {"store", "list", "matrix", "imap", "smtp", "delivery", "commands", "whois", "crypto"}
     r.problems.extend(f"{k}: unknown section" for k in data if k not in known)
 
     store = r.value("store.path", str, "store")
@@ -382,13 +394,17 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         max_recipients=r.value("smtp.max_recipients", int, 100, check=_positive),
         timeout=r.value("smtp.timeout", float, 60.0, check=_positive),
         ca_file=r.ca_file("smtp.ca_file"),
+        connections=r.value("smtp.connections", int, 1, check=_positive),
+        pipelining=r.value("smtp.pipelining", bool, True),
     )
     delivery = DeliveryConfig(
         retry_base=r.value("delivery.retry_base", float, 5.0, check=_positive),
         retry_max=r.value("delivery.retry_max", float, 900.0, check=_positive),
         give_up_after=r.value("delivery.give_up_after", float, 86400.0, check=_positive),
         outage_notice_after=r.value("delivery.outage_notice_after", float, 300.0, check=_positive),
+        encrypt_group_size=r.value("delivery.encrypt_group_size", int, 250, check=_positive),
     )
+    crypto = _crypto(r)
     r.warnings.extend(_transport_warnings(mx, imap, smtp))
     commands, whois = _commands(r)
     for section, table in data.items():
@@ -409,7 +425,27 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         warnings=tuple(r.warnings),
         commands=commands,
         whois=whois,
+        crypto=crypto,
     )
+
+
+def _crypto(r: _Reader) -> CryptoConfig:
+    """The [crypto] section: which OpenPGP implementation writes list mail."""
+    crypto = CryptoConfig(
+        backend=r.value(
+            "crypto.backend",
+            str,
+            "gpg",
+            check=lambda v: None if v in ("gpg", "sequoia") else "must be gpg or sequoia",
+        ),
+        hide_recipients=r.value("crypto.hide_recipients", bool, True),
+    )
+    if crypto.backend == "sequoia" and crypto.hide_recipients:
+        r.problems.append(
+            "crypto.hide_recipients: Sequoia writes every recipient's key id into the "
+            'message; with crypto.backend = "sequoia" set crypto.hide_recipients = false'
+        )
+    return crypto
 
 
 def _transport_warnings(mx: MatrixConfig, imap: ImapConfig, smtp: SmtpConfig) -> list[str]:

@@ -114,3 +114,15 @@ async def test_what_sequoia_refuses_goes_to_gpg_and_gpgs_answer_counts(
     with pytest.raises(CryptoError, match="could not encrypt"):
         await setup.backend.sign_encrypt(TEXT, [alice, v6_length], setup.fingerprint)
     assert setup.backend.fallbacks == 1
+
+
+async def test_the_configured_backend_is_made(setup: Setup) -> None:
+    from secir_bot.crypto.backend import GpgBackend, make_backend
+
+    sequoia = make_backend("sequoia", setup.ring)
+    gpg = make_backend("gpg", setup.ring, hide_recipients=False)
+    try:
+        assert isinstance(sequoia, SequoiaBackend) and not sequoia.hides_recipients
+        assert isinstance(gpg, GpgBackend) and not gpg.hides_recipients
+    finally:
+        await sequoia.aclose()
