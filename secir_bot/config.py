@@ -122,7 +122,7 @@ class DeliveryConfig:
     retry_max: float
     give_up_after: float
     outage_notice_after: float = 300.0
-    encrypt_group_size: int = 250  # list mail: recipients per ciphertext (crypto.groups)
+    encrypt_group_size: int = 100  # list mail: recipients per ciphertext (crypto.groups)
 
 
 @dataclass(frozen=True)
@@ -402,7 +402,7 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         retry_max=r.value("delivery.retry_max", float, 900.0, check=_positive),
         give_up_after=r.value("delivery.give_up_after", float, 86400.0, check=_positive),
         outage_notice_after=r.value("delivery.outage_notice_after", float, 300.0, check=_positive),
-        encrypt_group_size=r.value("delivery.encrypt_group_size", int, 250, check=_positive),
+        encrypt_group_size=r.value("delivery.encrypt_group_size", int, 100, check=_positive),
     )
     crypto = _crypto(r)
     r.warnings.extend(_transport_warnings(mx, imap, smtp))

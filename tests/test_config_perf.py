@@ -33,7 +33,7 @@ def _data(tmp_path: Path, **sections: dict[str, Any]) -> dict[str, Any]:
 def test_defaults(tmp_path: Path) -> None:
     cfg = config.parse(_data(tmp_path), tmp_path / "c.toml")
     assert cfg.crypto.backend == "gpg" and cfg.crypto.hide_recipients
-    assert cfg.delivery.encrypt_group_size == 250
+    assert cfg.delivery.encrypt_group_size == 100
     assert cfg.smtp.connections == 1 and cfg.smtp.pipelining
 
 
