@@ -144,7 +144,7 @@ async def holding(mail_stack: MailStack) -> AsyncIterator[tuple[Holding, int]]:
 
 def _opener(port: int, **kwargs: Any) -> Any:
     async def open_session() -> aiosmtplib.SMTP:
-        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10, **kwargs)
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=60, **kwargs)
         await smtp.connect()
         return smtp
 
@@ -384,3 +384,30 @@ async def test_an_address_that_would_inject_a_command_is_refused_before_sending(
 
 def test_data_section_normalises_line_ends_and_doubles_leading_dots() -> None:
     assert smtpsend.data_bytes(b"a\n.b\r.c\r\nd") == b"a\r\n..b\r\n..c\r\nd\r\n.\r\n"
+
+
+async def test_a_garbled_reply_fails_the_row_and_closes_the_connection() -> None:
+    """Nothing waits on a server that stopped speaking SMTP (not even for QUIT)."""
+
+    async def garbling(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 mx ESMTP\r\n")
+        while line := await reader.readline():
+            if line.upper().startswith(b"EHLO"):
+                writer.write(b"250-mx\r\n250 PIPELINING\r\n")
+            elif line.upper().startswith(b"MAIL"):
+                writer.write(b"this is not SMTP\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(garbling, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(aiosmtplib.SMTPResponseException, match="malformed"):
+            await smtpsend.send(
+                _opener(port), SENDER, PEOPLE, b"x\r\n", Recorder(), max_recipients=5
+            )
+        assert loop.time() - start < 5  # not the 60 s a QUIT without answer would take
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -145,8 +145,11 @@ async def _pipelined(
             return errors
         except TimeoutError:
             raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from None
-    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
-        smtp.close()
+    except Exception as exc:
+        # A lost, silent or garbled server leaves the session out of step: close it rather
+        # than risk pairing a late reply with a later command (QUIT included).
+        if reader.lost is not None or isinstance(exc, aiosmtplib.SMTPTimeoutError):
+            smtp.close()
         raise
     finally:
         if not transport.is_closing():
