@@ -419,9 +419,15 @@ class MailStack:
         entry = f"{address}:{{PLAIN}}{password}:{self._uid}:{self._gid}::{home}::\n"
         path = self._users_dir / domain / local
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Dovecot's auth process (user dovecot) reads these: explicit modes whatever the
+        # umask (secir-bot's CLI sets 0077, and tests that call it in-process leave it so,
+        # which made every later stack refuse all logins and LMTP deliveries).
+        for directory in (self._users_dir, path.parent):
+            directory.chmod(0o755)
         # Write and rename, so Dovecot never reads half a line.
         partial = path.with_name(f".{local}.new")
         partial.write_text(entry)
+        partial.chmod(0o644)
         partial.replace(path)
 
     def dovecot_log(self, chars: int = 3000) -> str:

@@ -127,9 +127,12 @@ def _arrived(stack: MailStack, address: str, subject: str) -> list[bytes]:
 
 async def _all_arrived(stack: MailStack, recipients: Sequence[str], subject: str) -> None:
     for address in recipients:
-        mails = await wait_until(
-            lambda a=address: _arrived(stack, a, subject), 10, f"the mail in {address}'s box"
-        )
+        try:
+            mails = await wait_until(
+                lambda a=address: _arrived(stack, a, subject), 10, f"the mail in {address}'s box"
+            )
+        except TimeoutError:
+            pytest.fail(f"no mail for {address}:\n{stack.logs()}")
         assert len(mails) == 1, f"{address} got {len(mails)} copies"
         assert b"\n.a line that starts with a dot" in mails[0]  # dot-stuffing undone
 
