@@ -40,7 +40,7 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from secir_bot.bridges import smtpsend  # noqa: E402
+from secir_bot.bridges.email import smtpsend  # noqa: E402
 from secir_bot.crypto import Keyring  # noqa: E402
 from secir_bot.crypto.backend import GpgBackend  # noqa: E402
 from secir_bot.crypto.groups import sign_encrypt_groups  # noqa: E402

@@ -1,32 +1,35 @@
 """The composition root: builds everything from the config and runs it.
 
-Every long-lived task (Matrix sync, IMAP receive, the outbox workers) runs under one
-``asyncio.TaskGroup``: if one fails, the others are cancelled and the process exits loudly
-instead of running half-alive. Shutdown closes in reverse order of construction.
+Every long-lived task (Matrix sync, IMAP receive, the inbox runners, the outbox workers)
+runs under one ``asyncio.TaskGroup``: if one fails, the others are cancelled and the process
+exits loudly instead of running half-alive. Shutdown closes in reverse order of construction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from secir_bot import fileperms, redact
+from secir_bot import fileperms, housekeeping, redact
 from secir_bot.bridges import Bridge
-from secir_bot.bridges.email import EmailBridge
+from secir_bot.bridges.email import EmailBridge, EmailRenderer
 from secir_bot.bridges.matrix import MatrixBridge
+from secir_bot.bridges.matrix.render import MatrixRenderer
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.errors import StoreError, StoreMissing
+from secir_bot.fanout import Fanout
 from secir_bot.health import Health, Link, where_of
-from secir_bot.model import Channel
+from secir_bot.inbox import Decider, InboxRunner
+from secir_bot.model import Channel, InboxState
+from secir_bot.notices import Notices
 from secir_bot.outbox import Outbox
-from secir_bot.pipeline import Services
-from secir_bot.relay import Processor
-from secir_bot.store import Store
+from secir_bot.steps import Services
+from secir_bot.store import LIST_FPR_KEY, Store
 
 log = logging.getLogger(__name__)
-
-LIST_FPR_KEY = "list.fingerprint"
 
 
 def check_store_dir(config: Config) -> None:
@@ -38,6 +41,16 @@ def check_store_dir(config: Config) -> None:
         log.warning("store: %s", change)
 
 
+def decider(services: Services) -> Decider:
+    """What decides inbox items, with each channel's renderer wired in (the core never
+    imports a bridge; this is the one place that hands the renderers over)."""
+    cfg, store, keyring = services.config, services.store, services.keyring
+    room = MatrixRenderer()
+    mail = EmailRenderer(cfg, store, keyring, services.list_fpr)
+    notices = Notices(cfg, store, keyring, room, mail)
+    return Decider(services, Fanout(cfg, store, keyring, room, mail, notices), notices)
+
+
 class App:
     """One running list: store, keyring, bridges and outbox."""
 
@@ -47,7 +60,7 @@ class App:
         self.config = config
         self.store = Store.open(config.store_path)
         self.keyring = Keyring(config.store_path / "gnupg")
-        list_fpr = self.store.get(LIST_FPR_KEY)
+        list_fpr = self.store.kv.get(LIST_FPR_KEY)
         if not list_fpr:
             raise StoreMissing("the store has no list key: run 'secir-bot init' first")
         self.services = Services(
@@ -57,7 +70,11 @@ class App:
             list_fpr=list_fpr,
             bot_user_id=config.matrix.user_id,
         )
-        self.processor = Processor(self.services)
+        self.decider = decider(self.services)
+        self.inbox = {
+            channel: InboxRunner(self.store, self.decider, channel, self._wake)
+            for channel in Channel
+        }
         self.health = Health(
             self._notify, config.delivery.outage_notice_after, self._backlog, where_of(config)
         )
@@ -65,17 +82,21 @@ class App:
             config,
             self.store,
             config.store_path / "matrix",
-            self.processor.process,
+            self.inbox[Channel.MATRIX],
             self._wake,
             self._notify,
             self._matrix_link,
         )
         self.email = EmailBridge(
-            config, self.store, self.processor.process, self._wake, self._notify, self.health
+            config, self.store, self.inbox[Channel.EMAIL], self._notify, self.health
         )
         bridges: dict[Channel, Bridge] = {Channel.MATRIX: self.matrix, Channel.EMAIL: self.email}
         self.outbox = Outbox(
-            self.store, bridges, config.delivery, self.processor.notice, config.matrix.control_room
+            self.store,
+            bridges,
+            config.delivery,
+            self.decider.notices.admins,
+            config.matrix.control_room,
         )
         if self.matrix.user_id != config.matrix.user_id:
             raise StoreError("the Matrix login does not match matrix.user_id")
@@ -94,12 +115,14 @@ class App:
 
     def _backlog(self) -> str:
         """What waits in the queues, for the admins' outage notices."""
-        to_matrix = len(self.store.outbox_pending(Channel.MATRIX))
-        by_mail = len(self.store.outbox_pending(Channel.EMAIL))
-        received = sum(
-            len(self.store.inbox_pending(source, state))
-            for source, state in (("email", "new"), ("matrix", "new"), ("matrix", "parked"))
+        to_matrix = len(self.store.outbox.pending(Channel.MATRIX))
+        by_mail = len(self.store.outbox.pending(Channel.EMAIL))
+        waiting = (
+            (Channel.EMAIL, InboxState.NEW),
+            (Channel.MATRIX, InboxState.NEW),
+            (Channel.MATRIX, InboxState.PARKED),
         )
+        received = sum(len(self.store.inbox.pending(source, state)) for source, state in waiting)
         return (
             f"{to_matrix} message(s) to Matrix and {by_mail} by mail in the outbox, "
             f"{received} received item(s) not yet processed"
@@ -113,12 +136,21 @@ class App:
         )
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.matrix.run(), name="matrix")
-                tg.create_task(self.email.run(), name="email")
-                tg.create_task(self.outbox.run(), name="outbox")
-                tg.create_task(self.health.run(), name="health")
+                for name, start in self.tasks():
+                    tg.create_task(start(), name=name)
         finally:
             await self.close()
+
+    def tasks(self) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
+        """Every long-lived task of the running list, by name (a new one is a new line)."""
+        return [
+            *((f"inbox-{channel}", runner.run) for channel, runner in self.inbox.items()),
+            ("matrix", self.matrix.run),
+            ("email", self.email.run),
+            ("outbox", self.outbox.run),
+            ("health", self.health.run),
+            ("housekeeping", lambda: housekeeping.run(self.store, self.config.retention_days)),
+        ]
 
     async def close(self) -> None:
         await self.matrix.close()

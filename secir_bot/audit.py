@@ -1,6 +1,6 @@
 """The audit log's hash chain: what an entry is, how it is hashed, and how a chain is checked.
 
-Pure code, no I/O; ``store_audit`` keeps the entries in SQLite. Every entry carries the hash
+Pure code, no I/O; ``store.audit`` keeps the entries in SQLite. Every entry carries the hash
 of the entry before it, so that editing, deleting, inserting or reordering any entry breaks
 the chain at that point::
 

@@ -213,7 +213,7 @@ async def _member_add(config: Config, reqs: list[MemberRequest]) -> int:
 def _member_list(config: Config) -> int:
     store = Store.open(config.store_path)
     try:
-        for m in store.members(active_only=False):
+        for m in store.members.all(active_only=False):
             print(
                 f"{m.tld_display:<12} #{m.rank} {m.name:<24} {m.email:<32} "
                 f"{m.matrix_id or '-':<28} {','.join(sorted(m.channels)):<13} {m.status}"
@@ -224,11 +224,9 @@ def _member_list(config: Config) -> int:
 
 
 def _audit_verify(config: Config, expect_head: str | None) -> int:
-    from secir_bot import store_audit
-
     store = Store.open(config.store_path)
     try:
-        verdict = store_audit.verify(store, expect_head)
+        verdict = store.audit.verify(expect_head)
     finally:
         store.close()
     print(verdict.summary(), file=sys.stdout if verdict.ok else sys.stderr)

@@ -1,6 +1,6 @@
 """The one error tree of secir-bot.
 
-Outcomes of policy (drop, reject, hold) are *values* (see ``pipeline.Decision``), never
+Outcomes of policy (drop, reject) are *values* (see ``steps.Decision``), never
 exceptions. Exceptions mean that something broke::
 
     SecirError
@@ -22,20 +22,6 @@ these at the boundary module that talks to the library.
 """
 
 from __future__ import annotations
-
-
-def raise_if_cancelled() -> None:
-    """Re-raise a cancellation that a library swallowed.
-
-    On Python 3.11, ``asyncio.wait_for`` can lose a cancellation that arrives just as the
-    awaited operation finishes (fixed in 3.12); a reconnect loop would then go on for ever
-    and hold up shutdown. Loops call this at the top of each round.
-    """
-    import asyncio
-
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 class SecirError(Exception):

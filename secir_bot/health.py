@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from secir_bot.config import Config
-from secir_bot.errors import raise_if_cancelled
+from secir_bot.tasks import raise_if_cancelled, sleep_until
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +144,7 @@ class Health:
             if due is not None and due[1] <= now:
                 self._tell_outage(due[0], now)
                 continue
-            timeout = None if due is None else due[1] - now
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
-            except TimeoutError:
-                pass
+            await sleep_until(self._changed, None if due is None else due[1], now)
 
     def _tell_outage(self, link: Link, now: float) -> None:
         state = self._states[link]

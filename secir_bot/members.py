@@ -89,18 +89,18 @@ async def add_member(store: Store, keyring: Keyring, req: MemberRequest) -> Memb
                     "the key file holds a SECRET key: give the public key only "
                     "(and consider this secret key exposed)"
                 )
-    if fingerprint and store.member_by_fingerprint(fingerprint):
+    if fingerprint and store.members.by_fingerprint(fingerprint):
         problems.append(f"key {fingerprint} is already registered for another member")
-    if _email_problem(email) is None and store.member_by_email(email):
+    if _email_problem(email) is None and store.members.by_email(email):
         problems.append(f"{email} is already a member")
-    if req.matrix_id and store.member_by_matrix_id(req.matrix_id):
+    if req.matrix_id and store.members.by_matrix_id(req.matrix_id):
         problems.append(f"{req.matrix_id} is already a member")
     if problems:
         raise MemberError("; ".join(problems))
     assert tld is not None
     await keyring.import_key(req.key)
     try:
-        return store.add_member(
+        return store.members.add(
             tld=tld.a_label,
             tld_display=tld.display,
             name=req.name.strip(),

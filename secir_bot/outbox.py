@@ -19,13 +19,10 @@ from collections.abc import Callable, Mapping
 
 from secir_bot.bridges import Bridge
 from secir_bot.config import DeliveryConfig
-from secir_bot.errors import (
-    PermanentDeliveryError,
-    TransientDeliveryError,
-    raise_if_cancelled,
-)
+from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
 from secir_bot.model import Channel
 from secir_bot.store import NewDelivery, OutboxRow, Store
+from secir_bot.tasks import work_loop
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +51,7 @@ class Outbox:
 
     def notify(self, text: str) -> None:
         """Queue a notice for the admins (used by bridges and workers)."""
-        self.store.enqueue(self.notice(text))
+        self.store.outbox.enqueue(self.notice(text))
         self.wake()
 
     async def run(self) -> None:
@@ -63,17 +60,9 @@ class Outbox:
                 tg.create_task(self._worker(channel), name=f"outbox-{channel}")
 
     async def _worker(self, channel: Channel) -> None:
-        wake = self._wake[channel]
-        while True:
-            raise_if_cancelled()
-            wake.clear()
-            await self.drain(channel)
-            next_at = self.store.outbox_next_time()
-            timeout = None if next_at is None else max(0.05, next_at - time.time())
-            try:
-                await asyncio.wait_for(wake.wait(), timeout)
-            except TimeoutError:
-                pass
+        await work_loop(
+            lambda: self.drain(channel), self._wake[channel], self.store.outbox.next_time
+        )
 
     async def drain(self, channel: Channel) -> None:
         """Deliver every due row of ``channel`` in order.
@@ -84,7 +73,7 @@ class Outbox:
         """
         held: set[str] = set()
         now = time.time()
-        for row in self.store.outbox_pending(channel):
+        for row in self.store.outbox.pending(channel):
             if row.target in held:
                 continue
             if row.due_at > now or not await self._deliver(row):
@@ -105,7 +94,7 @@ class Outbox:
     async def _attempt(self, row: OutboxRow) -> bool:
         bridge = self.bridges[row.channel]
         try:
-            result = await bridge.deliver(row)
+            receipt = await bridge.deliver(row)
         except TransientDeliveryError as exc:
             age = time.time() - row.created_at
             if age > self.cfg.give_up_after:
@@ -115,21 +104,22 @@ class Outbox:
             log.warning(
                 "outbox %s (%s) failed, retry in %.0fs: %s", row.id, row.channel, delay, exc
             )
-            self.store.retry_later(row.id, str(exc), time.time() + delay)
+            self.store.outbox.retry_later(row.id, str(exc), time.time() + delay)
             return False
         except PermanentDeliveryError as exc:
             self._dead(row, str(exc))
             return True
-        log.info("outbox %s (%s %s) delivered: %s", row.id, row.channel, row.kind, result)
-        link = ("event", result) if row.channel is Channel.MATRIX and row.kind == "post" else None
-        self.store.delivered(row.id, result, link=link, post_uid=row.post_uid)
-        if "refused:" in result:
-            self.notify(f"Some recipients refused delivery {row.id}: {result}")
+        log.info("outbox %s (%s %s) delivered: %s", row.id, row.channel, row.kind, receipt.result)
+        self.store.outbox.delivered(
+            row.id, receipt.result, link=receipt.link, post_uid=row.post_uid
+        )
+        if receipt.refused:
+            self.notify(f"Some recipients refused delivery {row.id}: {receipt.result}")
         return True
 
     def _dead(self, row: OutboxRow, why: str) -> None:
         log.error("outbox %s (%s to %s) is a dead letter: %s", row.id, row.channel, row.target, why)
-        self.store.dead(row.id, why)
+        self.store.outbox.dead(row.id, why)
         if not (row.channel is Channel.MATRIX and row.target == self.control_room):
             self.notify(
                 f"Delivery {row.id} ({row.kind} via {row.channel} to {row.target}) "

@@ -24,12 +24,11 @@ import tempfile
 from pathlib import Path
 
 from secir_bot import fileperms
-from secir_bot.app import LIST_FPR_KEY
 from secir_bot.bridges.matrix import bootstrap_cross_signing, login_once
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.errors import ConfigError, ServiceError, StoreError
-from secir_bot.store import DB_NAME, Store
+from secir_bot.store import DB_NAME, LIST_FPR_KEY, Store
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +87,7 @@ async def _list_key(directory: Path, config: Config, armored: str | None) -> str
             fpr = await _import_list_key(keyring, armored)
         else:
             fpr = await keyring.generate(f"{config.list.name} list", config.list.address)
-        store.put(LIST_FPR_KEY, fpr)
+        store.kv.put(LIST_FPR_KEY, fpr)
         log.info("list key %s", fpr)
         return fpr
     finally:
@@ -142,7 +141,7 @@ async def _complete(
     """An existing store: check the list key, add a Matrix device if it has none."""
     store = Store.open(config.store_path)
     try:
-        fpr = store.get(LIST_FPR_KEY)
+        fpr = store.kv.get(LIST_FPR_KEY)
     finally:
         store.close()
     if not fpr:

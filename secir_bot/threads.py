@@ -1,5 +1,8 @@
 """Subjects and threads: what a post is called and where it hangs.
 
+A message hangs where the ids it answers say (a reply, a thread), as far as the posts they
+name are known. A Matrix message's subject is "Re:" and its thread's, or its first line.
+
 A mail's subject and thread come from what its sender signed. The cleartext Subject and
 the thread headers of the envelope are not covered by any signature: anyone who captured a
 member's signed mail can send it again under another Subject or as a reply to another
@@ -13,8 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from secir_bot.bridges.mime import Content, Envelope, neutral
-from secir_bot.model import Member, Post
+from secir_bot.mime import neutral
+from secir_bot.model import Inbound, Post
 from secir_bot.store import Store
 
 REPLY_PREFIX = re.compile(r"^\s*((re|aw|sv|antw|fwd?)\s*:\s*)+", re.IGNORECASE)
@@ -51,41 +54,66 @@ def first_line(body: str, limit: int = 72) -> str:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a received mail goes: the post it answers, its thread's root, and notes."""
+    """Where a received message goes: the post it answers, its thread's root, and notes."""
 
     parent: Post | None = None
     root: Post | None = None
     notes: tuple[str, ...] = ()
 
 
-def place_mail(store: Store, content: Content, envelope: Envelope, signer: Member) -> Placement:
-    """The thread of a mail: by its signed thread headers when it has any, else by the
-    envelope's (unsigned) ones, with a note when that puts it in someone else's thread."""
-    signed = content.threaded
-    if signed:
-        ids = (*content.in_reply_to, *reversed(content.references))
-    else:
-        ids = (*envelope.in_reply_to, *reversed(envelope.references))
+def place(store: Store, inbound: Inbound) -> Placement:
+    """The thread of a message: the first post it answers that the list knows (else the
+    root of the thread it names), with a note when ids that no signature covers put it in
+    someone else's thread."""
+    root = store.posts.for_link(*inbound.thread_root) if inbound.thread_root else None
     parent = None
-    for message_id in ids:
-        parent = store.post_for("msgid", message_id)
+    for kind, value in inbound.replies_to:
+        parent = store.posts.for_link(kind, value)
         if parent is not None:
             break
+    parent = parent or root
     if parent is None:
         return Placement()
-    root = (store.post(parent.root_uid) if parent.root_uid else None) or parent
-    if signed or root.author.id == signer.id:
+    if root is None:
+        root = (store.posts.get(parent.root_uid) if parent.root_uid else None) or parent
+    if inbound.replies_signed or root.author.id == inbound.author.id:
         return Placement(parent, root)
     return Placement(parent, root, (UNSIGNED_THREAD_NOTE,))
 
 
-def mail_subject(content: Content, placement: Placement, tag: str) -> str:
-    """The signed Subject; for a placeholder (or none), "Re:" and the thread's subject,
-    else the first line of the signed text. The cleartext Subject is never used."""
-    subject = clean_subject(content.subject or "", tag)
+def subject_of(store: Store, inbound: Inbound, placement: Placement, tag: str) -> str:
+    """The subject of a post.
+
+    A mail keeps its signed Subject; for a placeholder (or none) it is "Re:" and the
+    thread's subject, else the first line of the signed text (the cleartext Subject is
+    never used). A Matrix message has no subject line: in a thread it is "Re:" and the
+    thread's subject, else its first line.
+    """
+    if inbound.subject is None:
+        if placement.root is not None:
+            return reply_subject(store, placement.root)
+        return first_line(inbound.text)
+    subject = clean_subject(inbound.subject, tag)
     if is_placeholder(subject):
         if placement.root is not None:
             subject = "Re: " + REPLY_PREFIX.sub("", placement.root.subject)
         else:
-            subject = first_line(content.text)
+            subject = first_line(inbound.text)
     return neutral(subject) or "(no subject)"
+
+
+def reply_subject(store: Store, root: Post) -> str:
+    """The subject of a reply in a thread: "Re:" and the subject of its first post."""
+    first = store.posts.get(root.root_uid) if root.root_uid else root
+    return "Re: " + REPLY_PREFIX.sub("", (first or root).subject)
+
+
+def strip_reply_fallback(body: str) -> str:
+    """Drop the quoted ``> <@user> ...`` fallback that older clients put before replies."""
+    lines = body.split("\n")
+    if lines and lines[0].startswith("> <"):
+        while lines and lines[0].startswith(">"):
+            lines.pop(0)
+        while lines and not lines[0].strip():
+            lines.pop(0)
+    return "\n".join(lines)

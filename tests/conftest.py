@@ -48,6 +48,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture(autouse=True)
+def umask_restored() -> Iterator[None]:
+    """A test that runs ``cli.main`` in-process gets its umask (0077) for the process: put the
+    previous one back, so no later test or server it starts inherits it by accident."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield
+    os.umask(old)
+
+
+@pytest.fixture(autouse=True)
 def no_secret_in_the_log() -> Iterator[None]:
     """Fails the test during which a registered secret reached any log record."""
     before = len(WATCH.leaks)

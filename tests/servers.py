@@ -20,12 +20,10 @@ import contextlib
 import grp
 import os
 import pwd
-import random
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -35,6 +33,8 @@ from typing import Literal
 
 import leaks
 
+from secir_bot.sandbox.scratch import free_port, short_tempdir
+
 DOMAIN = "test.example"
 HOSTNAME = "mx.test.example"
 START_TIMEOUT = 15.0
@@ -42,43 +42,6 @@ START_TIMEOUT = 15.0
 
 class ServerError(RuntimeError):
     """A test server could not be started or configured."""
-
-
-_PORTS_GIVEN: set[int] = set()  # never hand out one port twice in a session
-
-
-def _free_port() -> int:
-    """A port nobody listens on, below the kernel's range for outgoing connections.
-
-    A port picked by binding to 0 comes from the ephemeral range, which the tests' own
-    client connections also draw from: one of them can hold the port by the time the server
-    binds it ("Address already in use"). Ports below that range are never handed out to
-    clients.
-    """
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    for _ in range(200):
-        port = random.randrange(10000, max(low, 10001))
-        if port in _PORTS_GIVEN:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            _PORTS_GIVEN.add(port)
-            return port
-    raise ServerError("no free port found below the ephemeral range")
-
-
-def _short_tempdir(prefix: str) -> Path:
-    """A new directory whose Unix socket paths stay well under the 107-byte limit."""
-    base = tempfile.gettempdir()
-    if len(base) > 40:
-        base = "/tmp"
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
 
 
 def _program(name: str) -> str:
@@ -137,7 +100,7 @@ class TestCA:
 
     @classmethod
     def create(cls, name: str = "secir test CA", days: int = CERT_DAYS) -> TestCA:
-        directory = _short_tempdir("ca")
+        directory = short_tempdir("ca")
         directory.chmod(0o755)  # Dovecot and Postfix read the certificate after start-up
         ca, ca_key = directory / "ca.pem", directory / "ca.key"
         cert, key, csr = directory / "cert.pem", directory / "key.pem", directory / "req.csr"
@@ -369,16 +332,16 @@ class MailStack:
 
     def __init__(self, tls: TestCA | None = None) -> None:
         self.tls = tls
-        self.imap_port = _free_port()
-        self.lmtp_port = _free_port()
-        self.smtp_port = _free_port()
-        self.auth_port = _free_port()
+        self.imap_port = free_port()
+        self.lmtp_port = free_port()
+        self.smtp_port = free_port()
+        self.auth_port = free_port()
         # Without a TestCA these stay closed (port 0 means "no listener" to Dovecot).
-        self.imaps_port = _free_port() if tls else 0
-        self.submission_port = _free_port() if tls else 0
-        self.smtps_port = _free_port() if tls else 0
-        self.dovecot_dir = _short_tempdir("dv")
-        self.postfix_dir = _short_tempdir("pf")
+        self.imaps_port = free_port() if tls else 0
+        self.submission_port = free_port() if tls else 0
+        self.smtps_port = free_port() if tls else 0
+        self.dovecot_dir = short_tempdir("dv")
+        self.postfix_dir = short_tempdir("pf")
         self._users_dir = self.dovecot_dir / "users"
         mail_user = pwd.getpwnam("mail")  # Debian's mail user (uid 8) owns every mailbox
         self._uid, self._gid = mail_user.pw_uid, mail_user.pw_gid
@@ -419,9 +382,8 @@ class MailStack:
         entry = f"{address}:{{PLAIN}}{password}:{self._uid}:{self._gid}::{home}::\n"
         path = self._users_dir / domain / local
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Dovecot's auth process (user dovecot) reads these: explicit modes whatever the
-        # umask (secir-bot's CLI sets 0077, and tests that call it in-process leave it so,
-        # which made every later stack refuse all logins and LMTP deliveries).
+        # Dovecot's auth process runs as an unprivileged user: the modes are set, not left to
+        # the umask (the bot's CLI sets 0077, and a test that runs it in-process keeps it).
         for directory in (self._users_dir, path.parent):
             directory.chmod(0o755)
         # Write and rename, so Dovecot never reads half a line.
@@ -447,6 +409,7 @@ class MailStack:
             (root / sub).mkdir()
         os.chown(root / "mail", self._uid, self._gid)
         self._users_dir.mkdir(exist_ok=True)
+        self._users_dir.chmod(0o755)
         ssl = "ssl = no"
         if self.tls is not None:
             ssl = _DOVECOT_SSL.format(cert=self.tls.cert, key=self.tls.key)
@@ -692,7 +655,7 @@ class GpgWorld:
 
     @staticmethod
     def _new_home() -> Path:
-        home = _short_tempdir("g")
+        home = short_tempdir("g")
         home.chmod(0o700)
         return home
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from secir_bot import cli, store_audit
+from secir_bot import cli
 from secir_bot.audit import GENESIS, entry_hash, verify
 from secir_bot.store import DB_NAME, Store
 
@@ -29,7 +29,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def _fill(store: Store, n: int = 5) -> None:
     for i in range(1, n + 1):
         with store.transaction() as tx:
-            store_audit.append(
+            store.audit.append(
                 tx,
                 actor="@admin:test.local",
                 action="case.invite",
@@ -52,15 +52,15 @@ def _tamper(store: Store, *statements: str) -> None:
 
 
 def test_an_untouched_chain_verifies(store: Store) -> None:
-    assert store_audit.verify(store).ok  # empty
+    assert store.audit.verify().ok  # empty
     _fill(store)
-    verdict = store_audit.verify(store)
+    verdict = store.audit.verify()
     assert verdict.ok, verdict.problems
     assert verdict.count == 5
-    last = store_audit.tail(store, 1)[0]
+    last = store.audit.tail(1)[0]
     assert verdict.head == f"5:{last.hash}"
-    assert store_audit.entries(store)[0].prev == GENESIS
-    assert [e.target for e in store_audit.tail(store, 2)] == [".t4", ".t5"]
+    assert store.audit.entries()[0].prev == GENESIS
+    assert [e.target for e in store.audit.tail(2)] == [".t4", ".t5"]
     assert last.evidence_map == {"message_ids": ["<m5@test.example>"], "whois_sha256": "ab" * 32}
 
 
@@ -70,26 +70,26 @@ def test_the_database_refuses_updates_and_deletes(store: Store) -> None:
         tx.execute("UPDATE audit SET reason = 'x' WHERE seq = 1")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"), store.transaction() as tx:
         tx.execute("DELETE FROM audit WHERE seq = 2")
-    assert store_audit.verify(store).ok
+    assert store.audit.verify().ok
 
 
 def test_the_entry_rolls_back_with_the_change_it_records(store: Store) -> None:
     def change_then_fail() -> None:
         with store.transaction() as tx:
             tx.execute("INSERT INTO kv (key, value) VALUES ('change', 'x')")
-            store_audit.append(tx, actor="@a:t", action="x", target="y")
+            store.audit.append(tx, actor="@a:t", action="x", target="y")
             raise RuntimeError("the change failed half way")
 
     with pytest.raises(RuntimeError):
         change_then_fail()
-    assert store_audit.entries(store) == []
-    assert store.get("change") is None
+    assert store.audit.entries() == []
+    assert store.kv.get("change") is None
 
 
 def test_an_edited_entry_is_detected(store: Store) -> None:
     _fill(store)
     _tamper(store, "UPDATE audit SET reason = 'nothing to see' WHERE seq = 3")
-    verdict = store_audit.verify(store)
+    verdict = store.audit.verify()
     assert not verdict.ok
     assert "entry 3 does not match its hash: it was edited" in verdict.problems
 
@@ -97,25 +97,25 @@ def test_an_edited_entry_is_detected(store: Store) -> None:
 def test_edited_evidence_is_detected_even_if_equivalent_json(store: Store) -> None:
     _fill(store)
     _tamper(store, "UPDATE audit SET evidence = replace(evidence, ',', ', ') WHERE seq = 2")
-    assert "entry 2 does not match its hash: it was edited" in store_audit.verify(store).problems
+    assert "entry 2 does not match its hash: it was edited" in store.audit.verify().problems
 
 
 def test_a_rehashed_edit_still_breaks_the_next_link(store: Store) -> None:
     _fill(store)
-    entry = store_audit.entries(store)[1]  # seq 2
+    entry = store.audit.entries()[1]  # seq 2
     forged = entry_hash(entry.prev, 2, entry.at, entry.actor, entry.action, ".xx", "", "{}")
     _tamper(
         store,
         f"UPDATE audit SET target = '.xx', reason = '', evidence = '{{}}', hash = '{forged}'"
         " WHERE seq = 2",
     )
-    assert "entry 3 does not link to the entry before it" in store_audit.verify(store).problems
+    assert "entry 3 does not link to the entry before it" in store.audit.verify().problems
 
 
 def test_a_deleted_entry_is_detected(store: Store) -> None:
     _fill(store)
     _tamper(store, "DELETE FROM audit WHERE seq = 2")
-    problems = store_audit.verify(store).problems
+    problems = store.audit.verify().problems
     assert "entry 3 comes where entry 2 should: entries were deleted, inserted or reordered" in (
         problems
     )
@@ -124,7 +124,7 @@ def test_a_deleted_entry_is_detected(store: Store) -> None:
 
 def test_an_inserted_entry_is_detected(store: Store) -> None:
     _fill(store, 3)
-    first = store_audit.entries(store)[0]
+    first = store.audit.entries()[0]
     # A well-formed entry 2 that links to entry 1; the later entries are renumbered.
     forged = entry_hash(first.hash, 2, first.at, "mallory", "member.add", ".nl", "", "{}")
     _tamper(
@@ -134,7 +134,7 @@ def test_an_inserted_entry_is_detected(store: Store) -> None:
         f"INSERT INTO audit VALUES (2, {first.at}, 'mallory', 'member.add', '.nl', '', '{{}}',"
         f" '{first.hash}', '{forged}')",
     )
-    problems = store_audit.verify(store).problems
+    problems = store.audit.verify().problems
     assert "entry 3 does not link to the entry before it" in problems
     assert "entry 3 does not match its hash: it was edited" in problems
 
@@ -148,7 +148,7 @@ def test_reordered_entries_are_detected(store: Store) -> None:
         "UPDATE audit SET seq = 2 WHERE seq = 3",
         "UPDATE audit SET seq = 3 WHERE seq = -2",
     )
-    problems = store_audit.verify(store).problems
+    problems = store.audit.verify().problems
     assert any("entry 2 does not" in p for p in problems)
     assert any("entry 3 does not" in p for p in problems)
 
@@ -156,7 +156,7 @@ def test_reordered_entries_are_detected(store: Store) -> None:
 def test_removed_newest_entries_are_detected_by_the_recorded_head(store: Store) -> None:
     _fill(store)
     _tamper(store, "DELETE FROM audit WHERE seq >= 4")
-    problems = store_audit.verify(store).problems
+    problems = store.audit.verify().problems
     assert problems == (
         "the newest entry is 3 but 5 was recorded as the head: the newest entries were removed",
     )
@@ -164,15 +164,15 @@ def test_removed_newest_entries_are_detected_by_the_recorded_head(store: Store) 
 
 def test_an_outside_anchor_catches_removal_with_a_forged_head(store: Store) -> None:
     _fill(store)
-    anchor = store_audit.verify(store).head  # shown in the control room by !audit
-    fake_head = f"3:{store_audit.entries(store)[2].hash}"
+    anchor = store.audit.verify().head  # shown in the control room by !audit
+    fake_head = f"3:{store.audit.entries()[2].hash}"
     _tamper(
         store,
         "DELETE FROM audit WHERE seq >= 4",
         f"UPDATE kv SET value = '{fake_head}' WHERE key = 'audit.head'",
     )
-    assert store_audit.verify(store).ok  # consistent in itself...
-    verdict = store_audit.verify(store, expect_head=anchor)  # ...but not with the anchor
+    assert store.audit.verify().ok  # consistent in itself...
+    verdict = store.audit.verify(expect_head=anchor)  # ...but not with the anchor
     assert not verdict.ok
     assert f"the expected head {anchor} is not in the chain" in verdict.problems[0]
 
@@ -205,7 +205,7 @@ def test_cli_audit_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     store = Store.open(tmp_path / "store", create=True)
     try:
         _fill(store, 3)
-        head = store_audit.verify(store).head
+        head = store.audit.verify().head
     finally:
         store.close()
     assert cli.main(["audit", "verify", "-c", str(config)]) == 0

@@ -11,7 +11,6 @@ from dataclasses import replace
 import pytest
 from commands_support import ADMIN, OTHER_ADMIN, STRANGER, command_context, invocation
 
-from secir_bot import store_audit, store_effects
 from secir_bot.commands import (
     ADMIN_FRONTS,
     ALL_FRONTS,
@@ -50,8 +49,7 @@ from secir_bot.commands.parse import (
 )
 from secir_bot.commands.registry import Registry, RegistryError, build
 from secir_bot.model import Channel, Member
-from secir_bot.store import Store
-from secir_bot.store_audit import Tx
+from secir_bot.store import Store, Tx
 
 # -- test commands (declared like real ones) --------------------------------------------
 
@@ -68,7 +66,7 @@ async def _note(ctx: Context, inv: Invocation, args: Args) -> Change:
 
 async def _wipe(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
     key = args.text("key")
-    if ctx.store.get(f"note.{key}") is None:
+    if ctx.store.kv.get(f"note.{key}") is None:
         return Reply(f"there is no note {key}", ok=False)
 
     def apply(tx: Tx) -> Reply:
@@ -260,8 +258,8 @@ def test_request_address() -> None:
 async def test_a_change_is_applied_and_audited_in_one_transaction(ctx: Context) -> None:
     reply = await run(ctx, "!note k1 first note")
     assert reply.ok and reply.text == "noted k1"
-    assert ctx.store.get("note.k1") == "first note"
-    (entry,) = store_audit.entries(ctx.store)
+    assert ctx.store.kv.get("note.k1") == "first note"
+    (entry,) = ctx.store.audit.entries()
     assert (entry.actor, entry.action, entry.target, entry.reason) == (
         "@admin:test.local",
         "note.set",
@@ -269,7 +267,7 @@ async def test_a_change_is_applied_and_audited_in_one_transaction(ctx: Context) 
         "first note",
     )
     assert entry.evidence_map == {"ref": "$event:test.local"}
-    assert store_audit.verify(ctx.store).ok
+    assert ctx.store.audit.verify().ok
 
 
 async def test_unknown_command(ctx: Context) -> None:
@@ -293,8 +291,8 @@ async def test_non_admins_are_refused_and_nothing_changes(
     reply = await run(ctx, "!note k1 x", actor=actor)
     assert not reply.ok
     assert message in reply.text
-    assert ctx.store.get("note.k1") is None
-    assert store_audit.entries(ctx.store) == []
+    assert ctx.store.kv.get("note.k1") is None
+    assert ctx.store.audit.entries() == []
 
 
 async def test_wrong_front_and_unencrypted_are_refused(ctx: Context) -> None:
@@ -302,7 +300,7 @@ async def test_wrong_front_and_unencrypted_are_refused(ctx: Context) -> None:
     assert reply.text == "!note is not available in the incident room; use: control room"
     reply = await run(ctx, "!note k1 x", encrypted=False)
     assert reply.text == "commands are accepted only end-to-end encrypted; nothing was done"
-    assert ctx.store.get("note.k1") is None
+    assert ctx.store.kv.get("note.k1") is None
 
 
 async def test_member_commands_for_members_only(ctx: Context) -> None:
@@ -363,11 +361,11 @@ async def test_a_crash_is_answered_with_a_reference(
 async def test_a_crash_inside_the_transaction_changes_nothing(ctx: Context) -> None:
     reply = await run(ctx, "!half")
     assert "internal error" in reply.text
-    assert ctx.store.get("half") is None
-    assert store_audit.entries(ctx.store) == []
+    assert ctx.store.kv.get("half") is None
+    assert ctx.store.audit.entries() == []
     assert (await run(ctx, "!race")).text == "the case was approved meanwhile"
-    assert ctx.store.get("race") is None
-    assert store_audit.entries(ctx.store) == []
+    assert ctx.store.kv.get("race") is None
+    assert ctx.store.audit.entries() == []
 
 
 # -- confirmation --------------------------------------------------------------------------
@@ -384,17 +382,17 @@ async def test_confirmation_is_asked_then_applied_once(ctx: Context) -> None:
     asked = await run(ctx, "!wipe k1")
     assert asked.ok
     assert asked.text.startswith("This will wipe the note k1.\nTo go ahead, send !confirm ")
-    assert ctx.store.get("note.k1") == "x"  # nothing yet
+    assert ctx.store.kv.get("note.k1") == "x"  # nothing yet
     code = _code(asked)
     done = await run(ctx, f"!confirm {code.lower()}")
     assert done.text == "wiped k1"
-    assert ctx.store.get("note.k1") is None
-    entry = store_audit.tail(ctx.store, 1)[0]
+    assert ctx.store.kv.get("note.k1") is None
+    entry = ctx.store.audit.tail(1)[0]
     assert (entry.action, entry.evidence_map.get("confirmed")) == ("note.wipe", "yes")
     await run(ctx, "!note k1 again")
     again = await run(ctx, f"!confirm {code}")
     assert again.text == "this confirmation code was already used"
-    assert ctx.store.get("note.k1") == "again"
+    assert ctx.store.kv.get("note.k1") == "again"
 
 
 async def test_confirmation_codes_are_stored_hashed(ctx: Context) -> None:
@@ -409,7 +407,7 @@ async def test_confirmation_bound_to_actor_and_front(ctx: Context) -> None:
     code = _code(await run(ctx, "!wipe k1"))
     other = await run(ctx, f"!confirm {code}", actor=OTHER_ADMIN)
     assert other.text == "this confirmation code was given to someone else, or elsewhere"
-    assert ctx.store.get("note.k1") == "x"
+    assert ctx.store.kv.get("note.k1") == "x"
     assert (await run(ctx, f"!confirm {code}")).text == "wiped k1"
 
 
@@ -421,7 +419,7 @@ async def test_confirmation_expires(ctx: Context) -> None:
     assert (await run(ctx, f"!confirm {code}")).text == (
         "this confirmation code has expired; run the command again"
     )
-    assert ctx.store.get("note.k1") == "x"
+    assert ctx.store.kv.get("note.k1") == "x"
 
 
 async def test_wrong_code_and_changed_state(ctx: Context) -> None:
@@ -443,7 +441,7 @@ async def test_confirm_needs_the_role_of_the_command(ctx: Context) -> None:
     demoted = replace(ADMIN, power_ok=False)
     reply = await run(ctx, f"!confirm {code}", actor=demoted)
     assert "admin power level" in reply.text
-    assert ctx.store.get("note.k1") == "x"
+    assert ctx.store.kv.get("note.k1") == "x"
 
 
 # -- help ----------------------------------------------------------------------------------
@@ -495,7 +493,7 @@ async def test_audit_tail_and_verdict() -> None:
             r'\{"ref": "\$event:test.local"\}',
             lines[0],
         )
-        assert lines[2] == store_audit.verify(ctx.store).summary()
+        assert lines[2] == ctx.store.audit.verify().summary()
         ctx.store.db.execute("DROP TRIGGER audit_no_update")
         ctx.store.db.execute("UPDATE audit SET target = 'k9' WHERE seq = 1")
         broken = await run(ctx, "!audit")
@@ -565,17 +563,17 @@ async def test_effects_are_queued_with_the_change_or_not_at_all() -> None:
     fx = _cmd("fx", _effectful, args=(Arg("fail", Kind.WORD, "fail", optional=True),))
     with command_context(build((fx,))) as ctx:
         refused = await run(ctx, "!fx yes")
-        assert not refused.ok and store_effects.pending(ctx.store) == []
+        assert not refused.ok and ctx.store.effects.pending() == []
         reply = await run(ctx, "!fx")
         assert reply.ok and len(reply.queued) == 2
-        pending = store_effects.pending(ctx.store)
+        pending = ctx.store.effects.pending()
         assert [p.id for p in pending] == list(reply.queued)
         assert [effects.loads(p.effect) for p in pending] == list(EVERY_EFFECT[:2])
         assert {(p.actor, p.action) for p in pending} == {("@admin:test.local", "fx")}
         with ctx.store.transaction() as tx:
-            assert store_effects.done(tx, pending[0].id, 1.0)
-            assert not store_effects.done(tx, pending[0].id, 2.0)
-        assert [p.id for p in store_effects.pending(ctx.store)] == [pending[1].id]
+            assert ctx.store.effects.done(tx, pending[0].id, 1.0)
+            assert not ctx.store.effects.done(tx, pending[0].id, 2.0)
+        assert [p.id for p in ctx.store.effects.pending()] == [pending[1].id]
         erased = ctx.store.db.execute(
             "SELECT effect, done_at FROM command_effects WHERE id = ?", [pending[0].id]
         ).fetchone()

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest_asyncio
 
-from secir_bot.app import LIST_FPR_KEY
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.doctor import Status, local
 from secir_bot.members import MemberRequest, add_member
 from secir_bot.sandbox.world import offline_config
-from secir_bot.store import Store
+from secir_bot.store import LIST_FPR_KEY, Store
 
 
 def _key_expiring_in(days: int, email: str) -> str:
@@ -56,7 +55,7 @@ async def listed() -> AsyncIterator[Config]:
     store = Store.open(config.store_path, create=True)
     ring = Keyring.create(config.store_path / "gnupg")
     try:
-        store.put(LIST_FPR_KEY, await ring.generate("SECIR list", config.list.address))
+        store.kv.put(LIST_FPR_KEY, await ring.generate("SECIR list", config.list.address))
         key = await asyncio.to_thread(_key_expiring_in, 10, "soon@test.example")
         await add_member(
             store,
@@ -82,7 +81,7 @@ async def test_doctor_names_a_member_key_that_expires_soon(listed: Config) -> No
 async def test_doctor_names_a_list_key_that_cannot_be_used(listed: Config) -> None:
     store = Store.open(listed.store_path)
     try:
-        store.put(LIST_FPR_KEY, "0" * 40)  # a list key the keyring does not have
+        store.kv.put(LIST_FPR_KEY, "0" * 40)  # a list key the keyring does not have
     finally:
         store.close()
     checks = await local.keyring(listed)

@@ -1,4 +1,4 @@
-"""The email bridge's ``deliver`` over the pipelined sender keeps its retry semantics.
+"""The email bridge's ``SmtpSender.deliver`` over the pipelined sender: retry semantics kept.
 
 Recipients the server accepted are recorded as done and never sent again, a 4xx for a
 recipient makes the row transient (only those recipients are retried), a 5xx is refused
@@ -21,8 +21,9 @@ import pytest_asyncio
 from aiosmtpd.smtp import SMTP as SMTPServer
 from test_smtpsend import Scripted
 
-from secir_bot.bridges.email import EmailBridge
+from secir_bot.bridges.email.smtp import SmtpSender
 from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
+from secir_bot.health import Health, where_of
 from secir_bot.model import Channel
 from secir_bot.sandbox.world import offline_config
 from secir_bot.store import NewDelivery, OutboxRow, Store
@@ -38,7 +39,7 @@ def directory() -> Iterator[Path]:
 
 
 @pytest_asyncio.fixture
-async def bridge(directory: Path) -> AsyncIterator[tuple[EmailBridge, Scripted, Store]]:
+async def bridge(directory: Path) -> AsyncIterator[tuple[SmtpSender, Scripted, Store]]:
     handler = Scripted()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
@@ -51,11 +52,9 @@ async def bridge(directory: Path) -> AsyncIterator[tuple[EmailBridge, Scripted, 
     config = dataclasses.replace(config, smtp=smtp)
     store = Store.open(config.store_path, create=True)
 
-    async def process(item: object) -> object:
-        raise AssertionError("nothing is received here")
-
     try:
-        yield EmailBridge(config, store, process, lambda: None), handler, store  # type: ignore[arg-type]
+        health = Health(lambda text: None, 300.0, lambda: "", where_of(config))
+        yield SmtpSender(config, store, health), handler, store
     finally:
         store.close()
         server.close()
@@ -63,7 +62,7 @@ async def bridge(directory: Path) -> AsyncIterator[tuple[EmailBridge, Scripted, 
 
 
 def _row(store: Store) -> OutboxRow:
-    store.enqueue(
+    store.outbox.enqueue(
         NewDelivery(
             channel=Channel.EMAIL,
             target="list",
@@ -72,12 +71,12 @@ def _row(store: Store) -> OutboxRow:
             recipients=PEOPLE,
         )
     )
-    (row,) = store.outbox_pending(Channel.EMAIL)
+    (row,) = store.outbox.pending(Channel.EMAIL)
     return row
 
 
 async def test_done_recipients_are_kept_and_only_deferred_ones_retried(
-    bridge: tuple[EmailBridge, Scripted, Store],
+    bridge: tuple[SmtpSender, Scripted, Store],
 ) -> None:
     email, handler, store = bridge
     handler.rcpt = {"m1@nic.test": "451 4.3.0 later", "m3@nic.test": "550 5.1.1 unknown"}
@@ -85,7 +84,7 @@ async def test_done_recipients_are_kept_and_only_deferred_ones_retried(
 
     with pytest.raises(TransientDeliveryError, match=r"deferred by the server: m1@nic\.test$"):
         await email.deliver(row)
-    (row,) = store.outbox_pending(Channel.EMAIL)
+    (row,) = store.outbox.pending(Channel.EMAIL)
     assert set(row.done) == set(PEOPLE) - {"m1@nic.test"}
     assert handler.delivered == [["m0@nic.test"], ["m2@nic.test"], ["m4@nic.test"]]
 
@@ -95,11 +94,12 @@ async def test_done_recipients_are_kept_and_only_deferred_ones_retried(
     assert handler.delivered[3:] == [["m1@nic.test"]]  # nobody got it twice
     # As before the pipelined sender: the refusal of m3 was only known to the first attempt,
     # which ended transient, so the final result does not name it (see the report).
-    assert result == "sent to 5 recipient(s)"
+    assert result.summary == "sent to 5 recipient(s)"
+    assert result.refused == ()
 
 
 async def test_every_recipient_refused_is_permanent(
-    bridge: tuple[EmailBridge, Scripted, Store],
+    bridge: tuple[SmtpSender, Scripted, Store],
 ) -> None:
     email, handler, store = bridge
     handler.rcpt = {p: "550 5.1.1 unknown" for p in PEOPLE}
@@ -113,12 +113,12 @@ async def test_every_recipient_refused_is_permanent(
     [("554 5.3.4 too big", PermanentDeliveryError), ("452 4.3.1 full", TransientDeliveryError)],
 )
 async def test_a_refused_data_is_permanent_or_transient_by_its_code(
-    bridge: tuple[EmailBridge, Scripted, Store], answer: str, error: type[Exception]
+    bridge: tuple[SmtpSender, Scripted, Store], answer: str, error: type[Exception]
 ) -> None:
     email, handler, store = bridge
     handler.data = answer
 
     with pytest.raises(error, match=answer[:3]):
         await email.deliver(_row(store))
-    (row,) = store.outbox_pending(Channel.EMAIL)
+    (row,) = store.outbox.pending(Channel.EMAIL)
     assert row.done == ()

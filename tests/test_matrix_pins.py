@@ -38,9 +38,11 @@ def test_first_look_pins_silently_then_new_devices_are_told_unless_signed(
     # The member sets up cross-signing and signs a new device: pinned, and silent.
     pins.judge(_keys("M1", ("D1", "ed1", True), ("D4", "ed4", True)))
     assert len(told) == 1
-    assert store.identity(USER) is not None and store.identity(USER).master_key == "M1"  # type: ignore[union-attr]
-    assert store.device(USER, "D4").how == "cross-signing"  # type: ignore[union-attr]
-    assert store.device(USER, "D1").how == "cross-signing"  # type: ignore[union-attr]
+    assert (
+        store.devices.identity(USER) is not None and store.devices.identity(USER).master_key == "M1"  # type: ignore[union-attr]
+    )
+    assert store.devices.get(USER, "D4").how == "cross-signing"  # type: ignore[union-attr]
+    assert store.devices.get(USER, "D1").how == "cross-signing"  # type: ignore[union-attr]
 
 
 def test_a_changed_identity_is_told_once_and_waits_for_an_admin(tmp_path: Path) -> None:
@@ -51,7 +53,7 @@ def test_a_changed_identity_is_told_once_and_waits_for_an_admin(tmp_path: Path) 
     assert len(told) == 1 and "M1" in told[0] and "M2" in told[0]
     assert f"secir-bot trust {USER}" in told[0]
     assert pins.judge(_keys("M2", ("D1", "ed1", False))) == [] and len(told) == 1
-    pin = store.identity(USER)
+    pin = store.devices.identity(USER)
     assert pin is not None and (pin.state, pin.master_key, pin.pending_key) == (
         "changed",
         "M1",
@@ -61,9 +63,9 @@ def test_a_changed_identity_is_told_once_and_waits_for_an_admin(tmp_path: Path) 
         True,
         f"the Matrix identity of {USER} is now M2 (confirmed)",
     )
-    pin = store.identity(USER)
+    pin = store.devices.identity(USER)
     assert pin is not None and (pin.state, pin.master_key) == ("pinned", "M2")
-    assert [w for _, _, _, w, _ in store.trust_log(USER) if w.startswith("identity")] == [
+    assert [w for _, _, _, w, _ in store.devices.trust_log(USER) if w.startswith("identity")] == [
         "identity pinned",
         "identity changed",
         "identity pinned",
@@ -83,5 +85,5 @@ def test_a_rekeyed_device_is_blocked_once(tmp_path: Path) -> None:
     pins.judge(_keys(None, ("D1", "forged", False)))
     pins.judge(_keys(None, ("D1", "forged-again", False)))
     assert len(told) == 1 and "changed" in told[0] and "blocked" in told[0]
-    rec = store.device(USER, "D1")
+    rec = store.devices.get(USER, "D1")
     assert rec is not None and (rec.state, rec.ed25519) == ("blocked", "ed1")

@@ -61,10 +61,10 @@ def request_for(gpg_world: GpgWorld) -> Callable[..., MemberRequest]:
 
 async def _refused(store: Store, keyring: Keyring, req: MemberRequest) -> str:
     """Add ``req``, expect a refusal, and check that nothing was stored or imported."""
-    before = store.members()
+    before = store.members.all()
     with pytest.raises(MemberError) as info:
         await add_member(store, keyring, req)
-    assert store.members() == before
+    assert store.members.all() == before
     return str(info.value)
 
 
@@ -90,7 +90,7 @@ async def test_good_member_with_idn_cctld(
     assert member.email == ALICE
     assert member.fingerprint == gpg_world.fingerprint(ALICE)
     assert member.channels == frozenset({Channel.EMAIL, Channel.MATRIX})
-    assert store.member_by_email(ALICE) == member
+    assert store.members.by_email(ALICE) == member
     key = await keyring.key(member.fingerprint)
     assert key is not None and not key.has_secret
 
@@ -255,7 +255,7 @@ async def test_a_second_distinct_member_is_fine(
 ) -> None:
     await add_member(store, keyring, request_for(BOB, matrix_id="@bob:test.local"))
 
-    assert [m.email for m in store.members()] == [ALICE, BOB]
+    assert [m.email for m in store.members.all()] == [ALICE, BOB]
 
 
 # -- import files ------------------------------------------------------------------------
@@ -337,7 +337,7 @@ async def test_imported_requests_can_be_added(
     for req in read_import_file(path):
         await add_member(store, keyring, req)
 
-    assert sorted((m.tld_display, m.email) for m in store.members()) == [
+    assert sorted((m.tld_display, m.email) for m in store.members.all()) == [
         (".jp", CAROL),
         (".рф", ALICE),
     ]

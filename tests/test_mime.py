@@ -1,4 +1,4 @@
-"""Tests for secir_bot.bridges.mime against the corpus of real-world mail shapes.
+"""Tests for secir_bot.mime against the corpus of real-world mail shapes.
 
 The corpus (``tests/corpus``, described in its README) holds whole received mails
 (``*.eml``) and decrypted payloads (``decrypted-*.txt``). The expectations below say what a
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from secir_bot.bridges import mime
-from secir_bot.bridges.mime import (
+from secir_bot import mime
+from secir_bot.mime import (
     ARMOR_BEGIN,
     ARMOR_END,
     ListHeaders,
@@ -492,7 +492,7 @@ def test_split_multipart_returns_original_not_reserialised_bytes() -> None:
     first = parsed.get_payload(0)
     assert isinstance(first, Message)
 
-    parts = mime._split_multipart(raw, boundary)
+    parts = mime.split_multipart(raw, boundary)
 
     assert len(parts) == 2
     assert parts[0] == _rfc3156_signed_part(raw, boundary.encode())
@@ -714,7 +714,7 @@ def test_compose_outer_is_rfc3156_pgp_mime() -> None:
 
     assert msg.get_content_type() == "multipart/encrypted"
     assert msg.get_param("protocol") == "application/pgp-encrypted"
-    control, body = msg.get_payload()
+    control, body = msg.get_payload()  # type: ignore[str-unpack]  # a multipart's parts
     assert control.get_content_type() == "application/pgp-encrypted"
     assert control.get_payload(decode=True).strip() == b"Version: 1"
     assert body.get_content_type() == "application/octet-stream"

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from secir_bot.bridges import Receipt
 from secir_bot.config import DeliveryConfig
 from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
-from secir_bot.model import Channel
+from secir_bot.model import Channel, LinkKind
 from secir_bot.outbox import Outbox
 from secir_bot.store import NewDelivery, OutboxRow, Store
 
@@ -32,12 +33,17 @@ class RecordingBridge:
     async def run(self) -> None:  # pragma: no cover - not used by these tests
         raise NotImplementedError
 
-    async def deliver(self, row: OutboxRow) -> str:
+    async def deliver(self, row: OutboxRow) -> Receipt:
         errors = self.failures.get(row.payload)
         if errors:
             raise errors.pop(0)
         self.sent.append((row.target, row.payload))
-        return f"$event{len(self.sent)}"
+        event_id = f"$event{len(self.sent)}"
+        # As the Matrix bridge does: a post's event id is its link.
+        return Receipt(event_id, link=(LinkKind.EVENT, event_id) if row.kind == "post" else None)
+
+    async def close(self) -> None:
+        pass
 
 
 @pytest.fixture
@@ -64,13 +70,15 @@ def make(store: Store, bridge: RecordingBridge, give_up: float = 3600) -> Outbox
 
 
 def row(store: Store, target: str, payload: bytes) -> None:
-    store.enqueue(NewDelivery(channel=Channel.MATRIX, target=target, kind="post", payload=payload))
+    store.outbox.enqueue(
+        NewDelivery(channel=Channel.MATRIX, target=target, kind="post", payload=payload)
+    )
 
 
 async def drain_until_empty(outbox: Outbox, store: Store) -> None:
     deadline = time.monotonic() + 5
-    while store.outbox_counts().get("pending"):
-        assert time.monotonic() < deadline, store.outbox_counts()
+    while store.outbox.counts().get("pending"):
+        assert time.monotonic() < deadline, store.outbox.counts()
         await outbox.drain(Channel.MATRIX)
 
 
@@ -86,7 +94,7 @@ async def test_transient_failure_holds_its_target_only_and_is_retried(store: Sto
     assert bridge.sent == [(CONTROL, b"other room")]
     await drain_until_empty(outbox, store)
     assert [p for _, p in bridge.sent] == [b"other room", b"root", b"reply"]
-    assert store.outbox_counts() == {"sent": 3}
+    assert store.outbox.counts() == {"sent": 3}
 
 
 async def test_permanent_failure_is_a_dead_letter_with_a_notice(store: Store) -> None:
@@ -96,7 +104,7 @@ async def test_permanent_failure_is_a_dead_letter_with_a_notice(store: Store) ->
     row(store, "!incident", b"next")
     outbox = make(store, bridge)
     await drain_until_empty(outbox, store)
-    assert store.outbox_counts() == {"dead": 1, "sent": 2}
+    assert store.outbox.counts() == {"dead": 1, "sent": 2}
     notices = [json.loads(p)["content"]["body"] for t, p in bridge.sent if t == CONTROL]
     assert len(notices) == 1
     assert "failed for good" in notices[0] and "M_FORBIDDEN" in notices[0]
@@ -109,28 +117,28 @@ async def test_a_transient_failure_past_the_deadline_becomes_dead(store: Store) 
     row(store, "!incident", b"old")
     outbox = make(store, bridge, give_up=0.0)
     await drain_until_empty(outbox, store)
-    assert store.outbox_counts().get("dead") == 1
+    assert store.outbox.counts().get("dead") == 1
     assert not [p for _, p in bridge.sent if p == b"old"]
 
 
 async def test_a_dead_control_room_notice_does_not_notify_again(store: Store) -> None:
     bridge = RecordingBridge()
-    store.enqueue(notice("first"))
+    store.outbox.enqueue(notice("first"))
     bridge.failures[json.dumps({"content": {"body": "first"}}).encode()] = [
         PermanentDeliveryError("not in room")
     ]
     outbox = make(store, bridge)
     await drain_until_empty(outbox, store)
-    assert store.outbox_counts() == {"dead": 1}
+    assert store.outbox.counts() == {"dead": 1}
     assert bridge.sent == []
 
 
 async def test_delivered_post_is_linked_to_its_event(store: Store) -> None:
     bridge = RecordingBridge()
-    store.enqueue(
+    store.outbox.enqueue(
         NewDelivery(
             channel=Channel.MATRIX, target="!incident", kind="post", payload=b"x", post_uid="p1"
         )
     )
     await make(store, bridge).drain(Channel.MATRIX)
-    assert store.links_of("p1", "event") == ["$event1"]
+    assert store.posts.links_of("p1", "event") == ["$event1"]

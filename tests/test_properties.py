@@ -16,8 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secir_bot import config
-from secir_bot.bridges import mime
+from secir_bot import config, mime
 from secir_bot.errors import ConfigError
 
 FAST = settings(

@@ -1,8 +1,9 @@
-"""Fan-out composition and subject handling in ``relay`` (real gpg, no servers)."""
+"""Deciding inbox items, fan-out composition and subject handling (real gpg, no servers)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import tempfile
@@ -13,20 +14,15 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from secir_bot.app import decider
 from secir_bot.crypto import Keyring
+from secir_bot.inbox import Decider
 from secir_bot.members import MemberRequest, add_member
-from secir_bot.model import Channel, Member, Post
-from secir_bot.pipeline import Services
-from secir_bot.relay import (
-    Outcome,
-    Processor,
-    clean_subject,
-    first_line,
-    is_placeholder,
-    strip_reply_fallback,
-)
+from secir_bot.model import Channel, InboxState, LinkKind, Member, Outcome, Post
 from secir_bot.sandbox.world import offline_config
+from secir_bot.steps import Services
 from secir_bot.store import Store
+from secir_bot.threads import clean_subject, first_line, is_placeholder, strip_reply_fallback
 
 
 @pytest.mark.parametrize(
@@ -95,6 +91,10 @@ class Setup:
             )
 
 
+def _decider(setup: Setup, list_fpr: str) -> Decider:
+    return decider(Services(setup.config, setup.store, setup.ring, list_fpr, "@bot:x"))
+
+
 @pytest_asyncio.fixture
 async def setup() -> AsyncIterator[Setup]:
     root = Path(tempfile.mkdtemp(prefix="rl"))
@@ -111,7 +111,7 @@ async def setup() -> AsyncIterator[Setup]:
 
 async def test_gpg_calls_per_post_do_not_grow_with_the_list(setup: Setup) -> None:
     list_fpr = await setup.ring.generate("list", "list@relay.test")
-    processor = Processor(Services(setup.config, setup.store, setup.ring, list_fpr, "@bot:x"))
+    processor = _decider(setup, list_fpr)
     calls = {}
     for size in (3, 15):
         await setup.add(size)
@@ -119,7 +119,7 @@ async def test_gpg_calls_per_post_do_not_grow_with_the_list(setup: Setup) -> Non
             uid=f"p{size}", origin=Channel.MATRIX, author=setup.members[0], subject="s", body="b"
         )
         before = setup.ring.calls
-        deliveries = await processor._to_list(post)
+        deliveries = await processor.fanout.deliveries(post)
         calls[size] = setup.ring.calls - before
         assert len(deliveries) == 1
         assert len(deliveries[0].recipients) == size - 1  # no echo to the author
@@ -127,19 +127,19 @@ async def test_gpg_calls_per_post_do_not_grow_with_the_list(setup: Setup) -> Non
 
 
 async def test_an_item_that_keeps_killing_the_bot_is_shunted(setup: Setup) -> None:
-    from secir_bot.relay import MAX_ATTEMPTS
+    from secir_bot.inbox import MAX_ATTEMPTS
 
     list_fpr = await setup.ring.generate("list", "list@relay.test")
-    processor = Processor(Services(setup.config, setup.store, setup.ring, list_fpr, "@bot:x"))
-    item, _ = setup.store.accept("email", "<poison@relay.test>", b"From: x\r\n\r\nbody")
+    processor = _decider(setup, list_fpr)
+    item, _ = setup.store.inbox.accept("email", "<poison@relay.test>", b"From: x\r\n\r\nbody")
     for _ in range(MAX_ATTEMPTS):  # each start was cut short by a crash
-        setup.store.begin_attempt(item.id)
-    outcome = await processor.process(item)
+        setup.store.inbox.begin_attempt(item.id)
+    outcome = await processor.decide(item)
     assert outcome.state == "shunted"
-    decided = setup.store.inbox_item("email", "<poison@relay.test>")
+    decided = setup.store.inbox.item("email", "<poison@relay.test>")
     assert decided is not None and decided.state == "shunted"
     assert "attempts" in (decided.reason or "")
-    (notice,) = setup.store.outbox_due(Channel.MATRIX, now=float("inf"))
+    (notice,) = setup.store.outbox.due(Channel.MATRIX, now=float("inf"))
     assert b"set aside" in notice.payload
 
 
@@ -151,35 +151,35 @@ async def test_an_item_on_which_gpg_hangs_is_shunted_at_once(setup: Setup) -> No
         b"From: someone@relay.test\r\nMessage-ID: <slow@relay.test>\r\n"
         b"Content-Type: text/plain\r\n\r\n" + armored
     )
-    processor = Processor(Services(setup.config, setup.store, setup.ring, list_fpr, "@bot:x"))
-    item, _ = setup.store.accept("email", "<slow@relay.test>", raw)
+    processor = _decider(setup, list_fpr)
+    item, _ = setup.store.inbox.accept("email", "<slow@relay.test>", raw)
     setup.ring.deadline = 0.001  # gpg cannot finish: as if it hung
 
-    outcome = await processor.process(item)
+    outcome = await processor.decide(item)
 
     assert outcome == Outcome("shunted", "gpg did not finish within 0.001 s")
-    (notice,) = setup.store.outbox_due(Channel.MATRIX, now=float("inf"))
+    (notice,) = setup.store.outbox.due(Channel.MATRIX, now=float("inf"))
     assert b"gpg did not finish" in notice.payload
 
 
 async def test_l1_a_crash_is_reported_by_type_never_by_its_text(
     setup: Setup, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from secir_bot.bridges import mime
+    from secir_bot import mime
 
     def explode(raw: bytes) -> None:
         raise RuntimeError(raw.decode())  # as parsers do: quoting what they read
 
     monkeypatch.setattr(mime, "parse_envelope", explode)
     list_fpr = await setup.ring.generate("list", "list@relay.test")
-    processor = Processor(Services(setup.config, setup.store, setup.ring, list_fpr, "@bot:x"))
+    processor = _decider(setup, list_fpr)
     raw = b"From: x@y.test\r\n\r\nSECRET-DECRYPTED-TEXT"
-    item, _ = setup.store.accept("email", "<l1@relay.test>", raw)
+    item, _ = setup.store.inbox.accept("email", "<l1@relay.test>", raw)
 
-    outcome = await processor.process(item)
+    outcome = await processor.decide(item)
 
     assert outcome == Outcome("shunted", "internal error (RuntimeError)")
-    (notice,) = setup.store.outbox_due(Channel.MATRIX, now=float("inf"))
+    (notice,) = setup.store.outbox.due(Channel.MATRIX, now=float("inf"))
     assert b"SECRET" not in notice.payload
     assert "SECRET" not in caplog.text and "RuntimeError" in caplog.text
 
@@ -230,15 +230,49 @@ async def _signed_at(setup: Setup, list_fpr: str, when: int, text: bytes) -> byt
 async def test_a_signature_dated_in_the_future_is_refused(setup: Setup) -> None:
     list_fpr = await setup.ring.generate("list", "list@relay.test")
     await setup.add(2)
-    processor = Processor(Services(setup.config, setup.store, setup.ring, list_fpr, "@bot:x"))
+    processor = _decider(setup, list_fpr)
     now = int(time.time())
 
     ahead = await _signed_at(setup, list_fpr, now + 3600, b"an hour ahead\n")
-    item, _ = setup.store.accept("email", "<ahead@relay.test>", ahead)
-    outcome = await processor.process(item)
+    item, _ = setup.store.inbox.accept("email", "<ahead@relay.test>", ahead)
+    outcome = await processor.decide(item)
     assert outcome.state == "rejected" and "in the future" in outcome.reason
 
     # A minute ahead is within list.max_clock_skew (600 s by default).
     close = await _signed_at(setup, list_fpr, now + 60, b"a minute ahead\n")
-    item, _ = setup.store.accept("email", "<close@relay.test>", close)
-    assert (await processor.process(item)).state == "relayed"
+    item, _ = setup.store.inbox.accept("email", "<close@relay.test>", close)
+    assert (await processor.decide(item)).state == "relayed"
+
+
+async def test_a_matrix_reply_of_nothing_but_its_quote_is_refused_not_relayed_empty(
+    setup: Setup,
+) -> None:
+    """Found in the relay cut: the policy steps run on every channel's messages, so a Matrix
+    message whose whole body is the quoted fallback of older clients (no text of its own
+    once that is removed) is refused like a mail without text, instead of going out as an
+    empty post."""
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    setup.store.members.add(
+        tld="nl",
+        tld_display=".nl",
+        name="Mx",
+        email="mx@relay.test",
+        fingerprint="AB" * 20,
+        matrix_id="@mx:relay.test",
+        channels=frozenset({Channel.MATRIX}),
+    )
+    event = {
+        "type": "m.room.message",
+        "event_id": "$quote-only",
+        "sender": "@mx:relay.test",
+        "content": {"msgtype": "m.text", "body": "> <@x:relay.test> what was said\n> before"},
+    }
+    facts = {"room_id": setup.config.matrix.incident_room, "encrypted": True, "device": "trusted"}
+    item, _ = setup.store.inbox.accept(
+        Channel.MATRIX, "$quote-only", json.dumps(event).encode(), facts
+    )
+
+    outcome = await _decider(setup, list_fpr).decide(item)
+
+    assert outcome == Outcome(InboxState.REJECTED, "the message has no readable text")
+    assert setup.store.posts.for_link(LinkKind.EVENT, "$quote-only") is None

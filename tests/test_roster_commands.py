@@ -13,7 +13,6 @@ import pytest
 from commands_support import command_context, invocation, member_actor
 from servers import GpgWorld
 
-from secir_bot import store_audit
 from secir_bot.commands import (
     Announce,
     Attachment,
@@ -87,7 +86,7 @@ async def test_direct_subscription(ctx: Context, gpg_world: GpgWorld) -> None:
     assert reply.text == (
         f"Alice Jansen <{ALICE}> subscribed directly as contact #1 of .nl (key {fpr})."
     )
-    alice = ctx.store.member_by_email(ALICE)
+    alice = ctx.store.members.by_email(ALICE)
     assert alice is not None and alice.matrix_id == "@alice:test.local"
     assert alice.channels == {Channel.EMAIL, Channel.MATRIX}
     (welcome,) = [e for e in reply.effects if isinstance(e, SendMail)]
@@ -95,7 +94,7 @@ async def test_direct_subscription(ctx: Context, gpg_world: GpgWorld) -> None:
     assert InviteToRoom("@alice:test.local", Front.INCIDENT_ROOM) in reply.effects
     assert Announce("new member: Alice Jansen (.nl)") in reply.effects
     assert await ctx.keyring.key(fpr) is not None  # imported for the fan-out
-    entry = store_audit.tail(ctx.store, 1)[0]
+    entry = ctx.store.audit.tail(1)[0]
     assert (entry.action, entry.target, entry.evidence_map["key"]) == (
         "member.add-direct",
         ALICE,
@@ -105,7 +104,7 @@ async def test_direct_subscription(ctx: Context, gpg_world: GpgWorld) -> None:
 
 async def test_direct_subscription_other_key_sources(ctx: Context, gpg_world: GpgWorld) -> None:
     await subscribe_three(ctx, gpg_world)
-    bob, carol = ctx.store.member_by_email(BOB), ctx.store.member_by_email(CAROL)
+    bob, carol = ctx.store.members.by_email(BOB), ctx.store.members.by_email(CAROL)
     assert bob is not None and bob.name == "Bob Silva" and bob.rank == 2  # name from the key
     assert carol is not None and carol.tld == "br" and carol.name == "Carol T"
 
@@ -129,8 +128,8 @@ async def test_direct_subscription_refusals(
     reply = await run(ctx, line, body=body)
     assert not reply.ok
     assert problem in reply.text
-    assert ctx.store.members() == []
-    assert store_audit.entries(ctx.store) == []
+    assert ctx.store.members.all() == []
+    assert ctx.store.audit.entries() == []
 
 
 async def test_secret_key_and_duplicates_and_the_three_contact_limit(
@@ -196,9 +195,9 @@ async def test_key_show_refresh_and_replace(ctx: Context, gpg_world: GpgWorld) -
     new_key = _new_key_for(gpg_world, ALICE)
     replaced = await run(ctx, f"!key {ALICE}", body=new_key)
     assert replaced.ok, replaced.text
-    member = ctx.store.member_by_email(ALICE)
+    member = ctx.store.members.by_email(ALICE)
     assert member is not None and member.fingerprint != old
-    entry = store_audit.tail(ctx.store, 1)[0]
+    entry = ctx.store.audit.tail(1)[0]
     assert entry.evidence_map["old_key"] == old
     assert entry.evidence_map["new_key"] == member.fingerprint
     assert (await run(ctx, "!key nobody@test.example")).text == (
@@ -216,15 +215,15 @@ async def test_revoke_a_person_with_confirmation(ctx: Context, gpg_world: GpgWor
     await subscribe_three(ctx, gpg_world)
     asked = await run(ctx, "!revoke @alice:test.local left the registry")
     assert asked.text.startswith(f"This will revoke Alice Jansen (.nl) <{ALICE}>")
-    assert ctx.store.member_by_email(ALICE).active  # type: ignore[union-attr]
+    assert ctx.store.members.by_email(ALICE).active  # type: ignore[union-attr]
     done = await run(ctx, f"!confirm {_code(asked)}")
     assert done.text == f"revoked: Alice Jansen (.nl) <{ALICE}>"
     assert RemoveFromRooms("@alice:test.local", "left the registry") in done.effects
     assert RotateRoomKeys(Front.INCIDENT_ROOM) in done.effects
     assert Announce("member removed: Alice Jansen (.nl)") in done.effects
-    assert ctx.store.member_by_email(ALICE).status == "revoked"  # type: ignore[union-attr]
-    assert ALICE not in {m.email for m in ctx.store.members()}  # out of the fan-out
-    entry = store_audit.tail(ctx.store, 1)[0]
+    assert ctx.store.members.by_email(ALICE).status == "revoked"  # type: ignore[union-attr]
+    assert ALICE not in {m.email for m in ctx.store.members.all()}  # out of the fan-out
+    entry = ctx.store.audit.tail(1)[0]
     assert (entry.action, entry.target, entry.reason) == (
         "member.revoke",
         "@alice:test.local",
@@ -240,18 +239,18 @@ async def test_revoke_a_cctld(ctx: Context, gpg_world: GpgWorld) -> None:
     await subscribe_three(ctx, gpg_world)
     done = await run(ctx, f"!confirm {_code(await run(ctx, '!revoke .nl registry withdrew'))}")
     assert done.ok, done.text
-    assert {m.email for m in ctx.store.members()} == {CAROL}
+    assert {m.email for m in ctx.store.members.all()} == {CAROL}
     assert "missing" in (await run(ctx, "!revoke .br")).text  # the reason is required
 
 
 async def test_leave_and_the_last_contact_warning(ctx: Context, gpg_world: GpgWorld) -> None:
     await subscribe_three(ctx, gpg_world)
-    bob = ctx.store.member_by_email(BOB)
+    bob = ctx.store.members.by_email(BOB)
     assert bob is not None
     first = await run(ctx, "!leave", actor=member_actor(bob, Channel.EMAIL), front=Front.EMAIL)
     assert first.text == "You have left SECIR; you get no more list mail."
     assert NotifyAdmins(f"Bob Silva (.nl) <{BOB}> left the list.") in first.effects
-    alice = ctx.store.member_by_email(ALICE)
+    alice = ctx.store.members.by_email(ALICE)
     assert alice is not None
     last = await run(ctx, "!unsubscribe", actor=member_actor(alice), front=Front.INCIDENT_ROOM)
     assert RemoveFromRooms("@alice:test.local", "left the list") in last.effects
@@ -259,44 +258,44 @@ async def test_leave_and_the_last_contact_warning(ctx: Context, gpg_world: GpgWo
         isinstance(e, NotifyAdmins) and "WARNING: .nl has no contact left" in e.text
         for e in last.effects
     )
-    assert {m.email for m in ctx.store.members()} == {CAROL}
+    assert {m.email for m in ctx.store.members.all()} == {CAROL}
     stale = await run(ctx, "!leave", actor=member_actor(bob, Channel.EMAIL), front=Front.EMAIL)
     assert stale.text == "you are not an active member"  # the handler checks the store again
-    left = ctx.store.member_by_email(BOB)
+    left = ctx.store.members.by_email(BOB)
     assert left is not None and left.status == "left"
     gone = await run(ctx, "!leave", actor=member_actor(left, Channel.EMAIL), front=Front.EMAIL)
     assert gone.text == "!leave is for members of the list"
-    in_control = await run(ctx, "!leave", actor=member_actor(ctx.store.member_by_email(CAROL)))  # type: ignore[arg-type]
+    in_control = await run(ctx, "!leave", actor=member_actor(ctx.store.members.by_email(CAROL)))  # type: ignore[arg-type]
     assert "not available in the control room" in in_control.text
 
 
 async def test_deadletters_and_retry(ctx: Context) -> None:
     assert (await run(ctx, "!deadletters")).text == "no dead letters"
-    ctx.store.enqueue(NewDelivery(Channel.EMAIL, "list", "post", b"x", ("a@test.example",)))
-    row_id = ctx.store.outbox_pending(Channel.EMAIL)[0].id
-    ctx.store.dead(row_id, "550 5.2.2 mailbox full")
+    ctx.store.outbox.enqueue(NewDelivery(Channel.EMAIL, "list", "post", b"x", ("a@test.example",)))
+    row_id = ctx.store.outbox.pending(Channel.EMAIL)[0].id
+    ctx.store.outbox.dead(row_id, "550 5.2.2 mailbox full")
     listing = (await run(ctx, "!deadletters")).text
     assert re.match(rf"{row_id}: email to list \(post\), 1 attempts, queued .*: 550 5.2.2", listing)
     retried = await run(ctx, f"!retry {row_id}")
     assert retried.text == f"delivery {row_id} to list is queued again"
     assert WakeOutbox() in retried.effects
-    assert [r.id for r in ctx.store.outbox_pending(Channel.EMAIL)] == [row_id]
+    assert [r.id for r in ctx.store.outbox.pending(Channel.EMAIL)] == [row_id]
     assert (await run(ctx, f"!retry {row_id}")).text.startswith(f"there is no dead letter {row_id}")
 
 
 async def test_devices_trust_and_block(ctx: Context) -> None:
     user = "@alice:test.local"
     assert (await run(ctx, f"!devices {user}")).text == f"the bot has seen no device of {user}"
-    ctx.store.record_device(user, "PHONE", "ed-key-1", "blocked")
+    ctx.store.devices.record(user, "PHONE", "ed-key-1", "blocked")
     assert (await run(ctx, f"!devices {user}")).text.startswith("PHONE: blocked, ed25519 ed-key-1")
     trusted = await run(ctx, f"!trust {user} PHONE")
     assert trusted.text == f"device PHONE of {user} is trusted"
     assert TrustDevice(user, "PHONE") in trusted.effects
-    assert ctx.store.device_state(user, "PHONE") == ("trusted", "ed-key-1")
+    assert ctx.store.devices.state(user, "PHONE") == ("trusted", "ed-key-1")
     blocked = await run(ctx, f"!block {user} PHONE")
-    assert blocked.ok and ctx.store.device_state(user, "PHONE") == ("blocked", "ed-key-1")
+    assert blocked.ok and ctx.store.devices.state(user, "PHONE") == ("blocked", "ed-key-1")
     assert "no device LAPTOP" in (await run(ctx, f"!trust {user} LAPTOP")).text
-    assert [e.action for e in store_audit.entries(ctx.store)] == ["device.trust", "device.block"]
+    assert [e.action for e in ctx.store.audit.entries()] == ["device.trust", "device.block"]
 
 
 async def test_status_and_listkey(ctx: Context) -> None:

@@ -117,7 +117,8 @@ async def test_what_sequoia_refuses_goes_to_gpg_and_gpgs_answer_counts(
 
 
 async def test_the_configured_backend_is_made(setup: Setup) -> None:
-    from secir_bot.crypto.backend import GpgBackend, make_backend
+    from secir_bot.crypto.backend import GpgBackend
+    from secir_bot.crypto.groups import make_backend
 
     sequoia = make_backend("sequoia", setup.ring)
     gpg = make_backend("gpg", setup.ring, hide_recipients=False)

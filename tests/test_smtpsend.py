@@ -29,7 +29,7 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import Envelope, Session
 from servers import MailStack, TestCA
 
-from secir_bot.bridges import smtpsend
+from secir_bot.bridges.email import smtpsend
 from secir_bot.sandbox.operators import wait_until
 
 USERS = tuple(f"{n}@test.example" for n in ("alice", "bob", "carol", "dave", "mallory", "list"))

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from secir_bot import housekeeping
 from secir_bot.errors import StoreError, StoreMissing
 from secir_bot.model import Channel, Member, Post
 from secir_bot.store import DB_NAME, MIGRATIONS, NewDelivery, Store
@@ -34,7 +36,7 @@ def store(store_dir: Path) -> Iterator[Store]:
 
 @pytest.fixture
 def member(store: Store) -> Member:
-    return store.add_member(
+    return store.members.add(
         tld="nl",
         tld_display=".nl",
         name="Bram de Vries",
@@ -133,7 +135,7 @@ def test_reopening_does_not_reapply_migrations(
     # Re-applying 001 would fail ("table members already exists") or, worse, wipe data.
     again = Store.open(store_dir)
     try:
-        assert again.member(member.id) == member
+        assert again.members.get(member.id) == member
     finally:
         again.close()
 
@@ -146,11 +148,11 @@ def test_foreign_keys_are_enforced(store: Store) -> None:
 
 
 def test_kv_put_and_get(store: Store, store_dir: Path) -> None:
-    assert store.get("list.fingerprint") is None
-    store.put("list.fingerprint", "ABC")
-    store.put("list.fingerprint", "DEF")
+    assert store.kv.get("list.fingerprint") is None
+    store.kv.put("list.fingerprint", "ABC")
+    store.kv.put("list.fingerprint", "DEF")
 
-    assert store.get("list.fingerprint") == "DEF"
+    assert store.kv.get("list.fingerprint") == "DEF"
     assert count(store_dir, "kv") == 1
 
 
@@ -160,15 +162,15 @@ def test_kv_put_and_get(store: Store, store_dir: Path) -> None:
 def test_member_is_stored_normalised(store: Store, member: Member) -> None:
     assert member.email == "bram@registry.nl.test"
     assert member.fingerprint == "AB" * 20
-    assert store.member_by_email("BRAM@registry.nl.test") == member
-    assert store.member_by_fingerprint("ab" * 20) == member
-    assert store.member_by_matrix_id("@bram:registry.nl.test") == member
+    assert store.members.by_email("BRAM@registry.nl.test") == member
+    assert store.members.by_fingerprint("ab" * 20) == member
+    assert store.members.by_matrix_id("@bram:registry.nl.test") == member
     assert member.channels == frozenset({Channel.EMAIL, Channel.MATRIX})
 
 
 def test_duplicate_member_is_a_store_error(store: Store, member: Member) -> None:
     with pytest.raises(StoreError):
-        store.add_member(
+        store.members.add(
             tld="nl",
             tld_display=".nl",
             name="Other",
@@ -177,18 +179,20 @@ def test_duplicate_member_is_a_store_error(store: Store, member: Member) -> None
             matrix_id=None,
             channels=frozenset({Channel.EMAIL}),
         )
-    assert store.members() == [member]
+    assert store.members.all() == [member]
 
 
 # -- inbox -------------------------------------------------------------------------------
 
 
 def test_f5_accept_is_idempotent_per_source_id_and_bytes(store: Store, store_dir: Path) -> None:
-    first, new = store.accept("email", "<m1@nic.test>", b"first bytes", {"uid": 7})
-    again, new_again = store.accept("email", "<m1@nic.test>", b"first bytes", {"uid": 9})
-    squatted, new_squatted = store.accept("email", "<m1@nic.test>", b"other bytes", {"uid": 8})
-    other_source, new_other = store.accept("matrix", "<m1@nic.test>", b"event", None)
-    event_again, new_event_again = store.accept("matrix", "<m1@nic.test>", b"changed", None)
+    first, new = store.inbox.accept("email", "<m1@nic.test>", b"first bytes", {"uid": 7})
+    again, new_again = store.inbox.accept("email", "<m1@nic.test>", b"first bytes", {"uid": 9})
+    squatted, new_squatted = store.inbox.accept(
+        "email", "<m1@nic.test>", b"other bytes", {"uid": 8}
+    )
+    other_source, new_other = store.inbox.accept("matrix", "<m1@nic.test>", b"event", None)
+    event_again, new_event_again = store.inbox.accept("matrix", "<m1@nic.test>", b"changed", None)
 
     # The same bytes again (fetched twice) are the same item ...
     assert new and not new_again and again == first
@@ -221,9 +225,9 @@ def test_f5_migration_004_keys_existing_mail_by_its_bytes(store_dir: Path) -> No
     migrated = Store.open(store_dir)
     try:
         assert "004_inbox_digest" in migrated.applied_migrations()
-        old, new = migrated.accept("email", "<old@nic.test>", b"old bytes")
+        old, new = migrated.inbox.accept("email", "<old@nic.test>", b"old bytes")
         assert not new and old.state == "relayed"  # the same mail, recognised
-        other, new_other = migrated.accept("email", "<old@nic.test>", b"new bytes")
+        other, new_other = migrated.inbox.accept("email", "<old@nic.test>", b"new bytes")
         assert new_other and other.state == "new"
     finally:
         migrated.close()
@@ -233,12 +237,12 @@ def test_f5_migration_004_keys_existing_mail_by_its_bytes(store_dir: Path) -> No
 def test_accept_keeps_raw_bytes_exactly(store: Store, store_dir: Path) -> None:
     raw = bytes(range(256)) + b"\r\n.\r\n\x00 trailing \r\n\r\n" + "Ünïcode".encode("latin-1")
 
-    store.accept("email", "<bytes@nic.test>", raw)
+    store.inbox.accept("email", "<bytes@nic.test>", raw)
     store.close()
 
     again = Store.open(store_dir)
     try:
-        item = again.inbox_item("email", "<bytes@nic.test>")
+        item = again.inbox.item("email", "<bytes@nic.test>")
         assert item is not None and item.raw == raw
         assert isinstance(item.raw, bytes)
     finally:
@@ -246,46 +250,46 @@ def test_accept_keeps_raw_bytes_exactly(store: Store, store_dir: Path) -> None:
 
 
 def test_accept_sync_writes_events_and_token_together(store: Store, store_dir: Path) -> None:
-    store.accept_sync(
+    store.inbox.accept_sync(
         [("$e1", b'{"a": 1}', {"room": "!r"}, "new"), ("$e2", b'{"b": 2}', {}, "parked")],
         token="s1",
     )
 
-    assert store.get("matrix.sync_token") == "s1"
-    assert [i.source_id for i in store.inbox_pending("matrix")] == ["$e1"]
-    assert [i.source_id for i in store.inbox_pending("matrix", "parked")] == ["$e2"]
+    assert store.kv.get("matrix.sync_token") == "s1"
+    assert [i.source_id for i in store.inbox.pending("matrix")] == ["$e1"]
+    assert [i.source_id for i in store.inbox.pending("matrix", "parked")] == ["$e2"]
 
     # An event that cannot be stored (state is NOT NULL) aborts the whole sync: neither the
     # events before it nor the new token are written, so the sync is simply repeated.
     with pytest.raises(sqlite3.IntegrityError):
-        store.accept_sync([("$e3", b"{}", {}, "new"), ("$e4", b"{}", {}, None)], token="s2")  # type: ignore[list-item]
+        store.inbox.accept_sync([("$e3", b"{}", {}, "new"), ("$e4", b"{}", {}, None)], token="s2")  # type: ignore[list-item]
 
-    assert store.get("matrix.sync_token") == "s1"
-    assert store.inbox_item("matrix", "$e3") is None
+    assert store.kv.get("matrix.sync_token") == "s1"
+    assert store.inbox.item("matrix", "$e3") is None
     assert count(store_dir, "inbox") == 2
 
 
 def test_accept_sync_replay_is_harmless(store: Store) -> None:
-    store.accept_sync([("$e1", b"{}", {}, "new")], token="s1")
-    store.accept_sync([("$e1", b"{}", {}, "new"), ("$e2", b"{}", {}, "new")], token="s2")
+    store.inbox.accept_sync([("$e1", b"{}", {}, "new")], token="s1")
+    store.inbox.accept_sync([("$e1", b"{}", {}, "new"), ("$e2", b"{}", {}, "new")], token="s2")
 
-    assert [i.source_id for i in store.inbox_pending("matrix")] == ["$e1", "$e2"]
-    assert store.get("matrix.sync_token") == "s2"
+    assert [i.source_id for i in store.inbox.pending("matrix")] == ["$e1", "$e2"]
+    assert store.kv.get("matrix.sync_token") == "s2"
 
 
 def test_unpark_only_touches_parked_items(store: Store) -> None:
-    store.accept_sync([("$p", b"enc", {}, "parked"), ("$n", b"clear", {}, "new")], token="t")
-    parked = store.inbox_item("matrix", "$p")
-    fresh = store.inbox_item("matrix", "$n")
+    store.inbox.accept_sync([("$p", b"enc", {}, "parked"), ("$n", b"clear", {}, "new")], token="t")
+    parked = store.inbox.item("matrix", "$p")
+    fresh = store.inbox.item("matrix", "$n")
     assert parked is not None and fresh is not None
 
-    store.unpark(parked.id, b"decrypted", {"decrypted": True})
-    store.unpark(fresh.id, b"overwritten?", {})
+    store.inbox.unpark(parked.id, b"decrypted", {"decrypted": True})
+    store.inbox.unpark(fresh.id, b"overwritten?", {})
 
-    after = store.inbox_item("matrix", "$p")
+    after = store.inbox.item("matrix", "$p")
     assert after is not None and after.state == "new" and after.raw == b"decrypted"
     assert after.meta == {"decrypted": True}
-    unchanged = store.inbox_item("matrix", "$n")
+    unchanged = store.inbox.item("matrix", "$n")
     assert unchanged is not None and unchanged.raw == b"clear"
 
 
@@ -293,7 +297,7 @@ def test_unpark_only_touches_parked_items(store: Store) -> None:
 
 
 def test_decide_records_post_links_and_deliveries(store: Store, member: Member) -> None:
-    item, _ = store.accept("email", "<m1@nic.test>", b"raw")
+    item, _ = store.inbox.accept("email", "<m1@nic.test>", b"raw")
 
     store.decide(
         item.id,
@@ -303,38 +307,38 @@ def test_decide_records_post_links_and_deliveries(store: Store, member: Member) 
         deliveries=[_delivery(Channel.MATRIX, "!room"), _delivery()],
     )
 
-    decided = store.inbox_item("email", "<m1@nic.test>")
+    decided = store.inbox.item("email", "<m1@nic.test>")
     assert decided is not None
     assert (decided.state, decided.post_uid) == ("relayed", "p1")
-    assert store.post("p1") == _post(member)
-    assert store.post_for("message-id", "<m1@nic.test>") == _post(member)
-    assert store.outbox_counts() == {"pending": 2}
+    assert store.posts.get("p1") == _post(member)
+    assert store.posts.for_link("message-id", "<m1@nic.test>") == _post(member)
+    assert store.outbox.counts() == {"pending": 2}
 
 
 def test_decide_without_post_only_updates_the_item(store: Store, store_dir: Path) -> None:
-    item, _ = store.accept("email", "<spam@x.test>", b"raw")
+    item, _ = store.inbox.accept("email", "<spam@x.test>", b"raw")
 
     store.decide(item.id, "dropped", "not a member")
 
-    decided = store.inbox_item("email", "<spam@x.test>")
+    decided = store.inbox.item("email", "<spam@x.test>")
     assert decided is not None
     assert (decided.state, decided.reason, decided.post_uid) == ("dropped", "not a member", None)
     assert count(store_dir, "posts") == 0
 
 
 def _assert_nothing_written(store: Store, store_dir: Path) -> None:
-    item = store.inbox_item("email", "<m1@nic.test>")
+    item = store.inbox.item("email", "<m1@nic.test>")
     assert item is not None
     assert (item.state, item.reason, item.post_uid) == ("new", None, None)
     for table in ("posts", "links", "outbox"):
         assert count(store_dir, table) == 0, table
-    assert store.post("p1") is None
+    assert store.posts.get("p1") is None
 
 
 def test_decide_is_atomic_when_the_post_is_refused(
     store: Store, store_dir: Path, member: Member
 ) -> None:
-    item, _ = store.accept("email", "<m1@nic.test>", b"raw")
+    item, _ = store.inbox.accept("email", "<m1@nic.test>", b"raw")
     ghost = Member(
         id=member.id + 99,
         tld="xx",
@@ -361,7 +365,7 @@ def test_decide_is_atomic_when_the_post_is_refused(
 def test_decide_is_atomic_when_a_later_delivery_fails(
     store: Store, store_dir: Path, member: Member
 ) -> None:
-    item, _ = store.accept("email", "<m1@nic.test>", b"raw")
+    item, _ = store.inbox.accept("email", "<m1@nic.test>", b"raw")
     broken = _delivery(target=None)  # type: ignore[arg-type]  # target is NOT NULL
 
     # The post, both links and the first delivery are written before the failure.
@@ -384,14 +388,14 @@ def test_decide_is_atomic_when_a_later_delivery_fails(
 
 
 def test_links_keep_their_order_and_first_owner(store: Store, member: Member) -> None:
-    item, _ = store.accept("email", "<m1@nic.test>", b"raw")
+    item, _ = store.inbox.accept("email", "<m1@nic.test>", b"raw")
     store.decide(item.id, "relayed", post=_post(member))
-    store.add_link("email", "<b@l>", "p1")
-    store.add_link("email", "<a@l>", "p1")
-    store.add_link("email", "<a@l>", "p2")  # already taken: ignored
+    store.posts.add_link("email", "<b@l>", "p1")
+    store.posts.add_link("email", "<a@l>", "p1")
+    store.posts.add_link("email", "<a@l>", "p2")  # already taken: ignored
 
-    assert store.links_of("p1", "email") == ["<b@l>", "<a@l>"]
-    assert store.links_of("p2", "email") == []
+    assert store.posts.links_of("p1", "email") == ["<b@l>", "<a@l>"]
+    assert store.posts.links_of("p2", "email") == []
 
 
 # -- outbox ------------------------------------------------------------------------------
@@ -400,10 +404,10 @@ def test_links_keep_their_order_and_first_owner(store: Store, member: Member) ->
 def test_outbox_is_ordered_per_channel(store: Store) -> None:
     for target in ("m1", "e1", "m2", "e2", "m3"):
         channel = Channel.MATRIX if target.startswith("m") else Channel.EMAIL
-        store.enqueue(_delivery(channel, target, post_uid=None, payload=target.encode()))
+        store.outbox.enqueue(_delivery(channel, target, post_uid=None, payload=target.encode()))
 
-    matrix = store.outbox_due(Channel.MATRIX, now=float("inf"))
-    mail = store.outbox_due(Channel.EMAIL, now=float("inf"))
+    matrix = store.outbox.due(Channel.MATRIX, now=float("inf"))
+    mail = store.outbox.due(Channel.EMAIL, now=float("inf"))
 
     assert [r.target for r in matrix] == ["m1", "m2", "m3"]
     assert [r.target for r in mail] == ["e1", "e2"]
@@ -413,76 +417,76 @@ def test_outbox_is_ordered_per_channel(store: Store) -> None:
 
 
 def test_new_rows_are_due_at_once_but_not_before_creation(store: Store) -> None:
-    store.enqueue(_delivery(post_uid=None))
-    row = store.outbox_due(Channel.EMAIL, now=float("inf"))[0]
+    store.outbox.enqueue(_delivery(post_uid=None))
+    row = store.outbox.due(Channel.EMAIL, now=float("inf"))[0]
 
-    assert store.outbox_due(Channel.EMAIL, now=row.created_at) == [row]
-    assert store.outbox_due(Channel.EMAIL, now=row.created_at - 1) == []
-    assert store.outbox_next_time(now=row.created_at - 1) == row.created_at
+    assert store.outbox.due(Channel.EMAIL, now=row.created_at) == [row]
+    assert store.outbox.due(Channel.EMAIL, now=row.created_at - 1) == []
+    assert store.outbox.next_time(now=row.created_at - 1) == row.created_at
 
 
 def test_retry_later_postpones_and_counts(store: Store) -> None:
-    store.enqueue(_delivery(post_uid=None, target="first"))
-    store.enqueue(_delivery(post_uid=None, target="second"))
-    first, second = store.outbox_due(Channel.EMAIL, now=float("inf"))
+    store.outbox.enqueue(_delivery(post_uid=None, target="first"))
+    store.outbox.enqueue(_delivery(post_uid=None, target="second"))
+    first, second = store.outbox.due(Channel.EMAIL, now=float("inf"))
 
-    store.retry_later(first.id, "421 try later", at=second.created_at + 500)
+    store.outbox.retry_later(first.id, "421 try later", at=second.created_at + 500)
 
-    due_now = store.outbox_due(Channel.EMAIL, now=second.created_at + 1)
+    due_now = store.outbox.due(Channel.EMAIL, now=second.created_at + 1)
     assert [r.target for r in due_now] == ["second"]
-    assert store.outbox_next_time() == pytest.approx(second.created_at)
-    later = store.outbox_due(Channel.EMAIL, now=second.created_at + 500)
+    assert store.outbox.next_time() == pytest.approx(second.created_at)
+    later = store.outbox.due(Channel.EMAIL, now=second.created_at + 500)
     assert [(r.target, r.attempts) for r in later] == [("first", 1), ("second", 0)]
     row = store.db.execute("SELECT last_error FROM outbox WHERE id = ?", [first.id]).fetchone()
     assert row[0] == "421 try later"
 
 
 def test_outbox_next_time_is_the_earliest_pending(store: Store) -> None:
-    assert store.outbox_next_time() is None
-    store.enqueue(_delivery(post_uid=None))
-    (row,) = store.outbox_due(Channel.EMAIL, now=float("inf"))
+    assert store.outbox.next_time() is None
+    store.outbox.enqueue(_delivery(post_uid=None))
+    (row,) = store.outbox.due(Channel.EMAIL, now=float("inf"))
 
-    store.retry_later(row.id, "busy", at=1234.5)
-    assert store.outbox_next_time(now=1000) == 1234.5
+    store.outbox.retry_later(row.id, "busy", at=1234.5)
+    assert store.outbox.next_time(now=1000) == 1234.5
     # Times already past are not "next": those rows are due (or wait behind one) now.
-    assert store.outbox_next_time(now=2000) is None
+    assert store.outbox.next_time(now=2000) is None
 
-    store.delivered(row.id, "250 ok")
-    assert store.outbox_next_time(now=1000) is None
+    store.outbox.delivered(row.id, "250 ok")
+    assert store.outbox.next_time(now=1000) is None
 
 
 def test_dead_rows_leave_the_queue(store: Store) -> None:
-    store.enqueue(_delivery(post_uid=None))
-    (row,) = store.outbox_due(Channel.EMAIL, now=float("inf"))
+    store.outbox.enqueue(_delivery(post_uid=None))
+    (row,) = store.outbox.due(Channel.EMAIL, now=float("inf"))
 
-    store.dead(row.id, "550 no such user")
+    store.outbox.dead(row.id, "550 no such user")
 
-    assert store.outbox_due(Channel.EMAIL, now=float("inf")) == []
-    assert store.outbox_counts() == {"dead": 1}
+    assert store.outbox.due(Channel.EMAIL, now=float("inf")) == []
+    assert store.outbox.counts() == {"dead": 1}
     state = store.db.execute("SELECT attempts, last_error FROM outbox").fetchone()
     assert tuple(state) == (1, "550 no such user")
 
 
 def test_delivered_records_result_and_link(store: Store, member: Member) -> None:
-    item, _ = store.accept("email", "<m1@nic.test>", b"raw")
+    item, _ = store.inbox.accept("email", "<m1@nic.test>", b"raw")
     store.decide(
         item.id, "relayed", post=_post(member), deliveries=[_delivery(Channel.MATRIX, "!room")]
     )
-    (row,) = store.outbox_due(Channel.MATRIX, now=float("inf"))
+    (row,) = store.outbox.due(Channel.MATRIX, now=float("inf"))
 
-    store.delivered(row.id, "$event", link=("matrix", "$event"), post_uid="p1")
+    store.outbox.delivered(row.id, "$event", link=("matrix", "$event"), post_uid="p1")
 
-    assert store.outbox_counts() == {"sent": 1}
-    assert store.post_for("matrix", "$event") == _post(member)
+    assert store.outbox.counts() == {"sent": 1}
+    assert store.posts.for_link("matrix", "$event") == _post(member)
 
 
 def test_partly_delivered_remembers_who_has_it(store: Store) -> None:
-    store.enqueue(_delivery(post_uid=None))
-    (row,) = store.outbox_due(Channel.EMAIL, now=float("inf"))
+    store.outbox.enqueue(_delivery(post_uid=None))
+    (row,) = store.outbox.due(Channel.EMAIL, now=float("inf"))
 
-    store.partly_delivered(row.id, ("anna@nic.test", "bram@registry.nl.test"))
+    store.outbox.partly_delivered(row.id, ("anna@nic.test", "bram@registry.nl.test"))
 
-    (again,) = store.outbox_due(Channel.EMAIL, now=float("inf"))
+    (again,) = store.outbox.due(Channel.EMAIL, now=float("inf"))
     assert again.done == ("anna@nic.test", "bram@registry.nl.test")
     assert again.attempts == 0  # still pending, nothing counted as a failure
 
@@ -491,11 +495,44 @@ def test_partly_delivered_remembers_who_has_it(store: Store) -> None:
 
 
 def test_devices_are_recorded_and_counted(store: Store) -> None:
-    assert store.device_state("@anna:nic.test", "DEV1") is None
-    store.record_device("@anna:nic.test", "DEV1", "ed-key-1", "trusted")
-    store.record_device("@anna:nic.test", "DEV2", "ed-key-2", "new")
-    store.record_device("@anna:nic.test", "DEV1", "ed-key-1", "blocked")
+    assert store.devices.state("@anna:nic.test", "DEV1") is None
+    store.devices.record("@anna:nic.test", "DEV1", "ed-key-1", "trusted")
+    store.devices.record("@anna:nic.test", "DEV2", "ed-key-2", "new")
+    store.devices.record("@anna:nic.test", "DEV1", "ed-key-1", "blocked")
 
-    assert store.device_state("@anna:nic.test", "DEV1") == ("blocked", "ed-key-1")
-    assert store.known_devices("@anna:nic.test") == 2
-    assert store.known_devices("@bram:registry.nl.test") == 0
+    assert store.devices.state("@anna:nic.test", "DEV1") == ("blocked", "ed-key-1")
+    assert store.devices.known("@anna:nic.test") == 2
+    assert store.devices.known("@bram:registry.nl.test") == 0
+
+
+def test_retention_erases_old_raw_bytes_and_sent_payloads_only(
+    store: Store, member: Member
+) -> None:
+    old_decided, _ = store.inbox.accept("email", "<old@x>", b"old mail")
+    store.decide(
+        old_decided.id,
+        "relayed",
+        post=_post(member),
+        deliveries=[NewDelivery(Channel.EMAIL, "list", "post", b"old ciphertext", ("a@x",))],
+    )
+    row_id = store.db.execute("SELECT max(id) FROM outbox").fetchone()[0]
+    store.outbox.delivered(row_id, "sent")
+    undecided, _ = store.inbox.accept("email", "<waiting@x>", b"still to decide")
+    store.outbox.enqueue(
+        NewDelivery(Channel.EMAIL, "list", "post", b"pending ciphertext", ("a@x",))
+    )
+    store.rates.take("notice:x", 5, 3600.0, 0.0)
+    # Everything above is "old" when seen from 31 days ahead.
+    counts = housekeeping.purge(store, 30, now=time.time() + 31 * 86400)
+    assert counts == {"inbox": 1, "outbox": 1}
+    raws = dict(store.db.execute("SELECT source_id, raw FROM inbox").fetchall())
+    assert raws == {"<old@x>": b"", "<waiting@x>": b"still to decide"}
+    payloads = [bytes(r[0]) for r in store.db.execute("SELECT payload FROM outbox ORDER BY id")]
+    assert payloads == [b"", b"pending ciphertext"]
+    assert store.posts.get("p1") is not None  # the archive stays
+    assert store.db.execute("SELECT count(*) FROM rate_limits").fetchone()[0] == 0
+    # Within the retention period nothing is touched.
+    fresh, _ = store.inbox.accept("email", "<fresh@x>", b"fresh mail")
+    store.decide(fresh.id, "rejected", "r")
+    assert housekeeping.purge(store, 30) == {"inbox": 0, "outbox": 0}
+    assert undecided.raw == b"still to decide"

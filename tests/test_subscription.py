@@ -17,7 +17,6 @@ import pytest
 from commands_support import ADMIN, command_context, invocation
 from servers import GpgWorld
 
-from secir_bot import store_audit, store_cases, store_effects, subscription
 from secir_bot.cases import CHALLENGE_PATTERN, CaseState
 from secir_bot.commands import (
     Announce,
@@ -28,6 +27,7 @@ from secir_bot.commands import (
     Reply,
     SendMail,
     effects,
+    subscription,
 )
 from secir_bot.commands.dispatch import Dispatcher
 from secir_bot.commands.registry import default
@@ -128,11 +128,11 @@ async def test_d2_from_invite_to_approve(ctx: Context, gpg_world: GpgWorld) -> N
     assert mail.to == (ADMIN_NL,) and mail.encrypt_to == ()
     assert mail.reply_to == "list+request@test.example"
     code = _code(mail)
-    (queued,) = store_effects.pending(ctx.store)  # durable with the case, until sent
+    (queued,) = ctx.store.effects.pending()  # durable with the case, until sent
     assert effects.loads(queued.effect) == mail and invited.queued == (queued.id,)
     with ctx.store.transaction() as tx:  # the front end sent it
-        store_effects.done(tx, queued.id, ctx.clock())
-    entry = store_audit.tail(ctx.store, 1)[0]
+        ctx.store.effects.done(tx, queued.id, ctx.clock())
+    entry = ctx.store.audit.tail(1)[0]
     assert (entry.action, entry.target) == ("case.invite", ".nl")
     whois_hash = entry.evidence_map["whois_sha256"]
     assert (
@@ -156,7 +156,7 @@ async def test_d2_from_invite_to_approve(ctx: Context, gpg_world: GpgWorld) -> N
         ctx, sender="ceo@test.example", cc=(ADMIN_NL,), body=text, ref="<n1>"
     )
     assert nominated.ok, nominated.text
-    case = store_cases.get(ctx.store, 1)
+    case = ctx.store.cases.get(1)
     assert case is not None and case.state is CaseState.NOMINATED
     assert [n.email for n in case.nominees] == [ALICE, BOB, CAROL]
     assert case.nominees[1].fingerprint == gpg_world.fingerprint(BOB)  # from the admins' ring
@@ -190,12 +190,12 @@ async def test_d2_from_invite_to_approve(ctx: Context, gpg_world: GpgWorld) -> N
     # 4. Bob's Matrix account accepts the bot's invitation: the case is ready.
     (joined,) = subscription.matrix_joined(ctx, "@bob:test.local", "$join")
     assert any(isinstance(e, NotifyAdmins) and "is ready" in e.text for e in joined.effects)
-    assert store_cases.get(ctx.store, 1).state is CaseState.READY  # type: ignore[union-attr]
+    assert ctx.store.cases.get(1).state is CaseState.READY  # type: ignore[union-attr]
 
     # 5. !approve: members, welcome mails, the room invitation, the announcement.
     approved = await run(ctx, "!approve #1")
     assert approved.ok, approved.text
-    members = {m.email: m for m in ctx.store.members()}
+    members = {m.email: m for m in ctx.store.members.all()}
     assert set(members) == {ALICE, BOB, CAROL}
     assert [members[x].rank for x in (ALICE, BOB, CAROL)] == [1, 2, 3]
     assert members[BOB].matrix_id == "@bob:test.local"
@@ -207,7 +207,7 @@ async def test_d2_from_invite_to_approve(ctx: Context, gpg_world: GpgWorld) -> N
     assert (await run(ctx, "!approve 1")).text.startswith("case #1 is approved")
 
     # Everything is in the audit log, and the chain verifies.
-    actions = [e.action for e in store_audit.entries(ctx.store)]
+    actions = [e.action for e in ctx.store.audit.entries()]
     assert actions == [
         "case.invite",
         "case.nominate",
@@ -217,7 +217,7 @@ async def test_d2_from_invite_to_approve(ctx: Context, gpg_world: GpgWorld) -> N
         "case.matrix-joined",
         "case.approve",
     ]
-    assert store_audit.verify(ctx.store).ok
+    assert ctx.store.audit.verify().ok
 
 
 @pytest.mark.parametrize(
@@ -237,15 +237,15 @@ async def test_a_bad_whois_server_changes_nothing(
     assert not reply.ok
     assert message in reply.text
     assert "Nothing was sent" in reply.text and "!invite-via .jp" in reply.text
-    assert store_cases.open_cases(ctx.store) == []
-    assert store_audit.entries(ctx.store) == []
+    assert ctx.store.cases.open_cases() == []
+    assert ctx.store.audit.entries() == []
 
 
 async def test_whois_down(ctx: Context, responder: WhoisResponder) -> None:
     await responder.stop()
     reply = await run(ctx, "!invite .br")
     assert "cannot reach the whois server" in reply.text
-    assert store_cases.open_cases(ctx.store) == []
+    assert ctx.store.cases.open_cases() == []
 
 
 async def test_a_tld_iana_does_not_know(ctx: Context) -> None:
@@ -270,9 +270,9 @@ async def test_admin_override_of_the_address_is_audited(ctx: Context) -> None:
     reply = await run(ctx, "!invite-via .uk registry-ops@test.example IANA record outdated")
     assert reply.ok, reply.text
     assert _mail(reply).to == ("registry-ops@test.example",)
-    case = store_cases.open_for(ctx.store, "uk")
+    case = ctx.store.cases.open_for("uk")
     assert case is not None and case.contact_source == "override"
-    entry = store_audit.tail(ctx.store, 1)[0]
+    entry = ctx.store.audit.tail(1)[0]
     assert (entry.action, entry.reason) == ("case.invite-via", "IANA record outdated")
     assert entry.evidence_map["override"] == "registry-ops@test.example"
     missing = await run(ctx, "!invite-via .br registry-ops@test.example")
@@ -302,7 +302,7 @@ async def test_unusable_nominee_keys_are_refused(
     reply = await subscription.nomination_received(ctx, sender=ADMIN_NL, cc=(), body=body, ref="")
     assert not reply.ok
     assert problem in reply.text
-    assert store_cases.open_for(ctx.store, "nl").state is CaseState.INVITED  # type: ignore[union-attr]
+    assert ctx.store.cases.open_for("nl").state is CaseState.INVITED  # type: ignore[union-attr]
 
 
 async def test_a_key_without_the_nominees_address(ctx: Context, gpg_world: GpgWorld) -> None:
@@ -338,13 +338,13 @@ async def test_cases_expire(ctx: Context, gpg_world: GpgWorld) -> None:
     ctx.clock = lambda: later
     (expired,) = subscription.expire_due(ctx)
     assert "case #1 (.br) expired" in expired.text
-    assert store_cases.get(ctx.store, 1).state is CaseState.EXPIRED  # type: ignore[union-attr]
+    assert ctx.store.cases.get(1).state is CaseState.EXPIRED  # type: ignore[union-attr]
     assert subscription.expire_due(ctx) == []
     reply = await subscription.nomination_received(
         ctx, sender="admin-br@test.example", cc=(), body=nomination(gpg_world, code), ref=""
     )
     assert reply.text.startswith("this code expired on")
-    entry = store_audit.tail(ctx.store, 1)[0]
+    entry = ctx.store.audit.tail(1)[0]
     assert (entry.actor, entry.action) == ("secir-bot", "case.expire")
     # A new invitation may follow an expired case.
     assert (await run(ctx, "!invite .br")).ok
@@ -360,7 +360,7 @@ async def test_expiry_is_configurable(
     whois = WhoisServer(host="127.0.0.1", port=responder.port, timeout=0.5)
     with command_context(default(), whois=whois, config=config) as ctx:
         reply = await run(ctx, "!invite .nl")
-        case = store_cases.open_for(ctx.store, "nl")
+        case = ctx.store.cases.open_for("nl")
         assert case is not None
         assert case.expires_at - case.opened_at == pytest.approx(2 * 86400)
         assert "expires on" in reply.text
@@ -388,7 +388,7 @@ async def test_only_admins_in_the_control_room(ctx: Context) -> None:
     assert reply.text == "!invite is for the list's admins only"
     reply = await run(ctx, "!invite .nl", front=Front.EMAIL, actor=ADMIN)
     assert "not available in the email" in reply.text
-    assert store_cases.open_cases(ctx.store) == []
+    assert ctx.store.cases.open_cases() == []
 
 
 def test_mail_to_the_request_address_is_told_apart() -> None:

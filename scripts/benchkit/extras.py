@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from secir_bot.model import Channel, Post
+from secir_bot.sandbox.scratch import short_tempdir
 from secir_bot.store import Store
 
 from .figures import post_text
-from .people import short_tempdir
 from .stats import pct, summary
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def store_posts(store_dir: Path, author_email: str, room: str, count: int) -> di
     store = Store.open(store_dir)
     try:
         store.db.execute("PRAGMA synchronous = OFF")
-        author = store.member_by_email(author_email)
+        author = store.members.by_email(author_email)
         assert author is not None, f"{author_email} is not a member"
         start = time.perf_counter()
         root_uid: str | None = None
@@ -52,7 +52,9 @@ def store_posts(store_dir: Path, author_email: str, room: str, count: int) -> di
                 "sender": author.matrix_id,
                 "origin_server_ts": int(time.time() * 1000),
             }
-            item, _ = store.accept("matrix", event_id, json.dumps(raw).encode(), {"room_id": room})
+            item, _ = store.inbox.accept(
+                "matrix", event_id, json.dumps(raw).encode(), {"room_id": room}
+            )
             root_uid = None if i % 10 == 0 else root_uid or f"stored{i - i % 10:06d}"
             post = Post(
                 uid=uid,

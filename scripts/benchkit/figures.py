@@ -17,12 +17,13 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from secir_bot.bridges import mime
+from secir_bot import mime
 from secir_bot.crypto import Keyring
 from secir_bot.sandbox.operators import MailOperator
+from secir_bot.sandbox.scratch import short_tempdir
 
 from .bot import GpgCall
-from .people import DOMAIN, Person, short_tempdir
+from .people import DOMAIN, Person
 from .sink import Transaction
 from .stats import medians, pct, summary
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,13 +19,6 @@ DOMAIN = "test.example"  # the only domain the test Postfix accepts
 # Real ccTLDs (the roster refuses unknown ones); members share them freely.
 TLDS = ("nl", "br", "jp", "de", "fr", "za", "ke", "cl", "nz", "in", "se", "ee", "cz", "pl")
 KEY_KINDS = ("ed25519", "rsa3072")
-
-
-def short_tempdir(prefix: str) -> Path:
-    """A new directory with a short path: gpg-agent's and Dovecot's socket paths are limited
-    to 107 bytes, so a long temporary directory (pytest's, say) is not used."""
-    base = tempfile.gettempdir()
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=base if len(base) <= 40 else "/tmp"))
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,12 @@ from typing import Any
 
 from secir_bot.crypto import Keyring
 from secir_bot.sandbox.mailserver import SandboxMail
+from secir_bot.sandbox.scratch import short_tempdir
 
 from . import burst as burst_mod
 from . import extras, figures
 from .bot import Bot
-from .people import KeyWorld, Person, email_members, short_tempdir, write_import_file
+from .people import KeyWorld, Person, email_members, write_import_file
 from .profile import Spy
 from .sink import Sink
 from .stack import Stack
@@ -252,6 +253,7 @@ async def run(opts: Options) -> dict[str, Any]:
         return b.results
     except BaseException:
         print("--- bot log ---\n" + b.bot.log_tail(), flush=True)
+        print(b.stack.mail.logs(), flush=True)  # the servers' side of a failure
         raise
     finally:
         b.bot.close()

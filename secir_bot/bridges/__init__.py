@@ -1,16 +1,45 @@
-"""Bridges: one adapter per channel, sharing one small Protocol and nothing else.
+"""Bridges: one adapter per channel, sharing small Protocols and nothing else.
 
 A bridge turns its outside world into inbox items (``run``) and delivers outbox rows
-(``deliver``). Failures of delivery are reported as ``TransientDeliveryError`` (retry
-later) or ``PermanentDeliveryError`` (dead letter); library errors never escape.
+(``deliver``), answering with a ``Receipt``. Failures of delivery are reported as
+``TransientDeliveryError`` (retry later) or ``PermanentDeliveryError`` (dead letter);
+library errors never escape.
+
+Each channel also owns its format: a *renderer* turns a ``Post`` (or a notice) into the
+payload of an outbox row, at decision time, so that a retry sends the same bytes and one
+ciphertext serves every recipient of a mail. The core chooses who gets what (``fanout``,
+``notices``) and is handed the two renderers by the app; it never imports a bridge package.
+There are two channels, rooms and mail, and every audience (a room, the list's members,
+one incident's members, a peer list) is reached over one of them.
+
+email/    IMAP in, SMTP out, PGP/MIME rendering
+matrix/   the bot's Matrix device: sync, trust, sending, content JSON rendering
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from secir_bot.model import Channel
-from secir_bot.store import OutboxRow
+from secir_bot.model import Channel, LinkKind, Member, Outcome, Post
+from secir_bot.store import NewDelivery, OutboxRow
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What one delivery achieved, in fields the outbox reads (never a sentence to parse)."""
+
+    summary: str  # for the log and the row: "sent to 3 recipient(s)", a Matrix event id
+    link: tuple[LinkKind, str] | None = None  # the post's own id on this channel, if any
+    refused: tuple[str, ...] = ()  # recipients refused for good, each with the server's answer
+
+    @property
+    def result(self) -> str:
+        """The text recorded with the row (and told to the admins when some refused)."""
+        if not self.refused:
+            return self.summary
+        return f"{self.summary}; refused: " + ", ".join(self.refused)
 
 
 class Bridge(Protocol):
@@ -19,5 +48,44 @@ class Bridge(Protocol):
     async def run(self) -> None:
         """Receive for as long as the app runs (reconnecting by itself)."""
 
-    async def deliver(self, row: OutboxRow) -> str:
-        """Deliver one outbox row; return a short result (event id, server answer)."""
+    async def deliver(self, row: OutboxRow) -> Receipt:
+        """Deliver one outbox row."""
+
+    async def close(self) -> None:
+        """Let go of connections and stores (the app calls it once, at the end)."""
+
+
+class Intake(Protocol):
+    """The inbox runner of one channel, as its bridge sees it (``inbox.InboxRunner``).
+
+    A bridge only makes what it receives durable and wakes the runner; it never decides.
+    The email bridge waits for a decision before it moves a mail out of the mailbox.
+    """
+
+    def wake(self) -> None:
+        """New items are in the inbox: decide them."""
+
+    async def decided(self, item_id: int) -> Outcome:
+        """The outcome of an inbox item, once it is decided."""
+
+
+class RoomRenderer(Protocol):
+    """Matrix: a post or a notice as the content of a room event."""
+
+    def post(self, post: Post, room: str) -> NewDelivery:
+        """A post relayed into ``room`` (threaded at delivery, when its root has an event)."""
+
+    def notice(
+        self, room: str, text: str, *, answering: Mapping[str, Any] | None = None
+    ) -> NewDelivery:
+        """Bot text in ``room``; with ``answering``, a reply to that event (as received)."""
+
+
+class MailRenderer(Protocol):
+    """Email: a post or an answer as a signed and encrypted PGP/MIME mail."""
+
+    async def post(self, post: Post, to: Sequence[Member]) -> NewDelivery:
+        """The list's mail of a post: signed once, encrypted once to all of ``to``."""
+
+    async def answer(self, member: Member, subject: str, text: str) -> NewDelivery:
+        """An automatic answer from the list to one member, encrypted to them alone."""

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import time
 
-from secir_bot import store_audit
 from secir_bot.audit import Entry
-from secir_bot.commands import (
+from secir_bot.commands.base import (
     ADMIN_FRONTS,
     Arg,
     Args,
@@ -40,8 +39,8 @@ def _line(entry: Entry) -> str:
 
 async def _audit(ctx: Context, inv: Invocation, args: Args) -> Reply:
     n = min(args.opt_number("n") or 10, MAX_TAIL)
-    verdict = store_audit.verify(ctx.store)
-    lines = [_line(e) for e in store_audit.tail(ctx.store, n)] or ["(the audit log is empty)"]
+    verdict = ctx.store.audit.verify()
+    lines = [_line(e) for e in ctx.store.audit.tail(n)] or ["(the audit log is empty)"]
     return Reply("\n".join([*lines, verdict.summary()]), ok=verdict.ok)
 
 

@@ -15,8 +15,8 @@ import dataclasses
 import logging
 import secrets
 
-from secir_bot import store_audit, store_confirmations, store_effects, validate
-from secir_bot.commands import (
+from secir_bot import validate
+from secir_bot.commands.base import (
     ALL_FRONTS,
     Actor,
     Arg,
@@ -30,9 +30,9 @@ from secir_bot.commands import (
     Refused,
     Reply,
     Role,
-    effects,
     refuse,
 )
+from secir_bot.commands.effects import dumps
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +161,8 @@ class Dispatcher:
     def _ask(self, command: Command, inv: Invocation, change: Change) -> Reply:
         ttl = self.ctx.config.commands.confirm_ttl
         # Forget codes that expired a day ago: they can only be refused as unknown now.
-        store_confirmations.purge(self.ctx.store, self.ctx.clock() - 86400)
-        code = store_confirmations.create(
-            self.ctx.store,
+        self.ctx.store.confirmations.purge(self.ctx.clock() - 86400)
+        code = self.ctx.store.confirmations.create(
             actor=inv.actor.id,
             front=str(inv.front),
             command=command.name,
@@ -182,7 +181,7 @@ class Dispatcher:
         if len(inv.args) != 1:
             return refuse(f"usage: {CONFIRM.usage(inv.front)}")
         code = inv.args[0]
-        pending = store_confirmations.find(self.ctx.store, code)
+        pending = self.ctx.store.confirmations.find(code)
         if pending is None:
             return refuse("that confirmation code is not known; check it, or run the command again")
         if pending.used_at is not None:
@@ -212,7 +211,7 @@ class Dispatcher:
             # The state changed since the code was given: spend it anyway, so a refusal
             # cannot be retried into a change the admin no longer sees.
             with self.ctx.store.transaction() as tx:
-                store_confirmations.spend(tx, code, self.ctx.clock())
+                self.ctx.store.confirmations.spend(tx, code, self.ctx.clock())
         return reply
 
 
@@ -229,12 +228,12 @@ def commit(
 
     Also the way in for changes that do not come from a command line (a nomination mail, a
     proof, a Matrix join, expiry), so that every change is audited the same way. The reply's
-    effects are queued durably in the same transaction (``store_effects``); the returned
+    effects are queued durably in the same transaction (``store.effects``); the returned
     reply names their queue ids in ``queued``.
     """
     now = ctx.clock()
     with ctx.store.transaction() as tx:
-        if code is not None and not store_confirmations.spend(tx, code, now):
+        if code is not None and not ctx.store.confirmations.spend(tx, code, now):
             raise Refused("this confirmation code was already used")
         reply = change.apply(tx)
         evidence = {**change.evidence, **reply.evidence}
@@ -242,7 +241,7 @@ def commit(
             evidence.setdefault("ref", ref)
         if code is not None:
             evidence["confirmed"] = "yes"
-        store_audit.append(
+        ctx.store.audit.append(
             tx,
             actor=actor,
             action=change.action,
@@ -251,9 +250,9 @@ def commit(
             evidence=evidence,
             at=now,
         )
-        queued = store_effects.record(
+        queued = ctx.store.effects.record(
             tx,
-            [effects.dumps(e) for e in reply.effects],
+            [dumps(e) for e in reply.effects],
             actor=actor,
             action=change.action,
             now=now,

@@ -1,4 +1,4 @@
-"""Effects as JSON, for the durable effect queue (``store_effects``).
+"""Effects as JSON, for the durable effect queue (``store.effects``).
 
 Each effect is stored as ``{"type": "SendMail", ...its fields}``; attachments carry their
 bytes in base64 and front ends by their value. ``loads(dumps(e)) == e`` for every effect.
@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
-from secir_bot.commands import (
+from secir_bot.commands.base import (
     Announce,
     Attachment,
     Effect,

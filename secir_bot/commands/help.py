@@ -6,7 +6,7 @@ the command declarations, so a new command is in the help the moment it is in th
 
 from __future__ import annotations
 
-from secir_bot.commands import (
+from secir_bot.commands.base import (
     ALL_FRONTS,
     Arg,
     Args,

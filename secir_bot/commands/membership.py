@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import time
 
-from secir_bot import cctld, store_cases, store_roster, subscription, validate
+from secir_bot import cctld, validate
 from secir_bot.cases import MAX_NOMINEES, CaseState
-from secir_bot.commands import (
+from secir_bot.commands import subscription
+from secir_bot.commands.base import (
     ADMIN_FRONTS,
     Announce,
     Arg,
@@ -36,7 +37,8 @@ from secir_bot.commands import (
 from secir_bot.commands.parse import request_address
 from secir_bot.keycheck import VettedKey, vet
 from secir_bot.model import Channel
-from secir_bot.store_audit import Tx
+from secir_bot.store import Tx
+from secir_bot.store.members import RosterConflict
 
 # Any armoured key: a pasted secret key must reach the check that refuses it, not be ignored.
 _KEY_BLOCK = "-----BEGIN PGP "
@@ -137,14 +139,14 @@ async def _direct(
             fingerprint=fpr,
             keyring_dir=ctx.config.commands.keyring,
         )
-    contacts = [m for m in ctx.store.members() if m.tld == tld.a_label]
+    contacts = [m for m in ctx.store.members.all() if m.tld == tld.a_label]
     if len(contacts) >= MAX_NOMINEES:
         problems.append(f"{tld.display} has {len(contacts)} contacts already, the most allowed")
-    if ctx.store.member_by_email(email):
+    if ctx.store.members.by_email(email):
         problems.append(f"{email} is already a member")
-    if mxid and ctx.store.member_by_matrix_id(mxid):
+    if mxid and ctx.store.members.by_matrix_id(mxid):
         problems.append(f"{mxid} is already a member")
-    if vetted and ctx.store.member_by_fingerprint(vetted.fingerprint):
+    if vetted and ctx.store.members.by_fingerprint(vetted.fingerprint):
         problems.append(f"key {vetted.fingerprint} is registered for another member")
     if problems or vetted is None:
         return refuse(f"{email} was not subscribed:\n- " + "\n- ".join(problems))
@@ -157,7 +159,7 @@ async def _direct(
 
     def apply(tx: Tx) -> Reply:
         try:
-            store_roster.insert_member(
+            ctx.store.members.insert(
                 tx,
                 tld=tld.a_label,
                 tld_display=tld.display,
@@ -168,7 +170,7 @@ async def _direct(
                 channels=frozenset({Channel.EMAIL, Channel.MATRIX} if mxid else {Channel.EMAIL}),
                 rank=rank,
             )
-        except store_roster.RosterConflict as exc:
+        except RosterConflict as exc:
             raise Refused(str(exc)) from None
         return Reply(
             f"{name} <{email}> subscribed directly as contact #{rank} of {tld.display} "
@@ -196,7 +198,7 @@ async def _invite_via(ctx: Context, inv: Invocation, args: Args) -> Reply | Chan
 
 
 async def _approve(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
-    case = store_cases.get(ctx.store, args.number("case"))
+    case = ctx.store.cases.get(args.number("case"))
     if case is None:
         return refuse(f"there is no case #{args.number('case')}")
     if case.state is not CaseState.READY:
@@ -222,14 +224,14 @@ async def _approve(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
             )
     if problems:
         return refuse(f"case {case.label} cannot be approved:\n- " + "\n- ".join(problems))
-    taken = len([m for m in ctx.store.members() if m.tld == tld.a_label])
+    taken = len([m for m in ctx.store.members.all() if m.tld == tld.a_label])
     names = ", ".join(n.name for n in case.nominees)
 
     def apply(tx: Tx) -> Reply:
-        store_cases.move(tx, case, CaseState.APPROVED, ctx.clock(), by=inv.actor.id)
+        ctx.store.cases.move(tx, case, CaseState.APPROVED, ctx.clock(), by=inv.actor.id)
         for n in case.nominees:
             try:
-                store_roster.insert_member(
+                ctx.store.members.insert(
                     tx,
                     tld=tld.a_label,
                     tld_display=tld.display,
@@ -242,7 +244,7 @@ async def _approve(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
                     ),
                     rank=min(taken + n.position, MAX_NOMINEES),
                 )
-            except store_roster.RosterConflict as exc:
+            except RosterConflict as exc:
                 raise Refused(f"case {case.label} cannot be approved: {exc}") from None
         return Reply(
             f"case {case.label} approved: {names} subscribed for {tld.display}.",
@@ -259,7 +261,7 @@ async def _approve(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
 
 
 async def _reject(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
-    case = store_cases.get(ctx.store, args.number("case"))
+    case = ctx.store.cases.get(args.number("case"))
     if case is None:
         return refuse(f"there is no case #{args.number('case')}")
     if not case.open:
@@ -267,14 +269,16 @@ async def _reject(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
     reason = args.text("reason")
 
     def apply(tx: Tx) -> Reply:
-        store_cases.move(tx, case, CaseState.REJECTED, ctx.clock(), by=inv.actor.id, reason=reason)
+        ctx.store.cases.move(
+            tx, case, CaseState.REJECTED, ctx.clock(), by=inv.actor.id, reason=reason
+        )
         return Reply(f"case {case.label} (.{case.tld}) rejected: {reason}")
 
     return Change("case.reject", f"{case.label} .{case.tld}", "", apply, reason=reason)
 
 
 async def _pending(ctx: Context, inv: Invocation, args: Args) -> Reply:
-    cases = store_cases.open_cases(ctx.store)
+    cases = ctx.store.cases.open_cases()
     if not cases:
         return Reply("no open cases")
     lines = []

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import time
 
-from secir_bot import store_audit, store_cases, store_ops
-from secir_bot.commands import (
+from secir_bot.commands.base import (
     ADMIN_FRONTS,
     Arg,
     Args,
@@ -28,7 +27,7 @@ from secir_bot.commands import (
     WakeOutbox,
     refuse,
 )
-from secir_bot.store_audit import Tx
+from secir_bot.store import Tx
 
 
 def _when(stamp: float | None) -> str:
@@ -36,7 +35,7 @@ def _when(stamp: float | None) -> str:
 
 
 async def _deadletters(ctx: Context, inv: Invocation, args: Args) -> Reply:
-    dead = store_ops.dead_letters(ctx.store)
+    dead = ctx.store.outbox.dead_letters()
     if not dead:
         return Reply("no dead letters")
     return Reply(
@@ -50,12 +49,12 @@ async def _deadletters(ctx: Context, inv: Invocation, args: Args) -> Reply:
 
 async def _retry(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
     row_id = args.number("id")
-    dead = store_ops.dead_letter(ctx.store, row_id)
+    dead = ctx.store.outbox.dead_letter(row_id)
     if dead is None:
         return refuse(f"there is no dead letter {row_id} (see !deadletters)")
 
     def apply(tx: Tx) -> Reply:
-        if not store_ops.retry(tx, row_id, ctx.clock()):
+        if not ctx.store.outbox.retry(tx, row_id, ctx.clock()):
             raise Refused(f"delivery {row_id} is not a dead letter any more")
         return Reply(f"delivery {row_id} to {dead.target} is queued again", effects=(WakeOutbox(),))
 
@@ -65,7 +64,7 @@ async def _retry(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
 
 async def _devices(ctx: Context, inv: Invocation, args: Args) -> Reply:
     user_id = args.text("mxid")
-    rows = store_ops.devices(ctx.store, user_id)
+    rows = ctx.store.devices.listing(user_id)
     if not rows:
         return Reply(f"the bot has seen no device of {user_id}")
     return Reply(
@@ -77,12 +76,12 @@ async def _devices(ctx: Context, inv: Invocation, args: Args) -> Reply:
 
 
 def _device_change(ctx: Context, user_id: str, device_id: str, state: str) -> Reply | Change:
-    known = {d.device_id: d for d in store_ops.devices(ctx.store, user_id)}
+    known = {d.device_id: d for d in ctx.store.devices.listing(user_id)}
     if device_id not in known:
         return refuse(f"the bot has seen no device {device_id} of {user_id} (see !devices)")
 
     def apply(tx: Tx) -> Reply:
-        store_ops.set_device_state(tx, user_id, device_id, state)
+        ctx.store.devices.set_state(tx, user_id, device_id, state)
         effects = (TrustDevice(user_id, device_id),) if state == "trusted" else ()
         return Reply(f"device {device_id} of {user_id} is {state}", effects=effects)
 
@@ -110,17 +109,17 @@ async def _status(ctx: Context, inv: Invocation, args: Args) -> Reply:
         lines += [f"{name}: {state}" for name, state in sorted(channels.items())]
     else:
         lines.append("channels: not reported (no live status source)")
-    counts = store_ops.outbox_counts(ctx.store)
+    counts = ctx.store.outbox.counts()
     lines.append(
         f"outbox: {counts.get('pending', 0)} pending, {counts.get('dead', 0)} dead letters, "
         f"{counts.get('sent', 0)} sent"
     )
-    last = store_ops.last_received(ctx.store)
+    last = ctx.store.inbox.last_received()
     lines.append(f"last mail received: {_when(last.get('email'))}")
     lines.append(f"last Matrix event received: {_when(last.get('matrix'))}")
-    lines.append(f"members: {len(ctx.store.members())} active")
-    lines.append(f"open cases: {len(store_cases.open_cases(ctx.store))}")
-    lines.append(store_audit.verify(ctx.store).summary())
+    lines.append(f"members: {len(ctx.store.members.all())} active")
+    lines.append(f"open cases: {len(ctx.store.cases.open_cases())}")
+    lines.append(ctx.store.audit.verify().summary())
     return Reply("\n".join(lines))
 
 

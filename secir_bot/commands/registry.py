@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from secir_bot.commands import Actor, Command, Front, Kind
+from secir_bot.commands import audit, dispatch, help, membership, operations, roster
+from secir_bot.commands.base import Actor, Command, Front, Kind
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
@@ -75,8 +76,6 @@ def build(*groups: Iterable[Command]) -> Registry:
 
 def default() -> Registry:
     """Every command secir-bot has, for the running bot (tests build their own)."""
-    from secir_bot.commands import audit, dispatch, help, membership, operations, roster
-
     return build(
         help.COMMANDS,
         dispatch.COMMANDS,

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import time
 
-from secir_bot import store_roster
 from secir_bot.cctld import CcTld
-from secir_bot.commands import (
+from secir_bot.commands.base import (
     ADMIN_FRONTS,
     MEMBER_FRONTS,
     Announce,
@@ -37,7 +36,8 @@ from secir_bot.commands.membership import offered_key
 from secir_bot.crypto import KeyInfo
 from secir_bot.keycheck import vet
 from secir_bot.model import Member
-from secir_bot.store_audit import Tx
+from secir_bot.store import Tx
+from secir_bot.store.members import RosterConflict
 
 
 def _date(stamp: float | None, never: str = "never") -> str:
@@ -45,7 +45,7 @@ def _date(stamp: float | None, never: str = "never") -> str:
 
 
 def _find(ctx: Context, who: object) -> list[Member]:
-    everyone = ctx.store.members(active_only=False)
+    everyone = ctx.store.members.all(active_only=False)
     if isinstance(who, CcTld):
         return [m for m in everyone if m.tld == who.a_label]
     assert isinstance(who, str)
@@ -73,14 +73,14 @@ async def _describe(ctx: Context, members: list[Member]) -> list[str]:
             f"{m.tld_display} #{m.rank} {m.name} <{m.email}> {m.matrix_id or '-'} "
             f"{','.join(sorted(m.channels))} {m.fingerprint} "
             f"({_key_text(infos.get(m.fingerprint))}); last post "
-            f"{_date(store_roster.last_activity(ctx.store, m.id))}{status}"
+            f"{_date(ctx.store.posts.last_by(m.id))}{status}"
         )
     return lines
 
 
 async def _members(ctx: Context, inv: Invocation, args: Args) -> Reply:
     tld = args.get("tld")
-    members = ctx.store.members(active_only=tld is None)
+    members = ctx.store.members.all(active_only=tld is None)
     if isinstance(tld, CcTld):
         members = [m for m in members if m.tld == tld.a_label]
     if not members:
@@ -113,7 +113,7 @@ async def _revoke(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
     labels = ", ".join(f"{m.label} <{m.email}>" for m in found)
 
     def apply(tx: Tx) -> Reply:
-        if store_roster.set_status(tx, [m.id for m in found], "revoked") != len(found):
+        if ctx.store.members.set_status(tx, [m.id for m in found], "revoked") != len(found):
             raise Refused("the roster changed meanwhile; look at !members again")
         effects = _removal_effects(found, reason)
         effects.append(Announce(f"member removed: {', '.join(m.label for m in found)}"))
@@ -131,7 +131,7 @@ async def _revoke(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
 
 async def _key(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
     email = args.text("email")
-    member = ctx.store.member_by_email(email)
+    member = ctx.store.members.by_email(email)
     if member is None or not member.active:
         return refuse(f"{email} is not an active member")
     armored = offered_key(inv)
@@ -145,14 +145,14 @@ async def _key(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
     if vetted.fingerprint == member.fingerprint:
         await ctx.keyring.import_key(vetted.armored)  # a renewed expiry, same key
         return Reply(f"the key {member.fingerprint} of {email} was refreshed")
-    if ctx.store.member_by_fingerprint(vetted.fingerprint):
+    if ctx.store.members.by_fingerprint(vetted.fingerprint):
         return refuse(f"key {vetted.fingerprint} is registered for another member")
     await ctx.keyring.import_key(vetted.armored)
 
     def apply(tx: Tx) -> Reply:
         try:
-            store_roster.set_fingerprint(tx, member.id, member.fingerprint, vetted.fingerprint)
-        except store_roster.RosterConflict as exc:
+            ctx.store.members.set_fingerprint(tx, member.id, member.fingerprint, vetted.fingerprint)
+        except RosterConflict as exc:
             raise Refused(str(exc)) from None
         return Reply(f"{email} now uses the key {vetted.fingerprint}")
 
@@ -169,10 +169,10 @@ async def _leave(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
     member = inv.actor.member
     if member is None or not member.active:
         return refuse("you are not an active member")
-    others = [m for m in ctx.store.members() if m.tld == member.tld and m.id != member.id]
+    others = [m for m in ctx.store.members.all() if m.tld == member.tld and m.id != member.id]
 
     def apply(tx: Tx) -> Reply:
-        if store_roster.set_status(tx, [member.id], "left") != 1:
+        if ctx.store.members.set_status(tx, [member.id], "left") != 1:
             raise Refused("you are not an active member")
         effects = _removal_effects([member], "left the list")
         effects.append(Announce(f"member left: {member.label}"))

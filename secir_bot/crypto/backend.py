@@ -61,14 +61,3 @@ class GpgBackend:
 
     async def aclose(self) -> None:
         return None
-
-
-def make_backend(
-    name: str, keyring: Keyring, *, hide_recipients: bool = True, parallel: int | None = None
-) -> SignEncrypt:
-    """The backend ``crypto.backend`` names (config.py has checked the combination)."""
-    if name == "sequoia":
-        from secir_bot.crypto.sequoia import SequoiaBackend  # optional dependency
-
-        return SequoiaBackend(keyring, parallel=parallel)
-    return GpgBackend(keyring, hide_recipients=hide_recipients, parallel=parallel)

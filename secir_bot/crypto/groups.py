@@ -8,9 +8,10 @@ message of its own: mails stay small, a member tries at most ``group_size`` sess
 the groups are encrypted on every core at once, and the number of encryptions per post is
 ``ceil(N / group_size)``, never one per member.
 
-The new fan-out calls :func:`sign_encrypt_groups` with the fingerprints of the members who
-get the post and makes one outbox row per :class:`Sealed` (its recipients' addresses and
-the mail built around ``armored``).
+The fan-out makes its backend once with :func:`make_backend` (here rather than in
+``backend``, which the Sequoia module imports), calls :func:`sign_encrypt_groups` with the
+fingerprints of the members who get the post, and makes one outbox row per
+:class:`Sealed` (its recipients' addresses and the mail built around ``armored``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from secir_bot.crypto.backend import SignEncrypt
+from secir_bot.crypto.backend import GpgBackend, SignEncrypt
+from secir_bot.crypto.keyring import Keyring
 from secir_bot.errors import CryptoError
 
 
@@ -84,3 +86,14 @@ async def sign_encrypt_groups(
             raise crypto[0] from None
         raise
     return [Sealed(group, task.result()) for group, task in zip(groups, tasks, strict=True)]
+
+
+def make_backend(
+    name: str, keyring: Keyring, *, hide_recipients: bool = True, parallel: int | None = None
+) -> SignEncrypt:
+    """The backend ``crypto.backend`` names (the config reader has checked the combination)."""
+    if name == "sequoia":
+        from secir_bot.crypto.sequoia import SequoiaBackend  # optional dependency
+
+        return SequoiaBackend(keyring, parallel=parallel)
+    return GpgBackend(keyring, hide_recipients=hide_recipients, parallel=parallel)

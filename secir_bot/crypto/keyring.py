@@ -25,7 +25,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from secir_bot.crypto import gpg
+from secir_bot.crypto.gpg import Run
+from secir_bot.crypto.gpg import run as run_gpg
 from secir_bot.crypto.keycache import KeyCache
 from secir_bot.crypto.keys import KeyInfo, parse_listing
 from secir_bot.errors import CryptoError
@@ -72,7 +73,7 @@ class _Signature:
     problem: str = ""
 
 
-def _signature(run: gpg.Run) -> _Signature:
+def _signature(run: Run) -> _Signature:
     """What gpg's status lines say about the signatures it checked."""
     verdicts = {k: run.lines(k) for k in ("GOODSIG", *_BAD_VERDICTS)}
     count = max(len(run.lines("NEWSIG")), sum(len(v) for v in verdicts.values()))
@@ -113,11 +114,9 @@ class Keyring:
         os.chmod(home, 0o700)
         return cls(home)
 
-    async def _gpg(
-        self, args: list[str], data: bytes = b"", max_output: int | None = None
-    ) -> gpg.Run:
+    async def _gpg(self, args: list[str], data: bytes = b"", max_output: int | None = None) -> Run:
         self.calls += 1
-        return await gpg.run(self.home, args, data, deadline=self.deadline, max_output=max_output)
+        return await run_gpg(self.home, args, data, deadline=self.deadline, max_output=max_output)
 
     def close(self) -> None:
         """Stop the gpg-agent that gpg started for this home."""
@@ -319,7 +318,7 @@ def _recipients(fingerprints: list[str]) -> list[str]:
     return [arg for fpr in fingerprints for arg in ("--recipient", fpr)]
 
 
-def _refusals(run: gpg.Run) -> str:
+def _refusals(run: Run) -> str:
     """gpg's reasons in status words (INV_RECP, INV_SGNR, ...), never its human text."""
     words = [k for k, _ in run.status if k in ("INV_RECP", "INV_SGNR", "NO_PUBKEY", "FAILURE")]
     return ", ".join(dict.fromkeys(words)) or f"exit code {run.returncode}"
@@ -329,7 +328,7 @@ def _undecrypted(why: str) -> Decrypted:
     return Decrypted(ok=False, data=b"", signed=False, valid=False, signer=None, status=why)
 
 
-def _verified(run: gpg.Run, data: bytes = b"") -> Verified:
+def _verified(run: Run, data: bytes = b"") -> Verified:
     sig = _signature(run)
     if sig.count == 0:
         return Verified(False, None, "no signature")

@@ -12,46 +12,15 @@ It exits 1 when any check found a problem, 0 otherwise (warnings included).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import StrEnum
-
 from secir_bot.config import Config
+from secir_bot.doctor import local, remote
+from secir_bot.doctor.base import Check, Status, fail, ok, warn
 
-
-class Status(StrEnum):
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "FAIL"
-
-
-@dataclass(frozen=True)
-class Check:
-    status: Status
-    area: str  # config, store, keyring, matrix, imap, smtp
-    text: str
-    fix: str = ""
-
-    def line(self) -> str:
-        fix = f" -> fix: {self.fix}" if self.fix and self.status is not Status.OK else ""
-        return f"{self.status:<4}  {self.area:<7} {self.text}{fix}"
-
-
-def ok(area: str, text: str) -> Check:
-    return Check(Status.OK, area, text)
-
-
-def warn(area: str, text: str, fix: str = "") -> Check:
-    return Check(Status.WARN, area, text, fix)
-
-
-def fail(area: str, text: str, fix: str = "") -> Check:
-    return Check(Status.FAIL, area, text, fix)
+__all__ = ["Check", "Status", "examine", "fail", "ok", "report", "warn"]
 
 
 async def examine(config: Config) -> list[Check]:
     """Every check, in the order an admin would fix things."""
-    from secir_bot.doctor import local, remote
-
     checks = [warn("config", w) for w in config.warnings] or [
         ok("config", f"{config.path} is valid")
     ]

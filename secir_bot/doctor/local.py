@@ -7,12 +7,11 @@ import time
 from datetime import UTC, datetime
 
 from secir_bot import fileperms
-from secir_bot.app import LIST_FPR_KEY
 from secir_bot.config import Config
 from secir_bot.crypto import KeyInfo, Keyring
-from secir_bot.doctor import Check, fail, ok, warn
+from secir_bot.doctor.base import Check, fail, ok, warn
 from secir_bot.model import Member
-from secir_bot.store import DB_NAME, Store
+from secir_bot.store import DB_NAME, LIST_FPR_KEY, Store
 
 KEY_WARN_DAYS = 30
 
@@ -61,8 +60,8 @@ def _expiry(info: KeyInfo, now: float) -> str | None:
 async def keyring(config: Config) -> list[Check]:
     db = Store.open(config.store_path)
     try:
-        fpr = db.get(LIST_FPR_KEY)
-        members = db.members(active_only=True)
+        fpr = db.kv.get(LIST_FPR_KEY)
+        members = db.members.all(active_only=True)
     finally:
         db.close()
     if not fpr:

@@ -17,14 +17,14 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from secir_bot.bridges.email import IMAP_FIXES, SMTP_FIXES
-from secir_bot.bridges.mailconn import (
+from secir_bot.bridges.email.conn import (
     Diagnosis,
     certificate_expiry,
     probe_imap,
     probe_smtp,
 )
 from secir_bot.config import Config, is_loopback
-from secir_bot.doctor import Check, fail, ok, warn
+from secir_bot.doctor.base import Check, fail, ok, warn
 
 CERT_WARN_DAYS = 14
 HTTP_TIMEOUT = 30.0

@@ -23,7 +23,6 @@ import json
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from typing import IO, Any
 from signedjson.key import generate_signing_key, write_signing_keys
 
 from . import SandboxError
+from .scratch import free_port
 
 __all__ = ["Synapse"]
 
@@ -65,13 +65,6 @@ _RATE_LIMITS: dict[str, Any] = {
     "rc_user_directory": _UNLIMITED,
     "rc_presence": {"per_user": _UNLIMITED},
 }
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _secrets(directory: Path) -> dict[str, str]:
@@ -184,7 +177,7 @@ class Synapse:
             directory = Path(tempfile.mkdtemp(prefix="syn"))
         directory = directory.resolve()
         directory.mkdir(parents=True, exist_ok=True)
-        port = port or _free_port()
+        port = port or free_port()
         keys = _secrets(directory)
         config = _homeserver_config(directory, server_name, port, keys)
         # JSON is a subset of YAML, so the standard library can write Synapse's config files.

@@ -12,9 +12,10 @@ import hashlib
 import time
 from dataclasses import replace
 
-from secir_bot.bridges import mime
+from secir_bot import mime
 from secir_bot.crypto import Decrypted, Verified
-from secir_bot.pipeline import CONTINUE, Decision, MailItem, Services, drop, reject
+from secir_bot.model import Channel, Inbound, LinkKind
+from secir_bot.steps import CONTINUE, Decision, MailItem, Services, drop, reject
 from secir_bot.threads import UNADDRESSED_NOTE
 
 
@@ -22,9 +23,9 @@ async def size_limit(ctx: MailItem, s: Services) -> Decision:
     """First, before anything parses the mail: the size the server reported (a larger
     mail was not even fetched, only its header) and the size of the bytes we hold."""
     limit = s.config.list.max_message_bytes
-    size = max(len(ctx.item.raw), int(ctx.item.meta.get("size") or 0))
-    if size > limit or ctx.item.meta.get("headers_only"):
-        return reject(f"the mail is larger than the list's limit of {limit} bytes")
+    size = max(len(ctx.item.raw), ctx.facts.size)
+    if size > limit or ctx.facts.headers_only:
+        return reject("too-large", limit=limit)
     return CONTINUE
 
 
@@ -34,9 +35,9 @@ async def parse(ctx: MailItem, s: Services) -> Decision:
         ctx.envelope = await asyncio.to_thread(mime.parse_envelope, ctx.item.raw)
     except mime.MalformedMail as exc:
         # Still try to name the sender, so that a member learns why nothing happened.
-        ctx.claimed = s.store.member_by_email(mime.from_address(ctx.item.raw))
-        return reject(f"unreadable mail: {exc}")
-    ctx.claimed = s.store.member_by_email(ctx.envelope.from_addr)
+        ctx.claimed = s.store.members.by_email(mime.from_address(ctx.item.raw))
+        return reject("unreadable", why=str(exc))
+    ctx.claimed = s.store.members.by_email(ctx.envelope.from_addr)
     return CONTINUE
 
 
@@ -45,16 +46,16 @@ async def not_a_loop(ctx: MailItem, s: Services) -> Decision:
     assert env is not None
     own = s.config.list.list_id
     if env.loop_marker == own or (env.list_id and f"<{own}>" in env.list_id):
-        return drop("the list's own mail came back")
+        return drop("own-mail")
     if env.from_addr == s.config.list.address.lower():
-        return drop("mail from the list address itself")
+        return drop("from-list-address")
     return CONTINUE
 
 
 async def not_automated(ctx: MailItem, s: Services) -> Decision:
     assert ctx.envelope is not None
     if ctx.envelope.automated:
-        return drop(ctx.envelope.automated)
+        return drop("automated", why=ctx.envelope.automated)
     return CONTINUE
 
 
@@ -62,8 +63,8 @@ async def encrypted(ctx: MailItem, s: Services) -> Decision:
     assert ctx.envelope is not None
     if ctx.envelope.ciphertext is None:
         if ctx.envelope.kind == "signed-only":
-            return reject("the mail is signed but not encrypted to the list key")
-        return reject("the mail is not encrypted to the list key")
+            return reject("signed-not-encrypted")
+        return reject("not-encrypted")
     return CONTINUE
 
 
@@ -80,7 +81,7 @@ async def decrypt(ctx: MailItem, s: Services) -> Decision:
         env.ciphertext, DECRYPTED_FACTOR * s.config.list.max_message_bytes
     )
     if not result.ok:
-        return reject(f"the mail could not be decrypted with the list key ({result.status})")
+        return reject("undecryptable", status=result.status)
     ctx.decrypted = result
     if env.kind == "inline":
         return await _inline(ctx, s, result)
@@ -88,10 +89,10 @@ async def decrypt(ctx: MailItem, s: Services) -> Decision:
         # Parsing a large entity takes a while: keep it off the event loop.
         content = await asyncio.to_thread(mime.parse_decrypted, result.data)
     except mime.MalformedMail as exc:
-        return reject(f"the decrypted content is unreadable: {exc}")
+        return reject("unreadable-content", why=str(exc))
     if result.signed:
         if content.signature is not None:
-            return reject(TWO_SIGNATURES)  # signed inside and around: say which counts
+            return reject("two-signatures")  # signed inside and around: say which counts
         # gpg's signature covers all of result.data, which the content was read from.
         ctx.content = content if result.valid else None
     elif content.signed_part is not None and content.signature is not None:
@@ -106,9 +107,6 @@ async def decrypt(ctx: MailItem, s: Services) -> Decision:
     return CONTINUE
 
 
-TWO_SIGNATURES = "the mail carries more than one signature; sign it once, with your registered key"
-
-
 async def _inline(ctx: MailItem, s: Services, result: Decrypted) -> Decision:
     if result.signed:
         # Signed and encrypted in one: gpg's output is the signed literal data.
@@ -117,7 +115,7 @@ async def _inline(ctx: MailItem, s: Services, result: Decrypted) -> Decision:
     try:
         block = mime.clearsigned_block(result.data)
     except mime.MalformedMail as exc:
-        return reject(str(exc))
+        return reject("malformed", why=str(exc))
     if block is not None:
         # Clear-signed, then encrypted: gpg verifies the block and writes out the text
         # that its signature covers; that text, and nothing else, is the content.
@@ -145,22 +143,22 @@ async def signed(ctx: MailItem, s: Services) -> Decision:
     d = ctx.decrypted
     assert d is not None
     if not d.signed:
-        return reject("the mail is not signed; sign it with your registered key")
+        return reject("not-signed")
     if d.signatures > 1:
-        return reject(TWO_SIGNATURES)
+        return reject("two-signatures")
     if not d.valid or d.signer is None or ctx.content is None:
-        return reject(f"the signature does not verify ({d.status or 'bad signature'})")
+        return reject("bad-signature", status=d.status or "bad signature")
     return CONTINUE
 
 
 async def signer_is_member(ctx: MailItem, s: Services) -> Decision:
     d = ctx.decrypted
     assert d is not None and d.signer is not None
-    member = s.store.member_by_fingerprint(d.signer)
+    member = s.store.members.by_fingerprint(d.signer)
     if member is None:
-        return reject(f"the signing key {d.signer} does not belong to a member")
+        return reject("signer-not-member", key=d.signer)
     if not member.active:
-        return reject(f"the signing key belongs to a member who is {member.status}")
+        return reject("signer-inactive", status=member.status)
     ctx.signer = member
     return CONTINUE
 
@@ -175,41 +173,30 @@ async def not_a_replay(ctx: MailItem, s: Services) -> Decision:
     d = ctx.decrypted
     assert d is not None and d.signer is not None
     ctx.signature = d.signature_id or "sha256:" + hashlib.sha256(d.data).hexdigest()
-    if s.store.signature_seen(d.signer, ctx.signature):
-        return reject(
-            "this signed message was received before; a repeated signature is not "
-            "relayed (send a new message instead)"
-        )
+    if s.store.signatures.seen(d.signer, ctx.signature):
+        return reject("replayed")
     skew = s.config.list.max_clock_skew
     if d.signed_at is not None and d.signed_at > time.time() + skew:
         minutes = (d.signed_at - time.time()) / 60
-        return reject(
-            f"the signature is dated {minutes:.0f} minutes in the future; the list accepts "
-            f"at most {skew:g} seconds of clock difference (check your computer's clock)"
-        )
+        return reject("signed-in-future", minutes=minutes, skew=skew)
     max_age = s.config.list.max_signature_age_days * 86400
     if d.signed_at is not None and d.signed_at < time.time() - max_age:
         days = (time.time() - d.signed_at) / 86400
-        return reject(
-            f"the signature was made {days:.0f} days ago; the list accepts "
-            f"signatures up to {s.config.list.max_signature_age_days:g} days old"
-        )
+        return reject("signature-too-old", days=days, max_days=s.config.list.max_signature_age_days)
     return CONTINUE
 
 
-async def from_matches_signer(ctx: MailItem, s: Services) -> Decision:
+async def from_not_another_member(ctx: MailItem, s: Services) -> Decision:
+    """The signing key says who wrote a mail; its From may be any address of theirs (a
+    personal or a role address), but never another member's, in the signed headers or
+    outside them: that would show one member's words under another's address."""
     assert ctx.signer is not None and ctx.envelope is not None and ctx.content is not None
     signed_from = ctx.content.from_addr
-    inner = s.store.member_by_email(signed_from) if signed_from else None
+    inner = s.store.members.by_email(signed_from) if signed_from else None
     if inner is not None and inner.id != ctx.signer.id:
-        return reject(
-            "the signed From address belongs to another member than the signing key "
-            f"({ctx.signer.email})"
-        )
+        return reject("signed-from-other-member", email=ctx.signer.email)
     if ctx.claimed is not None and ctx.claimed.id != ctx.signer.id:
-        return reject(
-            f"the From address belongs to another member than the signing key ({ctx.signer.email})"
-        )
+        return reject("from-other-member", email=ctx.signer.email)
     return CONTINUE
 
 
@@ -225,10 +212,7 @@ async def addressed_to_list(ctx: MailItem, s: Services) -> Decision:
     if recipients is None:
         ctx.notes.append(UNADDRESSED_NOTE)
     elif s.config.list.address.lower() not in recipients:
-        return reject(
-            "the signed content is addressed to others, not to the list: a signed mail "
-            "sent elsewhere is not relayed (write to the list itself)"
-        )
+        return reject("addressed-elsewhere")
     return CONTINUE
 
 
@@ -242,32 +226,36 @@ async def html_text(ctx: MailItem, s: Services) -> Decision:
     try:
         texts = [await asyncio.to_thread(mime.html_to_text, markup) for markup in content.html]
     except mime.MalformedMail as exc:
-        return reject(str(exc))
+        return reject("malformed", why=str(exc))
     ctx.content = replace(content, text="\n".join(texts).strip("\n"), html=())
     return CONTINUE
 
 
 DECRYPTED_FACTOR = 10  # decrypted content may be this many times list.max_message_bytes
-COMMAND_WORDS = ("help", "unsubscribe", "subscribe")
 
 
-async def not_a_command(ctx: MailItem, s: Services) -> Decision:
-    """The List-Help / List-Unsubscribe mailto links produce such mail: never post it."""
-    assert ctx.content is not None and ctx.envelope is not None
-    subject = (ctx.content.subject or "").strip().lower()  # only what was signed counts
-    body = ctx.content.text.strip().lower()
-    word = next((w for w in COMMAND_WORDS if subject == w or body == w), None)
-    if word is not None:
-        return reject(
-            f"this looks like the list command '{word}', which is not posted; "
-            f"commands by mail are not available yet, so write to the list owner "
-            f"({s.config.list.owner})"
-        )
-    return CONTINUE
+def inbound_of(ctx: MailItem) -> Inbound:
+    """What the stage ends in: the mail as its signer sent it, channel-neutral.
 
-
-async def has_text(ctx: MailItem, s: Services) -> Decision:
-    assert ctx.content is not None
-    if not ctx.content.text.strip():
-        return reject("the mail has no readable text")
-    return CONTINUE
+    Its thread is named by the signed thread headers when it has any, else by the
+    envelope's, which no signature covers (``replies_signed``; ``threads.place``).
+    """
+    assert ctx.signer is not None and ctx.envelope is not None and ctx.content is not None
+    env, content = ctx.envelope, ctx.content
+    if content.threaded:
+        ids = (*content.in_reply_to, *reversed(content.references))
+    else:
+        ids = (*env.in_reply_to, *reversed(env.references))
+    return Inbound(
+        channel=Channel.EMAIL,
+        room=None,
+        author=ctx.signer,
+        text=content.text,
+        subject=content.subject or "",
+        source=(LinkKind.MSGID, env.source_id),
+        replies_to=tuple((LinkKind.MSGID, i) for i in ids),
+        replies_signed=content.threaded,
+        attachments=content.attachments,
+        signature=(ctx.signer.fingerprint, ctx.signature) if ctx.signature else None,
+        notes=tuple(ctx.notes),
+    )

@@ -9,100 +9,104 @@ from __future__ import annotations
 
 import json
 
-from secir_bot.pipeline import CONTINUE, Decision, MatrixItem, Services, drop, reject
-
-MARKER = "org.secir.relay"
+from secir_bot.model import MARKER, Channel, DeviceVerdict, Inbound, LinkKind
+from secir_bot.steps import CONTINUE, Decision, MatrixItem, Services, drop, reject
+from secir_bot.threads import strip_reply_fallback
 
 
 async def parse(ctx: MatrixItem, s: Services) -> Decision:
     try:
         ctx.event = json.loads(ctx.item.raw)
     except ValueError:
-        return drop("stored event is not JSON")
-    ctx.room_id = str(ctx.item.meta.get("room_id", ""))
+        return drop("not-json")
+    ctx.room_id = ctx.facts.room_id
     if not isinstance(ctx.event, dict) or not isinstance(ctx.event.get("content"), dict):
-        return reject("malformed event (its content is not an object)")
+        return reject("malformed-event")
     return CONTINUE
 
 
 async def not_own_event(ctx: MatrixItem, s: Services) -> Decision:
     if ctx.event.get("sender") == s.bot_user_id:
-        return drop("own event")
+        return drop("own-event")
     return CONTINUE
 
 
 async def is_human_message(ctx: MatrixItem, s: Services) -> Decision:
     content = ctx.event.get("content") or {}
     if ctx.event.get("type") != "m.room.message":
-        return drop(f"not a message ({ctx.event.get('type')})")
+        return drop("not-a-message", type=ctx.event.get("type"))
     if MARKER in content:
-        return drop("relayed by the bot")
+        return drop("relayed-by-bot")
     if content.get("msgtype") == "m.notice":
-        return drop("notice (automated)")
+        return drop("notice")
     rel = content.get("m.relates_to") or {}
     if rel.get("rel_type") == "m.replace":
-        return reject("edits cannot be mirrored to email; post a follow-up message instead")
+        return reject("edit")
     return CONTINUE
 
 
 async def was_encrypted(ctx: MatrixItem, s: Services) -> Decision:
-    if not ctx.item.meta.get("encrypted"):
-        return reject("the message was not end-to-end encrypted; it is not relayed")
+    if not ctx.facts.encrypted:
+        return reject("not-e2e")
     return CONTINUE
 
 
-# Why a message from a device other than a trusted one is refused, by the bridge's verdict.
-DEVICE_REASONS = {
-    "blocked": "sent from a Matrix device that the bot blocked because its keys changed",
-    "mismatch": ("the message names one device but was encrypted by another (a possible forgery)"),
-    "unknown": "sent from a Matrix device that the homeserver does not list for the sender",
-    "refused": "sent from a Matrix account that may not post in this room",
-    "forwarded": "its room key came forwarded, so its sender cannot be verified",
-    "unsigned": (
-        "sent from a Matrix device that its owner has not verified (signed with their "
-        "cross-signing identity); verify it from another of your sessions (in Element: "
-        "Settings, Sessions) and send the message again"
-    ),
-    "identity-changed": (
-        "the sender's Matrix identity (cross-signing keys) changed and waits for an admin "
-        "to confirm it"
-    ),
-    "no-cross-signing": (
-        "this list accepts only Matrix devices verified by their owner, and the sender's "
-        "account has no cross-signing; set it up (in Element: Settings, Security & Privacy) "
-        "and verify this session, then send the message again"
-    ),
-}
+_VERDICTS = frozenset(v.value for v in DeviceVerdict)
 
 
 async def from_a_trusted_device(ctx: MatrixItem, s: Services) -> Decision:
     """Only devices the bot judged trusted count as a member's; everything else, including
     a verdict that is missing, is refused on both ways."""
-    verdict = str(ctx.item.meta.get("device") or "unknown")
-    if verdict == "trusted":
+    verdict = ctx.facts.device or DeviceVerdict.UNKNOWN
+    if verdict == DeviceVerdict.TRUSTED:
         return CONTINUE
-    why = DEVICE_REASONS.get(
-        verdict, f"sent from a Matrix device the bot does not trust ({verdict[:20]})"
-    )
-    return reject(f"{why}; the message is not relayed")
+    if verdict in _VERDICTS:
+        return reject(f"device-{verdict}")  # the reason says what the bridge found
+    return reject("device-untrusted", verdict=verdict[:20])
 
 
 async def sender_is_member(ctx: MatrixItem, s: Services) -> Decision:
     sender = str(ctx.event.get("sender", ""))
-    member = s.store.member_by_matrix_id(sender)
+    member = s.store.members.by_matrix_id(sender)
     if member is None:
-        return reject(f"{sender} is not a member; the message is not relayed")
+        return reject("sender-not-member", sender=sender)
     if not member.active:
-        return reject(f"{sender} is {member.status}; the message is not relayed")
+        return reject("sender-inactive", sender=sender, status=member.status)
     ctx.sender = member
     return CONTINUE
 
 
-async def has_text(ctx: MatrixItem, s: Services) -> Decision:
+async def is_text(ctx: MatrixItem, s: Services) -> Decision:
     content = ctx.event.get("content") or {}
     msgtype = str(content.get("msgtype"))[:40]
     if msgtype not in ("m.text", "m.emote"):
-        return reject(f"{msgtype} messages are not mirrored yet; send text")
+        return reject("not-text", msgtype=msgtype)
     if not str(content.get("body", "")).strip():
-        return drop("empty message")
+        return drop("empty")
     return CONTINUE
+
+
+def inbound_of(ctx: MatrixItem) -> Inbound:
+    """What the stage ends in: the event as its trusted device sent it, channel-neutral.
+
+    Its relations name what it answers (``m.in_reply_to``) and its thread (``m.thread``);
+    the quoted fallback that older clients put before a reply is not part of its text.
+    """
+    assert ctx.sender is not None
+    content = ctx.event.get("content") or {}
+    rel = content.get("m.relates_to") or {}
+    reply_to = (rel.get("m.in_reply_to") or {}).get("event_id")
+    root = rel.get("event_id") if rel.get("rel_type") == "m.thread" else None
+    text = strip_reply_fallback(str(content.get("body", "")))
+    if content.get("msgtype") == "m.emote":
+        text = f"* {ctx.sender.name} {text}"
+    return Inbound(
+        channel=Channel.MATRIX,
+        room=ctx.room_id,
+        author=ctx.sender,
+        text=text,
+        subject=None,
+        source=(LinkKind.EVENT, str(ctx.event.get("event_id"))),
+        replies_to=((LinkKind.EVENT, str(reply_to)),) if reply_to else (),
+        thread_root=(LinkKind.EVENT, str(root)) if root else None,
+    )

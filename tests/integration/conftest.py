@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -39,6 +40,13 @@ async def world(world_unstarted: World) -> AsyncIterator[World]:
 @pytest_asyncio.fixture
 async def outsider(world: World) -> AsyncIterator[MailOperator]:
     """Mallory: not a member, with her own key and the list's public key."""
+    async with outsider_of(world) as mallory:
+        yield mallory
+
+
+@contextlib.asynccontextmanager
+async def outsider_of(world: World) -> AsyncIterator[MailOperator]:
+    """Mallory for a world that is set up (the bot need not run)."""
     home = Path(tempfile.mkdtemp(prefix="gm"))
     ring = Keyring.create(home)
     try:

@@ -42,7 +42,9 @@ async def test_a_new_device_signed_by_the_member_is_trusted_silently(erin_world:
     try:
         await first.call("cross_sign", device_id=second.device_id)
         await wait_until(
-            lambda: (rec := store.device(erin_id, second.device_id)) and rec.how == "cross-signing",
+            lambda: (
+                (rec := store.devices.get(erin_id, second.device_id)) and rec.how == "cross-signing"
+            ),
             20,
             "the bot seeing the new device signed by its owner",
         )
@@ -67,7 +69,7 @@ async def test_a_new_device_signed_by_the_member_is_trusted_silently(erin_world:
             await op.stop()
     # No notice per device: the member's identity vouches for them.
     assert not [n for n in await notices(world) if second.device_id in n]
-    assert store.identity(erin_id) is not None
+    assert store.devices.identity(erin_id) is not None
     assert not [e for e in world.mail["bob"].seen if "UNSIGNED-1" in e.text]
 
 
@@ -79,7 +81,7 @@ async def test_an_identity_reset_blocks_until_an_admin_confirms(erin_world: Worl
     try:
         await erin.call("send", room_id=world.incident_room, body="BEFORE-RESET")
         await world.mail["bob"].wait_for_mail(lambda m: "BEFORE-RESET" in m.text)
-        pinned = world.app.store.identity(erin_id)
+        pinned = world.app.store.devices.identity(erin_id)
         assert pinned is not None and pinned.state == "pinned"
 
         reset = await erin.call("bootstrap", reset=True)
@@ -113,7 +115,7 @@ async def test_an_identity_reset_blocks_until_an_admin_confirms(erin_world: Worl
     finally:
         await erin.stop()
     assert not [m for m in world.mail["bob"].seen if "AFTER-RESET" in m.text]
-    log = world.app.store.trust_log(erin_id)
+    log = world.app.store.devices.trust_log(erin_id)
     assert [w for _, _, _, w, _ in log if w.startswith("identity")] == [
         "identity pinned",
         "identity changed",
@@ -130,16 +132,16 @@ async def test_members_without_cross_signing_can_be_refused(world_unstarted: Wor
     # (The admin's own nio device is refused too, so the control room is read in the store.)
     store = world.app.store
     await wait_until(
-        lambda: (i := store.inbox_item("matrix", event_id)) and i.state != "parked" and i,
+        lambda: (i := store.inbox.item("matrix", event_id)) and i.state != "parked" and i,
         20,
         "the post of a member without cross-signing decided",
     )
     await wait_until(
-        lambda: store.inbox_item("matrix", event_id).state == "rejected",  # type: ignore[union-attr]
+        lambda: store.inbox.item("matrix", event_id).state == "rejected",  # type: ignore[union-attr]
         20,
         "the post refused",
     )
-    assert "cross-signing" in (store.inbox_item("matrix", event_id).reason or "")  # type: ignore[union-attr]
+    assert "cross-signing" in (store.inbox.item("matrix", event_id).reason or "")  # type: ignore[union-attr]
     # Nor does the bot give such devices its keys.
     await world.mail["bob"].send(world.list_address, world.list_fpr, "s", "NOT-FOR-NIO")
     bot = world.config.matrix.user_id

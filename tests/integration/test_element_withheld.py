@@ -139,7 +139,7 @@ async def test_an_event_that_can_never_be_decrypted_is_closed_at_once(world: Wor
         what="the event reported as lost for good",
     )
     assert "can never be decrypted" in notice.body
-    item = world.app.store.inbox_item("matrix", early)
+    item = world.app.store.inbox.item("matrix", early)
     assert item is not None and item.state == "undecryptable"
 
 
@@ -157,12 +157,12 @@ async def test_parked_events_are_capped(world_unstarted: World) -> None:
     sent = [await alice.send(world.incident_room, f"W-FLOOD-{n}") for n in range(5)]
     store = world.app.store
     await wait_until(
-        lambda: all(store.inbox_item("matrix", e) for e in sent), 20, "all five stored"
+        lambda: all(store.inbox.item("matrix", e) for e in sent), 20, "all five stored"
     )
     notice = await world.admin.wait_for_event(
         lambda e: e.room_id == world.control_room and "max_parked" in e.body,
         what="the flood reported",
     )
     assert "closed" in notice.body
-    assert store.count_inbox("matrix", "parked") <= 2
-    assert [store.inbox_item("matrix", e).state for e in sent[:3]] == ["undecryptable"] * 3  # type: ignore[union-attr]
+    assert store.inbox.count("matrix", "parked") <= 2
+    assert [store.inbox.item("matrix", e).state for e in sent[:3]] == ["undecryptable"] * 3  # type: ignore[union-attr]

@@ -38,7 +38,7 @@ async def test_poison_before_the_inbox_is_stored_and_quarantined_not_a_crash(
     await positive_control(world, "all clear after the poison")
     assert world.app_task is not None and not world.app_task.done()
     assert world.app is not None
-    item = world.app.store.inbox_item("email", "<poison-1000@test.example>")
+    item = world.app.store.inbox.item("email", "<poison-1000@test.example>")
     assert item is not None and item.state == "rejected" and b"POISON-NEST" in item.raw
     assert any(b"poison-1000" in m for m in await folder_messages(world, "secir-quarantine"))
 
@@ -57,7 +57,7 @@ async def test_d1_mail_over_the_limit_is_refused_from_its_header_without_fetchin
 
     body = await wait_notice(world, "Mail rejected", "larger than the list's limit")
     assert bob.address in body  # the admins learn who sent it, from the header
-    item = world.app.store.inbox_item("email", "<d1-big@test.example>")
+    item = world.app.store.inbox.item("email", "<d1-big@test.example>")
     assert item is not None and item.meta.get("headers_only") is True
     assert item.meta["size"] > world.config.list.max_message_bytes
     assert b"D1-BODY" not in item.raw  # the body was never fetched

@@ -83,7 +83,7 @@ async def test_f6_a_refused_smtp_login_is_named_once_and_retried(
     assert notice.body.startswith(f"SMTP (127.0.0.1:{mail_stack.submission_port}): ")
     assert "535" in notice.body and "smtp.password_file" in notice.body
     await wait_until(
-        lambda: any(r.attempts >= 3 for r in app.store.outbox_pending(Channel.EMAIL)),
+        lambda: any(r.attempts >= 3 for r in app.store.outbox.pending(Channel.EMAIL)),
         30,
         "three delivery attempts",
     )

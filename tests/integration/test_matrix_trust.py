@@ -159,7 +159,7 @@ async def test_messages_from_a_blocked_device_are_not_relayed(world: World) -> N
     # The bot's record says this device's keys changed (a seam we own: our own store).
     own = alice.client.olm
     assert own is not None
-    world.app.store.record_device(
+    world.app.store.devices.record(
         alice.user_id, str(alice.client.device_id), own.account.identity_keys["ed25519"], "blocked"
     )
     await alice.send(world.incident_room, "BLOCKED-DEVICE-8118")

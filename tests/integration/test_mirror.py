@@ -130,3 +130,20 @@ async def test_matrix_reply_to_a_mail_threads_by_mail(world: World) -> None:
     bob_copy = await bob.wait_for_mail(lambda m: "Need a secondary" in m.text)
     assert bob_copy.headers["In-Reply-To"] == first.headers["Message-ID"]
     assert msgid != first.headers["Message-ID"]
+    # Bob never got the list's copy of his own mail (no echo): his client finds the parent
+    # by his own Message-ID, which must therefore be in References, as the last one.
+    references = str(bob_copy.headers["References"]).split()
+    assert references[-1] == msgid
+    assert first.headers["Message-ID"] in references
+
+
+async def test_footer_of_a_room_post_says_what_the_list_checked(world: World) -> None:
+    await world.mx["alice"].send(world.incident_room, "FOOTER-CHECK from the room")
+    mail = await world.mail["bob"].wait_for_mail(lambda m: "FOOTER-CHECK" in m.text)
+    footer = mail.text.split("\n-- \n", 1)[1]
+    # A Matrix post carries no OpenPGP signature; the footer must not claim one.
+    assert "signature" not in footer
+    assert "in the Matrix room, end-to-end encrypted" in footer
+    await world.mail["bob"].send(world.list_address, world.list_fpr, "s", "FOOTER-MAIL")
+    by_mail = await world.mail["alice"].wait_for_mail(lambda m: "FOOTER-MAIL" in m.text)
+    assert "the list checked their OpenPGP signature" in by_mail.text.split("\n-- \n", 1)[1]

@@ -81,7 +81,7 @@ async def test_bot_survives_a_homeserver_outage(own_world: tuple[World, Path]) -
     await world.mail["alice"].wait_for_mail(lambda m: "OUTAGE-1313" in m.text)
 
     def room_post_waiting() -> bool:
-        rows = app.store.outbox_pending(Channel.MATRIX)
+        rows = app.store.outbox.pending(Channel.MATRIX)
         return any(r.attempts > 0 for r in rows)
 
     await wait_until(room_post_waiting, 30, "a failed attempt to post into the room")
@@ -94,7 +94,7 @@ async def test_bot_survives_a_homeserver_outage(own_world: tuple[World, Path]) -
     await world.mx["alice"].send(world.incident_room, "BACK-1414")
     await world.mail["bob"].wait_for_mail(lambda m: "BACK-1414" in m.text, timeout=30)
     assert not world.app_task.done()
-    assert app.store.outbox_counts().get("dead", 0) == 0
+    assert app.store.outbox.counts().get("dead", 0) == 0
     # The admins hear of it, afterwards: the control room is on Matrix too.
     assert world.admin is not None
     notice = await world.admin.wait_for_event(

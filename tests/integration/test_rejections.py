@@ -13,7 +13,7 @@ from collections.abc import Callable
 import aioimaplib
 
 from secir_bot.bridges.email import close_imap
-from secir_bot.sandbox.operators import wait_until
+from secir_bot.sandbox.operators import SeenEvent, wait_until
 from secir_bot.sandbox.world import World, notices
 
 
@@ -21,7 +21,7 @@ async def folder_messages(world: World, folder: str) -> list[bytes]:
     imap = aioimaplib.IMAP4(host="127.0.0.1", port=world.imap_port, timeout=10)
     await imap.wait_hello_from_server()
     await imap.login(world.list_address, "pw-list")
-    out = []
+    out: list[bytes] = []
     try:
         resp = await imap.select(folder)
         if resp.result != "OK":
@@ -51,7 +51,7 @@ async def assert_not_relayed(world: World, marker: str) -> None:
 
 
 async def wait_notice(world: World, *needles: str) -> str:
-    def find() -> str | None:
+    def find() -> SeenEvent | None:
         return next(
             (
                 n

@@ -47,7 +47,7 @@ async def test_restart_delivers_everything_exactly_once(world: World) -> None:
         assert len([e for e in carol.events if f"{text} mail" in e.body]) == 1, text
         assert [m.text[:2] for m in alice_mail.seen].count(text) == 1, text
     assert world.app is not None
-    counts = world.app.store.outbox_counts()
+    counts = world.app.store.outbox.counts()
     assert counts.get("dead", 0) == 0
 
 

@@ -164,7 +164,7 @@ async def test_f6_an_untrusted_smtp_certificate_is_named_once(
     assert "not trusted" in notice.body and "smtp.ca_file" in notice.body
     # The post waits in the outbox and is retried, without a notice per retry.
     await wait_until(
-        lambda: any(r.attempts >= 3 for r in app.store.outbox_pending(Channel.EMAIL)),
+        lambda: any(r.attempts >= 3 for r in app.store.outbox.pending(Channel.EMAIL)),
         30,
         "three delivery attempts",
     )

@@ -1,10 +1,16 @@
 """The Matrix bridge: matrix-nio with end-to-end encryption (vodozemac).
 
-client.py   the bot's device: login, the hardened nio client, raw API calls
-sync.py     receiving: the sync loop, durable before anything is decided
-trust.py    which devices get room keys, whose messages count as a member's
-send.py     sending into a room (the outbox's Matrix deliveries)
-bridge.py   ``MatrixBridge``, composing the above behind the Bridge protocol
+client.py    the bot's device: login, the hardened nio client, raw API calls
+sync.py      receiving: the sync loop, durable before anything is decided (+ back-fill)
+parked.py    encrypted events decrypted by the bridge, judged, and handed on (or reported)
+lost.py      what members and admins are told about messages that stay undecryptable
+audience.py  who may read each room (gets its keys); the bot's direct rooms
+trust.py     which devices of the audience get room keys, whose messages count
+pins.py      the keys and identities the bot pinned; keys.py: key material, checked
+xsign.py     the bot's own cross-signing identity
+send.py      sending into a room (the outbox's Matrix deliveries)
+render.py    posts and notices as Matrix content JSON (at decision time)
+bridge.py    ``MatrixBridge``, composing the above behind the Bridge protocol
 """
 
 from secir_bot.bridges.matrix.bridge import MatrixBridge

@@ -7,9 +7,10 @@ the store has none, at every start; a bot whose identity is unusable stops loudl
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
+from secir_bot.bridges import Intake, Receipt
 from secir_bot.bridges.matrix.client import open_client
 from secir_bot.bridges.matrix.send import Sender
 from secir_bot.bridges.matrix.sync import Receiver
@@ -17,8 +18,7 @@ from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.bridges.matrix.xsign import ensure_identity
 from secir_bot.config import Config
 from secir_bot.model import Channel
-from secir_bot.relay import Outcome
-from secir_bot.store import InboxItem, OutboxRow, Store
+from secir_bot.store import OutboxRow, Store
 
 
 class MatrixBridge:
@@ -29,7 +29,7 @@ class MatrixBridge:
         config: Config,
         store: Store,
         directory: Path,
-        process: Callable[[InboxItem], Awaitable[Outcome]],
+        intake: Intake,
         on_work: Callable[[], None],
         notify: Callable[[str], None],
         link: Callable[[bool, str], None] = lambda works, reason: None,
@@ -45,7 +45,7 @@ class MatrixBridge:
             store,
             self.client,
             self.trust,
-            process,
+            intake,
             on_work,
             notify,
             self._identity,
@@ -72,7 +72,7 @@ class MatrixBridge:
     async def run(self) -> None:
         await self.receiver.run()
 
-    async def deliver(self, row: OutboxRow) -> str:
+    async def deliver(self, row: OutboxRow) -> Receipt:
         return await self.sender.deliver(row)
 
     async def close(self) -> None:

@@ -13,7 +13,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from secir_bot.model import Channel
+from secir_bot.model import Channel, DeliveryKind
 from secir_bot.store import NewDelivery
 
 # What each withheld code means for the member, and what fixes it in Element.
@@ -75,7 +75,7 @@ def member_notice(room_id: str, event: dict[str, Any], code: str) -> NewDelivery
     return NewDelivery(
         channel=Channel.MATRIX,
         target=room_id,
-        kind="notice",
+        kind=DeliveryKind.NOTICE,
         payload=json.dumps({"content": content}).encode(),
     )
 

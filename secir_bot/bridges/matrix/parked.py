@@ -20,16 +20,17 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import vodozemac
 from nio import MegolmEvent
 
-from secir_bot.bridges.matrix import lost
 from secir_bot.bridges.matrix.client import ApiError, MatrixClient
+from secir_bot.bridges.matrix.lost import admin_never_came, admin_withheld, member_notice
 from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.config import Config
+from secir_bot.model import Channel, DeviceVerdict, InboxState, MatrixFacts
 from secir_bot.store import InboxItem, Store
 
 log = logging.getLogger(__name__)
@@ -132,17 +133,17 @@ class Parked:
                 continue
             room_id, session_id, sender, code = (str(v) for v in fields)
             reason = str(content.get("reason") or "")[:200]
-            self.store.record_withheld(room_id, session_id, sender, code[:60], reason)
+            self.store.devices.record_withheld(room_id, session_id, sender, code[:60], reason)
             log.info("%s withheld the key of a session in %s (%s)", sender, room_id, code)
 
     def _cap(self) -> None:
         """Close the oldest waiting events beyond ``matrix.max_parked``."""
-        waiting = self.store.inbox_pending("matrix", "parked")
+        waiting = self.store.inbox.pending(Channel.MATRIX, InboxState.PARKED)
         excess = len(waiting) - self.config.matrix.max_parked
         if excess <= 0:
             return
         for item in waiting[:excess]:
-            self.store.decide(item.id, "undecryptable", "closed: too many events waiting")
+            self.store.decide(item.id, InboxState.UNDECRYPTABLE, "closed: too many events waiting")
         log.warning("%d undecryptable events closed: more than max_parked waited", excess)
         self.notify(
             f"{excess} undecryptable Matrix events were closed without being relayed: more "
@@ -153,13 +154,13 @@ class Parked:
     async def open_all(self) -> None:
         self._cap()
         opened: list[tuple[InboxItem, MegolmEvent, Opened]] = []
-        for item in self.store.inbox_pending("matrix", "parked"):
+        for item in self.store.inbox.pending(Channel.MATRIX, InboxState.PARKED):
             event = MegolmEvent.from_dict(json.loads(item.raw))
             if not isinstance(event, MegolmEvent):
-                self.store.decide(item.id, "dropped", "stored event is not a Megolm event")
+                self.store.decide(item.id, InboxState.DROPPED, "stored event is not a Megolm event")
                 continue
             # Timeline events carry no room id; the room key is filed under it.
-            event.room_id = str(item.meta.get("room_id", ""))
+            event.room_id = MatrixFacts.from_meta(item.meta).room_id
             try:
                 result = open_megolm(self.client, event)
             except Exception as exc:  # hostile input that the libraries choke on
@@ -186,7 +187,7 @@ class Parked:
                 result.session_ed25519,
             )
             if result.forwarded:
-                verdict = "forwarded"
+                verdict = DeviceVerdict.FORWARDED
             raw = {
                 "type": result.clear["type"],
                 "content": result.clear["content"],
@@ -194,31 +195,32 @@ class Parked:
                 "sender": event.sender,
                 "origin_server_ts": event.server_timestamp,
             }
-            meta = dict(item.meta, encrypted=True, device=verdict)
-            self.store.unpark(item.id, json.dumps(raw).encode(), meta)
-            if self.store.get(f"matrix.withheld_told.{event.sender}"):
-                self.store.put(f"matrix.withheld_told.{event.sender}", "")
+            facts = replace(MatrixFacts.from_meta(item.meta), encrypted=True, device=verdict)
+            self.store.inbox.unpark(item.id, json.dumps(raw).encode(), facts.to_meta())
+            if self.store.kv.get(f"matrix.withheld_told.{event.sender}"):
+                self.store.kv.put(f"matrix.withheld_told.{event.sender}", "")
             log.info("event %s decrypted; sending device %s", event.event_id, verdict)
 
     def _still_shut(self, item: InboxItem, event: MegolmEvent, failed: Failed) -> None:
         if failed.permanent:
-            self.store.decide(item.id, "undecryptable", failed.reason)
+            self.store.decide(item.id, InboxState.UNDECRYPTABLE, failed.reason)
             self.notify(
                 f"An event from {event.sender} ({event.event_id}) in the incident room "
                 f"can never be decrypted: {failed.reason}. It was not relayed."
             )
             return
-        withheld = self.store.withheld(event.room_id, event.session_id, event.sender)
+        withheld = self.store.devices.withheld(event.room_id, event.session_id, event.sender)
         if withheld is not None:
             self._withheld(item, event, withheld[0])
             return
-        waited = time.time() - float(item.meta.get("parked_at", time.time()))
+        facts = MatrixFacts.from_meta(item.meta)
+        waited = time.time() - (facts.parked_at or time.time())
         if waited > PARK_GIVE_UP:
-            self.store.decide(item.id, "undecryptable", "no key arrived in time")
+            self.store.decide(item.id, InboxState.UNDECRYPTABLE, "no key arrived in time")
             return
-        if waited > self.config.matrix.undecryptable_report_after and not item.meta.get("reported"):
-            self.notify(lost.admin_never_came(event.sender, event.event_id, waited / 60))
-            self.store.set_inbox_meta(item.id, dict(item.meta, reported=True))
+        if waited > self.config.matrix.undecryptable_report_after and not facts.reported:
+            self.notify(admin_never_came(event.sender, event.event_id, waited / 60))
+            self.store.inbox.set_meta(item.id, replace(facts, reported=True).to_meta())
 
     def _withheld(self, item: InboxItem, event: MegolmEvent, code: str) -> None:
         """The sender's client kept the key from the bot: no key will come for this
@@ -226,12 +228,12 @@ class Parked:
         reason = f"the sender's client withheld the key ({code[:40]})"
         self.store.decide(
             item.id,
-            "undecryptable",
+            InboxState.UNDECRYPTABLE,
             reason,
-            deliveries=[lost.member_notice(event.room_id, event.source, code)],
+            deliveries=[member_notice(event.room_id, event.source, code)],
         )
         told = f"matrix.withheld_told.{event.sender}"
-        if self.store.get(told) != code:
-            self.store.put(told, code)
-            self.notify(lost.admin_withheld(event.sender, event.event_id, code))
+        if self.store.kv.get(told) != code:
+            self.store.kv.put(told, code)
+            self.notify(admin_withheld(event.sender, event.event_id, code))
         self.on_work()

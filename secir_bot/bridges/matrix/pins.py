@@ -50,10 +50,10 @@ class Pins:
 
     def _identity(self, keys: UserKeys) -> list[MemberNotice]:
         user_id, served = keys.user_id, keys.master
-        pin = self.store.identity(user_id)
+        pin = self.store.devices.identity(user_id)
         if pin is None:
             if served is not None:
-                self.store.record_identity(
+                self.store.devices.record_identity(
                     user_id, served, PINNED, None, f"master key {served} pinned on first use"
                 )
                 log.info("cross-signing identity of %s pinned: %s", user_id, served)
@@ -63,7 +63,7 @@ class Pins:
         if pin.state == CHANGED and served == pin.pending_key:
             return []  # already reported; waits for an admin
         new = served or "none (the server serves no cross-signing keys)"
-        self.store.record_identity(
+        self.store.devices.record_identity(
             user_id,
             pin.master_key,
             CHANGED,
@@ -94,14 +94,14 @@ class Pins:
         user_id = keys.user_id
         # The devices a member has when the bot first looks are their baseline; only
         # devices added later (and not signed by the member's identity) are news.
-        first_look = not self.store.devices_of(user_id)
+        first_look = not self.store.devices.of_user(user_id)
         for dev in keys.devices.values():
             how = "cross-signing" if keys.master and dev.cross_signed else "tofu"
             if keys.master and not dev.cross_signed:
                 how = "unsigned"
-            rec = self.store.device(user_id, dev.device_id)
+            rec = self.store.devices.get(user_id, dev.device_id)
             if rec is None:
-                self.store.record_device(
+                self.store.devices.record(
                     user_id,
                     dev.device_id,
                     dev.ed25519,
@@ -122,7 +122,7 @@ class Pins:
             elif rec.curve25519 is None or rec.how != how:
                 # Completes a pin made before curve25519 keys were recorded, and follows
                 # a device that its owner signed (or no longer signs).
-                self.store.record_device(
+                self.store.devices.record(
                     user_id,
                     dev.device_id,
                     rec.ed25519,
@@ -133,7 +133,7 @@ class Pins:
                 )
 
     def _rekeyed(self, rec: DeviceRecord, dev: DeviceKeys) -> None:
-        self.store.record_device(
+        self.store.devices.record(
             rec.user_id,
             rec.device_id,
             rec.ed25519,
@@ -157,14 +157,14 @@ class Pins:
     def confirm(self, user_id: str, by: str) -> tuple[bool, str]:
         """An admin confirmed a changed identity: the new master key becomes the pin.
         Returns whether something was confirmed, and what to tell the admin."""
-        pin = self.store.identity(user_id)
+        pin = self.store.devices.identity(user_id)
         if pin is None:
             return False, f"{user_id} has no pinned Matrix identity; nothing to confirm"
         if pin.state != CHANGED:
             return False, f"the Matrix identity of {user_id} ({pin.master_key}) is unchanged"
         if not pin.pending_key:
             return False, f"{user_id} has no cross-signing identity now; nothing to confirm"
-        self.store.record_identity(
+        self.store.devices.record_identity(
             user_id, pin.pending_key, PINNED, None, f"new master key confirmed by {by}"
         )
         return True, f"the Matrix identity of {user_id} is now {pin.pending_key} (confirmed)"

@@ -19,10 +19,11 @@ from typing import Any
 import aiohttp
 from nio import LocalProtocolError, OlmUnverifiedDeviceError, RoomSendResponse
 
-from secir_bot.bridges.matrix import trust as t
+from secir_bot.bridges import Receipt
 from secir_bot.bridges.matrix.client import ApiError, MatrixClient, quoted
 from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
+from secir_bot.model import DeliveryKind, DeviceVerdict, LinkKind
 from secir_bot.store import OutboxRow, Store
 
 # Matrix errors that retrying cannot cure.
@@ -47,13 +48,25 @@ log = logging.getLogger(__name__)
 # an answer to a key request and shown as a missing key), so a non-member's device is
 # "blacklisted", which is what the bot does to it.
 WITHHELD = {
-    t.REFUSED: ("m.blacklisted", "Only members of the list get this room's keys."),
-    t.BLOCKED: ("m.blacklisted", "This device's keys changed; the list bot blocked it."),
-    t.MISMATCH: ("m.blacklisted", "This device's keys do not match; the list bot blocked it."),
-    t.UNSIGNED: ("m.unverified", "This session is not verified by its owner."),
-    t.IDENTITY: ("m.unverified", "Your identity changed; a list admin must confirm it."),
-    t.NO_XSIGN: ("m.unverified", "The list accepts only sessions verified by their owner."),
-    t.UNKNOWN: ("m.unverified", "The list bot could not check this device's keys."),
+    DeviceVerdict.REFUSED: ("m.blacklisted", "Only members of the list get this room's keys."),
+    DeviceVerdict.BLOCKED: (
+        "m.blacklisted",
+        "This device's keys changed; the list bot blocked it.",
+    ),
+    DeviceVerdict.MISMATCH: (
+        "m.blacklisted",
+        "This device's keys do not match; the list bot blocked it.",
+    ),
+    DeviceVerdict.UNSIGNED: ("m.unverified", "This session is not verified by its owner."),
+    DeviceVerdict.IDENTITY: (
+        "m.unverified",
+        "Your identity changed; a list admin must confirm it.",
+    ),
+    DeviceVerdict.NO_XSIGN: (
+        "m.unverified",
+        "The list accepts only sessions verified by their owner.",
+    ),
+    DeviceVerdict.UNKNOWN: ("m.unverified", "The list bot could not check this device's keys."),
 }
 
 
@@ -66,7 +79,7 @@ class Sender:
         # Per room: the current room key and the devices already told it is withheld.
         self._withheld: dict[str, tuple[str, set[tuple[str, str]]]] = {}
 
-    async def deliver(self, row: OutboxRow) -> str:
+    async def deliver(self, row: OutboxRow) -> Receipt:
         payload = json.loads(row.payload)
         content = dict(payload["content"])
         relation = self._relation(payload.get("root_uid"), payload.get("parent_uid"))
@@ -78,7 +91,10 @@ class Sender:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise TransientDeliveryError(f"Matrix unreachable: {exc!r}") from exc
         if isinstance(resp, RoomSendResponse):
-            return str(resp.event_id)
+            event_id = str(resp.event_id)
+            # A post's event names it in the room: replies to it are threaded by it.
+            link = (LinkKind.EVENT, event_id) if row.kind == DeliveryKind.POST else None
+            return Receipt(event_id, link=link)
         status = str(getattr(resp, "status_code", "") or "")
         if status in PERMANENT_ERRORS:
             raise PermanentDeliveryError(f"Matrix refused: {resp}")
@@ -111,7 +127,9 @@ class Sender:
                 raise TransientDeliveryError(f"Matrix: {exc}") from exc
         raise AssertionError("unreachable")
 
-    async def _withhold(self, room_id: str, left_out: dict[str, list[tuple[Any, str]]]) -> None:
+    async def _withhold(
+        self, room_id: str, left_out: dict[str, list[tuple[Any, DeviceVerdict]]]
+    ) -> None:
         """Tell each device left out of the current room key why (once per key)."""
         olm = self.client.olm
         assert olm is not None
@@ -126,7 +144,7 @@ class Sender:
             for device, verdict in devices:
                 if (user_id, device.id) in told:
                     continue
-                code, reason = WITHHELD.get(verdict, WITHHELD[t.UNKNOWN])
+                code, reason = WITHHELD.get(verdict, WITHHELD[DeviceVerdict.UNKNOWN])
                 messages.setdefault(user_id, {})[device.id] = {
                     "algorithm": "m.megolm.v1.aes-sha2",
                     "room_id": room_id,
@@ -161,10 +179,10 @@ class Sender:
     def _relation(self, root_uid: str | None, parent_uid: str | None) -> dict[str, Any] | None:
         if not root_uid:
             return None
-        root_events = self.store.links_of(root_uid, "event")
+        root_events = self.store.posts.links_of(root_uid, LinkKind.EVENT)
         if not root_events:
             return None
-        parent_events = self.store.links_of(parent_uid, "event") if parent_uid else []
+        parent_events = self.store.posts.links_of(parent_uid, LinkKind.EVENT) if parent_uid else []
         parent_event = parent_events[0] if parent_events else root_events[0]
         return {
             "rel_type": "m.thread",

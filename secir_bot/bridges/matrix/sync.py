@@ -6,7 +6,8 @@ before callbacks run, which would lose events on a crash). The first sync after 
 for full state, so room and member data are complete. When a sync leaves out events (a
 long downtime), the gap is fetched page by page from the server (``/messages``) before the
 timeline, so nothing sent meanwhile is skipped. Encrypted events are stored as they came
-(parked) and decrypted by the bridge itself right after (``parked.py``).
+(parked) and decrypted by the bridge itself right after (``parked.py``). Nothing is decided
+here: the inbox runner is woken and decides in its own task, so the sync goes on meanwhile.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from typing import Any
 import aiohttp
 from nio import MegolmEvent, MessageDirection, RoomMessagesResponse, SyncResponse
 
+from secir_bot.bridges import Intake
 from secir_bot.bridges.matrix.client import ApiError, MatrixClient
 from secir_bot.bridges.matrix.parked import Parked
 from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.config import Config
-from secir_bot.errors import raise_if_cancelled
-from secir_bot.relay import Outcome
-from secir_bot.store import InboxItem, Store
+from secir_bot.model import Channel, InboxState, MatrixFacts
+from secir_bot.store import Store
+from secir_bot.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ BACKFILL_PAGES = 50  # pages of 100 events fetched to fill a sync gap after long
 SYNC_DEADLINE = 120.0  # seconds; a sync long-polls for 30 s at most, so this means a dead link
 SYNC_FILTER = {"room": {"timeline": {"limit": 500}, "state": {"lazy_load_members": False}}}
 
-Item = tuple[str, bytes, dict[str, Any], str]
+Item = tuple[str, bytes, dict[str, Any], InboxState]
 
 
 class Receiver:
@@ -45,7 +47,7 @@ class Receiver:
         store: Store,
         client: MatrixClient,
         trust: Trust,
-        process: Callable[[InboxItem], Awaitable[Outcome]],
+        intake: Intake,
         on_work: Callable[[], None],
         notify: Callable[[str], None],
         check_identity: Callable[[], Awaitable[None]],
@@ -58,7 +60,7 @@ class Receiver:
         self.store = store
         self.client = client
         self.trust = trust
-        self.process = process
+        self.intake = intake  # woken once a sync's events are durable, to decide them
         self.on_work = on_work
         self.notify = notify
         self.parked = Parked(config, store, client, trust, notify, on_work)
@@ -72,12 +74,9 @@ class Receiver:
         return str(self.client.user_id)
 
     async def run(self) -> None:
-        token = self.store.get("matrix.sync_token")
+        token = self.store.kv.get("matrix.sync_token")
         first = True
         backoff = 1.0
-        # Items decided before a crash but not yet processed.
-        for item in self.store.inbox_pending("matrix"):
-            await self.process(item)
         while True:
             raise_if_cancelled()
             try:
@@ -103,7 +102,7 @@ class Receiver:
             backoff = 1.0
             first = False
             self.parked.record_withheld(resp.to_device_events)
-            self.store.accept_sync(await self._items(resp, token), resp.next_batch)
+            self.store.inbox.accept_sync(await self._items(resp, token), resp.next_batch)
             token = resp.next_batch
             self.trust.mark_dirty(resp.device_list.changed)
             try:
@@ -119,16 +118,15 @@ class Receiver:
             except (aiohttp.ClientError, TimeoutError, ApiError) as exc:
                 log.warning("Matrix key or join request failed (%s); next sync retries", exc)
             await self.parked.open_all()
-            for item in self.store.inbox_pending("matrix"):
-                await self.process(item)
+            self.intake.wake()
             if len(self._looked) == len(self.rooms):
                 self.synced.set()
             self.on_work()
 
     def _poll_ms(self) -> int:
         """Long-poll for 30 s, or shorter while parked events wait for their report."""
-        parked = self.store.inbox_pending("matrix", "parked")
-        if not [p for p in parked if not p.meta.get("reported")]:
+        parked = self.store.inbox.pending(Channel.MATRIX, InboxState.PARKED)
+        if all(MatrixFacts.from_meta(p.meta).reported for p in parked):
             return 30000
         return int(min(30.0, max(0.5, self.config.matrix.undecryptable_report_after / 2)) * 1000)
 
@@ -200,15 +198,14 @@ class Receiver:
         if not isinstance(event_id, str) or not event_id:
             log.warning("event without an id in %s ignored", room_id)
             return None
-        meta: dict[str, Any]
         if isinstance(event, MegolmEvent):
-            meta = {
-                "room_id": room_id,
-                "encrypted": True,
-                "parked_at": time.time(),
-                "session_id": event.session_id,
-            }
-            return event_id, json.dumps(source).encode(), meta, "parked"
+            facts = MatrixFacts(
+                room_id=room_id,
+                encrypted=True,
+                parked_at=time.time(),
+                session_id=event.session_id,
+            )
+            return event_id, json.dumps(source).encode(), facts.to_meta(), InboxState.PARKED
         if source.get("type") != "m.room.message":
             return None
         raw = {
@@ -219,8 +216,8 @@ class Receiver:
             "origin_server_ts": source.get("origin_server_ts"),
         }
         # Encrypted events are MegolmEvents above (the client does not decrypt them).
-        meta = {"room_id": room_id, "encrypted": False}
-        return event_id, json.dumps(raw, default=str).encode(), meta, "new"
+        facts = MatrixFacts(room_id=room_id, encrypted=False)
+        return event_id, json.dumps(raw, default=str).encode(), facts.to_meta(), InboxState.NEW
 
     def _is_own_join(self, event: Any) -> bool:
         """The bot's own join (not a profile change, which is also a "join" event)."""

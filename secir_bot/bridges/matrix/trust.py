@@ -4,9 +4,8 @@ The bot asks the homeserver for keys itself (``/keys/query``) and checks every s
 (``keys.py``); nio's own device list is not trusted for this, because it keeps a device's
 old keys when the same device id shows new ones. What the bot pinned lives in ``pins.py``.
 
-Trust is per room. The incident room's audience is the active members and the admins; the
-control room's is the admins; a direct room that the bot opened to tell a member something
-has that member alone. Within the audience, a device is trusted when:
+Trust is per room: only the room's audience (``audience.py``) gets its keys. Within the
+audience, a device is trusted when:
 
 - its owner has a cross-signing identity, that identity is the one the bot pinned, and it
   signed the device (no notice per device); an identity that changed blocks every device
@@ -28,33 +27,20 @@ fetched yet is fetched before the verdict.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from nio import RoomCreateResponse
-from nio.event_builders import EnableEncryptionBuilder
-
+from secir_bot.bridges.matrix.audience import Audience
 from secir_bot.bridges.matrix.client import ApiError, MatrixClient
 from secir_bot.bridges.matrix.keys import UserKeys, user_keys
-from secir_bot.bridges.matrix.pins import CHANGED, MemberNotice, Pins
+from secir_bot.bridges.matrix.pins import CHANGED, Pins
 from secir_bot.config import Config
 from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
-from secir_bot.model import Channel
-from secir_bot.store import NewDelivery, Store
+from secir_bot.model import DeviceVerdict
+from secir_bot.store import Store
 
 log = logging.getLogger(__name__)
-
-# Verdicts on a device (stored in an inbox item's meta as "device").
-TRUSTED = "trusted"
-BLOCKED = "blocked"  # its keys changed under a known device id
-REFUSED = "refused"  # its owner is not in this room's audience
-UNKNOWN = "unknown"  # the homeserver lists no such device for the sender
-MISMATCH = "mismatch"  # the message's envelope and its keys name different devices
-UNSIGNED = "unsigned"  # its owner has cross-signing but did not sign this device
-IDENTITY = "identity-changed"  # its owner's identity changed; waits for an admin
-NO_XSIGN = "no-cross-signing"  # its owner has no cross-signing, and the policy refuses
 
 
 class Trust:
@@ -71,35 +57,9 @@ class Trust:
         self.client = client
         self.on_work = on_work
         self.pins = Pins(store, notify)
+        self.audience = Audience(config, store, client, on_work)
         self._view: dict[str, UserKeys] = {}  # verified keys as last served, per user
         self._dirty: set[str] = set()  # users whose device list changed since
-
-    # -- who may have keys ---------------------------------------------------------------
-
-    def allowed(self, room_id: str, user_id: str) -> bool:
-        """Whether ``user_id`` is in the audience of ``room_id``.
-
-        Anyone else in a room (a non-member invited by mistake, a revoked member not yet
-        kicked, a member in the control room) gets no keys, so cannot read what the bot
-        sends there.
-        """
-        admin = user_id in self.config.matrix.admins
-        if room_id == self.config.matrix.control_room:
-            return admin
-        if room_id == self.config.matrix.incident_room:
-            return admin or self._active_member(user_id)
-        return self.direct_room_of(room_id) == user_id
-
-    def _active_member(self, user_id: str) -> bool:
-        member = self.store.member_by_matrix_id(user_id)
-        return member is not None and member.active
-
-    def _judged(self, user_id: str) -> bool:
-        """Whose keys the bot pins (others are refused without a record)."""
-        return user_id in self.config.matrix.admins or self._active_member(user_id)
-
-    def direct_room_of(self, room_id: str) -> str | None:
-        return self.store.get(f"matrix.direct_room.{room_id}")
 
     # -- the homeserver's answer -------------------------------------------------------
 
@@ -127,9 +87,9 @@ class Trust:
             keys = user_keys(answer, user_id)
             self._view[user_id] = keys
             self._dirty.discard(user_id)
-            if self._judged(user_id):
+            if self.audience.judged(user_id):
                 for notice in self.pins.judge(keys):
-                    await self._tell(notice)
+                    await self.audience.tell(notice)
 
     async def look_at_rooms(self, rooms: Iterable[str]) -> None:
         """On joining: fetch everyone in the bot's rooms, so that the devices members have
@@ -146,68 +106,38 @@ class Trust:
     async def refresh_changed(self) -> None:
         """Re-fetch the users whose devices changed, if the bot already judged them: a
         re-keyed device or a new identity is caught (and reported) when it happens."""
-        changed = {u for u in self._dirty if u in self._view or self.store.known_devices(u)}
+        changed = {u for u in self._dirty if u in self._view or self.store.devices.known(u)}
         await self.refresh(changed)
-
-    # -- telling a member ------------------------------------------------------------------
-
-    async def _tell(self, notice: MemberNotice) -> None:
-        """Queue a direct message to a member, in a room the bot opens for that once."""
-        room_id = self.store.get(f"matrix.direct_room_for.{notice.user_id}")
-        if room_id is None:
-            resp = await self.client.room_create(
-                name="SECIR list bot",
-                topic="Messages from the SECIR list bot to you alone",
-                invite=[notice.user_id],
-                is_direct=True,
-                initial_state=[EnableEncryptionBuilder().as_dict()],
-            )
-            if not isinstance(resp, RoomCreateResponse):
-                log.warning("could not open a direct room with %s: %s", notice.user_id, resp)
-                return
-            room_id = str(resp.room_id)
-            self.store.put(f"matrix.direct_room.{room_id}", notice.user_id)
-            self.store.put(f"matrix.direct_room_for.{notice.user_id}", room_id)
-        content = {"msgtype": "m.notice", "body": notice.text, "m.mentions": {}}
-        self.store.enqueue(
-            NewDelivery(
-                channel=Channel.MATRIX,
-                target=room_id,
-                kind="notice",
-                payload=json.dumps({"content": content}).encode(),
-            )
-        )
-        self.on_work()
 
     # -- verdicts ------------------------------------------------------------------------
 
     def device_verdict(
         self, room_id: str, user_id: str, device_id: str, ed25519: str, curve25519: str
-    ) -> str:
+    ) -> DeviceVerdict:
         """The verdict on one device with these keys, for this room."""
-        if not self.allowed(room_id, user_id):
-            return REFUSED
+        if not self.audience.allows(room_id, user_id):
+            return DeviceVerdict.REFUSED
         served = self._view.get(user_id)
         dev = served.devices.get(device_id) if served else None
         if served is None or dev is None or (dev.ed25519, dev.curve25519) != (ed25519, curve25519):
-            return UNKNOWN
-        if self.direct_room_of(room_id) == user_id:
-            return TRUSTED  # nothing confidential goes there (module docstring)
-        rec = self.store.device(user_id, device_id)
+            return DeviceVerdict.UNKNOWN
+        if self.audience.direct_room_of(room_id) == user_id:
+            return DeviceVerdict.TRUSTED  # nothing confidential goes there (module docstring)
+        rec = self.store.devices.get(user_id, device_id)
         if rec is None:
-            return UNKNOWN
-        if rec.state == BLOCKED or rec.ed25519 != ed25519:
-            return BLOCKED
+            return DeviceVerdict.UNKNOWN
+        if rec.state == DeviceVerdict.BLOCKED or rec.ed25519 != ed25519:
+            return DeviceVerdict.BLOCKED
         if rec.curve25519 not in (None, curve25519):
-            return BLOCKED
-        pin = self.store.identity(user_id)
+            return DeviceVerdict.BLOCKED
+        pin = self.store.devices.identity(user_id)
         if pin is not None and (pin.state == CHANGED or served.master != pin.master_key):
-            return IDENTITY
+            return DeviceVerdict.IDENTITY
         if served.master is not None:
-            return TRUSTED if dev.cross_signed else UNSIGNED
+            return DeviceVerdict.TRUSTED if dev.cross_signed else DeviceVerdict.UNSIGNED
         if self.config.matrix.unsigned_devices == "refuse":
-            return NO_XSIGN
-        return TRUSTED
+            return DeviceVerdict.NO_XSIGN
+        return DeviceVerdict.TRUSTED
 
     def sender_verdict(
         self,
@@ -216,7 +146,7 @@ class Trust:
         claimed_device: str | None,
         sender_key: str,
         session_ed25519: str,
-    ) -> str:
+    ) -> DeviceVerdict:
         """The verdict on the device that sent a message, from what decryption proved.
 
         ``sender_key`` is the curve25519 key Olm authenticated when the room key arrived,
@@ -229,8 +159,12 @@ class Trust:
             None,
         )
         if dev is None:
-            rec = self.store.device(sender, claimed_device) if claimed_device else None
-            return BLOCKED if rec is not None and rec.state == BLOCKED else UNKNOWN
+            rec = self.store.devices.get(sender, claimed_device) if claimed_device else None
+            return (
+                DeviceVerdict.BLOCKED
+                if rec is not None and rec.state == DeviceVerdict.BLOCKED
+                else DeviceVerdict.UNKNOWN
+            )
         if dev.ed25519 != session_ed25519 or (claimed_device and claimed_device != dev.device_id):
             log.warning(
                 "message of %s names device %s but its keys are those of %s",
@@ -238,12 +172,12 @@ class Trust:
                 claimed_device,
                 dev.device_id,
             )
-            return MISMATCH
+            return DeviceVerdict.MISMATCH
         return self.device_verdict(room_id, sender, dev.device_id, dev.ed25519, dev.curve25519)
 
     # -- sending -------------------------------------------------------------------------
 
-    async def trust_room_devices(self, room_id: str) -> dict[str, list[tuple[Any, str]]]:
+    async def trust_room_devices(self, room_id: str) -> dict[str, list[tuple[Any, DeviceVerdict]]]:
         """Before a send: mark every device in the room verified or blacklisted for nio.
         Returns the devices left out, per user, with their verdicts."""
         c = self.client
@@ -261,17 +195,17 @@ class Trust:
             await self.refresh(u for u in devices if self.needs_refresh(u))
         except ApiError as exc:
             raise TransientDeliveryError(f"Matrix key query failed: {exc}") from exc
-        left_out: dict[str, list[tuple[Any, str]]] = {}
+        left_out: dict[str, list[tuple[Any, DeviceVerdict]]] = {}
         for user_id, by_id in devices.items():
             for device in by_id.values():
                 if device.deleted:
                     continue
                 verdict = self._apply(room_id, user_id, device)
-                if verdict != TRUSTED:
+                if verdict != DeviceVerdict.TRUSTED:
                     left_out.setdefault(user_id, []).append((device, verdict))
         return left_out
 
-    def _apply(self, room_id: str, user_id: str, device: Any) -> str:
+    def _apply(self, room_id: str, user_id: str, device: Any) -> DeviceVerdict:
         """Tell nio the verdict. nio drops a room's current key whenever a device of that
         room changes between trusted and blocked, so a device that lost trust cannot read
         what follows, and one trusted again gets the next key."""
@@ -280,7 +214,7 @@ class Trust:
         )
         olm = self.client.olm
         assert olm is not None
-        if verdict == TRUSTED:
+        if verdict == DeviceVerdict.TRUSTED:
             if not olm.is_device_verified(device):
                 self.client.verify_device(device)
         elif not olm.is_device_blacklisted(device):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 FROM = b"@@FROM@@"  # a member's address (From alone proves nothing)
@@ -9,6 +10,9 @@ LIST = b"@@LIST@@"  # the list address
 LIST_ID = b"@@LISTID@@"  # the list's List-Id
 ARMOR = b"-----BEGIN PGP MESSAGE-----\r\n\r\n%s\r\n-----END PGP MESSAGE-----\r\n"
 MARKER = "HOSTILE"  # in every case's text: never to be seen by a member
+
+# How the case builders record a case: add(name, data, outcome, *reasons).
+Add = Callable[..., None]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,154 @@
+"""Posts and answers as the list's mail: PGP/MIME, signed by the list key, encrypted.
+
+Rendered at decision time, once per post: one signature and one encryption to every
+recipient (``--throw-keyids``), whatever their number, stored as the outbox row's bytes so
+that a retry sends exactly the same mail. The real subject and sender travel inside the
+encryption (protected headers, ``mime.compose``); the list headers go outside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from secir_bot.config import Config
+from secir_bot.crypto import Keyring
+from secir_bot.mime import ListHeaders, compose_inner, compose_outer
+from secir_bot.model import Channel, DeliveryKind, LinkKind, Member, Post, message_id, new_uid
+from secir_bot.store import NewDelivery, Store
+
+LIST_TARGET = "list"  # the outbox target of the list's own mail (one row, many recipients)
+
+
+class EmailRenderer:
+    """The ``MailRenderer`` of the email channel (see ``bridges/__init__.py``)."""
+
+    channel = Channel.EMAIL
+
+    def __init__(self, config: Config, store: Store, keyring: Keyring, list_fpr: str) -> None:
+        self.store = store
+        self.keyring = keyring
+        self.list_fpr = list_fpr
+        self.domain = config.list.domain
+        lst = config.list
+        self.headers = ListHeaders(
+            name=lst.name,
+            address=lst.address,
+            list_id=lst.list_id,
+            owner=lst.owner,
+            tag=lst.subject_tag,
+        )
+
+    def message_id(self, uid: str) -> str:
+        return message_id(uid, self.domain)
+
+    async def post(self, post: Post, to: Sequence[Member]) -> NewDelivery:
+        in_reply_to, refs = self._thread_ids(post)
+        if post.origin is Channel.MATRIX:
+            # Matrix posts carry no OpenPGP signature: say what the list did check.
+            checked = (
+                "in the Matrix room, end-to-end encrypted, from a Matrix device that the "
+                "list trusts for them"
+            )
+        else:
+            checked = "by email; the list checked their OpenPGP signature"
+        footer = (
+            f"\n\n-- \n{post.author.label} <{post.author.email}> wrote this {checked}."
+            f"\nReply to this mail to answer everyone on {self.headers.name}, by mail and in "
+            f"the Matrix room."
+        )
+        if post.attachments:
+            footer = "\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]" + footer
+        notes = "".join(f"[Note from the list: {note}]\n\n" for note in post.notes)
+        data = await self._encrypt(
+            subject=post.subject,
+            text=notes + post.body + footer,
+            label=post.author.label,
+            message_id=self.message_id(post.uid),
+            to=[m.fingerprint for m in to],
+            in_reply_to=in_reply_to,
+            references=refs,
+        )
+        return NewDelivery(
+            channel=Channel.EMAIL,
+            target=LIST_TARGET,
+            kind=DeliveryKind.POST,
+            payload=data,
+            recipients=tuple(m.email for m in to),
+            post_uid=post.uid,
+        )
+
+    async def answer(self, member: Member, subject: str, text: str) -> NewDelivery:
+        data = await self._encrypt(
+            subject=subject,
+            text=text,
+            label=None,
+            message_id=self.message_id(new_uid()),
+            to=[member.fingerprint],
+            automated=True,
+            recipient=member.email,
+        )
+        return NewDelivery(
+            channel=Channel.EMAIL,
+            target=member.email,
+            kind=DeliveryKind.NOTICE,
+            payload=data,
+            recipients=(member.email,),
+        )
+
+    def _thread_ids(self, post: Post) -> tuple[str | None, tuple[str, ...]]:
+        """In-Reply-To and References of a reply's mail (issue 6, found with real clients).
+
+        Beside the list's own Message-IDs of the thread's root and of the parent, the ids
+        that their authors' own mails had: a member who wrote the parent by mail never got
+        the list's copy of it (no echo), so their client threads the answer by their own id.
+        """
+        if not post.parent_uid:
+            return None, ()
+        root_uid = post.root_uid or post.parent_uid
+        refs: list[str] = []
+        for uid in dict.fromkeys((root_uid, post.parent_uid)):
+            for mid in (self.message_id(uid), *self._original_ids(uid)):
+                if mid not in refs:
+                    refs.append(mid)
+        # References end with the parent; In-Reply-To names the list's copy (one id, as
+        # clients expect), the author's own id being in References for their client.
+        return self.message_id(post.parent_uid), tuple(refs)
+
+    def _original_ids(self, uid: str) -> list[str]:
+        """The Message-IDs a post had before the list relayed it (its author's own), as far
+        as they are plain, short ids that a header can carry."""
+        ours = self.message_id(uid)
+        return [
+            mid
+            for mid in self.store.posts.links_of(uid, LinkKind.MSGID)
+            if mid != ours and mid.isascii() and mid.isprintable() and len(mid) <= 250
+        ]
+
+    async def _encrypt(
+        self,
+        *,
+        subject: str,
+        text: str,
+        label: str | None,
+        message_id: str,
+        to: list[str],
+        in_reply_to: str | None = None,
+        references: tuple[str, ...] = (),
+        automated: bool = False,
+        recipient: str | None = None,
+    ) -> bytes:
+        inner = compose_inner(
+            subject=subject, text=text, from_label=label, lists=self.headers, message_id=message_id
+        )
+        armored = await self.keyring.sign_encrypt(inner, to, self.list_fpr)
+        return compose_outer(
+            armored=armored,
+            from_label=label,
+            lists=self.headers,
+            message_id=message_id,
+            to=recipient or self.headers.address,
+            in_reply_to=in_reply_to,
+            references=references,
+            reply=bool(in_reply_to),
+            automated=automated,
+        )

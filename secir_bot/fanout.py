@@ -1,0 +1,88 @@
+"""Who gets a post: its audiences, each reached over one channel, rendered by that channel.
+
+An *audience* is a set of readers: the incident room, the list's members by mail (later:
+the members of one restricted incident, a peer list). Which audiences a post goes to is
+decided here and nowhere else; the channel's renderer (handed in by the app) only makes the
+payload. A post never goes back to where it came from: a Matrix post is in the room
+already, and a mail's author gets no copy unless ``list.echo_to_sender``.
+
+Mail to the list is one row for all its readers (one signature, one ciphertext); members
+whose key cannot encrypt are left out of it, and the admins are told who.
+
+To add an audience: a member of ``Audience``, the posts it gets in ``audiences``, and how
+it is reached in ``Fanout._reach``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from secir_bot.bridges import MailRenderer, RoomRenderer
+from secir_bot.config import Config
+from secir_bot.crypto import Keyring
+from secir_bot.model import Channel, Member, Post
+from secir_bot.notices import Notices
+from secir_bot.store import NewDelivery, Store
+
+
+class Audience(enum.StrEnum):
+    INCIDENT_ROOM = "incident room"  # everyone in the room, over Matrix
+    LIST_MEMBERS = "list members by mail"  # the active members who read mail
+
+
+def audiences(post: Post) -> tuple[Audience, ...]:
+    """The audiences of a post, in the order their deliveries are queued."""
+    if post.origin is Channel.MATRIX:
+        return (Audience.LIST_MEMBERS,)
+    return (Audience.INCIDENT_ROOM, Audience.LIST_MEMBERS)
+
+
+class Fanout:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        keyring: Keyring,
+        room: RoomRenderer,
+        mail: MailRenderer,
+        notices: Notices,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.keyring = keyring
+        self.room = room
+        self.mail = mail
+        self.notices = notices
+
+    async def deliveries(self, post: Post) -> list[NewDelivery]:
+        """Every outbox row of a post (and the notices its fan-out calls for)."""
+        out: list[NewDelivery] = []
+        for audience in audiences(post):
+            out += await self._reach(audience, post)
+        return out
+
+    async def _reach(self, audience: Audience, post: Post) -> list[NewDelivery]:
+        if audience is Audience.INCIDENT_ROOM:
+            return [self.room.post(post, self.config.matrix.incident_room)]
+        return await self._to_members(post, self.email_members(exclude=post.author))
+
+    def email_members(self, exclude: Member | None) -> list[Member]:
+        """The active members who read the list by mail (without ``exclude``, the author,
+        unless the list echoes posts to their senders)."""
+        return [
+            m
+            for m in self.store.members.all()
+            if Channel.EMAIL in m.channels
+            and (exclude is None or m.id != exclude.id or self.config.list.echo_to_sender)
+        ]
+
+    async def _to_members(self, post: Post, members: list[Member]) -> list[NewDelivery]:
+        out: list[NewDelivery] = []
+        usable = await self.keyring.usable_for_encryption([m.fingerprint for m in members])
+        skipped = [m for m in members if m.fingerprint not in usable]
+        if skipped:
+            members = [m for m in members if m.fingerprint in usable]
+            out.append(self.notices.not_mailed(post, skipped))
+        if members:
+            out.append(await self.mail.post(post, members))
+        return out

@@ -1,0 +1,181 @@
+"""The inbox runner: every received item decided, in order, apart from its bridge.
+
+The bridges only make what they receive durable and wake the runner of their channel; the
+runner decides each pending item in its own long-lived task, so that a slow decision (gpg
+over a large list today, a whois lookup tomorrow) never stalls a Matrix sync or the IMAP
+intake. A decision is: count the attempt, run the channel's intake stage (which ends in an
+``Inbound``), then the policy steps on that, and record the outcome in one store
+transaction: an accepted message becomes a ``Post`` with its outbox rows (``posts``,
+``fanout``), a refused one its notices (``notices``).
+
+An item whose processing raises is *shunted*: kept in the store with the error, reported
+to the admins, and not retried automatically, so that one poisonous message cannot stop the
+list (Mailman's shunt queue). The attempt is counted before the work, so an item that kills
+or hangs the process is set aside after a few restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Callable
+
+from secir_bot import posts
+from secir_bot.crypto import GpgTimeout
+from secir_bot.fanout import Fanout
+from secir_bot.model import Channel, Inbound, InboxState, Outcome
+from secir_bot.notices import Notices
+from secir_bot.pipeline import EMAIL_STEPS, MATRIX_STEPS, POLICY_STEPS
+from secir_bot.steps import Decision, MailItem, MatrixItem, PolicyItem, Services, Verdict
+from secir_bot.steps import email as email_steps
+from secir_bot.steps import matrix as matrix_steps
+from secir_bot.store import InboxItem, NewDelivery, Store
+from secir_bot.tasks import work_loop
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3  # times an item may be started before it is shunted unprocessed
+
+
+class Decider:
+    """Decides inbox items and turns them into posts and deliveries."""
+
+    def __init__(self, services: Services, fanout: Fanout, notices: Notices) -> None:
+        self.s = services
+        self.fanout = fanout
+        self.notices = notices
+
+    async def decide(self, item: InboxItem) -> Outcome:
+        """Decide one inbox item (idempotent: a decided item keeps its outcome)."""
+        if item.state != InboxState.NEW:
+            return Outcome(item.state, item.reason or "")
+        attempts = self.s.store.inbox.begin_attempt(item.id)
+        if attempts > MAX_ATTEMPTS:
+            return self._shunt(
+                item,
+                f"processing did not finish in {MAX_ATTEMPTS} attempts "
+                "(the bot stopped or hung while handling it)",
+            )
+        try:
+            if item.source == Channel.EMAIL:
+                return await self._mail(item)
+            return await self._matrix(item)
+        except GpgTimeout as exc:
+            # gpg hung on this item (and was killed): set it aside now rather than let the
+            # next item wait behind it again.
+            log.error("inbox item %s: gpg did not finish; shunted", item.id)
+            return self._shunt(item, str(exc))
+        except Exception as exc:
+            # Type and place only: an exception's text may quote what was being parsed
+            # (decrypted content), which belongs neither in logs nor in notices.
+            log.error(
+                "inbox item %s could not be processed (%s); shunted\n%s",
+                item.id,
+                type(exc).__name__,
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
+            return self._shunt(item, f"internal error ({type(exc).__name__})")
+
+    def _shunt(self, item: InboxItem, reason: str) -> Outcome:
+        """Set an item aside: kept with its reason, reported, never relayed (Mailman's shunt)."""
+        notice = self.notices.shunted(item, reason)
+        self.s.store.decide(item.id, InboxState.SHUNTED, reason, deliveries=[notice])
+        return Outcome(InboxState.SHUNTED, reason)
+
+    def _settle(self, item: InboxItem, decision: Decision, rejected: list[NewDelivery]) -> Outcome:
+        """Record a drop or a rejection (with its notices) as the item's outcome."""
+        if decision.verdict is Verdict.DROP:
+            self.s.store.decide(item.id, InboxState.DROPPED, decision.reason)
+            return Outcome(InboxState.DROPPED, decision.reason)
+        self.s.store.decide(item.id, InboxState.REJECTED, decision.reason, deliveries=rejected)
+        return Outcome(InboxState.REJECTED, decision.reason)
+
+    async def _mail(self, item: InboxItem) -> Outcome:
+        ctx = MailItem(item)
+        decision = await EMAIL_STEPS.run(ctx, self.s)
+        if decision.verdict is Verdict.CONTINUE:
+            inbound = email_steps.inbound_of(ctx)
+            decision = await POLICY_STEPS.run(PolicyItem(item, inbound), self.s)
+            if decision.verdict is Verdict.CONTINUE:
+                return await self._relay(item, inbound)
+        rejected = (
+            []
+            if decision.verdict is Verdict.DROP
+            else await self.notices.mail_rejected(ctx, decision)
+        )
+        return self._settle(item, decision, rejected)
+
+    async def _matrix(self, item: InboxItem) -> Outcome:
+        ctx = MatrixItem(item)
+        decision = await MATRIX_STEPS.run(ctx, self.s)
+        if decision.verdict is Verdict.CONTINUE:
+            inbound = matrix_steps.inbound_of(ctx)
+            decision = await POLICY_STEPS.run(PolicyItem(item, inbound), self.s)
+            if decision.verdict is Verdict.CONTINUE:
+                return await self._relay(item, inbound)
+        rejected = (
+            [] if decision.verdict is Verdict.DROP else self.notices.matrix_rejected(ctx, decision)
+        )
+        return self._settle(item, decision, rejected)
+
+    async def _relay(self, item: InboxItem, inbound: Inbound) -> Outcome:
+        """An accepted message becomes a post, with a delivery to each of its audiences."""
+        lst = self.s.config.list
+        new = posts.of_inbound(self.s.store, inbound, lst.subject_tag, lst.domain)
+        deliveries = await self.fanout.deliveries(new.post)
+        self.s.store.decide(
+            item.id,
+            InboxState.RELAYED,
+            post=new.post,
+            links=new.links,
+            deliveries=deliveries,
+            signature=new.signature,
+        )
+        return Outcome(InboxState.RELAYED)
+
+
+class InboxRunner:
+    """Decides the pending items of one channel, oldest first, as a long-lived task."""
+
+    def __init__(
+        self, store: Store, decider: Decider, channel: Channel, on_work: Callable[[], None]
+    ) -> None:
+        self.store = store
+        self.decider = decider
+        self.channel = channel
+        self.on_work = on_work  # the outbox is woken after each decision
+        self._wake = asyncio.Event()
+        self._waiting: dict[int, list[asyncio.Future[Outcome]]] = {}
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def decided(self, item_id: int) -> Outcome:
+        """The outcome of an item of this channel, waiting for its decision if need be."""
+        state, reason = self.store.inbox.state(item_id)
+        if state not in (InboxState.NEW, InboxState.PARKED):
+            return Outcome(state, reason or "")
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(item_id, []).append(future)
+        self.wake()
+        try:
+            return await future
+        finally:
+            waiters = self._waiting.get(item_id, [])
+            if future in waiters:
+                waiters.remove(future)
+            if not waiters:
+                self._waiting.pop(item_id, None)
+
+    async def run(self) -> None:
+        # Items accepted before a stop but not decided are decided first.
+        await work_loop(self._decide_pending, self._wake)
+
+    async def _decide_pending(self) -> None:
+        for item in self.store.inbox.pending(self.channel):
+            outcome = await self.decider.decide(item)
+            for future in self._waiting.pop(item.id, []):
+                if not future.done():
+                    future.set_result(outcome)
+            self.on_work()

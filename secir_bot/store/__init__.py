@@ -1,0 +1,195 @@
+"""The durable store: SQLite through sqlite-utils, with recorded migrations.
+
+This package is the only importer of sqlite-utils and sqlite3. ``Store`` is the facade: it
+opens and migrates the database, makes the one cross-table unit of work (``decide``: an
+item's outcome with its post, links, signature and deliveries, in one commit) and the
+retention purge, and holds one repository per table or group of tables:
+
+  store.inbox          inbox.py          every received item, raw bytes kept
+  store.outbox         outbox.py         deliveries to make, dead letters
+  store.members        members.py        the roster
+  store.posts          posts.py          accepted posts and their links (event ids,
+                                         Message-IDs)
+  store.devices        devices.py        Matrix devices, identities, the trust log, withheld
+                                         keys
+  store.kv             kv.py             small state (sync token, list key fingerprint)
+  store.signatures     signatures.py     member signatures already relayed (replays)
+  store.rates          rates.py          notices per key and hour (backscatter)
+  store.audit          audit.py          the hash-chained audit log
+  store.cases          cases.py          subscription cases and their nominees
+  store.confirmations  confirmations.py  pending command confirmations
+  store.effects        effects.py        the durable queue of command effects
+
+Repositories import ``base``, never this module. Migrations are an append-only package
+(``migrations/``); each unit of work is one transaction (``base.transaction``).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import sqlite_utils
+
+from secir_bot.errors import StoreError, StoreMissing
+from secir_bot.model import InboxState, LinkKind, Post
+from secir_bot.store import posts as posts_table
+from secir_bot.store import signatures as signatures_table
+from secir_bot.store.audit import Audit
+from secir_bot.store.base import Tx, table, transaction
+from secir_bot.store.cases import Cases
+from secir_bot.store.confirmations import Confirmations
+from secir_bot.store.devices import DeviceRecord, Devices, IdentityRecord
+from secir_bot.store.effects import Effects
+from secir_bot.store.inbox import Inbox, InboxItem
+from secir_bot.store.kv import KV, LIST_FPR_KEY
+from secir_bot.store.members import Members
+from secir_bot.store.migrations import MIGRATIONS
+from secir_bot.store.outbox import NewDelivery, Outbox, OutboxRow, enqueue_in
+from secir_bot.store.posts import Posts
+from secir_bot.store.rates import Rate, Rates
+from secir_bot.store.signatures import Signatures
+
+__all__ = [
+    "DB_NAME",
+    "LIST_FPR_KEY",
+    "MIGRATIONS",
+    "DeviceRecord",
+    "IdentityRecord",
+    "InboxItem",
+    "NewDelivery",
+    "OutboxRow",
+    "Rate",
+    "Store",
+    "Tx",
+]
+
+DB_NAME = "secir.sqlite"
+
+
+class Store:
+    """The SQLite store of one list. Create with ``Store.open``."""
+
+    def __init__(self, db: sqlite_utils.Database, directory: Path) -> None:
+        self.db = db
+        self.directory = directory
+        self.inbox = Inbox(db)
+        self.outbox = Outbox(db)
+        self.members = Members(db)
+        self.posts = Posts(self.members)
+        self.devices = Devices(db)
+        self.kv = KV(db)
+        self.signatures = Signatures(db)
+        self.rates = Rates(db)
+        self.audit = Audit(db)
+        self.cases = Cases(db)
+        self.confirmations = Confirmations(db)
+        self.effects = Effects(db)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path, *, create: bool = False) -> Store:
+        """Open (or with ``create``, make) the store in ``directory`` and migrate it."""
+        path = directory / DB_NAME
+        if not path.exists() and not create:
+            raise StoreMissing(f"no store at {directory}: run 'secir-bot init' first")
+        if create:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(directory, 0o700)
+        try:
+            conn = sqlite3.connect(path, isolation_level="DEFERRED")
+            db = sqlite_utils.Database(conn)
+            db.enable_wal()
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from exc
+        store = cls(db, directory)
+        store.migrate()
+        return store
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations in order; return the names applied."""
+        db = self.db
+        if "_migrations" not in db.table_names():
+            table(db, "_migrations").create({"name": str, "applied_at": float}, pk="name")
+        done = {row["name"] for row in db["_migrations"].rows}
+        applied = []
+        for name, fn in MIGRATIONS:
+            if name in done:
+                continue
+            with db.conn:
+                fn(db)
+                db.execute(
+                    "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", [name, time.time()]
+                )
+            applied.append(name)
+        return applied
+
+    def applied_migrations(self) -> list[str]:
+        return [r["name"] for r in self.db.query("SELECT name FROM _migrations ORDER BY name")]
+
+    def transaction(self) -> AbstractContextManager[Tx]:
+        """One unit of work: commit on success, roll back on any exception."""
+        return transaction(self.db)
+
+    # -- the units of work across tables -----------------------------------------------
+
+    def decide(
+        self,
+        item_id: int,
+        state: InboxState,
+        reason: str | None = None,
+        *,
+        post: Post | None = None,
+        links: Sequence[tuple[LinkKind, str]] = (),
+        deliveries: Sequence[NewDelivery] = (),
+        signature: tuple[str, str] | None = None,
+    ) -> None:
+        """Record the outcome of one item in one commit: its post, links, deliveries, and
+        the (signer, signature id) it was accepted on."""
+        now = time.time()
+        with self.transaction() as tx:
+            if signature is not None:
+                signatures_table.record(tx, signature[0], signature[1], item_id, now)
+            if post is not None:
+                posts_table.insert(tx, post, now)
+            for kind, value in links:
+                posts_table.link(tx, kind, value, post.uid if post else "")
+            for d in deliveries:
+                enqueue_in(tx, d, now)
+            tx.execute(
+                "UPDATE inbox SET state = ?, reason = ?, post_uid = ?, decided_at = ? WHERE id = ?",
+                [state, reason, post.uid if post else None, now, item_id],
+            )
+
+    def purge(self, before: float) -> dict[str, int]:
+        """Retention: erase what is no longer needed from before ``before`` (a time).
+
+        The raw bytes of decided inbox items and the payloads of sent outbox rows are
+        emptied (rows, decisions, posts and links stay); undecided and parked items, pending
+        rows and dead letters (which an admin may retry) keep theirs. Old rate-limit windows
+        and withheld-key records are deleted.
+        """
+        with self.transaction() as tx:
+            raw = tx.execute(
+                "UPDATE inbox SET raw = X'' WHERE state NOT IN ('new', 'parked')"
+                " AND decided_at < ? AND length(raw) > 0",
+                [before],
+            ).rowcount
+            sent = tx.execute(
+                "UPDATE outbox SET payload = X'' WHERE state = 'sent' AND created_at < ?"
+                " AND length(payload) > 0",
+                [before],
+            ).rowcount
+            tx.execute("DELETE FROM rate_limits WHERE window_start < ?", [before])
+            tx.execute("DELETE FROM withheld WHERE received_at < ?", [before])
+        return {"inbox": raw, "outbox": sent}
