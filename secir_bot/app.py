@@ -154,5 +154,6 @@ class App:
 
     async def close(self) -> None:
         await self.matrix.close()
+        await self.decider.fanout.mail.aclose()
         await asyncio.to_thread(self.keyring.close)
         self.store.close()

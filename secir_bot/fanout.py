@@ -6,8 +6,9 @@ decided here and nowhere else; the channel's renderer (handed in by the app) onl
 payload. A post never goes back to where it came from: a Matrix post is in the room
 already, and a mail's author gets no copy unless ``list.echo_to_sender``.
 
-Mail to the list is one row for all its readers (one signature, one ciphertext); members
-whose key cannot encrypt are left out of it, and the admins are told who.
+Mail to the list is one row per recipient group of its readers (one signature and one
+ciphertext per group, ``delivery.encrypt_group_size``); members whose key cannot encrypt
+are left out of it, and the admins are told who.
 
 To add an audience: a member of ``Audience``, the posts it gets in ``audiences``, and how
 it is reached in ``Fanout._reach``.
@@ -84,5 +85,5 @@ class Fanout:
             members = [m for m in members if m.fingerprint in usable]
             out.append(self.notices.not_mailed(post, skipped))
         if members:
-            out.append(await self.mail.post(post, members))
+            out += await self.mail.post(post, members)
         return out
