@@ -71,6 +71,7 @@ class App:
             bot_user_id=config.matrix.user_id,
         )
         self.decider = decider(self.services)
+        self.decider.on_queued = self._wake
         self.inbox = {
             channel: InboxRunner(self.store, self.decider, channel, self._wake)
             for channel in Channel

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -16,12 +16,13 @@ import pytest_asyncio
 
 from secir_bot.app import decider
 from secir_bot.crypto import Keyring
-from secir_bot.inbox import Decider
+from secir_bot.inbox import MAIL_PENDING, Decider
 from secir_bot.members import MemberRequest, add_member
 from secir_bot.model import Channel, InboxState, LinkKind, Member, Outcome, Post
+from secir_bot.sandbox.operators import wait_until
 from secir_bot.sandbox.world import offline_config
 from secir_bot.steps import Services
-from secir_bot.store import Store
+from secir_bot.store import OutboxRow, Store
 from secir_bot.threads import clean_subject, first_line, is_placeholder, strip_reply_fallback
 
 
@@ -276,3 +277,106 @@ async def test_a_matrix_reply_of_nothing_but_its_quote_is_refused_not_relayed_em
 
     assert outcome == Outcome(InboxState.REJECTED, "the message has no readable text")
     assert setup.store.posts.for_link(LinkKind.EVENT, "$quote-only") is None
+
+
+class HeldBackend:
+    """The list's gpg backend, held until the test lets it go (a seam we own)."""
+
+    name = "held"
+    hides_recipients = True
+
+    def __init__(self, ring: Keyring) -> None:
+        self.ring = ring
+        self.go = asyncio.Event()
+        self.calls = 0
+
+    async def sign_encrypt(self, data: bytes, recipients: Sequence[str], signer: str) -> bytes:
+        self.calls += 1
+        await self.go.wait()
+        return await self.ring.sign_encrypt(data, list(recipients), signer)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _rows(setup: Setup, channel: Channel) -> list[OutboxRow]:
+    return setup.store.outbox.due(channel, now=float("inf"))
+
+
+async def test_i11_the_room_event_is_queued_before_the_list_mail_is_encrypted(
+    setup: Setup,
+) -> None:
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(3)
+    processor = _decider(setup, list_fpr)
+    held = HeldBackend(setup.ring)
+    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
+    woken: list[bool] = []
+    processor.on_queued = lambda: woken.append(True)
+    raw = await _signed_at(setup, list_fpr, int(time.time()), b"resolver down\n")
+    item, _ = setup.store.inbox.accept("email", "<held@relay.test>", raw)
+
+    deciding = asyncio.create_task(processor.decide(item))
+    await wait_until(lambda: held.calls, 30, "the list mail's encryption to start")
+
+    (room,) = _rows(setup, Channel.MATRIX)  # queued while gpg is held
+    assert room.target == setup.config.matrix.incident_room and woken == [True]
+    assert _rows(setup, Channel.EMAIL) == []
+    assert setup.store.inbox.state(item.id)[0] == "relayed"
+    held.go.set()
+    assert (await deciding).state == "relayed"
+    (mail,) = _rows(setup, Channel.EMAIL)
+    assert sorted(mail.recipients) == ["m1@relay.test", "m2@relay.test"]
+    assert mail.post_uid == room.post_uid
+    assert setup.store.kv.prefixed(MAIL_PENDING) == {}
+
+
+async def test_i11_list_mail_left_unmade_by_a_stop_is_made_at_the_next_start(
+    setup: Setup,
+) -> None:
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(3)
+    processor = _decider(setup, list_fpr)
+    held = HeldBackend(setup.ring)
+    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
+    raw = await _signed_at(setup, list_fpr, int(time.time()), b"resolver down\n")
+    item, _ = setup.store.inbox.accept("email", "<stop@relay.test>", raw)
+    deciding = asyncio.create_task(processor.decide(item))
+    await wait_until(lambda: held.calls, 30, "the list mail's encryption to start")
+    deciding.cancel()  # the bot stops while gpg works
+    with pytest.raises(asyncio.CancelledError):
+        await deciding
+    assert _rows(setup, Channel.EMAIL) == [] and len(setup.store.kv.prefixed(MAIL_PENDING)) == 1
+
+    restarted = _decider(setup, list_fpr)
+    await restarted.resume()
+
+    (mail,) = _rows(setup, Channel.EMAIL)
+    assert sorted(mail.recipients) == ["m1@relay.test", "m2@relay.test"]
+    assert len(_rows(setup, Channel.MATRIX)) == 1  # the room event was not queued again
+    assert setup.store.kv.prefixed(MAIL_PENDING) == {}
+    assert b"BEGIN PGP MESSAGE" in mail.payload
+
+
+async def test_i11_a_list_mail_that_cannot_be_made_after_the_room_is_reported(
+    setup: Setup,
+) -> None:
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(3)
+    processor = _decider(setup, list_fpr)
+    held = HeldBackend(setup.ring)
+    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
+    raw = await _signed_at(setup, list_fpr, int(time.time()), b"resolver down\n")
+    item, _ = setup.store.inbox.accept("email", "<fail@relay.test>", raw)
+    deciding = asyncio.create_task(processor.decide(item))
+    await wait_until(lambda: held.calls, 30, "the list mail's encryption to start")
+    setup.ring.deadline = 0.001  # gpg cannot finish the list mail: as if it hung
+    held.go.set()
+
+    assert (await deciding).state == "relayed"
+    assert _rows(setup, Channel.EMAIL) == []
+    room, notice = _rows(setup, Channel.MATRIX)
+    assert room.target == setup.config.matrix.incident_room
+    assert notice.target == setup.config.matrix.control_room
+    assert b"was not mailed to the list" in notice.payload and b"did not finish" in notice.payload
+    assert setup.store.kv.prefixed(MAIL_PENDING) == {}
