@@ -72,8 +72,12 @@ class App:
         )
         self.decider = decider(self.services)
         self.decider.on_queued = self._wake
+        # Mail is decided several at a time (each thread and sender in order); Matrix in order.
+        parallel = {Channel.EMAIL: config.imap.parallel_decisions}
         self.inbox = {
-            channel: InboxRunner(self.store, self.decider, channel, self._wake)
+            channel: InboxRunner(
+                self.store, self.decider, channel, self._wake, parallel.get(channel, 1)
+            )
             for channel in Channel
         }
         self.health = Health(

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from secir_bot import posts
 from secir_bot.crypto import GpgTimeout
 from secir_bot.fanout import Fanout
+from secir_bot.lanes import mail_keys, run_in_lanes
 from secir_bot.model import Channel, Inbound, InboxState, Outcome, Post
 from secir_bot.notices import Notices
 from secir_bot.pipeline import EMAIL_STEPS, MATRIX_STEPS, POLICY_STEPS
@@ -192,15 +193,24 @@ class Decider:
 
 
 class InboxRunner:
-    """Decides the pending items of one channel, oldest first, as a long-lived task."""
+    """Decides the pending items of one channel, oldest first, as a long-lived task.
+
+    With ``parallel`` above 1 (the email channel, ``imap.parallel_decisions``) several items
+    are decided at once, those of one thread or one sender in order (``lanes``)."""
 
     def __init__(
-        self, store: Store, decider: Decider, channel: Channel, on_work: Callable[[], None]
+        self,
+        store: Store,
+        decider: Decider,
+        channel: Channel,
+        on_work: Callable[[], None],
+        parallel: int = 1,
     ) -> None:
         self.store = store
         self.decider = decider
         self.channel = channel
         self.on_work = on_work  # the outbox is woken after each decision
+        self.parallel = parallel
         self._wake = asyncio.Event()
         self._waiting: dict[int, list[asyncio.Future[Outcome]]] = {}
 
@@ -231,9 +241,17 @@ class InboxRunner:
         await work_loop(self._decide_pending, self._wake)
 
     async def _decide_pending(self) -> None:
-        for item in self.store.inbox.pending(self.channel):
-            outcome = await self.decider.decide(item)
-            for future in self._waiting.pop(item.id, []):
-                if not future.done():
-                    future.set_result(outcome)
-            self.on_work()
+        items = self.store.inbox.pending(self.channel)
+        await run_in_lanes(items, _lane_keys, self._decide_one, self.parallel)
+
+    async def _decide_one(self, item: InboxItem) -> None:
+        outcome = await self.decider.decide(item)
+        for future in self._waiting.pop(item.id, []):
+            if not future.done():
+                future.set_result(outcome)
+        self.on_work()
+
+
+def _lane_keys(item: InboxItem) -> frozenset[str]:
+    """What an item must stay in order with: a mail's sender and thread; Matrix in one lane."""
+    return mail_keys(item.raw) if item.source == Channel.EMAIL else frozenset({"matrix"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -16,13 +17,13 @@ import pytest_asyncio
 
 from secir_bot.app import decider
 from secir_bot.crypto import Keyring
-from secir_bot.inbox import MAIL_PENDING, Decider
+from secir_bot.inbox import MAIL_PENDING, Decider, InboxRunner
 from secir_bot.members import MemberRequest, add_member
 from secir_bot.model import Channel, InboxState, LinkKind, Member, Outcome, Post
 from secir_bot.sandbox.operators import wait_until
 from secir_bot.sandbox.world import offline_config
 from secir_bot.steps import Services
-from secir_bot.store import OutboxRow, Store
+from secir_bot.store import InboxItem, OutboxRow, Store
 from secir_bot.threads import clean_subject, first_line, is_placeholder, strip_reply_fallback
 
 
@@ -193,9 +194,12 @@ def test_d2_html_is_converted_only_after_the_signature_is_checked() -> None:
     assert names.index("html_text") > names.index("signer_is_member") > names.index("signed")
 
 
-async def _signed_at(setup: Setup, list_fpr: str, when: int, text: bytes) -> bytes:
-    """An inline mail by the first member, signed with gpg's clock set to ``when``."""
-    member = setup.members[0]
+async def _signed_at(
+    setup: Setup, list_fpr: str, when: int, text: bytes, by: int = 0, header: str = ""
+) -> bytes:
+    """An inline mail by member ``by`` (the first), signed with gpg's clock set to ``when``;
+    ``header``, extra header lines (each ending in CRLF)."""
+    member = setup.members[by]
     await setup.members_ring.import_key(await setup.ring.export_public(list_fpr))
     done = await asyncio.to_thread(
         subprocess.run,
@@ -223,7 +227,7 @@ async def _signed_at(setup: Setup, list_fpr: str, when: int, text: bytes) -> byt
     )
     armored = done.stdout
     return (
-        f"From: {member.email}\r\nMessage-ID: <{when}@relay.test>\r\n"
+        f"From: {member.email}\r\nMessage-ID: <{when}@relay.test>\r\n{header}"
         "Content-Type: text/plain\r\n\r\n"
     ).encode() + armored
 
@@ -380,3 +384,83 @@ async def test_i11_a_list_mail_that_cannot_be_made_after_the_room_is_reported(
     assert notice.target == setup.config.matrix.control_room
     assert b"was not mailed to the list" in notice.payload and b"did not finish" in notice.payload
     assert setup.store.kv.prefixed(MAIL_PENDING) == {}
+
+
+async def test_i11_a_burst_is_decided_several_at_once_in_order_within_threads_and_senders(
+    setup: Setup,
+) -> None:
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(6)
+    processor = _decider(setup, list_fpr)
+    now = int(time.time())
+    for j in range(30):
+        sender, thread = j % 5, (j * 7) % 4  # threads and senders interleaved
+        raw = await _signed_at(
+            setup,
+            list_fpr,
+            now,
+            f"thread {thread} mail {j}\n".encode(),
+            by=sender,
+            header=f"References: <root-{thread}@relay.test>\r\n",
+        )
+        setup.store.inbox.accept("email", f"<burst-{j}@relay.test>", raw)
+    active, most = 0, 0
+    decide = processor.decide
+
+    async def counting(item: InboxItem) -> Outcome:
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        try:
+            return await decide(item)
+        finally:
+            active -= 1
+
+    processor.decide = counting  # type: ignore[method-assign]
+    runner = InboxRunner(setup.store, processor, Channel.EMAIL, lambda: None, parallel=4)
+
+    await runner._decide_pending()
+
+    assert most > 1  # several mails were being decided at the same time
+    assert setup.store.inbox.pending(Channel.EMAIL) == []
+    room = [
+        r for r in _rows(setup, Channel.MATRIX) if r.target == setup.config.matrix.incident_room
+    ]
+    numbers = {}
+    for row in room:
+        found = re.search(rb"thread (\d) mail (\d+)", row.payload)
+        assert found is not None
+        numbers[row.post_uid] = int(found[2])
+    assert sorted(numbers.values()) == list(range(30))  # none lost, none twice
+    mail = [numbers[r.post_uid] for r in _rows(setup, Channel.EMAIL) if r.post_uid]
+    assert sorted(mail) == list(range(30))
+    for order in ([numbers[r.post_uid] for r in room], mail):  # queue order, room and list
+        for lane in [{j for j in range(30) if (j * 7) % 4 == t} for t in range(4)] + [
+            {j for j in range(30) if j % 5 == s} for s in range(5)
+        ]:
+            within = [j for j in order if j in lane]
+            assert within == sorted(within)
+
+
+async def test_i11_a_replay_decided_at_the_same_time_as_its_original_is_not_relayed(
+    setup: Setup,
+) -> None:
+    """Lanes come from the outer header, which a replay can change: the original and its
+    replay may be decided at once. The store's one-row-per-signature rule still lets only
+    one through (the other is refused or set aside, and the admins are told)."""
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(2)
+    processor = _decider(setup, list_fpr)
+    raw = await _signed_at(setup, list_fpr, int(time.time()), b"pay to account 1\n")
+    body = raw[raw.index(b"-----BEGIN PGP MESSAGE") :]
+    for j in range(4):  # other sender address and thread each time, same signed message
+        header = f"From: m0+{j}@relay.test\r\nMessage-ID: <replay-{j}@relay.test>\r\n\r\n"
+        setup.store.inbox.accept("email", f"<replay-{j}@relay.test>", header.encode() + body)
+    runner = InboxRunner(setup.store, processor, Channel.EMAIL, lambda: None, parallel=4)
+
+    await runner._decide_pending()
+
+    states = [setup.store.inbox.state(i)[0] for i in range(1, 5)]
+    assert states.count("relayed") == 1
+    assert set(states) <= {"relayed", "rejected", "shunted"}
+    assert len([r for r in _rows(setup, Channel.EMAIL) if r.target == "list"]) == 1

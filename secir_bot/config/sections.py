@@ -125,6 +125,7 @@ class ImapConfig:
     poll_interval: float
     idle_timeout: float
     ca_file: Path | None = None
+    parallel_decisions: int = 4  # mails decided at once (each thread and sender in order)
 
 
 def read_imap(r: Reader) -> ImapConfig:
@@ -140,6 +141,7 @@ def read_imap(r: Reader) -> ImapConfig:
         poll_interval=r.value("imap.poll_interval", float, 60.0, check=check_positive),
         idle_timeout=r.value("imap.idle_timeout", float, 300.0, check=check_positive),
         ca_file=r.ca_file("imap.ca_file"),
+        parallel_decisions=r.value("imap.parallel_decisions", int, 4, check=check_positive),
     )
 
 
