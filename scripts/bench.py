@@ -60,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keys", choices=("ed25519", "rsa3072"), default="ed25519")
     p.add_argument("--max-recipients", type=int, default=100, help="the bot's "
                    "smtp.max_recipients (its default is 100)")  # fmt: skip
+    p.add_argument("--backend", choices=("gpg", "sequoia"), default="gpg",
+                   help="the bot's crypto.backend (sequoia shows the key ids)")  # fmt: skip
     p.add_argument("--parts", type=_parts, default=frozenset(PARTS),
                    help=f"comma-separated, from {','.join(PARTS)} (default: all)")  # fmt: skip
     p.add_argument("--json", type=Path, help="also write the raw results here")
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         stored_posts=args.stored_posts,
         keys=args.keys,
         max_recipients=args.max_recipients,
+        backend=args.backend,
         parts=frozenset(parts),
     )
     if args.from_json:

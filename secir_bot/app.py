@@ -71,8 +71,13 @@ class App:
             bot_user_id=config.matrix.user_id,
         )
         self.decider = decider(self.services)
+        self.decider.on_queued = self._wake
+        # Mail is decided several at a time (each thread and sender in order); Matrix in order.
+        parallel = {Channel.EMAIL: config.imap.parallel_decisions}
         self.inbox = {
-            channel: InboxRunner(self.store, self.decider, channel, self._wake)
+            channel: InboxRunner(
+                self.store, self.decider, channel, self._wake, parallel.get(channel, 1)
+            )
             for channel in Channel
         }
         self.health = Health(
@@ -154,5 +159,6 @@ class App:
 
     async def close(self) -> None:
         await self.matrix.close()
+        await self.decider.fanout.mail.aclose()
         await asyncio.to_thread(self.keyring.close)
         self.store.close()

@@ -6,11 +6,16 @@ decided here and nowhere else; the channel's renderer (handed in by the app) onl
 payload. A post never goes back to where it came from: a Matrix post is in the room
 already, and a mail's author gets no copy unless ``list.echo_to_sender``.
 
-Mail to the list is one row for all its readers (one signature, one ciphertext); members
-whose key cannot encrypt are left out of it, and the admins are told who.
+Mail to the list is one row per recipient group of its readers (one signature and one
+ciphertext per group, ``delivery.encrypt_group_size``); members whose key cannot encrypt
+are left out of it, and the admins are told who.
+
+The rooms are reached without any encryption at decision time (``first``), the list's
+members only after gpg has signed and encrypted their mail (``later``): the inbox runner
+queues the first before it asks for the later, so a room never waits on gpg.
 
 To add an audience: a member of ``Audience``, the posts it gets in ``audiences``, and how
-it is reached in ``Fanout._reach``.
+it is reached in ``Fanout._reach`` (a room audience also in ``ROOMS``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from secir_bot.store import NewDelivery, Store
 class Audience(enum.StrEnum):
     INCIDENT_ROOM = "incident room"  # everyone in the room, over Matrix
     LIST_MEMBERS = "list members by mail"  # the active members who read mail
+
+
+ROOMS = frozenset({Audience.INCIDENT_ROOM})  # reached at once, with no encryption to wait for
 
 
 def audiences(post: Post) -> tuple[Audience, ...]:
@@ -56,14 +64,29 @@ class Fanout:
 
     async def deliveries(self, post: Post) -> list[NewDelivery]:
         """Every outbox row of a post (and the notices its fan-out calls for)."""
+        return self.first(post) + await self.later(post)
+
+    def first(self, post: Post) -> list[NewDelivery]:
+        """The rows of the post's room audiences: rendered at once, no gpg involved."""
+        return [
+            self.room.post(post, self.config.matrix.incident_room)
+            for audience in audiences(post)
+            if audience in ROOMS
+        ]
+
+    def has_later(self, post: Post) -> bool:
+        """Whether the post has audiences that ``later`` renders (the list's members)."""
+        return any(audience not in ROOMS for audience in audiences(post))
+
+    async def later(self, post: Post) -> list[NewDelivery]:
+        """The rows of the post's other audiences (the list mail, signed and encrypted)."""
         out: list[NewDelivery] = []
         for audience in audiences(post):
-            out += await self._reach(audience, post)
+            if audience not in ROOMS:
+                out += await self._reach(audience, post)
         return out
 
     async def _reach(self, audience: Audience, post: Post) -> list[NewDelivery]:
-        if audience is Audience.INCIDENT_ROOM:
-            return [self.room.post(post, self.config.matrix.incident_room)]
         return await self._to_members(post, self.email_members(exclude=post.author))
 
     def email_members(self, exclude: Member | None) -> list[Member]:
@@ -84,5 +107,5 @@ class Fanout:
             members = [m for m in members if m.fingerprint in usable]
             out.append(self.notices.not_mailed(post, skipped))
         if members:
-            out.append(await self.mail.post(post, members))
+            out += await self.mail.post(post, members)
         return out

@@ -8,6 +8,12 @@ intake. A decision is: count the attempt, run the channel's intake stage (which 
 transaction: an accepted message becomes a ``Post`` with its outbox rows (``posts``,
 ``fanout``), a refused one its notices (``notices``).
 
+An accepted mail's room event is queued (and the outbox woken) before its list mail is
+encrypted: the decision is recorded with the room's rows and a mark (``MAIL_PENDING``),
+then the list mail is rendered and queued with the mark cleared in a second commit. A stop
+in between leaves the mark, and ``Decider.resume`` renders the list mail at the next start,
+before anything new is decided.
+
 An item whose processing raises is *shunted*: kept in the store with the error, reported
 to the admins, and not retried automatically, so that one poisonous message cannot stop the
 list (Mailman's shunt queue). The attempt is counted before the work, so an item that kills
@@ -17,6 +23,8 @@ or hangs the process is set aside after a few restarts.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import traceback
 from collections.abc import Callable
@@ -24,7 +32,8 @@ from collections.abc import Callable
 from secir_bot import posts
 from secir_bot.crypto import GpgTimeout
 from secir_bot.fanout import Fanout
-from secir_bot.model import Channel, Inbound, InboxState, Outcome
+from secir_bot.lanes import mail_keys, run_in_lanes
+from secir_bot.model import Channel, Inbound, InboxState, Outcome, Post
 from secir_bot.notices import Notices
 from secir_bot.pipeline import EMAIL_STEPS, MATRIX_STEPS, POLICY_STEPS
 from secir_bot.steps import Decision, MailItem, MatrixItem, PolicyItem, Services, Verdict
@@ -36,6 +45,7 @@ from secir_bot.tasks import work_loop
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3  # times an item may be started before it is shunted unprocessed
+MAIL_PENDING = "fanout.mail-pending:"  # kv mark + post uid: its list mail is not queued yet
 
 
 class Decider:
@@ -45,6 +55,8 @@ class Decider:
         self.s = services
         self.fanout = fanout
         self.notices = notices
+        self.on_queued: Callable[[], None] = lambda: None  # wakes the outbox (set by the app)
+        self._resumed: asyncio.Task[None] | None = None
 
     async def decide(self, item: InboxItem) -> Outcome:
         """Decide one inbox item (idempotent: a decided item keeps its outcome)."""
@@ -120,31 +132,85 @@ class Decider:
         return self._settle(item, decision, rejected)
 
     async def _relay(self, item: InboxItem, inbound: Inbound) -> Outcome:
-        """An accepted message becomes a post, with a delivery to each of its audiences."""
+        """An accepted message becomes a post, with a delivery to each of its audiences.
+
+        The room's rows first, in the decision's commit; the list mail after, in its own."""
         lst = self.s.config.list
         new = posts.of_inbound(self.s.store, inbound, lst.subject_tag, lst.domain)
-        deliveries = await self.fanout.deliveries(new.post)
+        first = self.fanout.first(new.post)
+        later = self.fanout.has_later(new.post)
+        mark = MAIL_PENDING + new.post.uid
         self.s.store.decide(
             item.id,
             InboxState.RELAYED,
             post=new.post,
             links=new.links,
-            deliveries=deliveries,
+            deliveries=first if first and later else first + await self.fanout.later(new.post),
             signature=new.signature,
+            # The notes are not stored with the post: kept for a list mail made after a stop.
+            marks={mark: json.dumps(list(new.post.notes))} if first and later else None,
         )
+        if first and later:
+            self.on_queued()  # the room event goes out while gpg works on the list mail
+            await self._mail_later(new.post, mark)
         return Outcome(InboxState.RELAYED)
+
+    async def _mail_later(self, post: Post, mark: str) -> None:
+        """Render and queue a relayed post's list mail, clearing its mark in the same commit.
+
+        A failure is reported to the admins (the post is in the room, not on the list) and
+        not retried, like a shunted item; a stop (cancellation) leaves the mark."""
+        try:
+            rows = await self.fanout.later(post)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, GpgTimeout) else type(exc).__name__
+            log.error("post %s: its list mail could not be made (%s)", post.uid, reason)
+            rows = [
+                self.notices.admins(
+                    f"Post {post.uid} was relayed to the room, but its list mail could not be "
+                    f"made ({reason}); it was not mailed to the list."
+                )
+            ]
+        self.s.store.complete(mark, rows)
+
+    async def resume(self) -> None:
+        """List mail that a stop left unmade (marked), made now; once, before new work.
+
+        Every inbox runner awaits this before deciding, so a resumed post's mail is queued
+        before the mail of anything decided after the restart."""
+        if self._resumed is None:
+            self._resumed = asyncio.create_task(self._resume())
+        await asyncio.shield(self._resumed)
+
+    async def _resume(self) -> None:
+        for mark, notes in self.s.store.kv.prefixed(MAIL_PENDING).items():
+            post = self.s.store.posts.get(mark.removeprefix(MAIL_PENDING))
+            if post is None:  # cannot happen (same commit); never block the list on it
+                self.s.store.complete(mark, [])
+                continue
+            log.info("post %s: making the list mail that a stop left unmade", post.uid)
+            await self._mail_later(dataclasses.replace(post, notes=tuple(json.loads(notes))), mark)
 
 
 class InboxRunner:
-    """Decides the pending items of one channel, oldest first, as a long-lived task."""
+    """Decides the pending items of one channel, oldest first, as a long-lived task.
+
+    With ``parallel`` above 1 (the email channel, ``imap.parallel_decisions``) several items
+    are decided at once, those of one thread or one sender in order (``lanes``)."""
 
     def __init__(
-        self, store: Store, decider: Decider, channel: Channel, on_work: Callable[[], None]
+        self,
+        store: Store,
+        decider: Decider,
+        channel: Channel,
+        on_work: Callable[[], None],
+        parallel: int = 1,
     ) -> None:
         self.store = store
         self.decider = decider
         self.channel = channel
         self.on_work = on_work  # the outbox is woken after each decision
+        self.parallel = parallel
         self._wake = asyncio.Event()
         self._waiting: dict[int, list[asyncio.Future[Outcome]]] = {}
 
@@ -169,13 +235,23 @@ class InboxRunner:
                 self._waiting.pop(item_id, None)
 
     async def run(self) -> None:
-        # Items accepted before a stop but not decided are decided first.
+        # List mail a stop left unmade first, then items accepted before a stop but not
+        # decided.
+        await self.decider.resume()
         await work_loop(self._decide_pending, self._wake)
 
     async def _decide_pending(self) -> None:
-        for item in self.store.inbox.pending(self.channel):
-            outcome = await self.decider.decide(item)
-            for future in self._waiting.pop(item.id, []):
-                if not future.done():
-                    future.set_result(outcome)
-            self.on_work()
+        items = self.store.inbox.pending(self.channel)
+        await run_in_lanes(items, _lane_keys, self._decide_one, self.parallel)
+
+    async def _decide_one(self, item: InboxItem) -> None:
+        outcome = await self.decider.decide(item)
+        for future in self._waiting.pop(item.id, []):
+            if not future.done():
+                future.set_result(outcome)
+        self.on_work()
+
+
+def _lane_keys(item: InboxItem) -> frozenset[str]:
+    """What an item must stay in order with: a mail's sender and thread; Matrix in one lane."""
+    return mail_keys(item.raw) if item.source == Channel.EMAIL else frozenset({"matrix"})

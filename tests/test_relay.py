@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,13 @@ import pytest_asyncio
 
 from secir_bot.app import decider
 from secir_bot.crypto import Keyring
-from secir_bot.inbox import Decider
+from secir_bot.inbox import MAIL_PENDING, Decider, InboxRunner
 from secir_bot.members import MemberRequest, add_member
 from secir_bot.model import Channel, InboxState, LinkKind, Member, Outcome, Post
+from secir_bot.sandbox.operators import wait_until
 from secir_bot.sandbox.world import offline_config
 from secir_bot.steps import Services
-from secir_bot.store import Store
+from secir_bot.store import InboxItem, OutboxRow, Store
 from secir_bot.threads import clean_subject, first_line, is_placeholder, strip_reply_fallback
 
 
@@ -192,9 +194,12 @@ def test_d2_html_is_converted_only_after_the_signature_is_checked() -> None:
     assert names.index("html_text") > names.index("signer_is_member") > names.index("signed")
 
 
-async def _signed_at(setup: Setup, list_fpr: str, when: int, text: bytes) -> bytes:
-    """An inline mail by the first member, signed with gpg's clock set to ``when``."""
-    member = setup.members[0]
+async def _signed_at(
+    setup: Setup, list_fpr: str, when: int, text: bytes, by: int = 0, header: str = ""
+) -> bytes:
+    """An inline mail by member ``by`` (the first), signed with gpg's clock set to ``when``;
+    ``header``, extra header lines (each ending in CRLF)."""
+    member = setup.members[by]
     await setup.members_ring.import_key(await setup.ring.export_public(list_fpr))
     done = await asyncio.to_thread(
         subprocess.run,
@@ -222,7 +227,7 @@ async def _signed_at(setup: Setup, list_fpr: str, when: int, text: bytes) -> byt
     )
     armored = done.stdout
     return (
-        f"From: {member.email}\r\nMessage-ID: <{when}@relay.test>\r\n"
+        f"From: {member.email}\r\nMessage-ID: <{when}@relay.test>\r\n{header}"
         "Content-Type: text/plain\r\n\r\n"
     ).encode() + armored
 
@@ -276,3 +281,186 @@ async def test_a_matrix_reply_of_nothing_but_its_quote_is_refused_not_relayed_em
 
     assert outcome == Outcome(InboxState.REJECTED, "the message has no readable text")
     assert setup.store.posts.for_link(LinkKind.EVENT, "$quote-only") is None
+
+
+class HeldBackend:
+    """The list's gpg backend, held until the test lets it go (a seam we own)."""
+
+    name = "held"
+    hides_recipients = True
+
+    def __init__(self, ring: Keyring) -> None:
+        self.ring = ring
+        self.go = asyncio.Event()
+        self.calls = 0
+
+    async def sign_encrypt(self, data: bytes, recipients: Sequence[str], signer: str) -> bytes:
+        self.calls += 1
+        await self.go.wait()
+        return await self.ring.sign_encrypt(data, list(recipients), signer)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _rows(setup: Setup, channel: Channel) -> list[OutboxRow]:
+    return setup.store.outbox.due(channel, now=float("inf"))
+
+
+async def test_i11_the_room_event_is_queued_before_the_list_mail_is_encrypted(
+    setup: Setup,
+) -> None:
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(3)
+    processor = _decider(setup, list_fpr)
+    held = HeldBackend(setup.ring)
+    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
+    woken: list[bool] = []
+    processor.on_queued = lambda: woken.append(True)
+    raw = await _signed_at(setup, list_fpr, int(time.time()), b"resolver down\n")
+    item, _ = setup.store.inbox.accept("email", "<held@relay.test>", raw)
+
+    deciding = asyncio.create_task(processor.decide(item))
+    await wait_until(lambda: held.calls, 30, "the list mail's encryption to start")
+
+    (room,) = _rows(setup, Channel.MATRIX)  # queued while gpg is held
+    assert room.target == setup.config.matrix.incident_room and woken == [True]
+    assert _rows(setup, Channel.EMAIL) == []
+    assert setup.store.inbox.state(item.id)[0] == "relayed"
+    held.go.set()
+    assert (await deciding).state == "relayed"
+    (mail,) = _rows(setup, Channel.EMAIL)
+    assert sorted(mail.recipients) == ["m1@relay.test", "m2@relay.test"]
+    assert mail.post_uid == room.post_uid
+    assert setup.store.kv.prefixed(MAIL_PENDING) == {}
+
+
+async def test_i11_list_mail_left_unmade_by_a_stop_is_made_at_the_next_start(
+    setup: Setup,
+) -> None:
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(3)
+    processor = _decider(setup, list_fpr)
+    held = HeldBackend(setup.ring)
+    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
+    raw = await _signed_at(setup, list_fpr, int(time.time()), b"resolver down\n")
+    item, _ = setup.store.inbox.accept("email", "<stop@relay.test>", raw)
+    deciding = asyncio.create_task(processor.decide(item))
+    await wait_until(lambda: held.calls, 30, "the list mail's encryption to start")
+    deciding.cancel()  # the bot stops while gpg works
+    with pytest.raises(asyncio.CancelledError):
+        await deciding
+    assert _rows(setup, Channel.EMAIL) == [] and len(setup.store.kv.prefixed(MAIL_PENDING)) == 1
+
+    restarted = _decider(setup, list_fpr)
+    await restarted.resume()
+
+    (mail,) = _rows(setup, Channel.EMAIL)
+    assert sorted(mail.recipients) == ["m1@relay.test", "m2@relay.test"]
+    assert len(_rows(setup, Channel.MATRIX)) == 1  # the room event was not queued again
+    assert setup.store.kv.prefixed(MAIL_PENDING) == {}
+    assert b"BEGIN PGP MESSAGE" in mail.payload
+
+
+async def test_i11_a_list_mail_that_cannot_be_made_after_the_room_is_reported(
+    setup: Setup,
+) -> None:
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(3)
+    processor = _decider(setup, list_fpr)
+    held = HeldBackend(setup.ring)
+    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
+    raw = await _signed_at(setup, list_fpr, int(time.time()), b"resolver down\n")
+    item, _ = setup.store.inbox.accept("email", "<fail@relay.test>", raw)
+    deciding = asyncio.create_task(processor.decide(item))
+    await wait_until(lambda: held.calls, 30, "the list mail's encryption to start")
+    setup.ring.deadline = 0.001  # gpg cannot finish the list mail: as if it hung
+    held.go.set()
+
+    assert (await deciding).state == "relayed"
+    assert _rows(setup, Channel.EMAIL) == []
+    room, notice = _rows(setup, Channel.MATRIX)
+    assert room.target == setup.config.matrix.incident_room
+    assert notice.target == setup.config.matrix.control_room
+    assert b"was not mailed to the list" in notice.payload and b"did not finish" in notice.payload
+    assert setup.store.kv.prefixed(MAIL_PENDING) == {}
+
+
+async def test_i11_a_burst_is_decided_several_at_once_in_order_within_threads_and_senders(
+    setup: Setup,
+) -> None:
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(6)
+    processor = _decider(setup, list_fpr)
+    now = int(time.time())
+    for j in range(30):
+        sender, thread = j % 5, (j * 7) % 4  # threads and senders interleaved
+        raw = await _signed_at(
+            setup,
+            list_fpr,
+            now,
+            f"thread {thread} mail {j}\n".encode(),
+            by=sender,
+            header=f"References: <root-{thread}@relay.test>\r\n",
+        )
+        setup.store.inbox.accept("email", f"<burst-{j}@relay.test>", raw)
+    active, most = 0, 0
+    decide = processor.decide
+
+    async def counting(item: InboxItem) -> Outcome:
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        try:
+            return await decide(item)
+        finally:
+            active -= 1
+
+    processor.decide = counting  # type: ignore[method-assign]
+    runner = InboxRunner(setup.store, processor, Channel.EMAIL, lambda: None, parallel=4)
+
+    await runner._decide_pending()
+
+    assert most > 1  # several mails were being decided at the same time
+    assert setup.store.inbox.pending(Channel.EMAIL) == []
+    room = [
+        r for r in _rows(setup, Channel.MATRIX) if r.target == setup.config.matrix.incident_room
+    ]
+    numbers = {}
+    for row in room:
+        found = re.search(rb"thread (\d) mail (\d+)", row.payload)
+        assert found is not None
+        numbers[row.post_uid] = int(found[2])
+    assert sorted(numbers.values()) == list(range(30))  # none lost, none twice
+    mail = [numbers[r.post_uid] for r in _rows(setup, Channel.EMAIL) if r.post_uid]
+    assert sorted(mail) == list(range(30))
+    for order in ([numbers[r.post_uid] for r in room], mail):  # queue order, room and list
+        for lane in [{j for j in range(30) if (j * 7) % 4 == t} for t in range(4)] + [
+            {j for j in range(30) if j % 5 == s} for s in range(5)
+        ]:
+            within = [j for j in order if j in lane]
+            assert within == sorted(within)
+
+
+async def test_i11_a_replay_decided_at_the_same_time_as_its_original_is_not_relayed(
+    setup: Setup,
+) -> None:
+    """Lanes come from the outer header, which a replay can change: the original and its
+    replay may be decided at once. The store's one-row-per-signature rule still lets only
+    one through (the other is refused or set aside, and the admins are told)."""
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(2)
+    processor = _decider(setup, list_fpr)
+    raw = await _signed_at(setup, list_fpr, int(time.time()), b"pay to account 1\n")
+    body = raw[raw.index(b"-----BEGIN PGP MESSAGE") :]
+    for j in range(4):  # other sender address and thread each time, same signed message
+        header = f"From: m0+{j}@relay.test\r\nMessage-ID: <replay-{j}@relay.test>\r\n\r\n"
+        setup.store.inbox.accept("email", f"<replay-{j}@relay.test>", header.encode() + body)
+    runner = InboxRunner(setup.store, processor, Channel.EMAIL, lambda: None, parallel=4)
+
+    await runner._decide_pending()
+
+    states = [setup.store.inbox.state(i)[0] for i in range(1, 5)]
+    assert states.count("relayed") == 1
+    assert set(states) <= {"relayed", "rejected", "shunted"}
+    assert len([r for r in _rows(setup, Channel.EMAIL) if r.target == "list"]) == 1

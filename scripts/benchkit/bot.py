@@ -64,6 +64,10 @@ max_recipients = {max_recipients}
 [delivery]
 retry_base = 0.5
 retry_max = 5
+
+[crypto]
+backend = "{backend}"
+hide_recipients = {hide_recipients}
 """
 
 WRAPPER = """\

@@ -203,7 +203,8 @@ def generated(results: dict[str, Any]) -> str:
         f"Measured {results.get('machine', {}).get('date', '?')} by `make bench` "
         f"(`scripts/bench.py`): N = {sizes} email members ({opts.get('keys')} keys), "
         f"{opts.get('posts')} measured posts per figure and N after one warm-up post, "
-        f"`smtp.max_recipients` = {opts.get('max_recipients')}.",
+        f"`smtp.max_recipients` = {opts.get('max_recipients')}, "
+        f"`crypto.backend` = {opts.get('backend', 'gpg')}.",
         "",
         _machine(results),
         "",

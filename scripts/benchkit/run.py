@@ -55,6 +55,7 @@ class Options:
     stored_posts: int = 10000
     keys: str = "ed25519"
     max_recipients: int = 100
+    backend: str = "gpg"  # crypto.backend of the bot (sequoia: key ids shown)
     parts: frozenset[str] = frozenset(PARTS)
 
 
@@ -151,6 +152,8 @@ async def set_up(opts: Options) -> Bench:
         imap_port=stack.mail.imap_port,
         smtp_port=sink.port,
         max_recipients=opts.max_recipients,
+        backend=opts.backend,
+        hide_recipients="false" if opts.backend == "sequoia" else "true",
         matrix_password=stack.bot_password,
         imap_password="pw-list",
     )

@@ -65,6 +65,19 @@ class Sink:
         peer: Any = session.peer
         return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        # Offer PIPELINING as Postfix and most MTAs do (aiosmtpd reads pipelined commands
+        # line by line but does not say so), so that the bot's sender may use it.
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:

@@ -84,8 +84,12 @@ class RoomRenderer(Protocol):
 class MailRenderer(Protocol):
     """Email: a post or an answer as a signed and encrypted PGP/MIME mail."""
 
-    async def post(self, post: Post, to: Sequence[Member]) -> NewDelivery:
-        """The list's mail of a post: signed once, encrypted once to all of ``to``."""
+    async def post(self, post: Post, to: Sequence[Member]) -> list[NewDelivery]:
+        """The list's mail of a post: one row per recipient group of ``to``, each signed
+        and encrypted once to its group (``delivery.encrypt_group_size``)."""
 
     async def answer(self, member: Member, subject: str, text: str) -> NewDelivery:
         """An automatic answer from the list to one member, encrypted to them alone."""
+
+    async def aclose(self) -> None:
+        """Stop what the renderer started (an OpenPGP backend's worker processes)."""

@@ -23,6 +23,7 @@ from typing import Any
 from secir_bot.config.base import Reader, Secret, check_positive, is_loopback
 from secir_bot.config.sections import (
     CommandsConfig,
+    CryptoConfig,
     DeliveryConfig,
     ImapConfig,
     ListConfig,
@@ -30,6 +31,7 @@ from secir_bot.config.sections import (
     SmtpConfig,
     WhoisConfig,
     read_commands,
+    read_crypto,
     read_delivery,
     read_imap,
     read_list,
@@ -42,6 +44,7 @@ from secir_bot.errors import ConfigError
 __all__ = [
     "CommandsConfig",
     "Config",
+    "CryptoConfig",
     "DeliveryConfig",
     "ImapConfig",
     "ListConfig",
@@ -54,7 +57,7 @@ __all__ = [
     "parse",
 ]
 
-SECTIONS = ("store", "list", "matrix", "imap", "smtp", "delivery", "commands", "whois")
+SECTIONS = ("store", "list", "matrix", "imap", "smtp", "delivery", "commands", "whois", "crypto")
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class Config:
     # Days after which the raw bytes of decided messages and the payloads of sent deliveries
     # are erased from the store (decisions, posts and links stay).
     retention_days: float = 30.0
+    crypto: CryptoConfig = field(default_factory=CryptoConfig)
 
 
 def parse(data: dict[str, Any], path: Path) -> Config:
@@ -86,6 +90,7 @@ def parse(data: dict[str, Any], path: Path) -> Config:
     imap = read_imap(r)
     smtp = read_smtp(r)
     delivery = read_delivery(r)
+    crypto = read_crypto(r)
     r.warnings.extend(transport_warnings(mx, imap, smtp))
     commands, whois = read_commands(r)
     for section, table in data.items():
@@ -107,6 +112,7 @@ def parse(data: dict[str, Any], path: Path) -> Config:
         commands=commands,
         whois=whois,
         retention_days=retention_days,
+        crypto=crypto,
     )
 
 

@@ -125,6 +125,7 @@ class ImapConfig:
     poll_interval: float
     idle_timeout: float
     ca_file: Path | None = None
+    parallel_decisions: int = 4  # mails decided at once (each thread and sender in order)
 
 
 def read_imap(r: Reader) -> ImapConfig:
@@ -140,6 +141,7 @@ def read_imap(r: Reader) -> ImapConfig:
         poll_interval=r.value("imap.poll_interval", float, 60.0, check=check_positive),
         idle_timeout=r.value("imap.idle_timeout", float, 300.0, check=check_positive),
         ca_file=r.ca_file("imap.ca_file"),
+        parallel_decisions=r.value("imap.parallel_decisions", int, 4, check=check_positive),
     )
 
 
@@ -153,6 +155,8 @@ class SmtpConfig:
     max_recipients: int
     timeout: float
     ca_file: Path | None = None
+    connections: int = 1  # SMTP connections one delivery may use at once
+    pipelining: bool = True  # pipeline MAIL and RCPT when the server offers PIPELINING
 
 
 def read_smtp(r: Reader) -> SmtpConfig:
@@ -166,6 +170,8 @@ def read_smtp(r: Reader) -> SmtpConfig:
         max_recipients=r.value("smtp.max_recipients", int, 100, check=check_positive),
         timeout=r.value("smtp.timeout", float, 60.0, check=check_positive),
         ca_file=r.ca_file("smtp.ca_file"),
+        connections=r.value("smtp.connections", int, 1, check=check_positive),
+        pipelining=r.value("smtp.pipelining", bool, True),
     )
 
 
@@ -196,6 +202,7 @@ class DeliveryConfig:
     # Notices to the admins about one sender, and answers to one member, per hour; the rest
     # are counted and summed up in the next one (forged or looping mail cannot flood).
     notices_per_hour: int = 5
+    encrypt_group_size: int = 100  # list mail: recipients per ciphertext (crypto.groups)
 
 
 def read_delivery(r: Reader) -> DeliveryConfig:
@@ -207,7 +214,35 @@ def read_delivery(r: Reader) -> DeliveryConfig:
             "delivery.outage_notice_after", float, 300.0, check=check_positive
         ),
         notices_per_hour=r.value("delivery.notices_per_hour", int, 5, check=check_positive),
+        encrypt_group_size=r.value("delivery.encrypt_group_size", int, 100, check=check_positive),
     )
+
+
+@dataclass(frozen=True)
+class CryptoConfig:
+    """How list mail is signed and encrypted (crypto.backend, crypto.groups)."""
+
+    backend: str = "gpg"  # "gpg" (default, the reference) or "sequoia"
+    hide_recipients: bool = True  # gpg's --throw-keyids; Sequoia cannot
+
+
+def read_crypto(r: Reader) -> CryptoConfig:
+    """The [crypto] section: which OpenPGP implementation writes list mail."""
+    crypto = CryptoConfig(
+        backend=r.value(
+            "crypto.backend",
+            str,
+            "gpg",
+            check=lambda v: None if v in ("gpg", "sequoia") else "must be gpg or sequoia",
+        ),
+        hide_recipients=r.value("crypto.hide_recipients", bool, True),
+    )
+    if crypto.backend == "sequoia" and crypto.hide_recipients:
+        r.problems.append(
+            "crypto.hide_recipients: Sequoia writes every recipient's key id into the "
+            'message; with crypto.backend = "sequoia" set crypto.hide_recipients = false'
+        )
+    return crypto
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ that is neither expired nor revoked). The text a caller may show is always the b
 wrote out (the decrypted literal data, or the text of a clear-signed message), never a
 second reading of the input.
 
-Fan-out is one call: a post is signed once and encrypted once to every recipient, with
-the recipients' key ids hidden (``--throw-keyids``), whatever the number of members.
+``sign_encrypt`` signs once and encrypts once to every recipient given, by default with the
+recipients' key ids hidden (``--throw-keyids``); ``crypto.groups`` splits a large audience
+into groups and runs one such call per group, several at once.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from secir_bot.crypto.gpg import Run
 from secir_bot.crypto.gpg import run as run_gpg
+from secir_bot.crypto.keycache import KeyCache
 from secir_bot.crypto.keys import KeyInfo, parse_listing
 from secir_bot.errors import CryptoError
 
@@ -104,6 +106,7 @@ class Keyring:
         self.home = home
         self.calls = 0
         self.deadline = deadline
+        self.cache = KeyCache(home, self._list_all)
 
     @classmethod
     def create(cls, home: Path) -> Keyring:
@@ -137,6 +140,7 @@ class Keyring:
             "%no-protection\n%commit\n"
         )
         run = await self._gpg(["--gen-key"], params.encode())
+        self.cache.invalidate()
         created = run.lines("KEY_CREATED")
         if not created or len(created[0].split()) < 2:
             raise CryptoError(f"gpg could not generate the list key: {run.stderr[-400:]}")
@@ -146,6 +150,7 @@ class Keyring:
         """Import keys; return the fingerprints gpg reported."""
         data = armored.encode() if isinstance(armored, str) else armored
         run = await self._gpg(["--import"], data)
+        self.cache.invalidate()
         fprs = sorted({f.split()[1].upper() for f in run.lines("IMPORT_OK") if len(f.split()) > 1})
         if not fprs:
             raise CryptoError("no OpenPGP key found in the data given")
@@ -164,6 +169,13 @@ class Keyring:
             secret_fprs = {k.fingerprint for k in parse_listing(secret.output, set())}
         return parse_listing(raw.output, secret_fprs)
 
+    async def _list_all(self) -> bytes:
+        listing = ["--with-colons", "--fixed-list-mode", "--with-fingerprint", "--list-keys"]
+        run = await self._gpg(listing)
+        if run.returncode != 0 and not run.output:
+            raise CryptoError(f"gpg could not list the keyring: exit code {run.returncode}")
+        return run.output
+
     async def key(self, fingerprint: str) -> KeyInfo | None:
         found = await self.keys([fingerprint])
         return found[0] if found else None
@@ -171,6 +183,13 @@ class Keyring:
     async def export_public(self, fingerprint: str) -> str:
         run = await self._gpg(["--armor", "--export", fingerprint])
         return run.output.decode("ascii", errors="replace")
+
+    async def export_all_public(self) -> bytes:
+        """Every public key of the keyring, binary (what another OpenPGP library loads)."""
+        run = await self._gpg(["--export"])
+        if run.returncode != 0:
+            raise CryptoError(f"gpg could not export the keyring: exit code {run.returncode}")
+        return run.output
 
     async def export_secret(self, fingerprint: str) -> str:
         run = await self._gpg(
@@ -235,22 +254,29 @@ class Keyring:
         return _verified(run)
 
     async def usable_for_encryption(self, fingerprints: list[str]) -> set[str]:
-        """Those of ``fingerprints`` whose keys can be encrypted to now (one listing)."""
-        return {
-            k.fingerprint
-            for k in await self.keys(fingerprints, with_secret=False)
-            if k.can_encrypt and not k.expired and not k.revoked
-        }
+        """Those of ``fingerprints`` whose keys can be encrypted to now.
 
-    async def sign_encrypt(self, data: bytes, recipients: list[str], signer: str) -> bytes:
-        """Sign with ``signer`` and encrypt to every recipient in one gpg call."""
+        Answered from :class:`KeyCache`: no gpg call at all while the keyring is unchanged,
+        one listing of the whole keyring after a change.
+        """
+        return await self.cache.usable(fingerprints)
+
+    async def sign_encrypt(
+        self, data: bytes, recipients: list[str], signer: str, *, hide: bool = True
+    ) -> bytes:
+        """Sign with ``signer`` and encrypt to every recipient in one gpg call.
+
+        ``hide`` leaves the recipients' key ids out of the message (``--throw-keyids``):
+        then each recipient's OpenPGP software tries its key on every encrypted session
+        key in turn (docs/performance.md says what that costs them).
+        """
         if not recipients:
             raise CryptoError("no recipients to encrypt to")
         run = await self._gpg(
             [
                 *_VERIFY,
                 "--armor",
-                "--throw-keyids",
+                *(["--throw-keyids"] if hide else []),
                 "--local-user",
                 signer,
                 "--sign",

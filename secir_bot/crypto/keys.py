@@ -7,6 +7,7 @@ user id escaped with ``\\xHH``.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -108,3 +109,58 @@ def parse_listing(listing: bytes, secret_fprs: set[str]) -> list[KeyInfo]:
             primary = None  # a subkey before the primary's fingerprint: not a listing we know
     finish()
     return keys
+
+
+# Validity letters (field 2) that make a key or subkey unusable whatever the trust model:
+# revoked, expired, invalid, disabled.
+_UNUSABLE = frozenset("reid")
+
+
+def encryption_windows(listing: bytes) -> dict[str, float]:
+    """Until when each key of a ``--with-colons`` listing can be encrypted to.
+
+    Keyed by primary fingerprint; the value is a Unix time (``math.inf`` when nothing
+    expires). A key is left out when it is revoked, expired or disabled now, or has no
+    valid encryption-capable (sub)key. The time is the earlier of the primary key's expiry
+    and the latest expiry among its encryption subkeys, so a key whose encryption subkey
+    expires before the primary is not used past that moment (a cache keeps these times and
+    compares them to the clock at each use).
+    """
+    out: dict[str, float] = {}
+    fpr = ""
+    primary_until = math.inf
+    enc_until: float | None = None
+    usable_primary = False
+    pending_primary_enc = False  # the primary itself can encrypt; its fpr comes next
+    last = b""
+
+    def finish() -> None:
+        if fpr and usable_primary and enc_until is not None:
+            out[fpr] = min(primary_until, enc_until)
+
+    def expiry(fields: list[bytes]) -> float:
+        return float(fields[6]) if len(fields) > 6 and fields[6].isdigit() else math.inf
+
+    for line in listing.splitlines():
+        fields = line.split(b":")
+        kind = fields[0]
+        if kind == b"pub" and len(fields) > 11:
+            finish()
+            validity = fields[1].decode("ascii", errors="replace")
+            caps = fields[11].decode("ascii", errors="replace")
+            fpr, enc_until = "", None
+            primary_until = expiry(fields)
+            usable_primary = validity not in _UNUSABLE and "D" not in caps
+            pending_primary_enc = "e" in caps
+        elif kind == b"sub" and len(fields) > 11:
+            validity = fields[1].decode("ascii", errors="replace")
+            if validity not in _UNUSABLE and b"e" in fields[11]:
+                until = expiry(fields)
+                enc_until = until if enc_until is None else max(enc_until, until)
+        elif kind == b"fpr" and last == b"pub" and len(fields) > 9:
+            fpr = fields[9].decode("ascii", errors="replace").upper()
+            if pending_primary_enc:
+                enc_until = primary_until
+        last = kind
+    finish()
+    return out

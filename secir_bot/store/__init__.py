@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -46,7 +46,7 @@ from secir_bot.store.confirmations import Confirmations
 from secir_bot.store.devices import DeviceRecord, Devices, IdentityRecord
 from secir_bot.store.effects import Effects
 from secir_bot.store.inbox import Inbox, InboxItem
-from secir_bot.store.kv import KV, LIST_FPR_KEY
+from secir_bot.store.kv import KV, LIST_FPR_KEY, delete_in, put_in
 from secir_bot.store.members import Members
 from secir_bot.store.migrations import MIGRATIONS
 from secir_bot.store.outbox import NewDelivery, Outbox, OutboxRow, enqueue_in
@@ -153,11 +153,15 @@ class Store:
         links: Sequence[tuple[LinkKind, str]] = (),
         deliveries: Sequence[NewDelivery] = (),
         signature: tuple[str, str] | None = None,
+        marks: Mapping[str, str] | None = None,
     ) -> None:
         """Record the outcome of one item in one commit: its post, links, deliveries, and
-        the (signer, signature id) it was accepted on."""
+        the (signer, signature id) it was accepted on; ``marks`` are kv entries written in
+        the same commit (work still to do, cleared by ``complete``)."""
         now = time.time()
         with self.transaction() as tx:
+            for key, value in (marks or {}).items():
+                put_in(tx, key, value)
             if signature is not None:
                 signatures_table.record(tx, signature[0], signature[1], item_id, now)
             if post is not None:
@@ -170,6 +174,15 @@ class Store:
                 "UPDATE inbox SET state = ?, reason = ?, post_uid = ?, decided_at = ? WHERE id = ?",
                 [state, reason, post.uid if post else None, now, item_id],
             )
+
+    def complete(self, mark: str, deliveries: Sequence[NewDelivery]) -> None:
+        """Queue the deliveries of work left marked by ``decide`` and clear its mark, in
+        one commit (a crash before it leaves the mark, so the work is done again)."""
+        now = time.time()
+        with self.transaction() as tx:
+            for d in deliveries:
+                enqueue_in(tx, d, now)
+            delete_in(tx, mark)
 
     def purge(self, before: float) -> dict[str, int]:
         """Retention: erase what is no longer needed from before ``before`` (a time).

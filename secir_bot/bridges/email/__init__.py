@@ -4,6 +4,7 @@ conn.py     connections to the mail servers: TLS, the IMAP login, the SMTP sessi
             the probes of ``secir-bot doctor``
 imap.py     receiving: the list mailbox, durable before anything is decided
 smtp.py     sending: the outbox's email deliveries
+smtpsend.py the SMTP hand-off of one row: batches, pipelined envelopes, parallel connections
 render.py   posts and answers as signed and encrypted PGP/MIME mail (at decision time)
 bridge.py   ``EmailBridge``, composing the receiver and the sender behind the Bridge protocol
 """

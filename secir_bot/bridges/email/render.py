@@ -1,17 +1,23 @@
 """Posts and answers as the list's mail: PGP/MIME, signed by the list key, encrypted.
 
-Rendered at decision time, once per post: one signature and one encryption to every
-recipient (``--throw-keyids``), whatever their number, stored as the outbox row's bytes so
-that a retry sends exactly the same mail. The real subject and sender travel inside the
-encryption (protected headers, ``mime.compose``); the list headers go outside.
+Rendered at decision time, once per post: the members are split into recipient groups of
+at most ``delivery.encrypt_group_size`` (``crypto.groups``), each group's mail signed and
+encrypted once (key ids hidden unless ``crypto.hide_recipients`` is off), the groups on
+every core at once; each group's mail is one outbox row's bytes, stored once, so that a
+retry sends exactly the same mail. Every group's mail has the post's Message-ID. The real
+subject and sender travel inside the encryption (protected headers, ``mime.compose``); the
+list headers go outside.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
+from secir_bot.crypto.backend import SignEncrypt
+from secir_bot.crypto.groups import make_backend, sign_encrypt_groups
 from secir_bot.mime import ListHeaders, compose_inner, compose_outer
 from secir_bot.model import Channel, DeliveryKind, LinkKind, Member, Post, message_id, new_uid
 from secir_bot.store import NewDelivery, Store
@@ -24,10 +30,21 @@ class EmailRenderer:
 
     channel = Channel.EMAIL
 
-    def __init__(self, config: Config, store: Store, keyring: Keyring, list_fpr: str) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        keyring: Keyring,
+        list_fpr: str,
+        backend: SignEncrypt | None = None,
+    ) -> None:
         self.store = store
         self.keyring = keyring
         self.list_fpr = list_fpr
+        self.backend = backend or make_backend(
+            config.crypto.backend, keyring, hide_recipients=config.crypto.hide_recipients
+        )
+        self.group_size = config.delivery.encrypt_group_size
         self.domain = config.list.domain
         lst = config.list
         self.headers = ListHeaders(
@@ -41,7 +58,11 @@ class EmailRenderer:
     def message_id(self, uid: str) -> str:
         return message_id(uid, self.domain)
 
-    async def post(self, post: Post, to: Sequence[Member]) -> NewDelivery:
+    async def aclose(self) -> None:
+        """Stop the backend's workers (Sequoia's processes; nothing for gpg)."""
+        await self.backend.aclose()
+
+    async def post(self, post: Post, to: Sequence[Member]) -> list[NewDelivery]:
         in_reply_to, refs = self._thread_ids(post)
         if post.origin is Channel.MATRIX:
             # Matrix posts carry no OpenPGP signature: say what the list did check.
@@ -59,7 +80,7 @@ class EmailRenderer:
         if post.attachments:
             footer = "\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]" + footer
         notes = "".join(f"[Note from the list: {note}]\n\n" for note in post.notes)
-        data = await self._encrypt(
+        sealed = await self._encrypt(
             subject=post.subject,
             text=notes + post.body + footer,
             label=post.author.label,
@@ -68,17 +89,25 @@ class EmailRenderer:
             in_reply_to=in_reply_to,
             references=refs,
         )
-        return NewDelivery(
-            channel=Channel.EMAIL,
-            target=LIST_TARGET,
-            kind=DeliveryKind.POST,
-            payload=data,
-            recipients=tuple(m.email for m in to),
-            post_uid=post.uid,
-        )
+        emails: dict[str, list[str]] = {}
+        for m in to:
+            emails.setdefault(m.fingerprint, []).append(m.email)
+        # One row per recipient group, all with the same target: the outbox sends them in
+        # order, after every earlier list mail.
+        return [
+            NewDelivery(
+                channel=Channel.EMAIL,
+                target=LIST_TARGET,
+                kind=DeliveryKind.POST,
+                payload=data,
+                recipients=tuple(e for fpr in group for e in emails[fpr]),
+                post_uid=post.uid,
+            )
+            for group, data in sealed
+        ]
 
     async def answer(self, member: Member, subject: str, text: str) -> NewDelivery:
-        data = await self._encrypt(
+        ((_, data),) = await self._encrypt(
             subject=subject,
             text=text,
             label=None,
@@ -136,13 +165,16 @@ class EmailRenderer:
         references: tuple[str, ...] = (),
         automated: bool = False,
         recipient: str | None = None,
-    ) -> bytes:
+    ) -> list[tuple[tuple[str, ...], bytes]]:
+        """The mail for each recipient group of ``to`` (fingerprints): (group, bytes)."""
         inner = compose_inner(
             subject=subject, text=text, from_label=label, lists=self.headers, message_id=message_id
         )
-        armored = await self.keyring.sign_encrypt(inner, to, self.list_fpr)
-        return compose_outer(
-            armored=armored,
+        sealed = await sign_encrypt_groups(
+            self.backend, inner, to, self.list_fpr, group_size=self.group_size
+        )
+        outer = functools.partial(
+            compose_outer,
             from_label=label,
             lists=self.headers,
             message_id=message_id,
@@ -152,3 +184,4 @@ class EmailRenderer:
             reply=bool(in_reply_to),
             automated=automated,
         )
+        return [(s.recipients, outer(armored=s.armored)) for s in sealed]

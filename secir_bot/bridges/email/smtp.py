@@ -1,8 +1,9 @@
 """Sending mail: the outbox's email deliveries over SMTP.
 
-Each delivery opens its own session (TLS and login as configured, in ``conn``) and sends
-the row's bytes, exactly as rendered at decision time, in batches of at most
-``smtp.max_recipients``. Recipients already accepted (``row.done``) are skipped on a retry,
+Each delivery opens its own session (TLS and login as configured, in ``conn``), or
+``smtp.connections`` of them, and sends the row's bytes, exactly as rendered at decision
+time, in batches of at most ``smtp.max_recipients``, with the RCPTs pipelined
+(``smtpsend``). Recipients already accepted (``row.done``) are skipped on a retry,
 so a member never gets the same mail twice; a recipient the server defers is retried, one
 it refuses for good is named in the ``Receipt``.
 """
@@ -10,12 +11,13 @@ it refuses for good is named in the ``Receipt``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import Mapping, Sequence
 
 import aiosmtplib
 
 from secir_bot.bridges import Receipt
 from secir_bot.bridges.email.conn import diagnose, open_smtp
+from secir_bot.bridges.email.smtpsend import send as smtp_send
 from secir_bot.config import Config
 from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
 from secir_bot.health import Health, Link
@@ -63,35 +65,37 @@ class SmtpSender:
         pending = [r for r in row.recipients if r not in row.done]
         if not pending:
             return Receipt("nothing left to send")
-        smtp = await self._smtp_session()
         done = list(row.done)
         refused: list[str] = []
         later: list[str] = []
+
+        def batch_done(batch: Sequence[str], errors: Mapping[str, aiosmtplib.SMTPResponse]) -> None:
+            for addr, resp in errors.items():
+                if resp.code >= 500:
+                    refused.append(f"{addr} ({resp.code} {resp.message})")
+                else:
+                    later.append(addr)
+            done.extend(a for a in batch if a not in later)
+            self.store.outbox.partly_delivered(row.id, tuple(done))
+
         try:
-            for i in range(0, len(pending), cfg.max_recipients):
-                batch = pending[i : i + cfg.max_recipients]
-                try:
-                    errors, _ = await smtp.sendmail(self.config.list.address, batch, row.payload)
-                except aiosmtplib.SMTPRecipientsRefused as exc:
-                    errors = {
-                        r.recipient: aiosmtplib.SMTPResponse(r.code, r.message)
-                        for r in exc.recipients
-                    }
-                for addr, resp in errors.items():
-                    if resp.code >= 500:
-                        refused.append(f"{addr} ({resp.code} {resp.message})")
-                    else:
-                        later.append(addr)
-                done.extend(a for a in batch if a not in later)
-                self.store.outbox.partly_delivered(row.id, tuple(done))
+            # One connection (or smtp.connections) for every batch, RCPTs pipelined.
+            await smtp_send(
+                self._smtp_session,
+                self.config.list.address,
+                pending,
+                row.payload,
+                batch_done,
+                max_recipients=cfg.max_recipients,
+                connections=cfg.connections,
+                pipelining=cfg.pipelining,
+                reply_timeout=cfg.timeout,
+            )
         except aiosmtplib.SMTPResponseException as exc:
             error = PermanentDeliveryError if exc.code >= 500 else TransientDeliveryError
             raise error(f"SMTP {exc.code} {exc.message}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise TransientDeliveryError(f"SMTP: {type(exc).__name__}: {exc}") from exc
-        finally:
-            with contextlib.suppress(Exception):
-                await smtp.quit()
         if later:
             # Keep what went through; retry only those the server asked to try later.
             raise TransientDeliveryError("deferred by the server: " + ", ".join(later))

@@ -1,0 +1,63 @@
+"""The configuration keys of issue 11: recipient groups, the OpenPGP backend, SMTP hand-off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from secir_bot import config
+from secir_bot.errors import ConfigError
+
+
+def _data(tmp_path: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    (tmp_path / "pw").write_text("x\n")
+    data: dict[str, Any] = {
+        "list": {"address": "l@nic.test", "list_id": "l.nic.test", "owner": "o@nic.test"},
+        "matrix": {
+            "homeserver": "http://127.0.0.1:1",
+            "user_id": "@bot:nic.test",
+            "incident_room": "!i:nic.test",
+            "control_room": "!c:nic.test",
+            "admins": ["@admin:nic.test"],
+        },
+        "imap": {"host": "127.0.0.1", "username": "list", "password_file": "pw"},
+        "smtp": {"host": "127.0.0.1"},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return data
+
+
+def test_defaults(tmp_path: Path) -> None:
+    cfg = config.parse(_data(tmp_path), tmp_path / "c.toml")
+    assert cfg.crypto.backend == "gpg" and cfg.crypto.hide_recipients
+    assert cfg.delivery.encrypt_group_size == 100
+    assert cfg.smtp.connections == 1 and cfg.smtp.pipelining
+
+
+def test_sequoia_needs_recipients_shown(tmp_path: Path) -> None:
+    data = _data(tmp_path, crypto={"backend": "sequoia"})
+    with pytest.raises(ConfigError, match=r"crypto\.hide_recipients: Sequoia writes"):
+        config.parse(data, tmp_path / "c.toml")
+    data["crypto"]["hide_recipients"] = False
+    assert config.parse(data, tmp_path / "c.toml").crypto.backend == "sequoia"
+
+
+@pytest.mark.parametrize(
+    ("sections", "problem"),
+    [
+        ({"crypto": {"backend": "openpgp.js"}}, "crypto.backend: must be gpg or sequoia"),
+        ({"delivery": {"encrypt_group_size": 0}}, "delivery.encrypt_group_size: must be greater"),
+        ({"smtp": {"connections": 0}}, "smtp.connections: must be greater than 0"),
+        ({"smtp": {"pipelining": "yes"}}, "smtp.pipelining: expected bool"),
+        ({"crypto": {"colour": "blue"}}, "crypto.colour: unknown key"),
+    ],
+)
+def test_bad_values_are_named(
+    tmp_path: Path, sections: dict[str, dict[str, Any]], problem: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        config.parse(_data(tmp_path, **sections), tmp_path / "c.toml")
+    assert any(p.startswith(problem) for p in raised.value.problems), raised.value.problems
