@@ -1,4 +1,5 @@
-"""The configuration keys of issue 11: recipient groups, the OpenPGP backend, SMTP hand-off."""
+"""The configuration keys of issue 11: recipient groups, the OpenPGP backend, SMTP hand-off,
+parallel decisions."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert cfg.crypto.backend == "gpg" and cfg.crypto.hide_recipients
     assert cfg.delivery.encrypt_group_size == 100
     assert cfg.smtp.connections == 1 and cfg.smtp.pipelining
+    assert cfg.imap.parallel_decisions == 4
 
 
 def test_sequoia_needs_recipients_shown(tmp_path: Path) -> None:
@@ -53,6 +55,7 @@ def test_sequoia_needs_recipients_shown(tmp_path: Path) -> None:
         ({"smtp": {"connections": 0}}, "smtp.connections: must be greater than 0"),
         ({"smtp": {"pipelining": "yes"}}, "smtp.pipelining: expected bool"),
         ({"crypto": {"colour": "blue"}}, "crypto.colour: unknown key"),
+        ({"imap": {"parallel_decisions": 0}}, "imap.parallel_decisions: must be greater"),
     ],
 )
 def test_bad_values_are_named(

@@ -47,14 +47,16 @@ def details(results: dict[str, Any]) -> str:
         rows = []
         for s in fan:
             b = s["fanout"]["breakdown"]
-            other = b["gpg_span"] - b["gpg_seconds"]
             rows.append([
-                str(s["n"]), num(b["until_gpg"], 3), num(b["listing_seconds"], 3),
-                num(b["encrypt_seconds"], 3), num(other, 3), num(b["to_smtp"], 3),
-                num(b["smtp"], 3), num(b["latency"], 3),
+                str(s["n"]), num(b["until_gpg"], 3), num(b["gpg_span"], 3),
+                num(b["listing_seconds"], 3), num(b["encrypt_seconds"], 3),
+                num(b["to_smtp"], 3), num(b["smtp"], 3), num(b["latency"], 3),
             ])  # fmt: skip
+        # Recipient groups are encrypted in parallel: the gpg runs' wall time is their span,
+        # and the summed run times can exceed it.
         out += [md_table(["members", "event → first gpg run (Matrix leg, intake)",
-                        "key listing (gpg)", "sign+encrypt (gpg)", "between gpg runs",
+                        "first gpg start → last gpg end", "key listing (gpg, summed)",
+                        "sign+encrypt (gpg, summed over parallel runs)",
                         "last gpg → first MAIL FROM", "SMTP hand-off (first MAIL → last 250)",
                         "total"], rows), ""]  # fmt: skip
         rows = [
