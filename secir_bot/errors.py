@@ -44,6 +44,11 @@ class StoreError(SecirError):
     """The state directory or its database cannot be used."""
 
 
+class SignatureSeen(StoreError):
+    """A signature recorded already: its post was accepted meanwhile (a replay decided at
+    the same time as its original)."""
+
+
 class StoreMissing(StoreError):
     """The store has not been initialised (run ``secir-bot init``)."""
 

@@ -31,12 +31,21 @@ from collections.abc import Callable
 
 from secir_bot import posts
 from secir_bot.crypto import GpgTimeout
+from secir_bot.errors import SignatureSeen
 from secir_bot.fanout import Fanout
 from secir_bot.lanes import mail_keys, run_in_lanes
 from secir_bot.model import Channel, Inbound, InboxState, Outcome, Post
 from secir_bot.notices import Notices
 from secir_bot.pipeline import EMAIL_STEPS, MATRIX_STEPS, POLICY_STEPS
-from secir_bot.steps import Decision, MailItem, MatrixItem, PolicyItem, Services, Verdict
+from secir_bot.steps import (
+    Decision,
+    MailItem,
+    MatrixItem,
+    PolicyItem,
+    Services,
+    Verdict,
+    reject,
+)
 from secir_bot.steps import email as email_steps
 from secir_bot.steps import matrix as matrix_steps
 from secir_bot.store import InboxItem, NewDelivery, Store
@@ -110,7 +119,11 @@ class Decider:
             inbound = email_steps.inbound_of(ctx)
             decision = await POLICY_STEPS.run(PolicyItem(item, inbound), self.s)
             if decision.verdict is Verdict.CONTINUE:
-                return await self._relay(item, inbound)
+                try:
+                    return await self._relay(item, inbound)
+                except SignatureSeen:
+                    # Its original was decided at the same time and committed first.
+                    decision = reject("replayed")
         rejected = (
             []
             if decision.verdict is Verdict.DROP
