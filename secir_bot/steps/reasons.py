@@ -84,6 +84,8 @@ ENGLISH: dict[str, str] = {
     "not-a-message": "not a message ({type})",
     "relayed-by-bot": "relayed by the bot",
     "notice": "notice (automated)",
+    "command-line": "a command (answered by the bot, never relayed)",
+    "not-for-the-list": "a message in the control room or a direct chat that is not a command",
     "edit": "edits cannot be mirrored to email; post a follow-up message instead",
     "not-e2e": "the message was not end-to-end encrypted; it is not relayed",
     **{f"device-{v}": f"{text}; the message is not relayed" for v, text in _DEVICE.items()},

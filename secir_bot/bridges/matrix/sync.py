@@ -139,8 +139,8 @@ class Receiver:
                 len(info.timeline.events),
                 info.timeline.limited,
             )
-            if room_id != self.config.matrix.incident_room:
-                continue  # the control room's commands arrive with a later release
+            if not self._ours(room_id):
+                continue  # a room the bot was invited to by someone else: not the list's
             # A room just joined always starts "limited"; a gap in a room we follow is real.
             events = list(info.timeline.events)
             if info.timeline.limited and since is not None and not self._just_joined(info):
@@ -156,6 +156,11 @@ class Receiver:
                 if item is not None:
                     items.append(item)
         return items
+
+    def _ours(self, room_id: str) -> bool:
+        """The incident room (posts and member commands), the control room (admin
+        commands) and the direct rooms the bot opened (a member's commands)."""
+        return room_id in self.rooms or self.trust.audience.direct_room_of(room_id) is not None
 
     async def _backfill(self, room_id: str, start: str, until: str) -> list[Any]:
         """The events of a sync gap, oldest first, fetched page by page from the server."""
