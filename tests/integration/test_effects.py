@@ -12,6 +12,8 @@ import email
 import email.policy
 from pathlib import Path
 
+from room_commands import encrypted_event
+
 from secir_bot import mime
 from secir_bot.commands import (
     Announce,
@@ -21,6 +23,7 @@ from secir_bot.commands import (
     InviteToRoom,
     NotifyAdmins,
     RemoveFromRooms,
+    RotateRoomKeys,
     SendMail,
 )
 from secir_bot.commands.effects import dumps
@@ -158,3 +161,21 @@ async def test_effect_that_fails_is_kept_retried_and_told(world: World) -> None:
     attempts, _ = world.app.executor._failed[failing]
     assert attempts >= 1
     assert await membership(world, world.admin.user_id) == "join"
+
+
+async def test_rotate_room_keys_starts_a_new_session(world: World) -> None:
+    """RotateRoomKeys: the next message in the room uses a new room key, although nobody's
+    devices changed (so nio itself had no reason to start one)."""
+    assert world.app is not None and world.admin is not None
+    bob, carol, room = world.mail["bob"], world.mx["carol"], world.incident_room
+
+    async def post(text: str) -> str:
+        await bob.send(world.list_address, world.list_fpr, "s", text)
+        seen = await carol.wait_for_event(lambda e: text in e.body, what=text)
+        return (await encrypted_event(world.admin, room, seen.event_id)).session_id  # type: ignore[arg-type]
+
+    first = await post("EFX-KEY-1")
+    assert await post("EFX-KEY-2") == first  # the same key while nothing happens
+    queue(world, RotateRoomKeys(Front.INCIDENT_ROOM))
+    await wait_until(lambda: not world.app.store.effects.pending(), 20, "rotated")  # type: ignore[union-attr]
+    assert await post("EFX-KEY-3") != first

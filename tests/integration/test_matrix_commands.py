@@ -10,39 +10,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from secir_bot.sandbox.operators import MatrixOperator, SeenEvent, wait_until
+from room_commands import answer_to, command
+
+from secir_bot.sandbox.operators import MatrixOperator, wait_until
 from secir_bot.sandbox.world import World
-
-
-def answer_to(world: World, op: MatrixOperator, room: str, event_id: str) -> Any:
-    """The bot's notice that answers ``event_id`` (in its thread), as ``op`` sees it."""
-    assert world.config is not None
-
-    async def wait() -> SeenEvent:
-        return await op.wait_for_event(
-            lambda e: (
-                e.room_id == room
-                and e.sender == world.config.matrix.user_id  # type: ignore[union-attr]
-                and ((e.content.get("m.relates_to") or {}).get("m.in_reply_to") or {}).get(
-                    "event_id"
-                )
-                == event_id
-            ),
-            what=f"the answer to {event_id}",
-        )
-
-    return wait()
-
-
-async def command(world: World, op: MatrixOperator, room: str, line: str) -> SeenEvent:
-    """Send ``line`` from ``op`` in ``room``; the bot's answer, checked for its form."""
-    event_id = await op.send(room, line)
-    answer: SeenEvent = await answer_to(world, op, room, event_id)
-    rel = answer.content["m.relates_to"]
-    assert answer.msgtype == "m.notice" and answer.decrypted
-    assert rel["rel_type"] == "m.thread" and rel["event_id"] == event_id
-    assert answer.content["m.mentions"] == {}
-    return answer
 
 
 def audit_actions(world: World) -> list[str]:
