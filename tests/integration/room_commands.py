@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -61,3 +62,17 @@ async def encrypted_event(op: MatrixOperator, room: str, event_id: str) -> Megol
     event = MegolmEvent.from_dict(raw)
     assert isinstance(event, MegolmEvent), raw
     return event
+
+
+async def newcomer(world: World, key: str) -> MatrixOperator:
+    reg = await asyncio.to_thread(world.synapse.register, f"{key}-{world.tag}", f"pw-{key}")
+    op = MatrixOperator(
+        world.synapse.url,
+        reg["user_id"],
+        reg["device_id"],
+        reg["access_token"],
+        Path(world.directory) / "clients" / key,
+    )
+    await op.start()
+    world.mx[key] = op  # stopped with the world
+    return op

@@ -7,12 +7,10 @@ a transaction); the members read the results with their own clients and keys.
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
-from pathlib import Path
 
-from room_commands import encrypted_event
+from room_commands import encrypted_event, newcomer
 
 from secir_bot import mime
 from secir_bot.commands import (
@@ -27,7 +25,7 @@ from secir_bot.commands import (
     SendMail,
 )
 from secir_bot.commands.effects import dumps
-from secir_bot.sandbox.operators import MatrixOperator, wait_until
+from secir_bot.sandbox.operators import wait_until
 from secir_bot.sandbox.world import World, notices
 from secir_bot.store.effects import EffectRow
 
@@ -41,20 +39,6 @@ def queue(world: World, *effects: Effect) -> list[int]:
         )
     world.app.executor.wake()
     return ids
-
-
-async def newcomer(world: World, key: str) -> MatrixOperator:
-    reg = await asyncio.to_thread(world.synapse.register, f"{key}-{world.tag}", f"pw-{key}")
-    op = MatrixOperator(
-        world.synapse.url,
-        reg["user_id"],
-        reg["device_id"],
-        reg["access_token"],
-        Path(world.directory) / "clients" / key,
-    )
-    await op.start()
-    world.mx[key] = op  # stopped with the world
-    return op
 
 
 async def membership(world: World, user_id: str) -> str:
