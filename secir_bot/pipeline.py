@@ -76,6 +76,7 @@ MATRIX_STEPS: Stage[MatrixItem] = Stage(
     (
         m.parse,
         m.not_own_event,
+        m.accepted_invitation,  # a nominee's Matrix proof (D2)
         m.is_human_message,
         m.command_or_message,  # a command goes to the dispatcher, never to the list
         m.was_encrypted,

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from secir_bot.bridges import RoomRenderer, RoomState
+from secir_bot.commands import subscription
 from secir_bot.commands.base import Actor, Front, Invocation, Reply, refuse
 from secir_bot.commands.dispatch import Dispatcher
 from secir_bot.commands.parse import ParseError, matrix_command
@@ -74,6 +75,8 @@ class MatrixFront:
         front = self.front_of(room_id, sender)
         if front is None:
             return []  # a room that is not the list's: nobody to answer
+        if event.get("type") == "m.room.member":
+            return self._joined(room_id, sender, str(event.get("event_id", "")))
         reply = await self._reply(event, sender, front, encrypted=encrypted, device=device)
         text = reply.text
         for attachment in reply.attachments:
@@ -81,6 +84,12 @@ class MatrixFront:
             if attachment.content_type in _TEXT_ATTACHMENTS:
                 text += f"\n\n{attachment.filename}:\n" + attachment.data.decode("utf-8", "replace")
         return [self.render.notice(room_id, text, answering=event, threaded=True)]
+
+    def _joined(self, room_id: str, user_id: str, ref: str) -> list[NewDelivery]:
+        """A nominee accepted the bot's invitation: their Matrix proof, thanked in the room
+        (the admins hear of a case that became ready through its own effect)."""
+        replies = subscription.matrix_joined(self.dispatcher.ctx, user_id, ref)
+        return [self.render.notice(room_id, r.text) for r in replies]
 
     async def _reply(
         self,

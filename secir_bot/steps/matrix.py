@@ -32,6 +32,15 @@ async def not_own_event(ctx: MatrixItem, s: Services) -> Decision:
     return CONTINUE
 
 
+async def accepted_invitation(ctx: MatrixItem, s: Services) -> Decision:
+    """Someone joined the direct room the bot opened for them: a nominee's Matrix account
+    accepting the bot's invitation, which the subscription procedure counts as its proof
+    (the sync hands over only such joins)."""
+    if ctx.event.get("type") == "m.room.member":
+        return command("invitation-accepted")
+    return CONTINUE
+
+
 async def is_human_message(ctx: MatrixItem, s: Services) -> Decision:
     content = ctx.event.get("content") or {}
     if ctx.event.get("type") != "m.room.message":

@@ -85,6 +85,7 @@ ENGLISH: dict[str, str] = {
     "relayed-by-bot": "relayed by the bot",
     "notice": "notice (automated)",
     "command-line": "a command (answered by the bot, never relayed)",
+    "invitation-accepted": "the bot's invitation to a direct chat was accepted",
     "not-for-the-list": "a message in the control room or a direct chat that is not a command",
     "edit": "edits cannot be mirrored to email; post a follow-up message instead",
     "not-e2e": "the message was not end-to-end encrypted; it is not relayed",

@@ -93,15 +93,21 @@ async def test_f9_approve_subscribes_invites_announces(world: World) -> None:
             ctx, signer=dave.fingerprint, text=challenge.group(0), ref="<proof@test>"
         )
         assert proved.ok, proved.text
-        # The bot's invitation to a direct room: Dave's client accepts it.
-        await wait_until(
+        # The bot's invitation to a direct room: Dave's own client accepts it, which the bot
+        # reads as his Matrix proof; the case is then ready and the admins are told.
+        direct = await wait_until(
             lambda: app.store.kv.get(f"matrix.direct_room_for.{dave_mx.user_id}"),
             20,
             "a direct room opened for Dave",
         )
-        for joined in subscription.matrix_joined(ctx, dave_mx.user_id, "$join"):
-            assert joined.ok, joined.text
-        app.executor.wake()
+        thanked = await dave_mx.wait_for_event(
+            lambda e: e.room_id == direct and "is confirmed" in e.body, what="Dave thanked"
+        )
+        assert thanked.msgtype == "m.notice"
+        await admin.wait_for_event(
+            lambda e: e.room_id == control and "case #1 (.de) is ready" in e.body,
+            what="the admins told the case is ready",
+        )
         case = app.store.cases.get(1)
         assert case is not None and case.state is CaseState.READY
 
