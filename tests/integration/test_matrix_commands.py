@@ -136,3 +136,12 @@ async def test_untrusted_device_is_refused_and_block_is_audited(world: World) ->
     answer = await answer_to(world, admin, room, event_id)
     assert "device the bot trusts" in answer.body and world.address("bob") not in answer.body
     assert audit_actions(world) == ["device.block"]
+    # Trusted again (the TrustDevice effect has the bot look at it afresh): it may command,
+    # and reads the answer, which is encrypted to the admins' trusted devices only.
+    trusted = await command(world, admin, room, f"!trust {admin.user_id} {device}")
+    assert f"device {device} of {admin.user_id} is trusted" in trusted.body
+    pending = await command(world, other, room, "!pending")
+    assert "no open cases" in pending.body
+    audit = await command(world, admin, room, "!audit 5")
+    assert "device.block" in audit.body and "device.trust" in audit.body
+    assert audit_actions(world) == ["device.block", "device.trust"]
