@@ -26,6 +26,7 @@ from secir_bot.cases import CHALLENGE_PATTERN, CaseState
 from secir_bot.commands import subscription
 from secir_bot.crypto import Keyring
 from secir_bot.sandbox.operators import MailOperator, wait_until
+from secir_bot.sandbox.whois import WhoisResponder, iana_records
 from secir_bot.sandbox.world import World
 
 
@@ -146,3 +147,59 @@ async def test_f9_approve_subscribes_invites_announces(world: World) -> None:
             await asyncio.to_thread(ring.close)
         for home in homes:
             shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_f9_invite_asks_iana_over_whois(world_unstarted: World) -> None:
+    """``!invite .рф`` in the control room: the administrative contact comes from the
+    (recorded) IANA answer of the whois responder, never from the admin; the invitation
+    reaches that address signed by the list key; bad input changes nothing."""
+    world = world_unstarted
+    async with WhoisResponder(iana_records(world.domain)) as responder:
+        await world.setup(
+            # A [whois] table after the [delivery] lines: the sandbox responder on loopback.
+            delivery_extra=f'\n[whois]\nhost = "127.0.0.1"\nport = {responder.port}\ntimeout = 2'
+        )
+        await world.start_bot()
+        assert world.admin is not None and world.app is not None
+        admin, control = world.admin, world.control_room
+        contact_ring_home = Path(tempfile.mkdtemp(prefix="gc"))
+        ring = Keyring.create(contact_ring_home)
+        try:
+            record = iana_records(world.domain)["xn--p1ai"]
+            found = re.search(
+                r"(?m)^contact: +administrative\r?\n(?:.*\r?\n)*?e-mail: +(\S+)", record
+            )
+            assert found is not None
+            contact_address = found.group(1)
+            await world._mail_user(contact_address, "pw-contact")
+            contact = MailOperator(
+                address=contact_address,
+                name="Contact",
+                keyring=ring,
+                fingerprint="",
+                password="pw-contact",
+                smtp_port=world.smtp_port,
+                imap_port=world.imap_port,
+                host=world.mail_host,
+            )
+            for bad, why in (
+                ("!invite .com", "generic"),
+                ("!invite .zz", ".zz"),
+                ("!invite .nl not-an-address", "usage: !invite"),
+            ):
+                refused = await command(world, admin, control, bad)
+                assert why in refused.body, refused.body
+            assert world.app.store.cases.open_cases() == []
+            opened = await command(world, admin, control, "!invite .рф")
+            assert "Case #1 opened for .рф" in opened.body
+            assert f"IANA's administrative contact {contact_address}" in opened.body
+            assert responder.queries == ["xn--p1ai"]
+            invitation = await contact.wait_for_mail(
+                lambda m: b"code: " in m.raw, what="the invitation"
+            )
+            assert b"multipart/signed" in invitation.raw
+            entry = world.app.store.audit.entries()[-1]
+            assert entry.action == "case.invite" and entry.evidence_map.get("whois_sha256")
+        finally:
+            await asyncio.to_thread(ring.close)
+            shutil.rmtree(contact_ring_home, ignore_errors=True)
