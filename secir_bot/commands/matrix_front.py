@@ -116,6 +116,15 @@ class MatrixFront:
                 "commands are accepted only from a device the bot trusts (this one: "
                 f"{device or 'unknown'}); verify it, or use a trusted one. Nothing was done."
             )
+        ref = str(event.get("event_id", ""))
+        done = self.store.audit.by_ref(ref) if ref else None
+        if done is not None:
+            # Carried out before the bot stopped, but not yet marked as answered: the change
+            # and its effects are in the store already; doing it again would double it.
+            return Reply(
+                f"{line.text} was carried out already ({done.action} {done.target}, audit "
+                f"entry {done.seq}); nothing more was done."
+            )
         m = self.config.matrix
         listed = sender in m.admins
         power_ok = False
@@ -144,6 +153,6 @@ class MatrixFront:
             text=line.text,
             body=line.body,
             encrypted=encrypted,
-            ref=str(event.get("event_id", "")),
+            ref=ref,
         )
         return await self.dispatcher.handle(inv)

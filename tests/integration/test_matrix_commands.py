@@ -12,6 +12,7 @@ from typing import Any
 
 from room_commands import answer_to, command
 
+from secir_bot.model import Channel
 from secir_bot.sandbox.operators import MatrixOperator, wait_until
 from secir_bot.sandbox.world import World
 
@@ -145,3 +146,30 @@ async def test_untrusted_device_is_refused_and_block_is_audited(world: World) ->
     audit = await command(world, admin, room, "!audit 5")
     assert "device.block" in audit.body and "device.trust" in audit.body
     assert audit_actions(world) == ["device.block", "device.trust"]
+
+
+async def test_f9_command_read_again_after_a_crash_is_not_run_twice(world: World) -> None:
+    """The bot stopped after a command's change committed but before the command was marked
+    answered: read again, it is answered "carried out already" and changes nothing more."""
+    assert world.admin is not None and world.app is not None
+    admin, room, alice = world.admin, world.control_room, world.mx["alice"]
+    device = str(alice.client.device_id)
+    line = f"!block {alice.user_id} {device}"
+    event_id = await admin.send(room, line)
+    first = await answer_to(world, admin, room, event_id)
+    assert "is blocked" in first.body
+    store = world.app.store
+    with store.transaction() as tx:  # as if the decision had not been recorded
+        tx.execute("UPDATE inbox SET state = 'new' WHERE source_id = ?", [event_id])
+    world.app.inbox[Channel.MATRIX].wake()
+    await wait_until(
+        lambda: any(
+            "carried out already (device.block" in e.body
+            for e in admin.events
+            if e.room_id == room
+            and (e.content.get("m.relates_to") or {}).get("event_id") == event_id
+        ),
+        20,
+        "the second answer",
+    )
+    assert audit_actions(world) == ["device.block"]
