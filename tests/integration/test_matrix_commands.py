@@ -173,3 +173,35 @@ async def test_f9_command_read_again_after_a_crash_is_not_run_twice(world: World
         "the second answer",
     )
     assert audit_actions(world) == ["device.block"]
+
+
+async def test_member_leaves_with_a_room_command(world: World) -> None:
+    """``!leave`` in the incident room: Carol (the only contact of .jp) is off the list at
+    once, removed from the room, the list is told, and the admins are warned."""
+    assert world.admin is not None and world.app is not None and world.config is not None
+    carol, alice = world.mx["carol"], world.mx["alice"]
+    event_id = await carol.send(world.incident_room, "!leave")
+    # The answer is for the room's audience, which Carol has just left: the others read it.
+    left = await answer_to(world, alice, world.incident_room, event_id)
+    assert "You have left SECIR" in left.body
+    await alice.wait_for_event(
+        lambda e: (
+            e.sender == world.config.matrix.user_id  # type: ignore[union-attr]
+            and "member left: Carol Tanaka (.jp)" in e.body
+        ),
+        what="the announcement",
+    )
+    warned = await world.admin.wait_for_event(
+        lambda e: e.room_id == world.control_room and "left the list" in e.body,
+        what="the admins told",
+    )
+    assert "WARNING: .jp has no contact left" in warned.body
+    await wait_until(
+        lambda: not world.app.store.effects.pending(),  # type: ignore[union-attr]
+        20,
+        "the removal done",
+    )
+    assert await world.app.matrix.actions.membership(world.incident_room, carol.user_id) == "leave"
+    member = world.app.store.members.by_matrix_id(carol.user_id)
+    assert member is not None and member.status == "left"
+    assert audit_actions(world) == ["member.leave"]
