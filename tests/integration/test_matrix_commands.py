@@ -205,3 +205,20 @@ async def test_member_leaves_with_a_room_command(world: World) -> None:
     member = world.app.store.members.by_matrix_id(carol.user_id)
     assert member is not None and member.status == "left"
     assert audit_actions(world) == ["member.leave"]
+
+
+async def test_member_commands_in_a_direct_chat(world: World) -> None:
+    """In the direct room the bot opened for a member, ``!help`` lists the member's commands
+    and an admin command is refused there; ordinary chat there is left alone."""
+    assert world.app is not None and world.config is not None
+    alice = world.mx["alice"]
+    direct = await world.app.matrix.actions.open_direct(alice.user_id)
+    await alice.wait_joined(direct, [alice.user_id, world.config.matrix.user_id])
+    await alice.know_devices_of(world.config.matrix.user_id)
+    await alice.send(direct, "DM-CHAT hello bot")
+    helped = await command(world, alice, direct, "!help")
+    assert "!leave" in helped.body and "!revoke" not in helped.body
+    refused = await command(world, alice, direct, "!members")
+    assert "not available in the direct chat" in refused.body
+    assert not [m for m in world.mail["bob"].seen if "DM-CHAT" in m.text]
+    assert not [e for e in world.mx["carol"].events if "DM-CHAT" in e.body]
