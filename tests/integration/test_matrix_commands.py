@@ -222,3 +222,17 @@ async def test_member_commands_in_a_direct_chat(world: World) -> None:
     assert "not available in the direct chat" in refused.body
     assert not [m for m in world.mail["bob"].seen if "DM-CHAT" in m.text]
     assert not [e for e in world.mx["carol"].events if "DM-CHAT" in e.body]
+
+
+async def test_leave_in_the_direct_chat_is_answered_to_the_leaver(world: World) -> None:
+    """Given in the direct chat, ``!leave``'s answer reaches the member who left (that room's
+    audience is theirs alone), while the incident room no longer gives them keys."""
+    assert world.app is not None and world.config is not None
+    alice = world.mx["alice"]
+    direct = await world.app.matrix.actions.open_direct(alice.user_id)
+    await alice.wait_joined(direct, [alice.user_id, world.config.matrix.user_id])
+    await alice.know_devices_of(world.config.matrix.user_id)
+    left = await command(world, alice, direct, "!leave")
+    assert "You have left SECIR" in left.body
+    member = world.app.store.members.by_matrix_id(alice.user_id)
+    assert member is not None and member.status == "left"
