@@ -17,6 +17,11 @@ from secir_bot.bridges import Bridge
 from secir_bot.bridges.email import EmailBridge, EmailRenderer
 from secir_bot.bridges.matrix import MatrixBridge
 from secir_bot.bridges.matrix.render import MatrixRenderer
+from secir_bot.commands import Context as CommandContext
+from secir_bot.commands import StatusSource, registry
+from secir_bot.commands.dispatch import Dispatcher
+from secir_bot.commands.executor import Executor
+from secir_bot.commands.matrix_front import MatrixFront
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.errors import StoreError, StoreMissing
@@ -28,6 +33,7 @@ from secir_bot.notices import Notices
 from secir_bot.outbox import Outbox
 from secir_bot.steps import Services
 from secir_bot.store import LIST_FPR_KEY, Store
+from secir_bot.whois import WhoisServer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,20 @@ def decider(services: Services) -> Decider:
     mail = EmailRenderer(cfg, store, keyring, services.list_fpr)
     notices = Notices(cfg, store, keyring, room, mail)
     return Decider(services, Fanout(cfg, store, keyring, room, mail, notices), notices)
+
+
+def command_context(services: Services, status: StatusSource | None = None) -> CommandContext:
+    """What the command handlers may use, with every command secir-bot has."""
+    cfg = services.config
+    return CommandContext(
+        config=cfg,
+        store=services.store,
+        keyring=services.keyring,
+        list_fpr=services.list_fpr,
+        whois=WhoisServer(cfg.whois.host, cfg.whois.port, cfg.whois.timeout),
+        registry=registry.default(),
+        status=status,
+    )
 
 
 class App:
@@ -103,11 +123,28 @@ class App:
             self.decider.notices.admins,
             config.matrix.control_room,
         )
+        notices = self.decider.notices
+        # Commands in the rooms: read once the Matrix side exists (it needs the inbox first).
+        self.commands = command_context(self.services, self)
+        self.decider.commands = MatrixFront(
+            config, self.store, Dispatcher(self.commands), self.matrix.actions, notices.room
+        )
+        self.executor = Executor(
+            config,
+            self.store,
+            self.keyring,
+            notices.room,
+            notices.mail,
+            self.matrix.actions,
+            self.outbox.wake,
+        )
         if self.matrix.user_id != config.matrix.user_id:
             raise StoreError("the Matrix login does not match matrix.user_id")
 
     def _wake(self) -> None:
+        # After each decision: its deliveries, and the effects of a command it ran.
         self.outbox.wake()
+        self.executor.wake()
 
     def _notify(self, text: str) -> None:
         self.outbox.notify(text)
@@ -117,6 +154,10 @@ class App:
             self.health.up(Link.MATRIX)
         else:
             self.health.down(Link.MATRIX, reason)
+
+    def channels(self) -> dict[str, str]:
+        """For ``!status`` (the commands' ``StatusSource``): each link, up or down."""
+        return {str(link): "down" if self.health.is_down(link) else "up" for link in Link}
 
     def _backlog(self) -> str:
         """What waits in the queues, for the admins' outage notices."""
@@ -153,6 +194,7 @@ class App:
             ("matrix", self.matrix.run),
             ("email", self.email.run),
             ("outbox", self.outbox.run),
+            ("effects", self.executor.run),
             ("health", self.health.run),
             ("housekeeping", lambda: housekeeping.run(self.store, self.config.retention_days)),
         ]

@@ -30,6 +30,7 @@ import traceback
 from collections.abc import Callable
 
 from secir_bot import posts
+from secir_bot.commands.matrix_front import MatrixFront
 from secir_bot.crypto import GpgTimeout
 from secir_bot.errors import SignatureSeen
 from secir_bot.fanout import Fanout
@@ -60,12 +61,19 @@ MAIL_PENDING = "fanout.mail-pending:"  # kv mark + post uid: its list mail is no
 class Decider:
     """Decides inbox items and turns them into posts and deliveries."""
 
-    def __init__(self, services: Services, fanout: Fanout, notices: Notices) -> None:
+    def __init__(
+        self,
+        services: Services,
+        fanout: Fanout,
+        notices: Notices,
+        commands: MatrixFront | None = None,
+    ) -> None:
         self.s = services
         self.fanout = fanout
         self.notices = notices
         self.on_queued: Callable[[], None] = lambda: None  # wakes the outbox (set by the app)
         self._resumed: asyncio.Task[None] | None = None
+        self.commands = commands  # the Matrix front end of the commands (wired by the app)
 
     async def decide(self, item: InboxItem) -> Outcome:
         """Decide one inbox item (idempotent: a decided item keeps its outcome)."""
@@ -134,6 +142,8 @@ class Decider:
     async def _matrix(self, item: InboxItem) -> Outcome:
         ctx = MatrixItem(item)
         decision = await MATRIX_STEPS.run(ctx, self.s)
+        if decision.verdict is Verdict.COMMAND:
+            return await self._command(item, ctx, decision)
         if decision.verdict is Verdict.CONTINUE:
             inbound = matrix_steps.inbound_of(ctx)
             decision = await POLICY_STEPS.run(PolicyItem(item, inbound), self.s)
@@ -143,6 +153,17 @@ class Decider:
             [] if decision.verdict is Verdict.DROP else self.notices.matrix_rejected(ctx, decision)
         )
         return self._settle(item, decision, rejected)
+
+    async def _command(self, item: InboxItem, ctx: MatrixItem, decision: Decision) -> Outcome:
+        """A command: the dispatcher answers it (and commits what it changes); the answer
+        is recorded with the item's decision. Without a front end wired, nothing is done."""
+        answer = []
+        if self.commands is not None:
+            answer = await self.commands.handle(
+                ctx.event, ctx.room_id, encrypted=ctx.facts.encrypted, device=ctx.facts.device
+            )
+        self.s.store.decide(item.id, InboxState.COMMAND, decision.reason, deliveries=answer)
+        return Outcome(InboxState.COMMAND, decision.reason)
 
     async def _relay(self, item: InboxItem, inbound: Inbound) -> Outcome:
         """An accepted message becomes a post, with a delivery to each of its audiences.

@@ -76,9 +76,15 @@ class RoomRenderer(Protocol):
         """A post relayed into ``room`` (threaded at delivery, when its root has an event)."""
 
     def notice(
-        self, room: str, text: str, *, answering: Mapping[str, Any] | None = None
+        self,
+        room: str,
+        text: str,
+        *,
+        answering: Mapping[str, Any] | None = None,
+        threaded: bool = False,
     ) -> NewDelivery:
-        """Bot text in ``room``; with ``answering``, a reply to that event (as received)."""
+        """Bot text in ``room``; with ``answering``, a reply to that event (as received),
+        and with ``threaded`` in the thread of that event (a command's answer)."""
 
 
 class MailRenderer(Protocol):
@@ -93,3 +99,57 @@ class MailRenderer(Protocol):
 
     async def aclose(self) -> None:
         """Stop what the renderer started (an OpenPGP backend's worker processes)."""
+
+    async def letter(
+        self,
+        *,
+        to: str,
+        subject: str,
+        text: str,
+        uid: str,
+        encrypt_to: Sequence[str] = (),
+        attachments: Sequence[tuple[str, str, bytes]] = (),
+        reply_to: str = "",
+    ) -> NewDelivery:
+        """A command's mail to one address (signed; encrypted when ``encrypt_to``)."""
+
+    async def announcement(
+        self, to: Sequence[Member], subject: str, text: str, uid: str
+    ) -> NewDelivery:
+        """A notice from the list to ``to``: signed once, encrypted once to all of them."""
+
+
+class RoomActions(Protocol):
+    """What the core may ask of the Matrix side beyond sending (the command effects).
+
+    Each action is idempotent: asked twice (a crash before it was recorded as done), it
+    does nothing more the second time. Failures are ``TransientDeliveryError`` (try again
+    later) or ``PermanentDeliveryError``.
+    """
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        """Invite ``user_id`` to ``room_id`` (done when they are invited or in it already)."""
+
+    async def kick(self, room_id: str, user_id: str, reason: str) -> None:
+        """Remove ``user_id`` from ``room_id`` (done when they are not in it)."""
+
+    async def rotate(self, room_id: str) -> None:
+        """Drop the room's outbound room key: the next message starts a new one, shared
+        only with the devices the room's audience allows then."""
+
+    async def open_direct(self, user_id: str) -> str:
+        """The bot's direct room with ``user_id`` (opened and invited the first time)."""
+
+    def recheck(self, user_id: str) -> None:
+        """Fetch and judge ``user_id``'s devices again before the next send (a device an
+        admin trusted or blocked, an account removed)."""
+
+
+class RoomState(Protocol):
+    """What the command front end reads of the Matrix side (the bridge's ``Actions``)."""
+
+    async def power_level(self, room_id: str, user_id: str) -> int:
+        """``user_id``'s power level in ``room_id``, as the homeserver has it now."""
+
+    def direct_room_of(self, room_id: str) -> str | None:
+        """The user whose direct room with the bot ``room_id`` is, if it is one."""

@@ -30,6 +30,7 @@ class Verdict(enum.StrEnum):
     CONTINUE = "continue"
     DROP = "drop"  # quietly: loops, duplicates, auto-replies
     REJECT = "reject"  # the sender (if a member) and the admins are told why
+    COMMAND = "command"  # a command: the dispatcher answers it; it is never relayed
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ def drop(code: str, **params: object) -> Decision:
 
 def reject(code: str, **params: object) -> Decision:
     return Decision(Verdict.REJECT, code, params)
+
+
+def command(code: str = "command-line", **params: object) -> Decision:
+    return Decision(Verdict.COMMAND, code, params)
 
 
 @dataclass

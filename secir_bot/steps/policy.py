@@ -17,7 +17,7 @@ async def command_or_post(ctx: PolicyItem, s: Services) -> Decision:
     """A command is never posted. By mail, the List-Help and List-Unsubscribe links produce
     a bare command word (in the signed subject or as the whole text); commands by mail are
     not available yet, so such a mail is refused with a pointer to the list owner. In the
-    rooms no command is read yet: every message is a post."""
+    rooms a ``!command`` never gets here (``steps/matrix.command_or_message``)."""
     inbound = ctx.inbound
     if inbound.channel is not Channel.EMAIL:
         return CONTINUE
