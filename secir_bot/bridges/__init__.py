@@ -115,8 +115,9 @@ class MailRenderer(Protocol):
 
     async def announcement(
         self, to: Sequence[Member], subject: str, text: str, uid: str
-    ) -> NewDelivery:
-        """A notice from the list to ``to``: signed once, encrypted once to all of them."""
+    ) -> list[NewDelivery]:
+        """A notice from the list to ``to``: one row per recipient group, each signed and
+        encrypted once to its group."""
 
 
 class RoomActions(Protocol):

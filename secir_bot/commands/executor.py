@@ -204,7 +204,7 @@ class Executor:
         readers = [m for m in readers if m.fingerprint in usable]
         if readers:
             text = f"{effect.text}\n\n-- \nAn announcement of {self.config.list.name}."
-            out.append(await self.mail.announcement(readers, effect.text[:120], text, uid))
+            out.extend(await self.mail.announcement(readers, effect.text[:120], text, uid))
         if skipped:
             out.append(
                 self.room.notice(

@@ -177,23 +177,30 @@ class EmailRenderer:
 
     async def announcement(
         self, to: Sequence[Member], subject: str, text: str, uid: str
-    ) -> NewDelivery:
-        """A notice from the list to its members (a new member, a removal): one mail,
-        signed once and encrypted once to all of ``to``, in order with the list's posts."""
-        data = await self._encrypt(
+    ) -> list[NewDelivery]:
+        """A notice from the list to its members (a new member, a removal): one mail, signed
+        and encrypted once per recipient group of ``to`` (as a post), in order with the
+        list's posts."""
+        sealed = await self._encrypt(
             subject=subject,
             text=text,
             label=None,
             message_id=self.message_id(uid),
             to=[m.fingerprint for m in to],
         )
-        return NewDelivery(
-            channel=Channel.EMAIL,
-            target=LIST_TARGET,
-            kind=DeliveryKind.NOTICE,
-            payload=data,
-            recipients=tuple(m.email for m in to),
-        )
+        emails: dict[str, list[str]] = {}
+        for m in to:
+            emails.setdefault(m.fingerprint, []).append(m.email)
+        return [
+            NewDelivery(
+                channel=Channel.EMAIL,
+                target=LIST_TARGET,
+                kind=DeliveryKind.NOTICE,
+                payload=data,
+                recipients=tuple(e for fpr in group for e in emails[fpr]),
+            )
+            for group, data in sealed
+        ]
 
     def _thread_ids(self, post: Post) -> tuple[str | None, tuple[str, ...]]:
         """In-Reply-To and References of a reply's mail (issue 6, found with real clients).
