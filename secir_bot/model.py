@@ -110,6 +110,9 @@ class Post:
     parent_uid: str | None = None  # the post this one answers
     root_uid: str | None = None  # the first post of its thread
     attachments: tuple[str, ...] = field(default=())  # names of parts not relayed
+    # The text as Matrix HTML (a member's formatted_body, or an HTML mail already
+    # sanitised for Matrix); sanitised again by each renderer before it is shown.
+    formatted: str | None = None
     # What readers must know about the post's provenance (shown with it, not stored).
     notes: tuple[str, ...] = field(default=())
 
@@ -145,6 +148,8 @@ class Inbound:
     attachments: tuple[str, ...] = ()  # names of parts that are not relayed
     signature: tuple[str, str] | None = None  # (signer's fingerprint, signature id)
     notes: tuple[str, ...] = ()  # what readers must know about its provenance
+    formatted: str | None = None  # the same text as Matrix HTML, when it came as HTML
+    lead: str = ""  # the first line to name it by, when it has no subject (no mentions)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ def of_inbound(store: Store, inbound: Inbound, tag: str, domain: str) -> NewPost
         parent_uid=placement.parent.uid if placement.parent else None,
         root_uid=placement.root.uid if placement.root else None,
         attachments=inbound.attachments,
+        formatted=inbound.formatted,
         notes=(*inbound.notes, *placement.notes),
     )
     links = (inbound.source, (LinkKind.MSGID, message_id(uid, domain)))

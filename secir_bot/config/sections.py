@@ -44,6 +44,7 @@ class ListConfig:
     max_message_bytes: int
     max_signature_age_days: float
     max_clock_skew: float = 600.0  # seconds a signature may be dated in the future
+    html_alternative: bool = False  # room posts by mail with an HTML part beside the text
 
     @property
     def domain(self) -> str:
@@ -63,6 +64,7 @@ def read_list(r: Reader) -> ListConfig:
             "list.max_signature_age_days", float, 7.0, check=check_positive
         ),
         max_clock_skew=r.value("list.max_clock_skew", float, 600.0, check=check_not_negative),
+        html_alternative=r.value("list.html_alternative", bool, False),
     )
 
 

@@ -16,9 +16,10 @@ from email.message import Message
 
 from selectolax.lexbor import LexborHTMLParser
 
+from secir_bot.fidelity import charsets
+from secir_bot.fidelity.flowed import unflow
 from secir_bot.mime.headers import (
     MalformedMail,
-    header,
     ids,
     parse_bounded,
     payload_bytes,
@@ -64,12 +65,11 @@ def split_multipart(raw: bytes, boundary: str) -> list[bytes]:
 
 
 def _text_of(part: Message) -> str:
-    data = payload_bytes(part)
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        return data.decode(charset, errors="replace")
-    except LookupError:
-        return data.decode("utf-8", errors="replace")
+    """A text part as text: its charset read the way mail clients really write it
+    (``fidelity.charsets``: Windows-1252 labelled Latin-1, UTF-8 under a legacy label,
+    unknown labels), and format=flowed paragraphs joined into one line each."""
+    found = charsets.part_text(part)
+    return unflow(found.text, delsp=found.delsp) if found.flowed else found.text
 
 
 MAX_HTML_CHARS = 1_000_000  # HTML larger than this is not converted (the mail is refused)
@@ -109,7 +109,10 @@ def _readable(msg: Message) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
             continue  # the "legacy display" part of protected headers: a copy, not content
         if ctype == "application/pgp-signature":
             continue
-        if disposition == "attachment" or not ctype.startswith("text/"):
+        # A text part that is neither plain text nor HTML (text/csv, text/x-log, a named
+        # text file) is a file, not part of the message's text: it was once dropped here
+        # without a trace.
+        if disposition == "attachment" or ctype not in ("text/plain", "text/html"):
             left_out.append(part.get_filename() or ctype)
         elif ctype == "text/plain":
             plain.append(_text_of(part))
@@ -159,7 +162,7 @@ def _content_of(msg: Message) -> Content:
     replies = ids(msg.get("In-Reply-To"))
     references = ids(msg.get("References"))
     return Content(
-        subject=header(msg, "Subject") or None,
+        subject=charsets.header(msg, "Subject") or None,
         text=text,
         html=html,
         attachments=left_out,
@@ -177,7 +180,8 @@ def inline_content(signed_text: bytes) -> Content:
     Trailing blanks are dropped from each line: a clear-signature does not cover them
     (RFC 4880 §7.1), so they may not be shown as the signer's.
     """
-    text = signed_text.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    # Inline PGP has no charset label: UTF-8 when it is, else Windows-1252 (charsets).
+    text = charsets.decode_bytes(signed_text).replace("\r\n", "\n")
     text = "\n".join(line.rstrip(" \t\r") for line in text.split("\n"))
     return Content(subject=None, text=text.strip("\n"))
 

@@ -80,6 +80,7 @@ class MailItem:
     claimed: Member | None = None  # the member the From address names, if any
     signature: str | None = None  # id of the member's signature, recorded when relayed
     notes: list[str] = field(default_factory=list)  # shown with the post (see threads.py)
+    formatted: str | None = None  # an HTML-only mail's HTML, sanitised for Matrix
     facts: MailFacts = field(init=False)  # what the email bridge noted, read once
 
     def __post_init__(self) -> None:
@@ -94,6 +95,8 @@ class MatrixItem:
     event: dict[str, Any] = field(default_factory=dict)
     room_id: str = ""
     sender: Member | None = None
+    text: str = ""  # the message as mail text (``fidelity.totext``), once read
+    lead: str = ""  # its first line without the mentions it opens with
     facts: MatrixFacts = field(init=False)  # what the Matrix bridge noted, read once
 
     def __post_init__(self) -> None:

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from secir_bot import mime
 from secir_bot.crypto import Decrypted, Verified
+from secir_bot.fidelity.fromhtml import html_to_matrix
 from secir_bot.model import Channel, Inbound, LinkKind
 from secir_bot.steps import CONTINUE, Decision, MailItem, Services, drop, reject
 from secir_bot.threads import UNADDRESSED_NOTE
@@ -218,16 +219,20 @@ async def addressed_to_list(ctx: MailItem, s: Services) -> Decision:
 
 async def html_text(ctx: MailItem, s: Services) -> Decision:
     """An HTML-only mail becomes text here: after its signature was checked (nobody can
-    make the list parse HTML without a member's key), within a size bound, off the loop."""
+    make the list parse HTML without a member's key), within a size bound, off the loop.
+
+    Its HTML, sanitised into Matrix's subset (``fidelity.fromhtml``), is kept for the
+    room; the plain text read from it is what mail readers get."""
     content = ctx.content
     assert content is not None
     if content.text.strip() or not content.html:
         return CONTINUE
-    try:
-        texts = [await asyncio.to_thread(mime.html_to_text, markup) for markup in content.html]
-    except mime.MalformedMail as exc:
-        return reject("malformed", why=str(exc))
-    ctx.content = replace(content, text="\n".join(texts).strip("\n"), html=())
+    markup = "\n".join(content.html)
+    if len(markup) > mime.MAX_HTML_CHARS:
+        return reject("malformed", why=f"the HTML text is larger than {mime.MAX_HTML_CHARS}")
+    converted = await asyncio.to_thread(html_to_matrix, markup)
+    ctx.content = replace(content, text=converted.body.strip("\n"), html=())
+    ctx.formatted = converted.formatted_body
     return CONTINUE
 
 
@@ -251,6 +256,7 @@ def inbound_of(ctx: MailItem) -> Inbound:
         room=None,
         author=ctx.signer,
         text=content.text,
+        formatted=ctx.formatted,
         subject=content.subject or "",
         source=(LinkKind.MSGID, env.source_id),
         replies_to=tuple((LinkKind.MSGID, i) for i in ids),

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 
+from secir_bot.fidelity.totext import HTML_FORMAT, matrix_to_text
 from secir_bot.model import MARKER, Channel, DeviceVerdict, Inbound, LinkKind
 from secir_bot.steps import CONTINUE, Decision, MatrixItem, Services, drop, reject
-from secir_bot.threads import strip_reply_fallback
 
 
 async def parse(ctx: MatrixItem, s: Services) -> Decision:
@@ -77,12 +77,23 @@ async def sender_is_member(ctx: MatrixItem, s: Services) -> Decision:
 
 
 async def is_text(ctx: MatrixItem, s: Services) -> Decision:
+    """A text message, read as mail text: from its HTML when it has some (Element keeps
+    the Markdown source in ``body``, which must not reach mail), with the mentions of
+    members written as their "Name (.tld)"."""
     content = ctx.event.get("content") or {}
     msgtype = str(content.get("msgtype"))[:40]
     if msgtype not in ("m.text", "m.emote"):
         return reject("not-text", msgtype=msgtype)
     if not str(content.get("body", "")).strip():
         return drop("empty")
+
+    def label(user_id: str) -> str | None:
+        member = s.store.members.by_matrix_id(user_id)
+        return member.label if member is not None else None
+
+    # A reply of nothing but the quoted fallback reads as no text: the policy refuses it.
+    read = matrix_to_text(content, label)
+    ctx.text, ctx.lead = read.text, read.lead
     return CONTINUE
 
 
@@ -97,9 +108,13 @@ def inbound_of(ctx: MatrixItem) -> Inbound:
     rel = content.get("m.relates_to") or {}
     reply_to = (rel.get("m.in_reply_to") or {}).get("event_id")
     root = rel.get("event_id") if rel.get("rel_type") == "m.thread" else None
-    text = strip_reply_fallback(str(content.get("body", "")))
+    text = ctx.text
     if content.get("msgtype") == "m.emote":
         text = f"* {ctx.sender.name} {text}"
+    formatted = content.get("formatted_body")
+    html = (
+        formatted if content.get("format") == HTML_FORMAT and isinstance(formatted, str) else None
+    )
     return Inbound(
         channel=Channel.MATRIX,
         room=ctx.room_id,
@@ -109,4 +124,6 @@ def inbound_of(ctx: MatrixItem) -> Inbound:
         source=(LinkKind.EVENT, str(ctx.event.get("event_id"))),
         replies_to=((LinkKind.EVENT, str(reply_to)),) if reply_to else (),
         thread_root=(LinkKind.EVENT, str(root)) if root else None,
+        formatted=html if content.get("msgtype") == "m.text" else None,
+        lead=ctx.lead,
     )

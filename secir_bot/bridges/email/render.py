@@ -8,10 +8,14 @@ encryption (protected headers, ``mime.compose``); the list headers go outside.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
+from email.message import EmailMessage
 
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
+from secir_bot.fidelity.mailparts import mail_body
+from secir_bot.fidelity.totext import html_alternative
 from secir_bot.mime import ListHeaders, compose_inner, compose_outer
 from secir_bot.model import Channel, DeliveryKind, LinkKind, Member, Post, message_id, new_uid
 from secir_bot.store import NewDelivery, Store
@@ -29,6 +33,7 @@ class EmailRenderer:
         self.keyring = keyring
         self.list_fpr = list_fpr
         self.domain = config.list.domain
+        self.html_alternative = config.list.html_alternative
         lst = config.list
         self.headers = ListHeaders(
             name=lst.name,
@@ -60,6 +65,7 @@ class EmailRenderer:
             footer = "\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]" + footer
         notes = "".join(f"[Note from the list: {note}]\n\n" for note in post.notes)
         data = await self._encrypt(
+            entity=self._body(post, notes + post.body + footer, footer),
             subject=post.subject,
             text=notes + post.body + footer,
             label=post.author.label,
@@ -94,6 +100,24 @@ class EmailRenderer:
             payload=data,
             recipients=(member.email,),
         )
+
+    def _body(self, post: Post, text: str, footer: str) -> EmailMessage | None:
+        """The post's MIME body when it has more than its text: the HTML alternative
+        (``list.html_alternative``) of a room post written with formatting, sanitised,
+        mentions written as "Name (.tld)"; None for the plain text part alone."""
+        if not (self.html_alternative and post.formatted and post.origin is Channel.MATRIX):
+            return None
+
+        def label(user_id: str) -> str | None:
+            member = self.store.members.by_matrix_id(user_id)
+            return member.label if member is not None else None
+
+        notes = "".join(
+            f"<p><em>[Note from the list: {html.escape(n)}]</em></p>" for n in post.notes
+        )
+        lines = "<br>\n".join(html.escape(line) for line in footer.strip("\n").split("\n"))
+        page = notes + html_alternative(post.formatted, label) + f"<p>{lines}</p>"
+        return mail_body(text, html=page)
 
     def _thread_ids(self, post: Post) -> tuple[str | None, tuple[str, ...]]:
         """In-Reply-To and References of a reply's mail (issue 6, found with real clients).
@@ -136,9 +160,15 @@ class EmailRenderer:
         references: tuple[str, ...] = (),
         automated: bool = False,
         recipient: str | None = None,
+        entity: EmailMessage | None = None,
     ) -> bytes:
         inner = compose_inner(
-            subject=subject, text=text, from_label=label, lists=self.headers, message_id=message_id
+            subject=subject,
+            text=text,
+            from_label=label,
+            lists=self.headers,
+            message_id=message_id,
+            entity=entity,
         )
         armored = await self.keyring.sign_encrypt(inner, to, self.list_fpr)
         return compose_outer(

@@ -1,7 +1,8 @@
 """Posts and notices as Matrix content JSON: the payloads of the outbox's Matrix rows.
 
 A relayed post is ``m.text`` carrying the bot's ``MARKER`` (so it is never mirrored back),
-with an HTML form that escapes everything the author wrote; bot text is ``m.notice`` (the
+with an HTML form made by ``fidelity`` from what the author wrote (escaped text, or their
+HTML sanitised to Matrix's subset); bot text is ``m.notice`` (the
 spec's rule for automated clients). Neither mentions anyone by accident (empty
 ``m.mentions``). A post's thread relation is added at delivery (``send.py``), once the
 event of its root is known.
@@ -14,37 +15,55 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from secir_bot.fidelity.fit import CIPHERTEXT_BUDGET, encrypted_size, fit
+from secir_bot.fidelity.fromtext import MatrixText, text_to_matrix
+from secir_bot.fidelity.sanitize import for_matrix
 from secir_bot.model import MARKER, Channel, DeliveryKind, Post
 from secir_bot.store import NewDelivery
 
-ROOM_TEXT_LIMIT = 16_000  # characters of a mail shown in the room (body + HTML + encryption)
+CUT_NOTE = "[… cut here: the whole text went out by mail]"
 
 
-def post_content(post: Post) -> dict[str, Any]:
-    """The content of a relayed mail post, as members see it in the room."""
-    text = post.body
-    if len(text) > ROOM_TEXT_LIMIT:
-        # A Matrix event holds at most 64 KiB; the whole text still goes out by mail.
-        text = text[:ROOM_TEXT_LIMIT] + "\n\n[… truncated here; the full text went out by mail]"
-    if post.attachments:
-        text += "\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]"
-    head = f"{post.author.label} by email"
+def _heading(post: Post) -> MatrixText:
+    """Who wrote a relayed mail, its subject, and what readers must know about it."""
+    head = f"{post.author.label} by email: {post.subject}"
     notes = "".join(f"[{note}]\n" for note in post.notes)
-    body = f"{head}: {post.subject}\n{notes}\n{text}"
     formatted = (
         f"<p><strong>{html.escape(post.author.label)}</strong> by email: "
         f"<strong>{html.escape(post.subject)}</strong></p>"
         + "".join(f"<p><em>{html.escape(note)}</em></p>" for note in post.notes)
-        + f"<pre>{html.escape(text)}</pre>"
     )
-    return {
-        "msgtype": "m.text",
-        "body": body,
-        "format": "org.matrix.custom.html",
-        "formatted_body": formatted,
-        "m.mentions": {},
-        MARKER: {"post": post.uid, "from": "email"},
-    }
+    return MatrixText(body=f"{head}\n{notes}\n", formatted_body=formatted)
+
+
+def _content(post: Post, text: MatrixText) -> dict[str, Any]:
+    head = _heading(post)
+    body = MatrixText(head.body + text.body, head.formatted_body + text.formatted_body)
+    return {**body.content(), MARKER: {"post": post.uid, "from": "email"}}
+
+
+def post_content(post: Post) -> dict[str, Any]:
+    """The content of a relayed mail post, as members see it in the room.
+
+    Mail text reads as mail in the room (``fidelity.fromtext``: paragraphs, quotes, a
+    folded quoted tail, monospace only for laid-out blocks); an HTML-only mail shows its
+    HTML, already sanitised for Matrix. A text too large for one encrypted event is cut at
+    a line end (``fidelity.fit``: non-ASCII text grows most), never refused by the
+    homeserver; the whole text still goes out by mail.
+    """
+    text = post.body
+    if post.attachments:
+        text += "\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]"
+    if post.formatted is not None:
+        whole = _content(post, MatrixText(text, for_matrix(post.formatted)))
+        if encrypted_size(whole) <= CIPHERTEXT_BUDGET:
+            return whole
+
+    def render(part: str, cut: bool) -> dict[str, Any]:
+        return _content(post, text_to_matrix(part + ("\n\n" + CUT_NOTE if cut else "")))
+
+    content, _ = fit(text, render)
+    return dict(content)
 
 
 def notice_content(text: str, *, answering: Mapping[str, Any] | None = None) -> dict[str, Any]:

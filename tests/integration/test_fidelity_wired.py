@@ -1,0 +1,214 @@
+"""Message fidelity wired into the mirror (issue 10), against the real servers.
+
+Members are real clients: nio devices in the encrypted room, and mail signed with the
+member's own key, sent through Postfix, read back over IMAP and decrypted with their key.
+The mail that tests build here has shapes the sandbox operator does not write by itself
+(legacy charsets, format=flowed, HTML only, files); ``send_entity`` signs and encrypts any
+such MIME entity as a member's PGP/MIME mail.
+"""
+
+from __future__ import annotations
+
+import email.policy
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+import pytest
+
+from secir_bot import mime
+from secir_bot.sandbox.operators import MailOperator
+from secir_bot.sandbox.world import World
+
+
+async def send_entity(world: World, op: MailOperator, entity: bytes) -> str:
+    """``entity`` (a MIME entity with its protected headers) as ``op``'s signed and
+    encrypted PGP/MIME mail to the list; returns its Message-ID."""
+    msgid = make_msgid(domain=op.address.split("@")[1])
+    outer = EmailMessage(policy=email.policy.SMTP)
+    outer["From"] = f"{op.name} <{op.address}>"
+    outer["To"] = world.list_address
+    outer["Subject"] = "..."
+    outer["Message-ID"] = msgid
+    outer["Date"] = format_datetime(datetime.now(UTC))
+    armored = await op.keyring.sign_encrypt(entity, [world.list_fpr], op.fingerprint)
+    mime.make_pgp_mime(outer, armored)
+    await op.send_raw(world.list_address, outer.as_bytes())
+    return msgid
+
+
+def protected(op: MailOperator, world: World, subject: str) -> bytes:
+    """The protected headers of a member's mail to the list (as Thunderbird writes them)."""
+    return (
+        f"Subject: {subject}\r\nFrom: {op.name} <{op.address}>\r\n"
+        f"To: {world.list_address}\r\nMIME-Version: 1.0\r\n"
+    ).encode()
+
+
+async def test_issue10_mail_reaches_the_room_as_paragraphs_and_quotes_not_one_pre(
+    world: World,
+) -> None:
+    """A mail showed in Element as one monospace block (``<pre>``), quotes and all."""
+    bob = world.mail["bob"]
+    text = (
+        "Hi all,\n\nwe confirm the hijack of three delegations.\nDetails follow.\n\n"
+        "> Did anyone else see NS changes at 06:00?\n> We did.\n\nBob"
+    )
+    await bob.send(world.list_address, world.list_fpr, "NS hijack confirmed", text)
+    event = await world.mx["carol"].wait_for_event(
+        lambda e: "hijack of three" in e.body, what="the mail in the room"
+    )
+    html = str(event.content["formatted_body"])
+    assert "<pre>" not in html
+    assert "<p>we confirm the hijack of three delegations.<br />" in html or (
+        "<p>we confirm the hijack of three delegations.<br>" in html
+    )
+    assert "<blockquote>" in html and "Did anyone else see NS changes" in html
+    assert event.content["m.mentions"] == {}
+    assert "Bob Silva (.br) by email: NS hijack confirmed" in event.body
+
+
+async def test_issue10_long_non_ascii_mail_is_cut_to_fit_not_a_dead_letter(world: World) -> None:
+    """A long Russian mail became an event over 64 KiB (nio escapes every Cyrillic letter
+    as six bytes): the homeserver refused it (M_TOO_LARGE) and nothing reached the room."""
+    bob = world.mail["bob"]
+    line = "Наблюдаем подмену делегирования нескольких доменов, подробности ниже.\n"
+    text = "Коллеги,\n\n" + line * 200 + "\nконец"  # ~14,000 characters, all Cyrillic
+    await bob.send(world.list_address, world.list_fpr, "Подмена делегирования", text)
+    event = await world.mx["carol"].wait_for_event(
+        lambda e: "Подмена делегирования" in e.body, what="the long mail in the room", timeout=30
+    )
+    assert "cut here: the whole text went out by mail" in event.body
+    assert "Наблюдаем подмену" in event.body
+    # The other mail member still gets the whole text.
+    mail = await world.mail["alice"].wait_for_mail(lambda m: "конец" in m.text)
+    assert mail.text.count("Наблюдаем подмену") == 200
+
+
+@pytest.mark.parametrize(
+    ("charset", "cte", "data", "expected"),
+    [
+        # Windows-1252 bytes labelled ISO-8859-1 (Outlook): the euro, curly quotes, en dash.
+        ("iso-8859-1", "8bit", "Kosten 5 € – “dringend”".encode("cp1252"), "5 € – “dringend”"),
+        # UTF-8 labelled ISO-8859-1 (mutt with a wrong locale).
+        ("iso-8859-1", "8bit", "Zöne für .de – prüfen".encode(), "Zöne für .de – prüfen"),
+    ],
+)
+async def test_issue10_mime_decoder_reads_mislabelled_charsets_without_mojibake(
+    world: World, charset: str, cte: str, data: bytes, expected: str
+) -> None:
+    """The MIME decoder took a part's charset label at its word: Windows-1252 labelled
+    Latin-1 showed C1 control characters, UTF-8 labelled Latin-1 showed "ZÃ¶ne"."""
+    bob = world.mail["bob"]
+    entity = (
+        protected(bob, world, f"Charset {charset} {expected[:4]}")
+        + f"Content-Type: text/plain; charset={charset}\r\n"
+        f"Content-Transfer-Encoding: {cte}\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+    )
+    await send_entity(world, bob, entity)
+    event = await world.mx["carol"].wait_for_event(
+        lambda e: "Charset" in e.body, what="the mail in the room"
+    )
+    assert expected in event.body
+    mail = await world.mail["alice"].wait_for_mail(lambda m: "Charset" in (m.subject or ""))
+    assert expected in mail.text
+
+
+async def test_issue10_text_csv_part_is_not_silently_dropped(world: World) -> None:
+    """A ``text/csv`` part without ``Content-Disposition`` vanished from the relayed post
+    without a trace (neither text nor attachment)."""
+    bob = world.mail["bob"]
+    entity = (
+        protected(bob, world, "IOC table")
+        + b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\n'
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nThe IOCs are attached.\r\n--b1\r\n"
+        b"Content-Type: text/csv; charset=utf-8\r\n\r\nioc,kind\r\nbad.example,domain\r\n"
+        b"--b1--\r\n"
+    )
+    await send_entity(world, bob, entity)
+    event = await world.mx["carol"].wait_for_event(
+        lambda e: "The IOCs are attached" in e.body, what="the mail in the room"
+    )
+    assert "text/csv" in event.body or "ioc,kind" in event.body
+
+
+async def test_issue10_html_only_mail_shows_sanitised_html_in_the_room(world: World) -> None:
+    """HTML-only mail (webmail) reached the room as text: now as Matrix HTML, sanitised,
+    and the mail members get its plain text."""
+    bob = world.mail["bob"]
+    markup = (
+        "<html><body><p>Please <b>block</b> these:</p><ul><li>bad.example</li>"
+        "<li>worse.example</li></ul><script>alert(1)</script>"
+        '<img src="https://tracker.example/p.gif"></body></html>'
+    )
+    entity = (
+        protected(bob, world, "Blocklist update")
+        + b"Content-Type: text/html; charset=utf-8\r\n\r\n"
+        + markup.encode()
+        + b"\r\n"
+    )
+    await send_entity(world, bob, entity)
+    event = await world.mx["carol"].wait_for_event(
+        lambda e: "Blocklist update" in e.body, what="the HTML mail in the room"
+    )
+    html = str(event.content["formatted_body"])
+    assert "<b>block</b>" in html or "<strong>block</strong>" in html
+    assert "<li>bad.example</li>" in html
+    assert "script" not in html and "tracker.example" not in html
+    mail = await world.mail["alice"].wait_for_mail(
+        lambda m: "Blocklist update" in (m.subject or "")
+    )
+    assert "bad.example" in mail.text and "<li>" not in mail.text
+
+
+async def test_issue10_room_formatting_and_mentions_reach_mail_as_text(world: World) -> None:
+    """Matrix formatting reached mail as raw Markdown (``**Urgent**``), and a mention became
+    a "Carol Tanaka:" prefix that also landed in the mail's subject."""
+    carol_id = world.matrix_ids["carol"]
+    alice = world.mx["alice"]
+    await alice.send(
+        world.incident_room,
+        "Carol Tanaka: **Urgent**: please check\n\n- ns1\n- ns2",
+        extra={
+            "format": "org.matrix.custom.html",
+            "formatted_body": (
+                f'<a href="https://matrix.to/#/{carol_id}">Carol Tanaka</a>: '
+                "<strong>Urgent</strong>: please check<ul><li>ns1</li><li>ns2</li></ul>"
+            ),
+            "m.mentions": {"user_ids": [carol_id]},
+        },
+    )
+    mail = await world.mail["bob"].wait_for_mail(lambda m: "please check" in m.text)
+    assert "**Urgent**" not in mail.text
+    assert "*Urgent*" in mail.text
+    assert "Carol Tanaka (.jp)" in mail.text
+    assert "- ns1" in mail.text
+    assert mail.subject is not None and not mail.subject.startswith("Carol")
+    assert "Urgent" in mail.subject
+
+
+async def test_issue10_html_alternative_by_config(world_unstarted: World) -> None:
+    """``list.html_alternative = true``: the list's mail of a formatted room message has a
+    sanitised HTML part beside the text, inside the one encrypted part."""
+    world = world_unstarted
+    await world.setup(list_extra="html_alternative = true")
+    await world.start_bot()
+    await world.mx["alice"].send(
+        world.incident_room,
+        "**Urgent**: rotate keys",
+        extra={
+            "format": "org.matrix.custom.html",
+            "formatted_body": '<strong>Urgent</strong>: rotate <a href="https://x.test/">keys</a>'
+            '<img src="mxc://x.test/abc">',
+        },
+    )
+    mail = await world.mail["bob"].wait_for_mail(lambda m: "rotate" in m.text)
+    inner = email.message_from_bytes(mail.plaintext, policy=email.policy.default)
+    kinds = [p.get_content_type() for p in inner.walk()]
+    assert kinds[:3] == ["multipart/alternative", "text/plain", "text/html"]
+    html_part = next(p for p in inner.walk() if p.get_content_type() == "text/html")
+    html = str(html_part.get_content())  # type: ignore[attr-defined]
+    assert "<strong>Urgent</strong>" in html and 'href="https://x.test/"' in html
+    assert "mxc://" not in html and "<img" not in html
