@@ -63,7 +63,8 @@ class Fanout:
 
     async def _reach(self, audience: Audience, post: Post) -> list[NewDelivery]:
         if audience is Audience.INCIDENT_ROOM:
-            return [self.room.post(post, self.config.matrix.incident_room)]
+            room = self.config.matrix.incident_room
+            return [self.room.post(post, room), *self.room.files(post, room)]
         return await self._to_members(post, self.email_members(exclude=post.author))
 
     def email_members(self, exclude: Member | None) -> list[Member]:

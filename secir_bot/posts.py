@@ -38,6 +38,7 @@ def of_inbound(store: Store, inbound: Inbound, tag: str, domain: str) -> NewPost
         root_uid=placement.root.uid if placement.root else None,
         attachments=inbound.attachments,
         formatted=inbound.formatted,
+        files=inbound.files,
         notes=(*inbound.notes, *placement.notes),
     )
     links = (inbound.source, (LinkKind.MSGID, message_id(uid, domain)))

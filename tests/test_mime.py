@@ -570,12 +570,14 @@ def test_plain_text_wins_over_html_in_alternative() -> None:
     assert content.text == "Hello, how do I join this list?"
 
 
-def test_attachments_are_named_not_relayed() -> None:
+def test_attachments_are_read_as_files_not_text() -> None:
     content = parse_decrypted(corpus("decrypted-with-attachment.txt"), "pgp-mime")
 
     assert content.subject == "IOCs from the registrar compromise"
     assert content.text == "Attached: the report and the indicator list."
-    assert content.attachments == ("incident-report.pdf", "iocs.csv", "журнал.log")
+    # Issue 10: the files themselves, for the relay (they were only named before).
+    assert [f.filename for f in content.files] == ["incident-report.pdf", "iocs.csv", "журнал.log"]
+    assert all(f.data for f in content.files)
     assert "login from" not in content.text  # a text/plain attachment is not the body
 
 

@@ -17,6 +17,7 @@ from email.message import Message
 from selectolax.lexbor import LexborHTMLParser
 
 from secir_bot.fidelity import charsets
+from secir_bot.fidelity.attachments import Attachment, walk
 from secir_bot.fidelity.flowed import unflow
 from secir_bot.mime.headers import (
     MalformedMail,
@@ -45,6 +46,9 @@ class Content:
     references: tuple[str, ...] = ()
     threaded: bool = False
     html: tuple[str, ...] = ()  # HTML parts of a mail without plain text, not yet converted
+    # Its files, read within the codec's bounds (``fidelity.attachments.walk``); the list's
+    # limits are checked by a step, once the signature is.
+    files: tuple[Attachment, ...] = ()
 
 
 def split_multipart(raw: bytes, boundary: str) -> list[bytes]:
@@ -112,7 +116,8 @@ def _readable(msg: Message) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
         # A text part that is neither plain text nor HTML (text/csv, text/x-log, a named
         # text file) is a file, not part of the message's text: it was once dropped here
         # without a trace.
-        if disposition == "attachment" or ctype not in ("text/plain", "text/html"):
+        named = part.get_filename() is not None  # a named part is a file (as walk reads it)
+        if disposition == "attachment" or named or ctype not in ("text/plain", "text/html"):
             left_out.append(part.get_filename() or ctype)
         elif ctype == "text/plain":
             plain.append(_text_of(part))
@@ -157,7 +162,8 @@ def _parse_entity(plaintext: bytes) -> Content:
 
 def _content_of(msg: Message) -> Content:
     """Text, attachments and the protected headers of a signed entity."""
-    text, html, left_out = _readable(msg)
+    text, html, _ = _readable(msg)
+    files = walk(msg).attachments
     to_cc = [str(v) for name in ("To", "Cc") for v in msg.get_all(name) or []]
     replies = ids(msg.get("In-Reply-To"))
     references = ids(msg.get("References"))
@@ -165,7 +171,7 @@ def _content_of(msg: Message) -> Content:
         subject=charsets.header(msg, "Subject") or None,
         text=text,
         html=html,
-        attachments=left_out,
+        files=files,
         recipients=tuple(recipients_of(", ".join(to_cc))) if to_cc else None,
         from_addr=(sender(msg)[1].lower() or None) if msg.get("From") is not None else None,
         in_reply_to=replies,

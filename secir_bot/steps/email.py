@@ -14,8 +14,9 @@ from dataclasses import replace
 
 from secir_bot import mime
 from secir_bot.crypto import Decrypted, Verified
+from secir_bot.fidelity.attachments import check_all
 from secir_bot.fidelity.fromhtml import html_to_matrix
-from secir_bot.model import Channel, Inbound, LinkKind
+from secir_bot.model import Channel, File, Inbound, LinkKind
 from secir_bot.steps import CONTINUE, Decision, MailItem, Services, drop, reject
 from secir_bot.threads import UNADDRESSED_NOTE
 
@@ -236,6 +237,17 @@ async def html_text(ctx: MailItem, s: Services) -> Decision:
     return CONTINUE
 
 
+async def files_within_limits(ctx: MailItem, s: Services) -> Decision:
+    """The mail's files are relayed only all together: one that breaks a limit (size, a
+    blocked type, a program by its first bytes) refuses the whole post, so that nobody
+    reads a message without the file it speaks of; the sender and the admins are told."""
+    assert ctx.content is not None
+    refusals = check_all(ctx.content.files, s.config.list.attachments)
+    if refusals:
+        return reject("files-refused", why="; ".join(r.text() for r in refusals))
+    return CONTINUE
+
+
 DECRYPTED_FACTOR = 10  # decrypted content may be this many times list.max_message_bytes
 
 
@@ -257,6 +269,7 @@ def inbound_of(ctx: MailItem) -> Inbound:
         author=ctx.signer,
         text=content.text,
         formatted=ctx.formatted,
+        files=tuple(File(f.filename, f.content_type, f.data) for f in content.files),
         subject=content.subject or "",
         source=(LinkKind.MSGID, env.source_id),
         replies_to=tuple((LinkKind.MSGID, i) for i in ids),

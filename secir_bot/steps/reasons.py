@@ -77,6 +77,10 @@ ENGLISH: dict[str, str] = {
         "the signed content is addressed to others, not to the list: a signed mail sent "
         "elsewhere is not relayed (write to the list itself)"
     ),
+    # -- files, either channel (the reasons of fidelity.reasons, joined)
+    "files-refused": (
+        "the message was not relayed, so that no one reads it without its files: {why}"
+    ),
     # -- Matrix events
     "not-json": "stored event is not JSON",
     "malformed-event": "malformed event (its content is not an object)",

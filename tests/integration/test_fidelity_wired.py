@@ -9,16 +9,22 @@ such MIME entity as a member's PGP/MIME mail.
 
 from __future__ import annotations
 
+import email
 import email.policy
+import secrets
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from typing import Any
 
 import pytest
+from nio import RoomEncryptedMedia
 
 from secir_bot import mime
-from secir_bot.sandbox.operators import MailOperator
-from secir_bot.sandbox.world import World
+from secir_bot.bridges.matrix.media import decrypt_media
+from secir_bot.model import LinkKind
+from secir_bot.sandbox.operators import MailOperator, MatrixOperator, wait_until
+from secir_bot.sandbox.world import World, notices
 
 
 async def send_entity(world: World, op: MailOperator, entity: bytes) -> str:
@@ -118,7 +124,8 @@ async def test_issue10_mime_decoder_reads_mislabelled_charsets_without_mojibake(
 
 async def test_issue10_text_csv_part_is_not_silently_dropped(world: World) -> None:
     """A ``text/csv`` part without ``Content-Disposition`` vanished from the relayed post
-    without a trace (neither text nor attachment)."""
+    without a trace (neither text nor attachment): it is a file now, relayed as one."""
+    carol = Files(world.mx["carol"])
     bob = world.mail["bob"]
     entity = (
         protected(bob, world, "IOC table")
@@ -128,10 +135,12 @@ async def test_issue10_text_csv_part_is_not_silently_dropped(world: World) -> No
         b"--b1--\r\n"
     )
     await send_entity(world, bob, entity)
-    event = await world.mx["carol"].wait_for_event(
+    await world.mx["carol"].wait_for_event(
         lambda e: "The IOCs are attached" in e.body, what="the mail in the room"
     )
-    assert "text/csv" in event.body or "ioc,kind" in event.body
+    await wait_until(lambda: carol.events, 30, "the CSV as a file")
+    assert carol.events[0]["content"]["info"]["mimetype"] == "text/csv"
+    assert await carol.fetch(carol.events[0]) == b"ioc,kind\r\nbad.example,domain"
 
 
 async def test_issue10_html_only_mail_shows_sanitised_html_in_the_room(world: World) -> None:
@@ -212,3 +221,142 @@ async def test_issue10_html_alternative_by_config(world_unstarted: World) -> Non
     html = str(html_part.get_content())  # type: ignore[attr-defined]
     assert "<strong>Urgent</strong>" in html and 'href="https://x.test/"' in html
     assert "mxc://" not in html and "<img" not in html
+
+
+# -- files, mail to the room ---------------------------------------------------------------
+
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000040000000200806000000"
+) + secrets.token_bytes(3000)
+CSV = b"tld,server,status\n.nl,ns1.example.nl,ok\n.br,a.dns.br.test,lame\n"
+GZ = b"\x1f\x8b\x08\x00" + secrets.token_bytes(40_000)  # does not compress, like a real log
+
+
+class Files:
+    """The encrypted file events a member's nio client decrypts."""
+
+    def __init__(self, op: MatrixOperator) -> None:
+        self.op = op
+        self.events: list[dict[str, Any]] = []
+
+        async def on_media(room: Any, event: RoomEncryptedMedia) -> None:
+            self.events.append(event.source)
+
+        op.client.add_event_callback(on_media, RoomEncryptedMedia)
+
+    async def fetch(self, event: dict[str, Any]) -> bytes:
+        """The file of a media event, downloaded and decrypted as a member's client does."""
+        file = event["content"]["file"]
+        resp = await self.op.client.download(file["url"])
+        body = getattr(resp, "body", None)
+        assert isinstance(body, bytes), resp
+        plain = decrypt_media(body, file)
+        assert isinstance(plain, bytes), plain
+        return plain
+
+
+def with_files(
+    op: MailOperator, world: World, subject: str, text: str, files: list[tuple[str, str, bytes]]
+) -> bytes:
+    """A Thunderbird-shaped signed entity: the text, then each file as an attachment."""
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["Subject"] = subject
+    msg["From"] = f"{op.name} <{op.address}>"
+    msg["To"] = world.list_address
+    msg.set_content(text)
+    for name, ctype, data in files:
+        maintype, subtype = ctype.split("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    msg.set_param("protected-headers", "v1")
+    return msg.as_bytes()
+
+
+async def test_issue10_mail_attachments_reach_the_room_encrypted_and_the_members_by_mail(
+    world: World,
+) -> None:
+    """zone-report.csv and roll-log.gz arrived as "[attachments not relayed: …]": now each
+    file is an encrypted file event in the post's thread right after its text, and a file
+    in the list's mail to the other mail members, byte for byte on the member side."""
+    carol = Files(world.mx["carol"])
+    bob = world.mail["bob"]
+    files = [
+        ("zone-report.csv", "text/csv", CSV),
+        ("roll-log.gz", "application/gzip", GZ),
+        ("graph.png", "image/png", PNG),
+        ("OpenPGP_0xBOB.asc", "application/pgp-keys", b"-----BEGIN PGP PUBLIC KEY BLOCK-----"),
+    ]
+    entity = with_files(bob, world, "Lame delegations", "See the files.", files)
+    await send_entity(world, bob, entity)
+    text = await world.mx["carol"].wait_for_event(
+        lambda e: "Lame delegations" in e.body, what="the post's text"
+    )
+    await wait_until(lambda: len(carol.events) >= 3, 30, "three file events")
+    got = {e["content"]["body"]: e for e in carol.events}
+    assert set(got) == {"zone-report.csv", "roll-log.gz", "graph.png"}  # the key is skipped
+    assert got["graph.png"]["content"]["msgtype"] == "m.image"
+    assert got["graph.png"]["content"]["info"]["w"] == 64
+    assert got["roll-log.gz"]["content"]["msgtype"] == "m.file"
+    for name, _, data in files[:3]:
+        event = got[name]
+        assert event["content"]["m.mentions"] == {}
+        relation = event["content"]["m.relates_to"]
+        assert relation["rel_type"] == "m.thread" and relation["event_id"] == text.event_id
+        assert await carol.fetch(event) == data
+    # The text came first: the file events follow it in the room.
+    assert "attachments not relayed" not in text.body
+    # Alice reads mail: the list's one signed and encrypted mail carries the files.
+    mail = await world.mail["alice"].wait_for_mail(lambda m: "See the files." in m.text)
+    inner = email.message_from_bytes(mail.plaintext, policy=email.policy.default)
+    attached = {
+        p.get_filename(): p.get_payload(decode=True) for p in inner.walk() if p.get_filename()
+    }
+    assert attached == {name: data for name, _, data in files[:3]}
+
+
+async def test_issue10_file_retry_does_not_upload_twice_or_post_a_second_copy(
+    world: World,
+) -> None:
+    """A file row delivered again (a retry after a crash between the send and the outbox's
+    commit) reuses its upload and its transaction id: one upload, one event."""
+    carol = Files(world.mx["carol"])
+    bob = world.mail["bob"]
+    entity = with_files(bob, world, "One file", "Retry me.", [("a.csv", "text/csv", CSV)])
+    await send_entity(world, bob, entity)
+    await wait_until(lambda: carol.events, 30, "the file event")
+    app = world.app
+    assert app is not None
+    post = app.store.posts.for_link(LinkKind.EVENT, carol.events[0]["event_id"])
+    assert post is not None
+    row = next(r for r in app.store.outbox.of_post(post.uid) if b'"upload"' in r.payload)
+
+    def uploads() -> list[tuple[str, str]]:
+        query = "SELECT key, value FROM kv WHERE key LIKE 'matrix.upload.%'"
+        return [(str(k), str(v)) for k, v in app.store.db.execute(query).fetchall()]
+
+    before = uploads()
+    assert before and before[0][1] == carol.events[0]["content"]["file"]["url"]
+    receipt = await app.matrix.deliver(row)
+    assert receipt.summary == carol.events[0]["event_id"]
+    assert uploads() == before
+    # Carol's client has seen everything up to a later message: still one file event.
+    await world.mx["alice"].send(world.incident_room, "marker after the retry")
+    await world.mx["carol"].wait_for_event(lambda e: "marker after" in e.body)
+    assert len(carol.events) == 1
+
+
+async def test_issue10_mail_with_a_program_is_refused_whole_and_the_sender_told(
+    world: World,
+) -> None:
+    """A file over a limit or of a blocked type refuses the whole post (nobody reads a
+    message without the file it speaks of); the sender is answered, the admins told."""
+    bob = world.mail["bob"]
+    program = b"MZ\x90\x00" + secrets.token_bytes(500)
+    entity = with_files(
+        bob, world, "Sample", "Here is the sample.", [("invoice.pdf", "application/pdf", program)]
+    )
+    await send_entity(world, bob, entity)
+    answer = await bob.wait_for_mail(lambda m: "invoice.pdf" in m.text, what="the refusal")
+    assert "not relayed" in answer.text and "application/x-msdownload" in answer.text
+    assert any("invoice.pdf" in n for n in await notices(world))
+    # Decided (the answer went out): nothing of it reached the room.
+    assert not [e for e in world.mx["carol"].events if "Here is the sample" in e.body]

@@ -14,7 +14,7 @@ from email.message import EmailMessage
 
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
-from secir_bot.fidelity.mailparts import mail_body
+from secir_bot.fidelity.mailparts import OutgoingFile, mail_body
 from secir_bot.fidelity.totext import html_alternative
 from secir_bot.mime import ListHeaders, compose_inner, compose_outer
 from secir_bot.model import Channel, DeliveryKind, LinkKind, Member, Post, message_id, new_uid
@@ -102,22 +102,25 @@ class EmailRenderer:
         )
 
     def _body(self, post: Post, text: str, footer: str) -> EmailMessage | None:
-        """The post's MIME body when it has more than its text: the HTML alternative
-        (``list.html_alternative``) of a room post written with formatting, sanitised,
-        mentions written as "Name (.tld)"; None for the plain text part alone."""
-        if not (self.html_alternative and post.formatted and post.origin is Channel.MATRIX):
+        """The post's MIME body when it has more than its text: its files, and the HTML
+        alternative (``list.html_alternative``) of a room post written with formatting,
+        sanitised, mentions written as "Name (.tld)"; None for the plain text alone."""
+        page = None
+        if self.html_alternative and post.formatted and post.origin is Channel.MATRIX:
+
+            def label(user_id: str) -> str | None:
+                member = self.store.members.by_matrix_id(user_id)
+                return member.label if member is not None else None
+
+            notes = "".join(
+                f"<p><em>[Note from the list: {html.escape(n)}]</em></p>" for n in post.notes
+            )
+            lines = "<br>\n".join(html.escape(ln) for ln in footer.strip("\n").split("\n"))
+            page = notes + html_alternative(post.formatted, label) + f"<p>{lines}</p>"
+        if page is None and not post.files:
             return None
-
-        def label(user_id: str) -> str | None:
-            member = self.store.members.by_matrix_id(user_id)
-            return member.label if member is not None else None
-
-        notes = "".join(
-            f"<p><em>[Note from the list: {html.escape(n)}]</em></p>" for n in post.notes
-        )
-        lines = "<br>\n".join(html.escape(line) for line in footer.strip("\n").split("\n"))
-        page = notes + html_alternative(post.formatted, label) + f"<p>{lines}</p>"
-        return mail_body(text, html=page)
+        files = [OutgoingFile(f.filename, f.content_type, f.data) for f in post.files]
+        return mail_body(text, html=page, files=files)
 
     def _thread_ids(self, post: Post) -> tuple[str | None, tuple[str, ...]]:
         """In-Reply-To and References of a reply's mail (issue 6, found with real clients).

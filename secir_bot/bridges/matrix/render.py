@@ -10,11 +10,13 @@ event of its root is known.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 from collections.abc import Mapping
 from typing import Any
 
+from secir_bot.bridges.matrix.media import encrypt_media, media_content
 from secir_bot.fidelity.fit import CIPHERTEXT_BUDGET, encrypted_size, fit
 from secir_bot.fidelity.fromtext import MatrixText, text_to_matrix
 from secir_bot.fidelity.sanitize import for_matrix
@@ -96,6 +98,42 @@ class MatrixRenderer:
             payload=json.dumps(payload).encode(),
             post_uid=post.uid,
         )
+
+    def files(self, post: Post, room: str) -> list[NewDelivery]:
+        """One event per file of a post, in the post's thread right after its text.
+
+        Each file is encrypted here, at decision time, with its own key (the spec's
+        encrypted attachments); the ciphertext travels in the outbox row and is uploaded
+        when the row is delivered (``send.py``), once: the upload's mxc URL is kept, so a
+        retry neither uploads again nor posts a second copy (the send's transaction id is
+        the row's)."""
+        out = []
+        for file in post.files:
+            encrypted = encrypt_media(file.data)
+            content = media_content(
+                filename=file.filename,
+                content_type=file.content_type,
+                data=file.data,
+                file=encrypted.file(""),  # the URL is known once the upload is done
+            )
+            content[MARKER] = {"post": post.uid, "from": "email"}
+            payload = {
+                "content": content,
+                # In the thread of the post (its own, when it starts one), answering it.
+                "root_uid": post.root_uid or post.uid,
+                "parent_uid": post.uid,
+                "upload": base64.b64encode(encrypted.ciphertext).decode("ascii"),
+            }
+            out.append(
+                NewDelivery(
+                    channel=Channel.MATRIX,
+                    target=room,
+                    kind=DeliveryKind.POST,
+                    payload=json.dumps(payload).encode(),
+                    post_uid=post.uid,
+                )
+            )
+        return out
 
     def notice(
         self, room: str, text: str, *, answering: Mapping[str, Any] | None = None

@@ -11,13 +11,14 @@ waiting for a key that will never come.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import secrets
 from typing import Any
 
 import aiohttp
-from nio import LocalProtocolError, OlmUnverifiedDeviceError, RoomSendResponse
+from nio import LocalProtocolError, OlmUnverifiedDeviceError, RoomSendResponse, UploadResponse
 
 from secir_bot.bridges import Receipt
 from secir_bot.bridges.matrix.client import ApiError, MatrixClient, quoted
@@ -85,6 +86,8 @@ class Sender:
         relation = self._relation(payload.get("root_uid"), payload.get("parent_uid"))
         if relation:
             content["m.relates_to"] = relation
+        if "upload" in payload:
+            content["file"] = {**content["file"], "url": await self._upload(row, payload["upload"])}
         async with self._lock:
             try:
                 resp = await self._send(row, content)
@@ -99,6 +102,32 @@ class Sender:
         if status in PERMANENT_ERRORS:
             raise PermanentDeliveryError(f"Matrix refused: {resp}")
         raise TransientDeliveryError(f"Matrix send failed: {resp}")
+
+    async def _upload(self, row: OutboxRow, ciphertext_b64: str) -> str:
+        """The mxc URL of the row's encrypted file, uploaded once: the URL is kept (by
+        row), so a retry after a failed send posts the same upload."""
+        key = f"matrix.upload.{row.id}.{int(row.created_at * 1000)}"
+        done = self.store.kv.get(key)
+        if done is not None:
+            return done
+        data = base64.b64decode(ciphertext_b64)
+        try:
+            resp, _ = await self.client.upload(
+                lambda *_: data,
+                content_type="application/octet-stream",
+                filename="encrypted",
+                filesize=len(data),
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientDeliveryError(f"Matrix upload failed: {exc!r}") from exc
+        if not isinstance(resp, UploadResponse):
+            status = str(getattr(resp, "status_code", "") or "")
+            if status in PERMANENT_ERRORS:
+                raise PermanentDeliveryError(f"Matrix refused the upload: {resp}")
+            raise TransientDeliveryError(f"Matrix upload failed: {resp}")
+        url = str(resp.content_uri)
+        self.store.kv.put(key, url)
+        return url
 
     async def _send(self, row: OutboxRow, content: dict[str, Any]) -> Any:
         for attempt in (1, 2):
