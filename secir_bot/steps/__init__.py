@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from secir_bot.config import Config
 from secir_bot.crypto import Decrypted, Keyring
 from secir_bot.mime import Content, Envelope
-from secir_bot.model import Inbound, MailFacts, MatrixFacts, Member
+from secir_bot.model import File, Inbound, MailFacts, MatrixFacts, Member
 from secir_bot.steps import reasons
 from secir_bot.store import InboxItem, Store
 
@@ -97,6 +97,7 @@ class MatrixItem:
     sender: Member | None = None
     text: str = ""  # the message as mail text (``fidelity.totext``), once read
     lead: str = ""  # its first line without the mentions it opens with
+    files: tuple[File, ...] = ()  # a file or picture, as the bridge fetched it
     facts: MatrixFacts = field(init=False)  # what the Matrix bridge noted, read once
 
     def __post_init__(self) -> None:

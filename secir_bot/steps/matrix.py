@@ -8,9 +8,12 @@ did not arrive encrypted.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
+from secir_bot.fidelity.attachments import Attachment, check_all
 from secir_bot.fidelity.totext import HTML_FORMAT, matrix_to_text
-from secir_bot.model import MARKER, Channel, DeviceVerdict, Inbound, LinkKind
+from secir_bot.model import MARKER, Channel, DeviceVerdict, File, Inbound, LinkKind
 from secir_bot.steps import CONTINUE, Decision, MatrixItem, Services, drop, reject
 
 
@@ -76,24 +79,55 @@ async def sender_is_member(ctx: MatrixItem, s: Services) -> Decision:
     return CONTINUE
 
 
+MEDIA = frozenset({"m.image", "m.file", "m.video", "m.audio"})
+
+
 async def is_text(ctx: MatrixItem, s: Services) -> Decision:
     """A text message, read as mail text: from its HTML when it has some (Element keeps
     the Markdown source in ``body``, which must not reach mail), with the mentions of
-    members written as their "Name (.tld)"."""
+    members written as their "Name (.tld)". A file or picture is taken with the file the
+    bridge fetched at intake (``store.media``), within the list's limits."""
     content = ctx.event.get("content") or {}
     msgtype = str(content.get("msgtype"))[:40]
+    if msgtype in MEDIA:
+        return _media(ctx, s, content)
     if msgtype not in ("m.text", "m.emote"):
         return reject("not-text", msgtype=msgtype)
     if not str(content.get("body", "")).strip():
         return drop("empty")
+    # A reply of nothing but the quoted fallback reads as no text: the policy refuses it.
+    read = matrix_to_text(content, _labels(s))
+    ctx.text, ctx.lead = read.text, read.lead
+    return CONTINUE
 
+
+def _labels(s: Services) -> Callable[[str], str | None]:
     def label(user_id: str) -> str | None:
         member = s.store.members.by_matrix_id(user_id)
         return member.label if member is not None else None
 
-    # A reply of nothing but the quoted fallback reads as no text: the policy refuses it.
-    read = matrix_to_text(content, label)
-    ctx.text, ctx.lead = read.text, read.lead
+    return label
+
+
+def _media(ctx: MatrixItem, s: Services, content: dict[str, Any]) -> Decision:
+    """A file: the one the bridge fetched, checked against the limits; its caption (the
+    body, when the event names the file apart) is the text, else the file's name."""
+    stored = s.store.media.get(str(ctx.event.get("event_id", "")))
+    if stored is None or stored.data is None:
+        why = stored.problem if stored is not None else "the file was not fetched"
+        return reject("files-refused", why=why)
+    file = Attachment(stored.filename, stored.content_type, stored.data)
+    refusals = check_all((file,), s.config.list.attachments)
+    if refusals:
+        return reject("files-refused", why="; ".join(r.text() for r in refusals))
+    ctx.files = (File(file.filename, file.content_type, file.data),)
+    name = content.get("filename")
+    captioned = isinstance(name, str) and content.get("body") not in (None, "", name)
+    read = matrix_to_text(content, _labels(s)) if captioned else None
+    if read is not None and read.text.strip():
+        ctx.text, ctx.lead = read.text, read.lead
+    else:
+        ctx.text = ctx.lead = f"File: {stored.filename}"
     return CONTINUE
 
 
@@ -124,6 +158,7 @@ def inbound_of(ctx: MatrixItem) -> Inbound:
         source=(LinkKind.EVENT, str(ctx.event.get("event_id"))),
         replies_to=((LinkKind.EVENT, str(reply_to)),) if reply_to else (),
         thread_root=(LinkKind.EVENT, str(root)) if root else None,
-        formatted=html if content.get("msgtype") == "m.text" else None,
+        formatted=html if content.get("msgtype") in ("m.text", *MEDIA) else None,
+        files=ctx.files,
         lead=ctx.lead,
     )
