@@ -124,6 +124,7 @@ class Post:
     # sanitised for Matrix); sanitised again by each renderer before it is shown.
     formatted: str | None = None
     files: tuple[File, ...] = field(default=())  # relayed with it (kept in the outbox rows)
+    corrects: str | None = None  # the uid of the post whose corrected text this is
     # What readers must know about the post's provenance (shown with it, not stored).
     notes: tuple[str, ...] = field(default=())
 
@@ -162,6 +163,8 @@ class Inbound:
     formatted: str | None = None  # the same text as Matrix HTML, when it came as HTML
     files: tuple[File, ...] = ()  # its files, within the list's limits
     lead: str = ""  # the first line to name it by, when it has no subject (no mentions)
+    # A correction or a retraction of an earlier post: ("correction" | "retraction", uid).
+    revises: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

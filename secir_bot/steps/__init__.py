@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from secir_bot.config import Config
 from secir_bot.crypto import Decrypted, Keyring
+from secir_bot.fidelity.relations import Edit
 from secir_bot.mime import Content, Envelope
 from secir_bot.model import File, Inbound, MailFacts, MatrixFacts, Member
 from secir_bot.steps import reasons
@@ -98,6 +99,9 @@ class MatrixItem:
     text: str = ""  # the message as mail text (``fidelity.totext``), once read
     lead: str = ""  # its first line without the mentions it opens with
     files: tuple[File, ...] = ()  # a file or picture, as the bridge fetched it
+    edit: Edit | None = None  # an edit (m.replace) of an earlier message
+    redacts: str | None = None  # a redaction: the event id it removes
+    revises: tuple[str, str] | None = None  # ("correction" | "retraction", the post's uid)
     facts: MatrixFacts = field(init=False)  # what the Matrix bridge noted, read once
 
     def __post_init__(self) -> None:

@@ -12,6 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from secir_bot.fidelity.attachments import Attachment, check_all
+from secir_bot.fidelity.relations import (
+    correction_text,
+    parse_edit,
+    parse_reaction,
+    redacted_event,
+    retraction_text,
+)
 from secir_bot.fidelity.totext import HTML_FORMAT, matrix_to_text
 from secir_bot.model import MARKER, Channel, DeviceVerdict, File, Inbound, LinkKind
 from secir_bot.steps import CONTINUE, Decision, MatrixItem, Services, drop, reject
@@ -35,21 +42,34 @@ async def not_own_event(ctx: MatrixItem, s: Services) -> Decision:
 
 
 async def is_human_message(ctx: MatrixItem, s: Services) -> Decision:
+    """A member's message, an edit of one, or a redaction; a reaction is recorded (its
+    inbox row says who reacted how to what) and not mirrored one by one."""
     content = ctx.event.get("content") or {}
-    if ctx.event.get("type") != "m.room.message":
-        return drop("not-a-message", type=ctx.event.get("type"))
+    kind = ctx.event.get("type")
+    if kind == "m.reaction":
+        found = parse_reaction(ctx.event)
+        return drop("reaction", key=found.key if found else "?")
+    if kind == "m.room.redaction" and (target := redacted_event(ctx.event)) is not None:
+        ctx.redacts = target
+        return CONTINUE
+    if kind != "m.room.message":
+        return drop("not-a-message", type=kind)
     if MARKER in content:
         return drop("relayed-by-bot")
     if content.get("msgtype") == "m.notice":
         return drop("notice")
     rel = content.get("m.relates_to") or {}
     if rel.get("rel_type") == "m.replace":
-        return reject("edit")
+        ctx.edit = parse_edit(content)
+        if ctx.edit is None:
+            return drop("edit-malformed")
     return CONTINUE
 
 
 async def was_encrypted(ctx: MatrixItem, s: Services) -> Decision:
-    if not ctx.facts.encrypted:
+    # A redaction is never encrypted (the server must read it); it can only withdraw the
+    # sender's own post (``is_text``), and says nothing but that.
+    if not ctx.facts.encrypted and ctx.redacts is None:
         return reject("not-e2e")
     return CONTINUE
 
@@ -61,7 +81,7 @@ async def from_a_trusted_device(ctx: MatrixItem, s: Services) -> Decision:
     """Only devices the bot judged trusted count as a member's; everything else, including
     a verdict that is missing, is refused on both ways."""
     verdict = ctx.facts.device or DeviceVerdict.UNKNOWN
-    if verdict == DeviceVerdict.TRUSTED:
+    if verdict == DeviceVerdict.TRUSTED or ctx.redacts is not None:
         return CONTINUE
     if verdict in _VERDICTS:
         return reject(f"device-{verdict}")  # the reason says what the bridge found
@@ -87,7 +107,18 @@ async def is_text(ctx: MatrixItem, s: Services) -> Decision:
     the Markdown source in ``body``, which must not reach mail), with the mentions of
     members written as their "Name (.tld)". A file or picture is taken with the file the
     bridge fetched at intake (``store.media``), within the list's limits."""
+    assert ctx.sender is not None
+    if ctx.redacts is not None:
+        return _retraction(ctx, s, ctx.redacts)
     content = ctx.event.get("content") or {}
+    if ctx.edit is not None:
+        original = s.store.posts.for_link(LinkKind.EVENT, ctx.edit.replaces)
+        if original is None:
+            return drop("edit-unknown-original")
+        if original.author.id != ctx.sender.id:
+            return drop("edit-not-author")  # invalid by the spec: clients ignore it too
+        content = ctx.edit.new_content
+        ctx.revises = ("correction", original.uid)
     msgtype = str(content.get("msgtype"))[:40]
     if msgtype in MEDIA:
         return _media(ctx, s, content)
@@ -98,6 +129,22 @@ async def is_text(ctx: MatrixItem, s: Services) -> Decision:
     # A reply of nothing but the quoted fallback reads as no text: the policy refuses it.
     read = matrix_to_text(content, _labels(s))
     ctx.text, ctx.lead = read.text, read.lead
+    if ctx.edit is not None:
+        ctx.text = correction_text(ctx.sender.label, read.text)
+    return CONTINUE
+
+
+def _retraction(ctx: MatrixItem, s: Services, target: str) -> Decision:
+    """A redaction of the sender's own relayed post becomes a retraction notice to the
+    mail members, in the post's thread (mail cannot be unsent, and it says so)."""
+    assert ctx.sender is not None
+    original = s.store.posts.for_link(LinkKind.EVENT, target)
+    if original is None:
+        return drop("redaction-unknown")  # never relayed: nothing to withdraw by mail
+    if original.author.id != ctx.sender.id:
+        return drop("redaction-not-author")
+    ctx.text = retraction_text(ctx.sender.label)
+    ctx.revises = ("retraction", original.uid)
     return CONTINUE
 
 
@@ -141,6 +188,10 @@ def inbound_of(ctx: MatrixItem) -> Inbound:
     content = ctx.event.get("content") or {}
     rel = content.get("m.relates_to") or {}
     reply_to = (rel.get("m.in_reply_to") or {}).get("event_id")
+    if ctx.redacts is not None or ctx.edit is not None:
+        # A correction or a retraction answers the post it revises, in its thread.
+        reply_to = ctx.redacts or (ctx.edit.replaces if ctx.edit else None)
+        rel, content = {}, {}
     root = rel.get("event_id") if rel.get("rel_type") == "m.thread" else None
     text = ctx.text
     if content.get("msgtype") == "m.emote":
@@ -161,4 +212,5 @@ def inbound_of(ctx: MatrixItem) -> Inbound:
         formatted=html if content.get("msgtype") in ("m.text", *MEDIA) else None,
         files=ctx.files,
         lead=ctx.lead,
+        revises=ctx.revises,
     )

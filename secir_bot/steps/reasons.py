@@ -88,7 +88,12 @@ ENGLISH: dict[str, str] = {
     "not-a-message": "not a message ({type})",
     "relayed-by-bot": "relayed by the bot",
     "notice": "notice (automated)",
-    "edit": "edits cannot be mirrored to email; post a follow-up message instead",
+    "reaction": "a reaction ({key}): counted in the room, not mailed one by one",
+    "edit-malformed": "an edit without a well-formed new text",
+    "edit-unknown-original": "an edit of a message that the list did not relay",
+    "edit-not-author": "an edit by someone other than the message's author (invalid)",
+    "redaction-unknown": "a redaction of a message that the list did not relay",
+    "redaction-not-author": "a redaction of someone else's message (a moderator's)",
     "not-e2e": "the message was not end-to-end encrypted; it is not relayed",
     **{f"device-{v}": f"{text}; the message is not relayed" for v, text in _DEVICE.items()},
     "device-untrusted": (

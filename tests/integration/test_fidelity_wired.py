@@ -23,7 +23,7 @@ from nio import RoomEncryptedMedia, UploadResponse
 from secir_bot import mime
 from secir_bot.bridges.matrix.media import decrypt_media, encrypt_media, media_content
 from secir_bot.fidelity.fromtext import text_to_matrix
-from secir_bot.model import LinkKind
+from secir_bot.model import Channel, InboxState, LinkKind
 from secir_bot.sandbox.operators import MailOperator, MatrixOperator, wait_until
 from secir_bot.sandbox.world import World, notices
 
@@ -458,3 +458,73 @@ async def test_issue10_room_file_over_the_limit_or_unencrypted_is_refused_with_a
     assert any("big.log" in n for n in await notices(world))
     mails = [await world.mail["bob"].read(raw) for raw in await world.mail["bob"].fetch_all()]
     assert not [m for m in mails if "big.log" in m.text or "plain.png" in m.text]
+
+
+# -- edits, redactions, reactions --------------------------------------------------------
+
+
+async def test_issue10_room_edit_goes_out_as_a_correction_mail_in_the_thread(
+    world: World,
+) -> None:
+    """An edit was refused with a notice replying to the hidden edit event: now the mail
+    members get a correction mail, marked, threaded to the original, with the new text."""
+    alice = world.mx["alice"]
+    original = await alice.send(world.incident_room, "Resolver outage in AMS since 09:00")
+    first = await world.mail["bob"].wait_for_mail(lambda m: "Resolver outage" in m.text)
+    await alice.send(
+        world.incident_room,
+        "* Resolver outage in FRA since 09:00",
+        extra={
+            "m.new_content": {"msgtype": "m.text", "body": "Resolver outage in FRA since 09:00"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": original},
+        },
+    )
+    fixed = await world.mail["bob"].wait_for_mail(lambda m: "FRA since" in m.text)
+    assert fixed.subject == "[corrected] Resolver outage in AMS since 09:00"
+    assert "Alice Jansen (.nl) corrected this message" in fixed.text
+    assert fixed.headers["In-Reply-To"] == first.headers["Message-ID"]
+    # No refusal notice in the room (it would answer an event that clients hide).
+    await alice.send(world.incident_room, "marker after the edit")
+    await world.mail["bob"].wait_for_mail(lambda m: "marker after the edit" in m.text)
+    assert not [e for e in alice.events if e.msgtype == "m.notice"]
+
+
+async def test_issue10_redaction_goes_out_as_a_retraction_notice(world: World) -> None:
+    """A redaction was silently ignored: the mail members kept acting on a message its
+    author withdrew. Now they get a retraction notice in its thread (mail cannot be
+    unsent, and the notice says so)."""
+    alice = world.mx["alice"]
+    original = await alice.send(world.incident_room, "Block 203.0.113.7 at the edge")
+    first = await world.mail["bob"].wait_for_mail(lambda m: "203.0.113.7" in m.text)
+    resp = await alice.client.room_redact(world.incident_room, original, reason="wrong IP")
+    assert getattr(resp, "event_id", None), resp
+    notice = await world.mail["bob"].wait_for_mail(lambda m: "withdrew" in m.text)
+    assert notice.subject == "[withdrawn] Block 203.0.113.7 at the edge"
+    assert "Mail cannot be unsent" in notice.text
+    assert notice.headers["In-Reply-To"] == first.headers["Message-ID"]
+
+
+async def test_issue10_reactions_are_recorded_not_refused_or_lost(world: World) -> None:
+    """Reactions vanished without a trace; they must not be mirrored one by one, nor
+    answered with a refusal. Each is recorded in the inbox with who reacted how."""
+    alice, carol = world.mx["alice"], world.mx["carol"]
+    target = await alice.send(world.incident_room, "Please acknowledge the new contacts")
+    resp = await carol.client.room_send(
+        world.incident_room,
+        "m.reaction",
+        {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": "✅"}},
+        ignore_unverified_devices=True,
+    )
+    reaction = str(getattr(resp, "event_id", ""))
+    assert reaction, resp
+    app = world.app
+    assert app is not None
+
+    def decided() -> tuple[InboxState, str | None] | None:
+        item = app.store.inbox.item(Channel.MATRIX, reaction)
+        state = app.store.inbox.state(item.id) if item else None
+        return state if state and state[0] is not InboxState.NEW else None
+
+    state, reason = await wait_until(decided, 20, "the reaction recorded")
+    assert state is InboxState.DROPPED and reason is not None and "✅" in reason
+    assert not [e for e in carol.events if e.msgtype == "m.notice"]
