@@ -69,6 +69,7 @@ EMAIL_STEPS: Stage[MailItem] = Stage(
         e.addressed_to_list,
         e.html_text,
         e.files_within_limits,
+        e.correction_by_author,
     ),
 )
 

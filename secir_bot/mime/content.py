@@ -49,6 +49,7 @@ class Content:
     # Its files, read within the codec's bounds (``fidelity.attachments.walk``); the list's
     # limits are checked by a step, once the signature is.
     files: tuple[Attachment, ...] = ()
+    supersedes: str | None = None  # the signed Supersedes header (a correction), if any
 
 
 def split_multipart(raw: bytes, boundary: str) -> list[bytes]:
@@ -172,6 +173,7 @@ def _content_of(msg: Message) -> Content:
         text=text,
         html=html,
         files=files,
+        supersedes=charsets.header(msg, "Supersedes") or None,
         recipients=tuple(recipients_of(", ".join(to_cc))) if to_cc else None,
         from_addr=(sender(msg)[1].lower() or None) if msg.get("From") is not None else None,
         in_reply_to=replies,

@@ -82,6 +82,7 @@ class MailItem:
     signature: str | None = None  # id of the member's signature, recorded when relayed
     notes: list[str] = field(default_factory=list)  # shown with the post (see threads.py)
     formatted: str | None = None  # an HTML-only mail's HTML, sanitised for Matrix
+    revises: tuple[str, str] | None = None  # ("correction", uid of the post it corrects)
     facts: MailFacts = field(init=False)  # what the email bridge noted, read once
 
     def __post_init__(self) -> None:

@@ -16,6 +16,7 @@ from secir_bot import mime
 from secir_bot.crypto import Decrypted, Verified
 from secir_bot.fidelity.attachments import check_all
 from secir_bot.fidelity.fromhtml import html_to_matrix
+from secir_bot.fidelity.relations import parse_correction
 from secir_bot.model import Channel, File, Inbound, LinkKind
 from secir_bot.steps import CONTINUE, Decision, MailItem, Services, drop, reject
 from secir_bot.threads import UNADDRESSED_NOTE
@@ -248,6 +249,25 @@ async def files_within_limits(ctx: MailItem, s: Services) -> Decision:
     return CONTINUE
 
 
+async def correction_by_author(ctx: MailItem, s: Services) -> Decision:
+    """A mail that corrects an earlier post (a signed ``Supersedes:`` header, or a
+    ``[correction]`` subject on a reply) becomes an edit of that post in the room and a
+    correction mail, only when its signer wrote the post; the marks must be signed."""
+    content = ctx.content
+    assert content is not None and ctx.signer is not None
+    replies = content.in_reply_to if content.threaded else ()
+    found = parse_correction(content.subject or "", content.supersedes, replies)
+    if found is None:
+        return CONTINUE
+    original = s.store.posts.for_link(LinkKind.MSGID, found.corrects)
+    if original is None:
+        return CONTINUE  # nothing relayed to correct: an ordinary post (or reply)
+    if original.author.id != ctx.signer.id:
+        return reject("correction-not-author")
+    ctx.revises = ("correction", original.uid)
+    return CONTINUE
+
+
 DECRYPTED_FACTOR = 10  # decrypted content may be this many times list.max_message_bytes
 
 
@@ -270,6 +290,7 @@ def inbound_of(ctx: MailItem) -> Inbound:
         text=content.text,
         formatted=ctx.formatted,
         files=tuple(File(f.filename, f.content_type, f.data) for f in content.files),
+        revises=ctx.revises,
         subject=content.subject or "",
         source=(LinkKind.MSGID, env.source_id),
         replies_to=tuple((LinkKind.MSGID, i) for i in ids),

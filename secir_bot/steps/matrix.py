@@ -13,7 +13,6 @@ from typing import Any
 
 from secir_bot.fidelity.attachments import Attachment, check_all
 from secir_bot.fidelity.relations import (
-    correction_text,
     parse_edit,
     parse_reaction,
     redacted_event,
@@ -129,8 +128,6 @@ async def is_text(ctx: MatrixItem, s: Services) -> Decision:
     # A reply of nothing but the quoted fallback reads as no text: the policy refuses it.
     read = matrix_to_text(content, _labels(s))
     ctx.text, ctx.lead = read.text, read.lead
-    if ctx.edit is not None:
-        ctx.text = correction_text(ctx.sender.label, read.text)
     return CONTINUE
 
 

@@ -81,6 +81,9 @@ ENGLISH: dict[str, str] = {
     "files-refused": (
         "the message was not relayed, so that no one reads it without its files: {why}"
     ),
+    "correction-not-author": (
+        "only the author of a message can correct it; post your correction as a reply"
+    ),
     # -- Matrix events
     "not-json": "stored event is not JSON",
     "malformed-event": "malformed event (its content is not an object)",

@@ -528,3 +528,51 @@ async def test_issue10_reactions_are_recorded_not_refused_or_lost(world: World) 
     state, reason = await wait_until(decided, 20, "the reaction recorded")
     assert state is InboxState.DROPPED and reason is not None and "✅" in reason
     assert not [e for e in carol.events if e.msgtype == "m.notice"]
+
+
+async def test_issue10_mail_correction_by_its_author_edits_the_relayed_event(
+    world: World,
+) -> None:
+    """A mail marked ``[correction]`` that answers its author's own post becomes a Matrix
+    edit of the relayed event (the room shows it as edited), and a correction mail."""
+    bob = world.mail["bob"]
+    carol = world.mx["carol"]
+    msgid = await bob.send(
+        world.list_address, world.list_fpr, "Phishing domains", "Block phish-a.example now."
+    )
+    relayed = await carol.wait_for_event(lambda e: "phish-a.example" in e.body)
+    await bob.send(
+        world.list_address,
+        world.list_fpr,
+        "[correction] Phishing domains",
+        "Block phish-b.example now (not phish-a).",
+        in_reply_to=msgid,
+        references=(msgid,),
+    )
+    edit = await carol.wait_for_event(lambda e: "phish-b.example" in e.body, what="the edit")
+    relation = edit.content["m.relates_to"]
+    assert relation == {"rel_type": "m.replace", "event_id": relayed.event_id}
+    assert "phish-b.example" in edit.content["m.new_content"]["body"]
+    assert edit.content["m.mentions"] == {}
+    mail = await world.mail["alice"].wait_for_mail(lambda m: "phish-b.example" in m.text)
+    assert mail.subject == "[corrected] Phishing domains"
+    assert "Bob Silva (.br) corrected this message by email" in mail.text
+
+
+async def test_issue10_mail_correction_of_someone_elses_post_is_refused(world: World) -> None:
+    """Only the author may correct a post: another member's ``[correction]`` is refused
+    with the reason, and the room's event stays as it was."""
+    bob, alice = world.mail["bob"], world.mail["alice"]
+    msgid = await bob.send(world.list_address, world.list_fpr, "Contacts", "Call ops on 5555.")
+    await world.mx["carol"].wait_for_event(lambda e: "Call ops on 5555" in e.body)
+    await alice.send(
+        world.list_address,
+        world.list_fpr,
+        "[correction] Contacts",
+        "Call ops on 6666.",
+        in_reply_to=msgid,
+        references=(msgid,),
+    )
+    answer = await alice.wait_for_mail(lambda m: "only the author" in m.text, what="refusal")
+    assert "post your correction as a reply" in answer.text
+    assert not [e for e in world.mx["carol"].events if "6666" in e.body]

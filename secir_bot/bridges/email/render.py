@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.fidelity.mailparts import OutgoingFile, mail_body
+from secir_bot.fidelity.relations import correction_text
 from secir_bot.fidelity.totext import html_alternative
 from secir_bot.mime import ListHeaders, compose_inner, compose_outer
 from secir_bot.model import Channel, DeliveryKind, LinkKind, Member, Post, message_id, new_uid
@@ -64,10 +65,15 @@ class EmailRenderer:
         if post.attachments:
             footer = "\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]" + footer
         notes = "".join(f"[Note from the list: {note}]\n\n" for note in post.notes)
+        body = post.body
+        if post.corrects:
+            # Mail cannot be edited: the whole corrected text, in the original's thread.
+            where = "by email" if post.origin is Channel.EMAIL else "in the Matrix room"
+            body = correction_text(post.author.label, post.body, where)
         data = await self._encrypt(
-            entity=self._body(post, notes + post.body + footer, footer),
+            entity=self._body(post, notes + body + footer, footer),
             subject=post.subject,
-            text=notes + post.body + footer,
+            text=notes + body + footer,
             label=post.author.label,
             message_id=self.message_id(post.uid),
             to=[m.fingerprint for m in to],

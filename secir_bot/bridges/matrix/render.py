@@ -86,11 +86,15 @@ class MatrixRenderer:
     channel = Channel.MATRIX
 
     def post(self, post: Post, room: str) -> NewDelivery:
-        payload = {
+        payload: dict[str, Any] = {
             "content": post_content(post),
             "root_uid": post.root_uid,
             "parent_uid": post.parent_uid,
         }
+        if post.corrects:
+            # A mail correcting an earlier mail post: an edit of the event that relayed
+            # it (found at delivery, ``send.py``), not a new message in the room.
+            payload = {"content": payload["content"], "replaces_uid": post.corrects}
         return NewDelivery(
             channel=Channel.MATRIX,
             target=room,

@@ -24,7 +24,8 @@ from secir_bot.bridges import Receipt
 from secir_bot.bridges.matrix.client import ApiError, MatrixClient, quoted
 from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
-from secir_bot.model import DeliveryKind, DeviceVerdict, LinkKind
+from secir_bot.fidelity.relations import edit_content
+from secir_bot.model import MARKER, DeliveryKind, DeviceVerdict, LinkKind
 from secir_bot.store import OutboxRow, Store
 
 # Matrix errors that retrying cannot cure.
@@ -86,6 +87,11 @@ class Sender:
         relation = self._relation(payload.get("root_uid"), payload.get("parent_uid"))
         if relation:
             content["m.relates_to"] = relation
+        replaced = payload.get("replaces_uid")
+        events = self.store.posts.links_of(replaced, LinkKind.EVENT) if replaced else []
+        if events:
+            content = edit_content(events[0], content)
+            content[MARKER] = content["m.new_content"].get(MARKER)
         if "upload" in payload:
             content["file"] = {**content["file"], "url": await self._upload(row, payload["upload"])}
         async with self._lock:
