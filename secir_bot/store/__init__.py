@@ -180,8 +180,8 @@ class Store:
 
         The raw bytes of decided inbox items and the payloads of sent outbox rows are
         emptied (rows, decisions, posts and links stay); undecided and parked items, pending
-        rows and dead letters (which an admin may retry) keep theirs. Old rate-limit windows
-        and withheld-key records are deleted.
+        rows and dead letters (which an admin may retry) keep theirs. Old rate-limit windows,
+        withheld-key records and the files of decided Matrix messages are deleted.
         """
         with self.transaction() as tx:
             raw = tx.execute(
@@ -196,4 +196,10 @@ class Store:
             ).rowcount
             tx.execute("DELETE FROM rate_limits WHERE window_start < ?", [before])
             tx.execute("DELETE FROM withheld WHERE received_at < ?", [before])
-        return {"inbox": raw, "outbox": sent}
+            # Files of Matrix messages go with their events' raw bytes (issue 10).
+            media = tx.execute(
+                "DELETE FROM media WHERE created_at < ? AND event_id NOT IN (SELECT source_id"
+                " FROM inbox WHERE source = 'matrix' AND state IN ('new', 'parked'))",
+                [before],
+            ).rowcount
+        return {"inbox": raw, "outbox": sent, "media": media}
