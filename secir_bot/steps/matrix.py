@@ -117,6 +117,9 @@ async def is_text(ctx: MatrixItem, s: Services) -> Decision:
         if original.author.id != ctx.sender.id:
             return drop("edit-not-author")  # invalid by the spec: clients ignore it too
         content = ctx.edit.new_content
+        if content.get("msgtype") not in ("m.text", "m.emote"):
+            # A caption's edit, say: the file went out already and stays as it was.
+            return drop("edit-not-text", msgtype=str(content.get("msgtype"))[:40])
         ctx.revises = ("correction", original.uid)
     msgtype = str(content.get("msgtype"))[:40]
     if msgtype in MEDIA:

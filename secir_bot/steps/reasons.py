@@ -94,6 +94,7 @@ ENGLISH: dict[str, str] = {
     "reaction": "a reaction ({key}): counted in the room, not mailed one by one",
     "edit-malformed": "an edit without a well-formed new text",
     "edit-unknown-original": "an edit of a message that the list did not relay",
+    "edit-not-text": "an edit that replaces a message with a {msgtype}, not text",
     "edit-not-author": "an edit by someone other than the message's author (invalid)",
     "redaction-unknown": "a redaction of a message that the list did not relay",
     "redaction-not-author": "a redaction of someone else's message (a moderator's)",

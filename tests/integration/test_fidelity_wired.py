@@ -15,6 +15,7 @@ import secrets
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from nio import RoomEncryptedMedia, UploadResponse
 
 from secir_bot import mime
 from secir_bot.bridges.matrix.media import decrypt_media, encrypt_media, media_content
+from secir_bot.fidelity.attachments import walk
 from secir_bot.fidelity.fromtext import text_to_matrix
 from secir_bot.model import Channel, InboxState, LinkKind
 from secir_bot.sandbox.operators import MailOperator, MatrixOperator, wait_until
@@ -576,3 +578,79 @@ async def test_issue10_mail_correction_of_someone_elses_post_is_refused(world: W
     answer = await alice.wait_for_mail(lambda m: "only the author" in m.text, what="refusal")
     assert "post your correction as a reply" in answer.text
     assert not [e for e in world.mx["carol"].events if "6666" in e.body]
+
+
+# -- real clients' shapes from the corpus, through the whole stack -----------------------
+
+CORPUS = Path(__file__).resolve().parent.parent / "corpus"
+
+
+@pytest.mark.parametrize(
+    ("name", "subject", "shown"),
+    [
+        (
+            "thunderbird-flowed-with-attachments",
+            "Re: KSK rollover .nl paused",
+            "The zone report and the roll log are attached",  # flowed lines joined
+        ),
+        ("mutt-latin1-qp-rfc2231-name", "ns2 answers with a forged A record", "Grüße aus Köln"),
+        (
+            "outlook-cp1252-related-cid-image",
+            "Re: Registrar lock bypass – costs",
+            "“registrar lock” bypass – cost so far € 12.000",
+        ),
+    ],
+)
+async def test_issue10_real_client_mail_reaches_the_room_with_its_files(
+    world: World, name: str, subject: str, shown: str
+) -> None:
+    """Thunderbird, mutt and Outlook shapes (``tests/corpus``), signed and encrypted by a
+    member and sent through Postfix: the room shows the text as written (flowed joined,
+    legacy charsets read, the quoted tail folded) and every file, byte for byte, as the
+    member's client decrypts it."""
+    raw = (CORPUS / f"decrypted-{name}.txt").read_bytes()
+    entity = raw.replace(b"secir@lists.secir.test", world.list_address.encode())
+    expected = walk(email.message_from_bytes(raw, policy=email.policy.compat32)).attachments
+    carol = Files(world.mx["carol"])
+    await send_entity(world, world.mail["bob"], entity)
+    text = await world.mx["carol"].wait_for_event(
+        lambda e: subject in e.body, what=f"the {name} mail in the room"
+    )
+    assert shown in text.body
+    # After the heading, the mail's first paragraph is a paragraph, not one <pre> block.
+    body_html = str(text.content["formatted_body"]).split("</p>", 1)[1]
+    assert body_html.startswith("<p>"), body_html[:80]
+    await wait_until(lambda: len(carol.events) >= len(expected), 30, "the files")
+    got = {e["content"]["body"]: await carol.fetch(e) for e in carol.events}
+    assert got == {a.filename: a.data for a in expected}
+
+
+async def test_issue10_edit_of_a_file_caption_is_dropped_quietly(world: World) -> None:
+    """An edit whose new content is a file (a caption edited in Element) cannot be mailed
+    again; it is dropped with its reason, never answered with a notice to a hidden edit."""
+    alice = world.mx["alice"]
+    original = await post_file(
+        alice, world.incident_room, "graph.png", "image/png", PNG, "Peak at 13:05"
+    )
+    await world.mail["bob"].wait_for_mail(lambda m: "Peak at 13:05" in m.text)
+    edit = await alice.send(
+        world.incident_room,
+        "* Peak at 13:10",
+        extra={
+            "m.new_content": {"msgtype": "m.image", "body": "Peak at 13:10"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": original},
+        },
+    )
+    app = world.app
+    assert app is not None
+
+    def decided() -> tuple[InboxState, str | None] | None:
+        item = app.store.inbox.item(Channel.MATRIX, edit)
+        state = app.store.inbox.state(item.id) if item else None
+        return state if state and state[0] not in (InboxState.NEW, InboxState.PARKED) else None
+
+    state, reason = await wait_until(decided, 20, "the edit decided")
+    assert state is InboxState.DROPPED and reason is not None and "m.image" in reason
+    await alice.send(world.incident_room, "marker after the caption edit")
+    await world.mail["bob"].wait_for_mail(lambda m: "marker after the caption" in m.text)
+    assert not [e for e in alice.events if e.msgtype == "m.notice"]
