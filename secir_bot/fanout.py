@@ -68,11 +68,12 @@ class Fanout:
 
     def first(self, post: Post) -> list[NewDelivery]:
         """The rows of the post's room audiences: rendered at once, no gpg involved."""
-        return [
-            self.room.post(post, self.config.matrix.incident_room)
-            for audience in audiences(post)
-            if audience in ROOMS
-        ]
+        room = self.config.matrix.incident_room
+        out: list[NewDelivery] = []
+        for audience in audiences(post):
+            if audience in ROOMS:
+                out += [self.room.post(post, room), *self.room.files(post, room)]
+        return out
 
     def has_later(self, post: Post) -> bool:
         """Whether the post has audiences that ``later`` renders (the list's members)."""

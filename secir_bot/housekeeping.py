@@ -25,10 +25,11 @@ def purge(store: Store, retention_days: float, now: float | None = None) -> dict
     counts = store.purge(cutoff)
     if any(counts.values()):
         log.info(
-            "retention: erased the raw bytes of %d inbox item(s) and the payload of %d sent "
-            "delivery(ies) older than %g days",
+            "retention: erased the raw bytes of %d inbox item(s), the payload of %d sent "
+            "delivery(ies) and %d file(s) of Matrix messages older than %g days",
             counts["inbox"],
             counts["outbox"],
+            counts["media"],
             retention_days,
         )
     return counts

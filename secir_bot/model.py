@@ -100,6 +100,16 @@ class Member:
 
 
 @dataclass(frozen=True)
+class File:
+    """A file relayed with a post: checked against the list's limits at intake, its name
+    made safe (``fidelity.attachments``), its bytes as the author sent them."""
+
+    filename: str
+    content_type: str  # "type/subtype", lower case
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Post:
     """A message accepted for the channel, whichever side it came from."""
 
@@ -111,6 +121,11 @@ class Post:
     parent_uid: str | None = None  # the post this one answers
     root_uid: str | None = None  # the first post of its thread
     attachments: tuple[str, ...] = field(default=())  # names of parts not relayed
+    # The text as Matrix HTML (a member's formatted_body, or an HTML mail already
+    # sanitised for Matrix); sanitised again by each renderer before it is shown.
+    formatted: str | None = None
+    files: tuple[File, ...] = field(default=())  # relayed with it (kept in the outbox rows)
+    corrects: str | None = None  # the uid of the post whose corrected text this is
     # What readers must know about the post's provenance (shown with it, not stored).
     notes: tuple[str, ...] = field(default=())
 
@@ -146,6 +161,11 @@ class Inbound:
     attachments: tuple[str, ...] = ()  # names of parts that are not relayed
     signature: tuple[str, str] | None = None  # (signer's fingerprint, signature id)
     notes: tuple[str, ...] = ()  # what readers must know about its provenance
+    formatted: str | None = None  # the same text as Matrix HTML, when it came as HTML
+    files: tuple[File, ...] = ()  # its files, within the list's limits
+    lead: str = ""  # the first line to name it by, when it has no subject (no mentions)
+    # A correction or a retraction of an earlier post: ("correction" | "retraction", uid).
+    revises: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,8 @@ EMAIL_STEPS: Stage[MailItem] = Stage(
         e.from_not_another_member,
         e.addressed_to_list,
         e.html_text,
+        e.files_within_limits,
+        e.correction_by_author,
     ),
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from secir_bot.fidelity.relations import correction_subject, retraction_subject
 from secir_bot.model import Inbound, LinkKind, Post, message_id, new_uid
 from secir_bot.store import Store
 from secir_bot.threads import place, subject_of
@@ -28,15 +29,26 @@ def of_inbound(store: Store, inbound: Inbound, tag: str, domain: str) -> NewPost
     """The post of a message that passed its intake and the policy steps."""
     placement = place(store, inbound)
     uid = new_uid()
+    subject = subject_of(store, inbound, placement, tag)
+    revised = store.posts.get(inbound.revises[1]) if inbound.revises else None
+    if inbound.revises and revised is not None:
+        # Mail cannot be edited or unsent: a marked mail in the original's thread.
+        mark = correction_subject if inbound.revises[0] == "correction" else retraction_subject
+        subject = mark(revised.subject)
     post = Post(
         uid=uid,
         origin=inbound.channel,
         author=inbound.author,
-        subject=subject_of(store, inbound, placement, tag),
+        subject=subject,
         body=inbound.text,
         parent_uid=placement.parent.uid if placement.parent else None,
         root_uid=placement.root.uid if placement.root else None,
         attachments=inbound.attachments,
+        formatted=inbound.formatted,
+        files=inbound.files,
+        corrects=revised.uid
+        if revised and inbound.revises == ("correction", revised.uid)
+        else None,
         notes=(*inbound.notes, *placement.notes),
     )
     links = (inbound.source, (LinkKind.MSGID, message_id(uid, domain)))

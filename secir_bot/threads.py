@@ -92,7 +92,9 @@ def subject_of(store: Store, inbound: Inbound, placement: Placement, tag: str) -
     if inbound.subject is None:
         if placement.root is not None:
             return reply_subject(store, placement.root)
-        return first_line(inbound.text)
+        # The first line without the mentions it opens with: "Carol Tanaka (.jp): …" is
+        # an address to someone in the room, not what the message is about.
+        return first_line(inbound.lead or inbound.text)
     subject = clean_subject(inbound.subject, tag)
     if is_placeholder(subject):
         if placement.root is not None:

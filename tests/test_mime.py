@@ -448,7 +448,8 @@ def test_protected_headers_with_legacy_display() -> None:
 
     assert content.subject == "Suspicious NS changes for several .test domains"
     assert content.text == (
-        "Hi all,\n\nsince 06:00 UTC we see NS changes for 14 domains, all through one \n"
+        # format=flowed (RFC 3676): the soft line break is undone (issue 10).
+        "Hi all,\n\nsince 06:00 UTC we see NS changes for 14 domains, all through one "
         "registrar account. Café-style phishing page, details to follow.\n\nAnna"
     )
     assert "Subject:" not in content.text  # the legacy display copy is not shown twice
@@ -569,12 +570,14 @@ def test_plain_text_wins_over_html_in_alternative() -> None:
     assert content.text == "Hello, how do I join this list?"
 
 
-def test_attachments_are_named_not_relayed() -> None:
+def test_attachments_are_read_as_files_not_text() -> None:
     content = parse_decrypted(corpus("decrypted-with-attachment.txt"), "pgp-mime")
 
     assert content.subject == "IOCs from the registrar compromise"
     assert content.text == "Attached: the report and the indicator list."
-    assert content.attachments == ("incident-report.pdf", "iocs.csv", "журнал.log")
+    # Issue 10: the files themselves, for the relay (they were only named before).
+    assert [f.filename for f in content.files] == ["incident-report.pdf", "iocs.csv", "журнал.log"]
+    assert all(f.data for f in content.files)
     assert "login from" not in content.text  # a text/plain attachment is not the body
 
 

@@ -17,7 +17,7 @@ import pytest
 from secir_bot import housekeeping
 from secir_bot.errors import StoreError, StoreMissing
 from secir_bot.model import Channel, Member, Post
-from secir_bot.store import DB_NAME, MIGRATIONS, NewDelivery, Store
+from secir_bot.store import DB_NAME, MIGRATIONS, NewDelivery, Store, StoredMedia
 
 
 @pytest.fixture
@@ -524,7 +524,7 @@ def test_retention_erases_old_raw_bytes_and_sent_payloads_only(
     store.rates.take("notice:x", 5, 3600.0, 0.0)
     # Everything above is "old" when seen from 31 days ahead.
     counts = housekeeping.purge(store, 30, now=time.time() + 31 * 86400)
-    assert counts == {"inbox": 1, "outbox": 1}
+    assert counts == {"inbox": 1, "outbox": 1, "media": 0}
     raws = dict(store.db.execute("SELECT source_id, raw FROM inbox").fetchall())
     assert raws == {"<old@x>": b"", "<waiting@x>": b"still to decide"}
     payloads = [bytes(r[0]) for r in store.db.execute("SELECT payload FROM outbox ORDER BY id")]
@@ -534,5 +534,24 @@ def test_retention_erases_old_raw_bytes_and_sent_payloads_only(
     # Within the retention period nothing is touched.
     fresh, _ = store.inbox.accept("email", "<fresh@x>", b"fresh mail")
     store.decide(fresh.id, "rejected", "r")
-    assert housekeeping.purge(store, 30) == {"inbox": 0, "outbox": 0}
+    assert housekeeping.purge(store, 30) == {"inbox": 0, "outbox": 0, "media": 0}
     assert undecided.raw == b"still to decide"
+
+
+def test_issue10_retention_deletes_the_files_of_decided_matrix_messages_only(
+    store: Store,
+) -> None:
+    """The decrypted files of Matrix messages (the ``media`` table, issue 10) are erased
+    with their events' raw bytes, except those of events still to be decided."""
+    decided, _ = store.inbox.accept("matrix", "$decided", b"{}")
+    store.decide(decided.id, "rejected", "r")
+    store.inbox.accept("matrix", "$waiting", b"{}")
+    for event_id in ("$decided", "$waiting"):
+        store.media.put(StoredMedia(event_id, "a.png", "image/png", b"png", None))
+
+    counts = housekeeping.purge(store, 30, now=time.time() + 31 * 86400)
+
+    assert counts["media"] == 1
+    assert store.media.get("$decided") is None
+    stored = store.media.get("$waiting")
+    assert stored is not None and stored.data == b"png"

@@ -75,6 +75,9 @@ class RoomRenderer(Protocol):
     def post(self, post: Post, room: str) -> NewDelivery:
         """A post relayed into ``room`` (threaded at delivery, when its root has an event)."""
 
+    def files(self, post: Post, room: str) -> list[NewDelivery]:
+        """The post's files, each an encrypted file event after the post's text."""
+
     def notice(
         self,
         room: str,

@@ -7,7 +7,7 @@ section is a dataclass and a reader here, and one line in ``parse``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -31,6 +31,7 @@ from secir_bot.config.base import (
     is_loopback,
     optional,
 )
+from secir_bot.fidelity.attachments import AttachmentLimits
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,39 @@ class ListConfig:
     max_message_bytes: int
     max_signature_age_days: float
     max_clock_skew: float = 600.0  # seconds a signature may be dated in the future
+    html_alternative: bool = False  # room posts by mail with an HTML part beside the text
+    attachments: AttachmentLimits = field(default_factory=AttachmentLimits)
 
     @property
     def domain(self) -> str:
         return self.address.rsplit("@", 1)[1]
+
+
+_DEFAULT_LIMITS = AttachmentLimits()
+
+
+def _check_types(value: list[object]) -> str | None:
+    """MIME type patterns: ``type/subtype``, ``type/*`` or ``*/*``."""
+    bad = [v for v in value if not isinstance(v, str) or v.count("/") != 1 or not v.isascii()]
+    return f"not MIME types: {bad!r}" if bad else None
+
+
+def _read_attachments(r: Reader) -> AttachmentLimits:
+    blocked = r.value(
+        "list.blocked_types", list, list(_DEFAULT_LIMITS.blocked_types), check=_check_types
+    )
+    return AttachmentLimits(
+        max_bytes=r.value(
+            "list.max_attachment_bytes", int, _DEFAULT_LIMITS.max_bytes, check=check_positive
+        ),
+        max_total_bytes=r.value(
+            "list.max_attachments_bytes",
+            int,
+            _DEFAULT_LIMITS.max_total_bytes,
+            check=check_positive,
+        ),
+        blocked_types=tuple(str(t).lower() for t in blocked),
+    )
 
 
 def read_list(r: Reader) -> ListConfig:
@@ -63,6 +93,8 @@ def read_list(r: Reader) -> ListConfig:
             "list.max_signature_age_days", float, 7.0, check=check_positive
         ),
         max_clock_skew=r.value("list.max_clock_skew", float, 600.0, check=check_not_negative),
+        html_alternative=r.value("list.html_alternative", bool, False),
+        attachments=_read_attachments(r),
     )
 
 

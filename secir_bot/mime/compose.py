@@ -88,10 +88,14 @@ def compose_inner(
     lists: ListHeaders,
     message_id: str,
     date: datetime | None = None,
+    entity: EmailMessage | None = None,
 ) -> bytes:
-    """The part that gets encrypted: protected headers plus the text."""
-    body = EmailMessage(policy=email.policy.SMTP)
-    body.set_content(text, charset="utf-8", cte="quoted-printable")
+    """The part that gets encrypted: protected headers plus the text (or ``entity``, a
+    body with more parts than the text: ``fidelity.mailparts.mail_body``)."""
+    body = entity
+    if body is None:
+        body = EmailMessage(policy=email.policy.SMTP)
+        body.set_content(text, charset="utf-8", cte="quoted-printable")
     body.set_param("protected-headers", "v1")
     headers = (
         _raw_line("From", _address(_display(from_label, lists), lists.address))

@@ -16,9 +16,11 @@ from email.message import Message
 
 from selectolax.lexbor import LexborHTMLParser
 
+from secir_bot.fidelity import charsets
+from secir_bot.fidelity.attachments import Attachment, walk
+from secir_bot.fidelity.flowed import unflow
 from secir_bot.mime.headers import (
     MalformedMail,
-    header,
     ids,
     parse_bounded,
     payload_bytes,
@@ -44,6 +46,10 @@ class Content:
     references: tuple[str, ...] = ()
     threaded: bool = False
     html: tuple[str, ...] = ()  # HTML parts of a mail without plain text, not yet converted
+    # Its files, read within the codec's bounds (``fidelity.attachments.walk``); the list's
+    # limits are checked by a step, once the signature is.
+    files: tuple[Attachment, ...] = ()
+    supersedes: str | None = None  # the signed Supersedes header (a correction), if any
 
 
 def split_multipart(raw: bytes, boundary: str) -> list[bytes]:
@@ -64,12 +70,11 @@ def split_multipart(raw: bytes, boundary: str) -> list[bytes]:
 
 
 def _text_of(part: Message) -> str:
-    data = payload_bytes(part)
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        return data.decode(charset, errors="replace")
-    except LookupError:
-        return data.decode("utf-8", errors="replace")
+    """A text part as text: its charset read the way mail clients really write it
+    (``fidelity.charsets``: Windows-1252 labelled Latin-1, UTF-8 under a legacy label,
+    unknown labels), and format=flowed paragraphs joined into one line each."""
+    found = charsets.part_text(part)
+    return unflow(found.text, delsp=found.delsp) if found.flowed else found.text
 
 
 MAX_HTML_CHARS = 1_000_000  # HTML larger than this is not converted (the mail is refused)
@@ -109,7 +114,11 @@ def _readable(msg: Message) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
             continue  # the "legacy display" part of protected headers: a copy, not content
         if ctype == "application/pgp-signature":
             continue
-        if disposition == "attachment" or not ctype.startswith("text/"):
+        # A text part that is neither plain text nor HTML (text/csv, text/x-log, a named
+        # text file) is a file, not part of the message's text: it was once dropped here
+        # without a trace.
+        named = part.get_filename() is not None  # a named part is a file (as walk reads it)
+        if disposition == "attachment" or named or ctype not in ("text/plain", "text/html"):
             left_out.append(part.get_filename() or ctype)
         elif ctype == "text/plain":
             plain.append(_text_of(part))
@@ -154,15 +163,17 @@ def _parse_entity(plaintext: bytes) -> Content:
 
 def _content_of(msg: Message) -> Content:
     """Text, attachments and the protected headers of a signed entity."""
-    text, html, left_out = _readable(msg)
+    text, html, _ = _readable(msg)
+    files = walk(msg).attachments
     to_cc = [str(v) for name in ("To", "Cc") for v in msg.get_all(name) or []]
     replies = ids(msg.get("In-Reply-To"))
     references = ids(msg.get("References"))
     return Content(
-        subject=header(msg, "Subject") or None,
+        subject=charsets.header(msg, "Subject") or None,
         text=text,
         html=html,
-        attachments=left_out,
+        files=files,
+        supersedes=charsets.header(msg, "Supersedes") or None,
         recipients=tuple(recipients_of(", ".join(to_cc))) if to_cc else None,
         from_addr=(sender(msg)[1].lower() or None) if msg.get("From") is not None else None,
         in_reply_to=replies,
@@ -177,7 +188,8 @@ def inline_content(signed_text: bytes) -> Content:
     Trailing blanks are dropped from each line: a clear-signature does not cover them
     (RFC 4880 §7.1), so they may not be shown as the signer's.
     """
-    text = signed_text.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    # Inline PGP has no charset label: UTF-8 when it is, else Windows-1252 (charsets).
+    text = charsets.decode_bytes(signed_text).replace("\r\n", "\n")
     text = "\n".join(line.rstrip(" \t\r") for line in text.split("\n"))
     return Content(subject=None, text=text.strip("\n"))
 

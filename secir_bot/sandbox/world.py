@@ -61,6 +61,7 @@ address = "{list_address}"
 list_id = "{list_id}"
 owner = "{owner}"
 echo_to_sender = false
+{list_extra}
 
 [matrix]
 homeserver = "{homeserver}"
@@ -92,6 +93,7 @@ security = "{smtp_security}"
 retry_base = 0.2
 retry_max = 2
 {delivery_extra}
+{extra}
 """
 
 
@@ -176,6 +178,8 @@ class World:
         smtp_port: int | None = None,
         smtp_extra: str = "",
         delivery_extra: str = "",
+        list_extra: str = "",
+        extra: str = "",
     ) -> None:
         """Everything up to (not including) starting the bot.
 
@@ -254,6 +258,8 @@ class World:
                 matrix_extra=matrix_extra,
                 smtp_extra=smtp_extra,
                 delivery_extra=delivery_extra,
+                list_extra=list_extra,
+                extra=extra,
             )
         )
         self.config = config_mod.load(self.config_path)

@@ -20,8 +20,9 @@ from typing import Any, TypeVar
 
 from secir_bot.config import Config
 from secir_bot.crypto import Decrypted, Keyring
+from secir_bot.fidelity.relations import Edit
 from secir_bot.mime import Content, Envelope
-from secir_bot.model import Inbound, MailFacts, MatrixFacts, Member
+from secir_bot.model import File, Inbound, MailFacts, MatrixFacts, Member
 from secir_bot.steps import reasons
 from secir_bot.store import InboxItem, Store
 
@@ -85,6 +86,8 @@ class MailItem:
     claimed: Member | None = None  # the member the From address names, if any
     signature: str | None = None  # id of the member's signature, recorded when relayed
     notes: list[str] = field(default_factory=list)  # shown with the post (see threads.py)
+    formatted: str | None = None  # an HTML-only mail's HTML, sanitised for Matrix
+    revises: tuple[str, str] | None = None  # ("correction", uid of the post it corrects)
     facts: MailFacts = field(init=False)  # what the email bridge noted, read once
 
     def __post_init__(self) -> None:
@@ -99,6 +102,12 @@ class MatrixItem:
     event: dict[str, Any] = field(default_factory=dict)
     room_id: str = ""
     sender: Member | None = None
+    text: str = ""  # the message as mail text (``fidelity.totext``), once read
+    lead: str = ""  # its first line without the mentions it opens with
+    files: tuple[File, ...] = ()  # a file or picture, as the bridge fetched it
+    edit: Edit | None = None  # an edit (m.replace) of an earlier message
+    redacts: str | None = None  # a redaction: the event id it removes
+    revises: tuple[str, str] | None = None  # ("correction" | "retraction", the post's uid)
     facts: MatrixFacts = field(init=False)  # what the Matrix bridge noted, read once
 
     def __post_init__(self) -> None:

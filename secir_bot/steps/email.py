@@ -14,7 +14,10 @@ from dataclasses import replace
 
 from secir_bot import mime
 from secir_bot.crypto import Decrypted, Verified
-from secir_bot.model import Channel, Inbound, LinkKind
+from secir_bot.fidelity.attachments import check_all
+from secir_bot.fidelity.fromhtml import html_to_matrix
+from secir_bot.fidelity.relations import parse_correction
+from secir_bot.model import Channel, File, Inbound, LinkKind
 from secir_bot.steps import CONTINUE, Decision, MailItem, Services, drop, reject
 from secir_bot.threads import UNADDRESSED_NOTE
 
@@ -218,16 +221,50 @@ async def addressed_to_list(ctx: MailItem, s: Services) -> Decision:
 
 async def html_text(ctx: MailItem, s: Services) -> Decision:
     """An HTML-only mail becomes text here: after its signature was checked (nobody can
-    make the list parse HTML without a member's key), within a size bound, off the loop."""
+    make the list parse HTML without a member's key), within a size bound, off the loop.
+
+    Its HTML, sanitised into Matrix's subset (``fidelity.fromhtml``), is kept for the
+    room; the plain text read from it is what mail readers get."""
     content = ctx.content
     assert content is not None
     if content.text.strip() or not content.html:
         return CONTINUE
-    try:
-        texts = [await asyncio.to_thread(mime.html_to_text, markup) for markup in content.html]
-    except mime.MalformedMail as exc:
-        return reject("malformed", why=str(exc))
-    ctx.content = replace(content, text="\n".join(texts).strip("\n"), html=())
+    markup = "\n".join(content.html)
+    if len(markup) > mime.MAX_HTML_CHARS:
+        return reject("malformed", why=f"the HTML text is larger than {mime.MAX_HTML_CHARS}")
+    converted = await asyncio.to_thread(html_to_matrix, markup)
+    ctx.content = replace(content, text=converted.body.strip("\n"), html=())
+    ctx.formatted = converted.formatted_body
+    return CONTINUE
+
+
+async def files_within_limits(ctx: MailItem, s: Services) -> Decision:
+    """The mail's files are relayed only all together: one that breaks a limit (size, a
+    blocked type, a program by its first bytes) refuses the whole post, so that nobody
+    reads a message without the file it speaks of; the sender and the admins are told."""
+    assert ctx.content is not None
+    refusals = check_all(ctx.content.files, s.config.list.attachments)
+    if refusals:
+        return reject("files-refused", why="; ".join(r.text() for r in refusals))
+    return CONTINUE
+
+
+async def correction_by_author(ctx: MailItem, s: Services) -> Decision:
+    """A mail that corrects an earlier post (a signed ``Supersedes:`` header, or a
+    ``[correction]`` subject on a reply) becomes an edit of that post in the room and a
+    correction mail, only when its signer wrote the post; the marks must be signed."""
+    content = ctx.content
+    assert content is not None and ctx.signer is not None
+    replies = content.in_reply_to if content.threaded else ()
+    found = parse_correction(content.subject or "", content.supersedes, replies)
+    if found is None:
+        return CONTINUE
+    original = s.store.posts.for_link(LinkKind.MSGID, found.corrects)
+    if original is None:
+        return CONTINUE  # nothing relayed to correct: an ordinary post (or reply)
+    if original.author.id != ctx.signer.id:
+        return reject("correction-not-author")
+    ctx.revises = ("correction", original.uid)
     return CONTINUE
 
 
@@ -251,6 +288,9 @@ def inbound_of(ctx: MailItem) -> Inbound:
         room=None,
         author=ctx.signer,
         text=content.text,
+        formatted=ctx.formatted,
+        files=tuple(File(f.filename, f.content_type, f.data) for f in content.files),
+        revises=ctx.revises,
         subject=content.subject or "",
         source=(LinkKind.MSGID, env.source_id),
         replies_to=tuple((LinkKind.MSGID, i) for i in ids),

@@ -8,11 +8,20 @@ did not arrive encrypted.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 from secir_bot.commands.parse import is_matrix_command
-from secir_bot.model import MARKER, Channel, DeviceVerdict, Inbound, LinkKind
+from secir_bot.fidelity.attachments import Attachment, check_all
+from secir_bot.fidelity.relations import (
+    parse_edit,
+    parse_reaction,
+    redacted_event,
+    retraction_text,
+)
+from secir_bot.fidelity.totext import HTML_FORMAT, matrix_to_text
+from secir_bot.model import MARKER, Channel, DeviceVerdict, File, Inbound, LinkKind
 from secir_bot.steps import CONTINUE, Decision, MatrixItem, Services, command, drop, reject
-from secir_bot.threads import strip_reply_fallback
 
 
 async def parse(ctx: MatrixItem, s: Services) -> Decision:
@@ -42,16 +51,27 @@ async def accepted_invitation(ctx: MatrixItem, s: Services) -> Decision:
 
 
 async def is_human_message(ctx: MatrixItem, s: Services) -> Decision:
+    """A member's message, an edit of one, or a redaction; a reaction is recorded (its
+    inbox row says who reacted how to what) and not mirrored one by one."""
     content = ctx.event.get("content") or {}
-    if ctx.event.get("type") != "m.room.message":
-        return drop("not-a-message", type=ctx.event.get("type"))
+    kind = ctx.event.get("type")
+    if kind == "m.reaction":
+        found = parse_reaction(ctx.event)
+        return drop("reaction", key=found.key if found else "?")
+    if kind == "m.room.redaction" and (target := redacted_event(ctx.event)) is not None:
+        ctx.redacts = target
+        return CONTINUE
+    if kind != "m.room.message":
+        return drop("not-a-message", type=kind)
     if MARKER in content:
         return drop("relayed-by-bot")
     if content.get("msgtype") == "m.notice":
         return drop("notice")
     rel = content.get("m.relates_to") or {}
     if rel.get("rel_type") == "m.replace":
-        return reject("edit")
+        ctx.edit = parse_edit(content)
+        if ctx.edit is None:
+            return drop("edit-malformed")
     return CONTINUE
 
 
@@ -69,7 +89,9 @@ async def command_or_message(ctx: MatrixItem, s: Services) -> Decision:
 
 
 async def was_encrypted(ctx: MatrixItem, s: Services) -> Decision:
-    if not ctx.facts.encrypted:
+    # A redaction is never encrypted (the server must read it); it can only withdraw the
+    # sender's own post (``is_text``), and says nothing but that.
+    if not ctx.facts.encrypted and ctx.redacts is None:
         return reject("not-e2e")
     return CONTINUE
 
@@ -81,7 +103,7 @@ async def from_a_trusted_device(ctx: MatrixItem, s: Services) -> Decision:
     """Only devices the bot judged trusted count as a member's; everything else, including
     a verdict that is missing, is refused on both ways."""
     verdict = ctx.facts.device or DeviceVerdict.UNKNOWN
-    if verdict == DeviceVerdict.TRUSTED:
+    if verdict == DeviceVerdict.TRUSTED or ctx.redacts is not None:
         return CONTINUE
     if verdict in _VERDICTS:
         return reject(f"device-{verdict}")  # the reason says what the bridge found
@@ -99,13 +121,83 @@ async def sender_is_member(ctx: MatrixItem, s: Services) -> Decision:
     return CONTINUE
 
 
+MEDIA = frozenset({"m.image", "m.file", "m.video", "m.audio"})
+
+
 async def is_text(ctx: MatrixItem, s: Services) -> Decision:
+    """A text message, read as mail text: from its HTML when it has some (Element keeps
+    the Markdown source in ``body``, which must not reach mail), with the mentions of
+    members written as their "Name (.tld)". A file or picture is taken with the file the
+    bridge fetched at intake (``store.media``), within the list's limits."""
+    assert ctx.sender is not None
+    if ctx.redacts is not None:
+        return _retraction(ctx, s, ctx.redacts)
     content = ctx.event.get("content") or {}
+    if ctx.edit is not None:
+        original = s.store.posts.for_link(LinkKind.EVENT, ctx.edit.replaces)
+        if original is None:
+            return drop("edit-unknown-original")
+        if original.author.id != ctx.sender.id:
+            return drop("edit-not-author")  # invalid by the spec: clients ignore it too
+        content = ctx.edit.new_content
+        if content.get("msgtype") not in ("m.text", "m.emote"):
+            # A caption's edit, say: the file went out already and stays as it was.
+            return drop("edit-not-text", msgtype=str(content.get("msgtype"))[:40])
+        ctx.revises = ("correction", original.uid)
     msgtype = str(content.get("msgtype"))[:40]
+    if msgtype in MEDIA:
+        return _media(ctx, s, content)
     if msgtype not in ("m.text", "m.emote"):
         return reject("not-text", msgtype=msgtype)
     if not str(content.get("body", "")).strip():
         return drop("empty")
+    # A reply of nothing but the quoted fallback reads as no text: the policy refuses it.
+    read = matrix_to_text(content, _labels(s))
+    ctx.text, ctx.lead = read.text, read.lead
+    return CONTINUE
+
+
+def _retraction(ctx: MatrixItem, s: Services, target: str) -> Decision:
+    """A redaction of the sender's own relayed post becomes a retraction notice to the
+    mail members, in the post's thread (mail cannot be unsent, and it says so)."""
+    assert ctx.sender is not None
+    original = s.store.posts.for_link(LinkKind.EVENT, target)
+    if original is None:
+        return drop("redaction-unknown")  # never relayed: nothing to withdraw by mail
+    if original.author.id != ctx.sender.id:
+        return drop("redaction-not-author")
+    ctx.text = retraction_text(ctx.sender.label)
+    ctx.revises = ("retraction", original.uid)
+    return CONTINUE
+
+
+def _labels(s: Services) -> Callable[[str], str | None]:
+    def label(user_id: str) -> str | None:
+        member = s.store.members.by_matrix_id(user_id)
+        return member.label if member is not None else None
+
+    return label
+
+
+def _media(ctx: MatrixItem, s: Services, content: dict[str, Any]) -> Decision:
+    """A file: the one the bridge fetched, checked against the limits; its caption (the
+    body, when the event names the file apart) is the text, else the file's name."""
+    stored = s.store.media.get(str(ctx.event.get("event_id", "")))
+    if stored is None or stored.data is None:
+        why = stored.problem if stored is not None else "the file was not fetched"
+        return reject("files-refused", why=why)
+    file = Attachment(stored.filename, stored.content_type, stored.data)
+    refusals = check_all((file,), s.config.list.attachments)
+    if refusals:
+        return reject("files-refused", why="; ".join(r.text() for r in refusals))
+    ctx.files = (File(file.filename, file.content_type, file.data),)
+    name = content.get("filename")
+    captioned = isinstance(name, str) and content.get("body") not in (None, "", name)
+    read = matrix_to_text(content, _labels(s)) if captioned else None
+    if read is not None and read.text.strip():
+        ctx.text, ctx.lead = read.text, read.lead
+    else:
+        ctx.text = ctx.lead = f"File: {stored.filename}"
     return CONTINUE
 
 
@@ -119,10 +211,18 @@ def inbound_of(ctx: MatrixItem) -> Inbound:
     content = ctx.event.get("content") or {}
     rel = content.get("m.relates_to") or {}
     reply_to = (rel.get("m.in_reply_to") or {}).get("event_id")
+    if ctx.redacts is not None or ctx.edit is not None:
+        # A correction or a retraction answers the post it revises, in its thread.
+        reply_to = ctx.redacts or (ctx.edit.replaces if ctx.edit else None)
+        rel, content = {}, {}
     root = rel.get("event_id") if rel.get("rel_type") == "m.thread" else None
-    text = strip_reply_fallback(str(content.get("body", "")))
+    text = ctx.text
     if content.get("msgtype") == "m.emote":
         text = f"* {ctx.sender.name} {text}"
+    formatted = content.get("formatted_body")
+    html = (
+        formatted if content.get("format") == HTML_FORMAT and isinstance(formatted, str) else None
+    )
     return Inbound(
         channel=Channel.MATRIX,
         room=ctx.room_id,
@@ -132,4 +232,8 @@ def inbound_of(ctx: MatrixItem) -> Inbound:
         source=(LinkKind.EVENT, str(ctx.event.get("event_id"))),
         replies_to=((LinkKind.EVENT, str(reply_to)),) if reply_to else (),
         thread_root=(LinkKind.EVENT, str(root)) if root else None,
+        formatted=html if content.get("msgtype") in ("m.text", *MEDIA) else None,
+        files=ctx.files,
+        lead=ctx.lead,
+        revises=ctx.revises,
     )

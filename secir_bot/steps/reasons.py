@@ -77,6 +77,13 @@ ENGLISH: dict[str, str] = {
         "the signed content is addressed to others, not to the list: a signed mail sent "
         "elsewhere is not relayed (write to the list itself)"
     ),
+    # -- files, either channel (the reasons of fidelity.reasons, joined)
+    "files-refused": (
+        "the message was not relayed, so that no one reads it without its files: {why}"
+    ),
+    "correction-not-author": (
+        "only the author of a message can correct it; post your correction as a reply"
+    ),
     # -- Matrix events
     "not-json": "stored event is not JSON",
     "malformed-event": "malformed event (its content is not an object)",
@@ -87,7 +94,13 @@ ENGLISH: dict[str, str] = {
     "command-line": "a command (answered by the bot, never relayed)",
     "invitation-accepted": "the bot's invitation to a direct chat was accepted",
     "not-for-the-list": "a message in the control room or a direct chat that is not a command",
-    "edit": "edits cannot be mirrored to email; post a follow-up message instead",
+    "reaction": "a reaction ({key}): counted in the room, not mailed one by one",
+    "edit-malformed": "an edit without a well-formed new text",
+    "edit-unknown-original": "an edit of a message that the list did not relay",
+    "edit-not-text": "an edit that replaces a message with a {msgtype}, not text",
+    "edit-not-author": "an edit by someone other than the message's author (invalid)",
+    "redaction-unknown": "a redaction of a message that the list did not relay",
+    "redaction-not-author": "a redaction of someone else's message (a moderator's)",
     "not-e2e": "the message was not end-to-end encrypted; it is not relayed",
     **{f"device-{v}": f"{text}; the message is not relayed" for v, text in _DEVICE.items()},
     "device-untrusted": (

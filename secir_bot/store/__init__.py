@@ -14,6 +14,7 @@ retention purge, and holds one repository per table or group of tables:
                                          keys
   store.kv             kv.py             small state (sync token, list key fingerprint)
   store.signatures     signatures.py     member signatures already relayed (replays)
+  store.media          media.py          files of Matrix messages, fetched at intake
   store.rates          rates.py          notices per key and hour (backscatter)
   store.audit          audit.py          the hash-chained audit log
   store.cases          cases.py          subscription cases and their nominees
@@ -47,6 +48,7 @@ from secir_bot.store.devices import DeviceRecord, Devices, IdentityRecord
 from secir_bot.store.effects import Effects
 from secir_bot.store.inbox import Inbox, InboxItem
 from secir_bot.store.kv import KV, LIST_FPR_KEY, delete_in, put_in
+from secir_bot.store.media import Media, StoredMedia
 from secir_bot.store.members import Members
 from secir_bot.store.migrations import MIGRATIONS
 from secir_bot.store.outbox import NewDelivery, Outbox, OutboxRow, enqueue_in
@@ -65,6 +67,7 @@ __all__ = [
     "OutboxRow",
     "Rate",
     "Store",
+    "StoredMedia",
     "Tx",
 ]
 
@@ -84,6 +87,7 @@ class Store:
         self.devices = Devices(db)
         self.kv = KV(db)
         self.signatures = Signatures(db)
+        self.media = Media(db)
         self.rates = Rates(db)
         self.audit = Audit(db)
         self.cases = Cases(db)
@@ -189,8 +193,8 @@ class Store:
 
         The raw bytes of decided inbox items and the payloads of sent outbox rows are
         emptied (rows, decisions, posts and links stay); undecided and parked items, pending
-        rows and dead letters (which an admin may retry) keep theirs. Old rate-limit windows
-        and withheld-key records are deleted.
+        rows and dead letters (which an admin may retry) keep theirs. Old rate-limit windows,
+        withheld-key records and the files of decided Matrix messages are deleted.
         """
         with self.transaction() as tx:
             raw = tx.execute(
@@ -205,4 +209,10 @@ class Store:
             ).rowcount
             tx.execute("DELETE FROM rate_limits WHERE window_start < ?", [before])
             tx.execute("DELETE FROM withheld WHERE received_at < ?", [before])
-        return {"inbox": raw, "outbox": sent}
+            # Files of Matrix messages go with their events' raw bytes (issue 10).
+            media = tx.execute(
+                "DELETE FROM media WHERE created_at < ? AND event_id NOT IN (SELECT source_id"
+                " FROM inbox WHERE source = 'matrix' AND state IN ('new', 'parked'))",
+                [before],
+            ).rowcount
+        return {"inbox": raw, "outbox": sent, "media": media}

@@ -102,6 +102,11 @@ class Outbox(Repository):
         )
         return [_row(r) for r in dict_rows(cur)]
 
+    def of_post(self, post_uid: str) -> list[OutboxRow]:
+        """Every row of a post, whatever its state, in creation order."""
+        cur = self.db.execute("SELECT * FROM outbox WHERE post_uid = ? ORDER BY id", [post_uid])
+        return [_row(r) for r in dict_rows(cur)]
+
     def due(self, channel: Channel, now: float) -> list[OutboxRow]:
         """Pending rows of a channel that are due, in creation order."""
         return [r for r in self.pending(channel) if r.due_at <= now]

@@ -12,12 +12,17 @@ list headers go outside.
 from __future__ import annotations
 
 import functools
+import html
 from collections.abc import Sequence
+from email.message import EmailMessage
 
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.crypto.backend import SignEncrypt
 from secir_bot.crypto.groups import make_backend, sign_encrypt_groups
+from secir_bot.fidelity.mailparts import OutgoingFile, mail_body
+from secir_bot.fidelity.relations import correction_text
+from secir_bot.fidelity.totext import html_alternative
 from secir_bot.mime import ListHeaders, compose_inner, compose_outer
 from secir_bot.mime.letter import Part, compose_signed, letter_inner
 from secir_bot.model import Channel, DeliveryKind, LinkKind, Member, Post, message_id, new_uid
@@ -47,6 +52,7 @@ class EmailRenderer:
         )
         self.group_size = config.delivery.encrypt_group_size
         self.domain = config.list.domain
+        self.html_alternative = config.list.html_alternative
         lst = config.list
         self.headers = ListHeaders(
             name=lst.name,
@@ -81,9 +87,15 @@ class EmailRenderer:
         if post.attachments:
             footer = "\n\n[attachments not relayed: " + ", ".join(post.attachments) + "]" + footer
         notes = "".join(f"[Note from the list: {note}]\n\n" for note in post.notes)
+        body = post.body
+        if post.corrects:
+            # Mail cannot be edited: the whole corrected text, in the original's thread.
+            where = "by email" if post.origin is Channel.EMAIL else "in the Matrix room"
+            body = correction_text(post.author.label, post.body, where)
         sealed = await self._encrypt(
+            entity=self._body(post, notes + body + footer, footer),
             subject=post.subject,
-            text=notes + post.body + footer,
+            text=notes + body + footer,
             label=post.author.label,
             message_id=self.message_id(post.uid),
             to=[m.fingerprint for m in to],
@@ -202,6 +214,27 @@ class EmailRenderer:
             for group, data in sealed
         ]
 
+    def _body(self, post: Post, text: str, footer: str) -> EmailMessage | None:
+        """The post's MIME body when it has more than its text: its files, and the HTML
+        alternative (``list.html_alternative``) of a room post written with formatting,
+        sanitised, mentions written as "Name (.tld)"; None for the plain text alone."""
+        page = None
+        if self.html_alternative and post.formatted and post.origin is Channel.MATRIX:
+
+            def label(user_id: str) -> str | None:
+                member = self.store.members.by_matrix_id(user_id)
+                return member.label if member is not None else None
+
+            notes = "".join(
+                f"<p><em>[Note from the list: {html.escape(n)}]</em></p>" for n in post.notes
+            )
+            lines = "<br>\n".join(html.escape(ln) for ln in footer.strip("\n").split("\n"))
+            page = notes + html_alternative(post.formatted, label) + f"<p>{lines}</p>"
+        if page is None and not post.files:
+            return None
+        files = [OutgoingFile(f.filename, f.content_type, f.data) for f in post.files]
+        return mail_body(text, html=page, files=files)
+
     def _thread_ids(self, post: Post) -> tuple[str | None, tuple[str, ...]]:
         """In-Reply-To and References of a reply's mail (issue 6, found with real clients).
 
@@ -243,10 +276,16 @@ class EmailRenderer:
         references: tuple[str, ...] = (),
         automated: bool = False,
         recipient: str | None = None,
+        entity: EmailMessage | None = None,
     ) -> list[tuple[tuple[str, ...], bytes]]:
         """The mail for each recipient group of ``to`` (fingerprints): (group, bytes)."""
         inner = compose_inner(
-            subject=subject, text=text, from_label=label, lists=self.headers, message_id=message_id
+            subject=subject,
+            text=text,
+            from_label=label,
+            lists=self.headers,
+            message_id=message_id,
+            entity=entity,
         )
         sealed = await sign_encrypt_groups(
             self.backend, inner, to, self.list_fpr, group_size=self.group_size

@@ -27,6 +27,7 @@ import vodozemac
 from nio import MegolmEvent
 
 from secir_bot.bridges.matrix.client import ApiError, MatrixClient
+from secir_bot.bridges.matrix.fetch import fetch_media
 from secir_bot.bridges.matrix.lost import admin_never_came, admin_withheld, member_notice
 from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.config import Config
@@ -196,6 +197,9 @@ class Parked:
                 "origin_server_ts": event.server_timestamp,
             }
             facts = replace(MatrixFacts.from_meta(item.meta), encrypted=True, device=verdict)
+            if verdict is DeviceVerdict.TRUSTED:
+                # A trusted member's file is fetched now, before the event is decided.
+                await fetch_media(self.client, self.store, self.config, raw)
             self.store.inbox.unpark(item.id, json.dumps(raw).encode(), facts.to_meta())
             if self.store.kv.get(f"matrix.withheld_told.{event.sender}"):
                 self.store.kv.put(f"matrix.withheld_told.{event.sender}", "")

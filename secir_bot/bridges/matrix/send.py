@@ -11,19 +11,21 @@ waiting for a key that will never come.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import secrets
 from typing import Any
 
 import aiohttp
-from nio import LocalProtocolError, OlmUnverifiedDeviceError, RoomSendResponse
+from nio import LocalProtocolError, OlmUnverifiedDeviceError, RoomSendResponse, UploadResponse
 
 from secir_bot.bridges import Receipt
 from secir_bot.bridges.matrix.client import ApiError, MatrixClient, quoted
 from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
-from secir_bot.model import DeliveryKind, DeviceVerdict, LinkKind
+from secir_bot.fidelity.relations import edit_content
+from secir_bot.model import MARKER, DeliveryKind, DeviceVerdict, LinkKind
 from secir_bot.store import OutboxRow, Store
 
 # Matrix errors that retrying cannot cure.
@@ -85,6 +87,13 @@ class Sender:
         relation = self._relation(payload.get("root_uid"), payload.get("parent_uid"))
         if relation:
             content["m.relates_to"] = relation
+        replaced = payload.get("replaces_uid")
+        events = self.store.posts.links_of(replaced, LinkKind.EVENT) if replaced else []
+        if events:
+            content = edit_content(events[0], content)
+            content[MARKER] = content["m.new_content"].get(MARKER)
+        if "upload" in payload:
+            content["file"] = {**content["file"], "url": await self._upload(row, payload["upload"])}
         async with self._lock:
             try:
                 resp = await self._send(row, content)
@@ -109,6 +118,32 @@ class Sender:
             if olm.outbound_group_sessions.pop(room_id, None) is not None:
                 log.info("room key of %s discarded; the next message starts a new one", room_id)
             self._withheld.pop(room_id, None)
+
+    async def _upload(self, row: OutboxRow, ciphertext_b64: str) -> str:
+        """The mxc URL of the row's encrypted file, uploaded once: the URL is kept (by
+        row), so a retry after a failed send posts the same upload."""
+        key = f"matrix.upload.{row.id}.{int(row.created_at * 1000)}"
+        done = self.store.kv.get(key)
+        if done is not None:
+            return done
+        data = base64.b64decode(ciphertext_b64)
+        try:
+            resp, _ = await self.client.upload(
+                lambda *_: data,
+                content_type="application/octet-stream",
+                filename="encrypted",
+                filesize=len(data),
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientDeliveryError(f"Matrix upload failed: {exc!r}") from exc
+        if not isinstance(resp, UploadResponse):
+            status = str(getattr(resp, "status_code", "") or "")
+            if status in PERMANENT_ERRORS:
+                raise PermanentDeliveryError(f"Matrix refused the upload: {resp}")
+            raise TransientDeliveryError(f"Matrix upload failed: {resp}")
+        url = str(resp.content_uri)
+        self.store.kv.put(key, url)
+        return url
 
     async def _send(self, row: OutboxRow, content: dict[str, Any]) -> Any:
         for attempt in (1, 2):

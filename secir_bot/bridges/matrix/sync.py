@@ -38,6 +38,10 @@ SYNC_DEADLINE = 120.0  # seconds; a sync long-polls for 30 s at most, so this me
 SYNC_FILTER = {"room": {"timeline": {"limit": 500}, "state": {"lazy_load_members": False}}}
 
 Item = tuple[str, bytes, dict[str, Any], InboxState]
+# Clear events taken into the inbox: messages (refused unless encrypted), redactions (never
+# encrypted: a member withdrawing a post) and reactions (sent in the clear by clients;
+# recorded, not mirrored one by one).
+RECEIVED = frozenset({"m.room.message", "m.room.redaction", "m.reaction"})
 
 
 class Receiver:
@@ -218,7 +222,7 @@ class Receiver:
             facts = MatrixFacts(room_id=room_id, encrypted=False)
             raw["event_id"] = event_id
             return event_id, json.dumps(raw, default=str).encode(), facts.to_meta(), InboxState.NEW
-        if source.get("type") != "m.room.message":
+        if source.get("type") not in RECEIVED:
             return None
         raw = {
             "type": source.get("type"),
@@ -227,6 +231,8 @@ class Receiver:
             "sender": source.get("sender"),
             "origin_server_ts": source.get("origin_server_ts"),
         }
+        if isinstance(source.get("redacts"), str):
+            raw["redacts"] = source["redacts"]  # where room versions before 11 keep it
         # Encrypted events are MegolmEvents above (the client does not decrypt them).
         facts = MatrixFacts(room_id=room_id, encrypted=False)
         return event_id, json.dumps(raw, default=str).encode(), facts.to_meta(), InboxState.NEW

@@ -19,6 +19,7 @@ from secir_bot.store.migrations import (
     m005_cross_signing,
     m006_commands,
     m007_rate_limits,
+    m008_media,
 )
 
 Migration = tuple[str, Callable[[sqlite_utils.Database], None]]
@@ -33,5 +34,6 @@ MIGRATIONS: tuple[Migration, ...] = tuple(
         m005_cross_signing,
         m006_commands,
         m007_rate_limits,
+        m008_media,
     )
 )
