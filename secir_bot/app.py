@@ -17,17 +17,20 @@ from secir_bot.bridges import Bridge
 from secir_bot.bridges.email import EmailBridge, EmailRenderer
 from secir_bot.bridges.matrix import MatrixBridge
 from secir_bot.bridges.matrix.render import MatrixRenderer
+from secir_bot.commands import Context, registry
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.errors import StoreError, StoreMissing
 from secir_bot.fanout import Fanout
 from secir_bot.health import Health, Link, where_of
 from secir_bot.inbox import Decider, InboxRunner
+from secir_bot.mailfront import MailFront
 from secir_bot.model import Channel, InboxState
 from secir_bot.notices import Notices
 from secir_bot.outbox import Outbox
 from secir_bot.steps import Services
 from secir_bot.store import LIST_FPR_KEY, Store
+from secir_bot.whois import WhoisServer
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +44,28 @@ def check_store_dir(config: Config) -> None:
         log.warning("store: %s", change)
 
 
-def decider(services: Services) -> Decider:
+def command_context(services: Services) -> Context:
+    """The services the commands use (one registry per bot, built here)."""
+    cfg = services.config
+    return Context(
+        config=cfg,
+        store=services.store,
+        keyring=services.keyring,
+        list_fpr=services.list_fpr,
+        whois=WhoisServer(host=cfg.whois.host, port=cfg.whois.port, timeout=cfg.whois.timeout),
+        registry=registry.default(),
+    )
+
+
+def decider(services: Services, on_effects: Callable[[], None] = lambda: None) -> Decider:
     """What decides inbox items, with each channel's renderer wired in (the core never
     imports a bridge; this is the one place that hands the renderers over)."""
     cfg, store, keyring = services.config, services.store, services.keyring
     room = MatrixRenderer()
     mail = EmailRenderer(cfg, store, keyring, services.list_fpr)
     notices = Notices(cfg, store, keyring, room, mail)
-    return Decider(services, Fanout(cfg, store, keyring, room, mail, notices), notices)
+    requests = MailFront(services, command_context(services), mail, notices, on_effects)
+    return Decider(services, Fanout(cfg, store, keyring, room, mail, notices), notices, requests)
 
 
 class App:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from secir_bot import posts
 from secir_bot.crypto import GpgTimeout
@@ -38,13 +39,30 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3  # times an item may be started before it is shunted unprocessed
 
 
+class Requests(Protocol):
+    """The command front end by mail (``mailfront.MailFront``), wired by the app."""
+
+    def addressed(self, item: InboxItem) -> bool: ...
+
+    def decide(self, item: InboxItem) -> Awaitable[Outcome]: ...
+
+    def commands(self, ctx: MailItem, text: str) -> Awaitable[Outcome]: ...
+
+
 class Decider:
     """Decides inbox items and turns them into posts and deliveries."""
 
-    def __init__(self, services: Services, fanout: Fanout, notices: Notices) -> None:
+    def __init__(
+        self,
+        services: Services,
+        fanout: Fanout,
+        notices: Notices,
+        requests: Requests | None = None,
+    ) -> None:
         self.s = services
         self.fanout = fanout
         self.notices = notices
+        self.requests = requests  # mail on the request address, and command words
 
     async def decide(self, item: InboxItem) -> Outcome:
         """Decide one inbox item (idempotent: a decided item keeps its outcome)."""
@@ -92,6 +110,8 @@ class Decider:
         return Outcome(InboxState.REJECTED, decision.reason)
 
     async def _mail(self, item: InboxItem) -> Outcome:
+        if self.requests is not None and self.requests.addressed(item):
+            return await self.requests.decide(item)
         ctx = MailItem(item)
         decision = await EMAIL_STEPS.run(ctx, self.s)
         if decision.verdict is Verdict.CONTINUE:
@@ -99,6 +119,8 @@ class Decider:
             decision = await POLICY_STEPS.run(PolicyItem(item, inbound), self.s)
             if decision.verdict is Verdict.CONTINUE:
                 return await self._relay(item, inbound)
+            if decision.verdict is Verdict.REQUEST and self.requests is not None:
+                return await self.requests.commands(ctx, str(decision.params["word"]))
         rejected = (
             []
             if decision.verdict is Verdict.DROP

@@ -6,6 +6,7 @@ sender and the admins are told). Exceptions mean that something broke, never tha
 input was bad. The order of the steps is data and lives in ``pipeline.py``, in one place.
 
 email.py    the intake of mail on the list address (envelope, decryption, sender policy)
+request.py  what is particular to mail on the request address (commands, the procedure)
 matrix.py   the intake of events in the incident room
 policy.py   what is checked once, whichever channel a message came from
 reasons.py  reason codes and their English texts
@@ -30,6 +31,7 @@ class Verdict(enum.StrEnum):
     CONTINUE = "continue"
     DROP = "drop"  # quietly: loops, duplicates, auto-replies
     REJECT = "reject"  # the sender (if a member) and the admins are told why
+    REQUEST = "request"  # not a post: the command front end takes it (code: what it is)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,11 @@ def drop(code: str, **params: object) -> Decision:
 
 def reject(code: str, **params: object) -> Decision:
     return Decision(Verdict.REJECT, code, params)
+
+
+def divert(code: str, **params: object) -> Decision:
+    """Hand the item to the command front end: commands, a nomination or a proof."""
+    return Decision(Verdict.REQUEST, code, params)
 
 
 @dataclass
