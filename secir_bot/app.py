@@ -18,6 +18,7 @@ from secir_bot.bridges.email import EmailBridge, EmailRenderer
 from secir_bot.bridges.matrix import MatrixBridge
 from secir_bot.bridges.matrix.render import MatrixRenderer
 from secir_bot.commands import Context, registry
+from secir_bot.commands.executor import Executor
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.errors import StoreError, StoreMissing
@@ -115,11 +116,23 @@ class App:
             self.decider.notices.admins,
             config.matrix.control_room,
         )
+        notices = self.decider.notices
+        self.executor = Executor(
+            config,
+            self.store,
+            self.keyring,
+            notices.room,
+            notices.mail,
+            self.matrix.actions,
+            self.outbox.wake,
+        )
         if self.matrix.user_id != config.matrix.user_id:
             raise StoreError("the Matrix login does not match matrix.user_id")
 
     def _wake(self) -> None:
+        # After each decision: its deliveries, and the effects of a command it ran.
         self.outbox.wake()
+        self.executor.wake()
 
     def _notify(self, text: str) -> None:
         self.outbox.notify(text)
@@ -165,6 +178,7 @@ class App:
             ("matrix", self.matrix.run),
             ("email", self.email.run),
             ("outbox", self.outbox.run),
+            ("effects", self.executor.run),
             ("health", self.health.run),
             ("housekeeping", lambda: housekeeping.run(self.store, self.config.retention_days)),
         ]

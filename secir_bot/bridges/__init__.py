@@ -89,3 +89,47 @@ class MailRenderer(Protocol):
 
     async def answer(self, member: Member, subject: str, text: str) -> NewDelivery:
         """An automatic answer from the list to one member, encrypted to them alone."""
+
+    async def letter(
+        self,
+        *,
+        to: str,
+        subject: str,
+        text: str,
+        uid: str,
+        encrypt_to: Sequence[str] = (),
+        attachments: Sequence[tuple[str, str, bytes]] = (),
+        reply_to: str = "",
+    ) -> NewDelivery:
+        """A command's mail to one address (signed; encrypted when ``encrypt_to``)."""
+
+    async def announcement(
+        self, to: Sequence[Member], subject: str, text: str, uid: str
+    ) -> NewDelivery:
+        """A notice from the list to ``to``: signed once, encrypted once to all of them."""
+
+
+class RoomActions(Protocol):
+    """What the core may ask of the Matrix side beyond sending (the command effects).
+
+    Each action is idempotent: asked twice (a crash before it was recorded as done), it
+    does nothing more the second time. Failures are ``TransientDeliveryError`` (try again
+    later) or ``PermanentDeliveryError``.
+    """
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        """Invite ``user_id`` to ``room_id`` (done when they are invited or in it already)."""
+
+    async def kick(self, room_id: str, user_id: str, reason: str) -> None:
+        """Remove ``user_id`` from ``room_id`` (done when they are not in it)."""
+
+    async def rotate(self, room_id: str) -> None:
+        """Drop the room's outbound room key: the next message starts a new one, shared
+        only with the devices the room's audience allows then."""
+
+    async def open_direct(self, user_id: str) -> str:
+        """The bot's direct room with ``user_id`` (opened and invited the first time)."""
+
+    def recheck(self, user_id: str) -> None:
+        """Fetch and judge ``user_id``'s devices again before the next send (a device an
+        admin trusted or blocked, an account removed)."""

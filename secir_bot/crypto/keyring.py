@@ -270,10 +270,11 @@ class Keyring:
             raise CryptoError(f"gpg could not encrypt: {_refusals(run)}")
         return run.output
 
-    async def detach_sign(self, data: bytes, signer: str) -> bytes:
-        run = await self._gpg(
-            ["--pinentry-mode", "error", "--armor", "--local-user", signer, "--detach-sign"], data
-        )
+    async def detach_sign(self, data: bytes, signer: str, digest: str | None = None) -> bytes:
+        """A detached signature; ``digest`` (e.g. "SHA256") when the mail names it (micalg)."""
+        extra = ["--digest-algo", digest] if digest else []
+        args = ["--pinentry-mode", "error", "--armor", *extra, "--local-user", signer]
+        run = await self._gpg([*args, "--detach-sign"], data)
         if run.returncode != 0 or not run.has("SIG_CREATED"):
             raise CryptoError(f"gpg could not sign: {_refusals(run)}")
         return run.output

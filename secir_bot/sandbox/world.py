@@ -214,6 +214,8 @@ class World:
             f"SECIR incidents {self.tag}",
             [bot["user_id"], *self.matrix_ids.values()],
             encrypted=encrypted_incident_room,
+            # The bot removes revoked members (kick needs 50 by default).
+            power={bot["user_id"]: 50},
         )
         self.control_room = await self.admin.create_room(
             f"SECIR control {self.tag}", [bot["user_id"]]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.mime import ListHeaders, compose_inner, compose_outer
+from secir_bot.mime.letter import Part, compose_signed, letter_inner
 from secir_bot.model import Channel, DeliveryKind, LinkKind, Member, Post, message_id, new_uid
 from secir_bot.store import NewDelivery, Store
 
@@ -93,6 +94,76 @@ class EmailRenderer:
             kind=DeliveryKind.NOTICE,
             payload=data,
             recipients=(member.email,),
+        )
+
+    async def letter(
+        self,
+        *,
+        to: str,
+        subject: str,
+        text: str,
+        uid: str,
+        encrypt_to: Sequence[str] = (),
+        attachments: Sequence[Part] = (),
+        reply_to: str = "",
+    ) -> NewDelivery:
+        """A command's mail to one address: encrypted to ``encrypt_to`` and signed, or, with
+        no key to encrypt to, signed only. ``uid`` fixes its Message-ID (a retry or a
+        repeated effect is the same mail)."""
+        mid = self.message_id(uid)
+        inner = letter_inner(
+            subject=subject,
+            text=text,
+            attachments=attachments,
+            lists=self.headers,
+            to=to,
+            message_id=mid,
+            reply_to=reply_to,
+        )
+        if encrypt_to:
+            armored = await self.keyring.sign_encrypt(inner, list(encrypt_to), self.list_fpr)
+            data = compose_outer(
+                armored=armored,
+                from_label=None,
+                lists=self.headers,
+                message_id=mid,
+                to=to,
+                automated=True,
+            )
+        else:
+            signature = await self.keyring.detach_sign(inner, self.list_fpr, digest="SHA256")
+            data = compose_signed(
+                inner=inner,
+                signature=signature,
+                subject=subject,
+                lists=self.headers,
+                to=to,
+                message_id=mid,
+                reply_to=reply_to,
+            )
+        return NewDelivery(
+            channel=Channel.EMAIL, target=to, kind=DeliveryKind.NOTICE, payload=data,
+            recipients=(to,),
+        )  # fmt: skip
+
+    async def announcement(
+        self, to: Sequence[Member], subject: str, text: str, uid: str
+    ) -> NewDelivery:
+        """A notice from the list to its members (a new member, a removal): one mail,
+        signed once and encrypted once to all of ``to``, in order with the list's posts."""
+        data = await self._encrypt(
+            subject=subject,
+            text=text,
+            label=None,
+            message_id=self.message_id(uid),
+            to=[m.fingerprint for m in to],
+        )
+        return NewDelivery(
+            channel=Channel.EMAIL,
+            target=LIST_TARGET,
+            kind=DeliveryKind.NOTICE,
+            payload=data,
+            recipients=tuple(m.email for m in to),
         )
 
     def _thread_ids(self, post: Post) -> tuple[str | None, tuple[str, ...]]:

@@ -60,23 +60,31 @@ class Audience:
         """The member whose direct room ``room_id`` is, if it is one."""
         return self.store.kv.get(f"matrix.direct_room.{room_id}")
 
-    async def tell(self, notice: MemberNotice) -> None:
-        """Queue a direct message to a member, in a room the bot opens for that once."""
-        room_id = self.store.kv.get(f"matrix.direct_room_for.{notice.user_id}")
+    async def direct_room(self, user_id: str) -> str | None:
+        """The bot's direct room with ``user_id``, opened (and the user invited) the first
+        time; None when the homeserver would not create it."""
+        room_id = self.store.kv.get(f"matrix.direct_room_for.{user_id}")
         if room_id is None:
             resp = await self.client.room_create(
                 name="SECIR list bot",
                 topic="Messages from the SECIR list bot to you alone",
-                invite=[notice.user_id],
+                invite=[user_id],
                 is_direct=True,
                 initial_state=[EnableEncryptionBuilder().as_dict()],
             )
             if not isinstance(resp, RoomCreateResponse):
-                log.warning("could not open a direct room with %s: %s", notice.user_id, resp)
-                return
+                log.warning("could not open a direct room with %s: %s", user_id, resp)
+                return None
             room_id = str(resp.room_id)
-            self.store.kv.put(f"matrix.direct_room.{room_id}", notice.user_id)
-            self.store.kv.put(f"matrix.direct_room_for.{notice.user_id}", room_id)
+            self.store.kv.put(f"matrix.direct_room.{room_id}", user_id)
+            self.store.kv.put(f"matrix.direct_room_for.{user_id}", room_id)
+        return room_id
+
+    async def tell(self, notice: MemberNotice) -> None:
+        """Queue a direct message to a member, in a room the bot opens for that once."""
+        room_id = await self.direct_room(notice.user_id)
+        if room_id is None:
+            return
         content = {"msgtype": "m.notice", "body": notice.text, "m.mentions": {}}
         self.store.outbox.enqueue(
             NewDelivery(

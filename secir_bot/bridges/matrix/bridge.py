@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from secir_bot.bridges import Intake, Receipt
+from secir_bot.bridges.matrix.actions import Actions
 from secir_bot.bridges.matrix.client import open_client
 from secir_bot.bridges.matrix.send import Sender
 from secir_bot.bridges.matrix.sync import Receiver
@@ -52,6 +53,7 @@ class MatrixBridge:
             link,
         )
         self.sender = Sender(store, self.client, self.trust)
+        self.actions = Actions(self.client, self.sender, self.trust)
         self.synced = self.receiver.synced
 
     @property

@@ -100,6 +100,16 @@ class Sender:
             raise PermanentDeliveryError(f"Matrix refused: {resp}")
         raise TransientDeliveryError(f"Matrix send failed: {resp}")
 
+    async def rotate(self, room_id: str) -> None:
+        """Forget the room's outbound room key (between two sends, never during one): the
+        next message starts a new one, shared only with the devices trusted then."""
+        async with self._lock:
+            olm = self.client.olm
+            assert olm is not None
+            if olm.outbound_group_sessions.pop(room_id, None) is not None:
+                log.info("room key of %s discarded; the next message starts a new one", room_id)
+            self._withheld.pop(room_id, None)
+
     async def _send(self, row: OutboxRow, content: dict[str, Any]) -> Any:
         for attempt in (1, 2):
             left_out = await self.trust.trust_room_devices(row.target)

@@ -90,9 +90,20 @@ class MatrixOperator:
                 await self._task
         await self.client.close()
 
-    async def create_room(self, name: str, invite: list[str], encrypted: bool = True) -> str:
+    async def create_room(
+        self,
+        name: str,
+        invite: list[str],
+        encrypted: bool = True,
+        power: dict[str, int] | None = None,
+    ) -> str:
+        """A room made by this user; ``power``: the levels of others in it. (The creator's
+        own level is implied: from room version 12 on it must not be listed.)"""
         state = [EnableEncryptionBuilder().as_dict()] if encrypted else []
-        resp = await self.client.room_create(name=name, invite=invite, initial_state=state)
+        override = {"users": dict(power)} if power else None
+        resp = await self.client.room_create(
+            name=name, invite=invite, initial_state=state, power_level_override=override
+        )
         assert isinstance(resp, RoomCreateResponse), resp
         await wait_until(lambda: resp.room_id in self.client.rooms, 10, f"room {name} synced")
         return str(resp.room_id)
