@@ -58,14 +58,14 @@ def command_context(services: Services) -> Context:
     )
 
 
-def decider(services: Services, on_effects: Callable[[], None] = lambda: None) -> Decider:
+def decider(services: Services) -> Decider:
     """What decides inbox items, with each channel's renderer wired in (the core never
     imports a bridge; this is the one place that hands the renderers over)."""
     cfg, store, keyring = services.config, services.store, services.keyring
     room = MatrixRenderer()
     mail = EmailRenderer(cfg, store, keyring, services.list_fpr)
     notices = Notices(cfg, store, keyring, room, mail)
-    requests = MailFront(services, command_context(services), mail, notices, on_effects)
+    requests = MailFront(services, command_context(services), mail, notices)
     return Decider(services, Fanout(cfg, store, keyring, room, mail, notices), notices, requests)
 
 

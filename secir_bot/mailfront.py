@@ -18,7 +18,8 @@ what proves it (see ``steps/request.py``):
 A command's signature is recorded as seen before its commands run: a crash in between loses
 the answer rather than running the commands twice, and a captured command mail sent again
 is refused as a replay. Effects (mail to send, room changes) are queued durably by the
-dispatcher in each change's own transaction; ``on_effects`` wakes whoever carries them out.
+dispatcher in each change's own transaction (answers to non-members too, here); the
+executor (``commands/executor.py``) carries them out, woken after every decision.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from secir_bot import mime
@@ -61,14 +61,12 @@ class MailFront:
         commands: Context,
         mail: MailRenderer,
         notices: Notices,
-        on_effects: Callable[[], None] = lambda: None,
     ) -> None:
         self.s = services
         self.ctx = commands
         self.dispatcher = Dispatcher(commands)
         self.mail = mail
         self.notices = notices
-        self.on_effects = on_effects
         self.address = request_steps.address(services.config)
 
     def addressed(self, item: InboxItem) -> bool:
@@ -105,8 +103,6 @@ class MailFront:
         parts = []
         for line in lines:
             reply = await self.dispatcher.handle(self._invocation(line, actor, env.source_id))
-            if reply.queued:
-                self.on_effects()
             mark = "" if reply.ok else "NOT DONE: "
             parts.append(f"> {line.text}\n{mark}{reply.text}")
         if not lines:
@@ -213,8 +209,6 @@ class MailFront:
     def _procedure(self, ctx: MailItem, reply: Reply, what: str, who: str) -> Outcome:
         """Record a nomination or proof: answered when it changed the case, else refused
         (quarantined), the admins told either way when it was refused."""
-        if reply.queued:
-            self.on_effects()
         if reply.ok:
             return self._record(ctx.item, InboxState.ANSWERED, f"{what} accepted", [])
         notice = self.notices.admins(
@@ -229,7 +223,6 @@ class MailFront:
             self.s.store.effects.record(
                 tx, [dumps(effect)], actor=SYSTEM_ACTOR, action=action, now=time.time()
             )
-        self.on_effects()
 
     # -- outcomes ---------------------------------------------------------------------
 
