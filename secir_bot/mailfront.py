@@ -192,19 +192,33 @@ class MailFront:
         return self._procedure(ctx, reply, "proof", f"signed by {signer or 'no valid key'}")
 
     async def _signed_only(self, raw: bytes) -> tuple[str | None, str]:
-        """The verified signer and the signed text of a PGP/MIME signed-only mail."""
+        """The verified signer and the signed text of a signed-only mail (PGP/MIME or
+        clear-signed inline); no signer when there is no valid signature."""
         try:
             content = await asyncio.to_thread(mime.parse_decrypted, raw)
         except mime.MalformedMail:
             return None, ""
-        if content.signed_part is None or content.signature is None:
-            return None, content.text
         keyring = self.s.keyring
+        if content.signed_part is None or content.signature is None:
+            return await self._clearsigned(content.text)
         verified = await keyring.verify_detached(content.signed_part, content.signature)
         if not verified.valid and b"\r\n" not in content.signed_part:
             canonical = content.signed_part.replace(b"\n", b"\r\n")
             verified = await keyring.verify_detached(canonical, content.signature)
         return (verified.signer if verified.valid else None), content.text
+
+    async def _clearsigned(self, text: str) -> tuple[str | None, str]:
+        """Inline PGP, clear-signed: the signer, and only the text the signature covers."""
+        try:
+            block = mime.clearsigned_block(text.encode("utf-8"))
+        except mime.MalformedMail:
+            block = None
+        if block is None:
+            return None, text
+        verified = await self.s.keyring.verify_clearsigned(block)
+        if not verified.valid:
+            return None, text
+        return verified.signer, verified.data.decode("utf-8", "replace")
 
     def _procedure(self, ctx: MailItem, reply: Reply, what: str, who: str) -> Outcome:
         """Record a nomination or proof: answered when it changed the case, else refused
