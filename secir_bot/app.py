@@ -17,6 +17,7 @@ from secir_bot.bridges import Bridge
 from secir_bot.bridges.email import EmailBridge, EmailRenderer
 from secir_bot.bridges.matrix import MatrixBridge
 from secir_bot.bridges.matrix.render import MatrixRenderer
+from secir_bot.casetimer import CaseExpiry
 from secir_bot.commands import Context, registry
 from secir_bot.commands.executor import Executor
 from secir_bot.config import Config
@@ -126,6 +127,7 @@ class App:
             self.matrix.actions,
             self.outbox.wake,
         )
+        self.cases = CaseExpiry(command_context(self.services), self.executor.wake)
         if self.matrix.user_id != config.matrix.user_id:
             raise StoreError("the Matrix login does not match matrix.user_id")
 
@@ -133,6 +135,7 @@ class App:
         # After each decision: its deliveries, and the effects of a command it ran.
         self.outbox.wake()
         self.executor.wake()
+        self.cases.wake()  # a command may have opened a case that expires first
 
     def _notify(self, text: str) -> None:
         self.outbox.notify(text)
@@ -179,6 +182,7 @@ class App:
             ("email", self.email.run),
             ("outbox", self.outbox.run),
             ("effects", self.executor.run),
+            ("case-expiry", self.cases.run),
             ("health", self.health.run),
             ("housekeeping", lambda: housekeeping.run(self.store, self.config.retention_days)),
         ]

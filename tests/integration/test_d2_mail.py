@@ -14,6 +14,7 @@ import contextlib
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ from secir_bot.cases import CHALLENGE_PATTERN, CODE_PATTERN, CaseState
 from secir_bot.commands import Reply
 from secir_bot.crypto import Keyring
 from secir_bot.mailfront import MailFront
-from secir_bot.sandbox.operators import MailOperator, ReceivedMail
+from secir_bot.sandbox.operators import MailOperator, ReceivedMail, wait_until
 from secir_bot.sandbox.synapse import Synapse
 from secir_bot.sandbox.whois import WhoisResponder, iana_records
 from secir_bot.sandbox.world import World
@@ -57,7 +58,9 @@ class D2:
         app = self.world.app
         assert app is not None and isinstance(app.decider.requests, MailFront)
         reply = await app.decider.requests.dispatcher.handle(invocation(line, ADMIN))
+        # What the inbox runner does after deciding a control-room message.
         app.executor.wake()
+        app.cases.wake()
         return reply
 
     async def plain(self, sender: MailOperator, text: str, cc: str = "") -> str:
@@ -100,8 +103,9 @@ async def _operator(world: World, address: str, name: str, home: Path, key: bool
     )
 
 
-@pytest_asyncio.fixture
-async def d2(synapse: Synapse, mail_stack: MailStack) -> AsyncIterator[D2]:
+@contextlib.asynccontextmanager
+async def d2_world(synapse: Synapse, mail_stack: MailStack, extra: str = "") -> AsyncIterator[D2]:
+    """A world with the D2 people, the whois responder in its config (plus ``extra``)."""
     directory = Path(tempfile.mkdtemp(prefix="w"))
     homes: list[Path] = []
     world = world_on(synapse, mail_stack, directory)
@@ -112,6 +116,7 @@ async def d2(synapse: Synapse, mail_stack: MailStack) -> AsyncIterator[D2]:
         assert world.config_path is not None
         with world.config_path.open("a") as f:
             f.write(f'\n[whois]\nhost = "127.0.0.1"\nport = {responder.port}\ntimeout = 1\n')
+            f.write(extra)
         world.config = config_mod.load(world.config_path)
         people = {}
         for key, address, name, has_key in (
@@ -140,6 +145,12 @@ async def d2(synapse: Synapse, mail_stack: MailStack) -> AsyncIterator[D2]:
                 ring.close()
         for home in [directory, *homes]:
             shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest_asyncio.fixture
+async def d2(synapse: Synapse, mail_stack: MailStack) -> AsyncIterator[D2]:
+    async with d2_world(synapse, mail_stack) as world:
+        yield world
 
 
 def _subject(mail: ReceivedMail) -> str:
@@ -272,3 +283,37 @@ async def test_d2_by_mail_from_invite_to_a_new_member_posting(d2: D2) -> None:
     await world.mail["bob"].send(world.list_address, world.list_fpr, "welcome", "BOB-WELCOMES")
     await nina.wait_for_mail(lambda m: "BOB-WELCOMES" in m.text, what="list mail")
     assert re.search("SECIR", welcome.text)
+
+
+async def test_d2_cases_expire_on_a_durable_timer_across_a_restart(
+    synapse: Synapse, mail_stack: MailStack
+) -> None:
+    """A case expires when due, also when the bot was stopped at the time: the admins are
+    told, the audit log has it, and the code no longer works (its contact is told)."""
+    days = 6 / 86400  # six seconds
+    async with d2_world(synapse, mail_stack, f"\n[commands]\ncase_expiry_days = {days}\n") as d2:
+        world = d2.world
+        opened = await d2.admin("!invite .nl")
+        assert opened.ok, opened.text
+        _, code = await _invitation(d2)
+        case = d2.case()
+        assert case is not None
+        expires = getattr(case, "expires_at", 0.0)
+        await world.stop_bot()  # down while the case falls due
+        await wait_until(lambda: time.time() > expires + 0.5, 30, "the expiry time to pass")
+        await world.start_bot()
+        await wait_notice(world, "case #1 (.nl) expired", "waited for the nomination")
+        app = world.app
+        assert app is not None and d2.case() is None
+        closed = app.store.cases.get(getattr(case, "id", 0))
+        assert closed is not None and closed.state is CaseState.EXPIRED
+        entries = [e for e in app.store.audit.tail(10) if e.action == "case.expire"]
+        assert [(e.actor, e.target) for e in entries] == [("secir-bot", "#1 .nl")]
+        # The code of an expired case: its contact is told, nothing changes.
+        blocks = await _nominee_block(d2.nominees["nina"])
+        await d2.plain(d2.contact, f"code: {code}\n\n{blocks}")
+        await _contact_answer(d2, d2.contact, "this code expired")
+        # A case opened while the bot runs expires on time, too (the timer was woken).
+        again = await d2.admin("!invite .nl")
+        assert again.ok, again.text
+        await wait_notice(world, "case #2 (.nl) expired")
