@@ -225,11 +225,16 @@ class MailFront:
         (quarantined), the admins told either way when it was refused."""
         if reply.ok:
             return self._record(ctx.item, InboxState.ANSWERED, f"{what} accepted", [])
-        notice = self.notices.admins(
+        # Limited per sender like any refused mail: plain mail with a made-up code is easy
+        # to send in bulk, and must not flood the control room.
+        sender = ctx.envelope.from_addr if ctx.envelope else "?"
+        notices = self.notices.admins_limited(
+            f"notice:{sender}",
             f"A {what} on {self.address} ({who}; inbox item {ctx.item.id}) was refused: "
-            f"{reply.text}"
+            f"{reply.text}",
+            "refused mail from this sender",
         )
-        return self._record(ctx.item, InboxState.REJECTED, f"{what}: {reply.text}", [notice])
+        return self._record(ctx.item, InboxState.REJECTED, f"{what}: {reply.text}", notices)
 
     def _queue(self, effect: SendMail, action: str) -> None:
         """An answer for someone who is not a member, queued with the command effects."""

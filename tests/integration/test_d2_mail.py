@@ -192,6 +192,9 @@ async def test_d2_by_mail_from_invite_to_a_new_member_posting(d2: D2) -> None:
     d2.whois.mode = "garbage"
     refused = await d2.admin("!invite .nl")
     assert not refused.ok and "whois" in refused.text and d2.case() is None
+    d2.whois.mode = "slow"  # never answers: refused after whois.timeout (1 s here)
+    refused = await d2.admin("!invite .nl")
+    assert not refused.ok and "whois" in refused.text and d2.case() is None
     d2.whois.mode = "ok"
 
     opened = await d2.admin("!invite .nl")

@@ -66,7 +66,10 @@ def effects_text(world: World) -> str:
 
 async def test_i9_commands_by_mail_get_one_signed_encrypted_answer(world: World) -> None:
     alice = world.mail["alice"]
-    body = "help\nfrobnicate now\nhelp key-update\n\n-- \nAlice, .nl registry\nhelp\n"
+    body = (
+        "help\nfrobnicate now\nhelp key-update\nconfirm ABCDE-FGHJK\n\n"
+        "-- \nAlice, .nl registry\nhelp\n"
+    )
     await alice.send(request_address(world), world.list_fpr, "my commands", body)
     answer = await alice.wait_for_mail(lambda m: ANSWERS in m.text, what="the answer")
     assert answer.decrypted and answer.signer == world.list_fpr
@@ -75,6 +78,7 @@ async def test_i9_commands_by_mail_get_one_signed_encrypted_answer(world: World)
     assert "> help\n" in text and "leave - leave the list" in text  # mail usage: no "!"
     assert "> frobnicate now\nNOT DONE: there is no command !frobnicate" in text
     assert "key-update - replace your key with a new one" in text
+    assert "> confirm ABCDE-FGHJK\nNOT DONE: that confirmation code is not known" in text
     assert text.count("> help") == 2  # the line after the signature delimiter is not read
     # Commands are never posted: a later post arrives, the command mail never did.
     await positive_control(world, "all clear after commands by mail")
@@ -203,3 +207,28 @@ async def test_i9_key_update_by_mail(world: World) -> None:
     got = await world.mail["bob"].wait_for_mail(lambda m: "NEW-KEY-POST" in m.text)
     assert re.search(r"Alice", got.text)
     assert not [e for e in world.mx["carol"].events if "OLD-KEY-POST" in e.body]
+
+
+async def test_i9_made_up_codes_cannot_flood_the_control_room(world_unstarted: World) -> None:
+    """Plain mail with a made-up nomination code is cheap to send in bulk: each is refused,
+    its sender (unproven) is never answered, and the admins hear of it at most
+    ``delivery.notices_per_hour`` times per sender."""
+    world = world_unstarted
+    await world.setup(delivery_extra="notices_per_hour = 2")
+    await world.start_bot()
+    alice = world.mail["alice"]
+    for n in range(5):
+        fake = (
+            f"From: Someone <victim@test.example>\r\nTo: {request_address(world)}\r\n"
+            f"Subject: nomination\r\nMessage-ID: <FAKE-CODE-{n}@attacker.test>\r\n\r\n"
+            f"code: AAAAA-BBBBB-CCCCC-DDDD{n}\r\n\r\nname: X\r\nemail: x@test.example\r\n"
+        ).encode()
+        await alice.send_raw(request_address(world), fake)
+    await positive_control(world, "all clear after the made-up codes")
+    assert world.app is not None
+    rows = world.app.store.db.execute(
+        "SELECT target FROM outbox WHERE instr(payload, ?) > 0", [b"A nomination on"]
+    ).fetchall()
+    assert [str(r[0]) for r in rows] == [world.control_room] * 2
+    effects = world.app.store.db.execute("SELECT COUNT(*) FROM command_effects").fetchone()
+    assert effects[0] == 0  # no answer queued for anyone
