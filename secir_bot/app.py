@@ -18,8 +18,11 @@ from secir_bot.bridges.email import EmailBridge, EmailRenderer
 from secir_bot.bridges.matrix import MatrixBridge
 from secir_bot.bridges.matrix.render import MatrixRenderer
 from secir_bot.casetimer import CaseExpiry
-from secir_bot.commands import Context, registry
+from secir_bot.commands import Context as CommandContext
+from secir_bot.commands import StatusSource, registry
+from secir_bot.commands.dispatch import Dispatcher
 from secir_bot.commands.executor import Executor
+from secir_bot.commands.matrix_front import MatrixFront
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.errors import StoreError, StoreMissing
@@ -46,19 +49,6 @@ def check_store_dir(config: Config) -> None:
         log.warning("store: %s", change)
 
 
-def command_context(services: Services) -> Context:
-    """The services the commands use (one registry per bot, built here)."""
-    cfg = services.config
-    return Context(
-        config=cfg,
-        store=services.store,
-        keyring=services.keyring,
-        list_fpr=services.list_fpr,
-        whois=WhoisServer(host=cfg.whois.host, port=cfg.whois.port, timeout=cfg.whois.timeout),
-        registry=registry.default(),
-    )
-
-
 def decider(services: Services) -> Decider:
     """What decides inbox items, with each channel's renderer wired in (the core never
     imports a bridge; this is the one place that hands the renderers over)."""
@@ -66,8 +56,21 @@ def decider(services: Services) -> Decider:
     room = MatrixRenderer()
     mail = EmailRenderer(cfg, store, keyring, services.list_fpr)
     notices = Notices(cfg, store, keyring, room, mail)
-    requests = MailFront(services, command_context(services), mail, notices)
-    return Decider(services, Fanout(cfg, store, keyring, room, mail, notices), notices, requests)
+    return Decider(services, Fanout(cfg, store, keyring, room, mail, notices), notices)
+
+
+def command_context(services: Services, status: StatusSource | None = None) -> CommandContext:
+    """What the command handlers may use, with every command secir-bot has."""
+    cfg = services.config
+    return CommandContext(
+        config=cfg,
+        store=services.store,
+        keyring=services.keyring,
+        list_fpr=services.list_fpr,
+        whois=WhoisServer(cfg.whois.host, cfg.whois.port, cfg.whois.timeout),
+        registry=registry.default(),
+        status=status,
+    )
 
 
 class App:
@@ -118,6 +121,13 @@ class App:
             config.matrix.control_room,
         )
         notices = self.decider.notices
+        # Commands in the rooms: read once the Matrix side exists (it needs the inbox first).
+        self.commands = command_context(self.services, self)
+        self.decider.commands = MatrixFront(
+            config, self.store, Dispatcher(self.commands), self.matrix.actions, notices.room
+        )
+        # Commands and the procedure's mail on the request address (and command words).
+        self.decider.requests = MailFront(self.services, self.commands, notices.mail, notices)
         self.executor = Executor(
             config,
             self.store,
@@ -127,7 +137,7 @@ class App:
             self.matrix.actions,
             self.outbox.wake,
         )
-        self.cases = CaseExpiry(command_context(self.services), self.executor.wake)
+        self.cases = CaseExpiry(self.commands, self.executor.wake)
         if self.matrix.user_id != config.matrix.user_id:
             raise StoreError("the Matrix login does not match matrix.user_id")
 
@@ -145,6 +155,10 @@ class App:
             self.health.up(Link.MATRIX)
         else:
             self.health.down(Link.MATRIX, reason)
+
+    def channels(self) -> dict[str, str]:
+        """For ``!status`` (the commands' ``StatusSource``): each link, up or down."""
+        return {str(link): "down" if self.health.is_down(link) else "up" for link in Link}
 
     def _backlog(self) -> str:
         """What waits in the queues, for the admins' outage notices."""

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from secir_bot import posts
+from secir_bot.commands.matrix_front import MatrixFront
 from secir_bot.crypto import GpgTimeout
 from secir_bot.fanout import Fanout
 from secir_bot.model import Channel, Inbound, InboxState, Outcome
@@ -58,11 +59,13 @@ class Decider:
         fanout: Fanout,
         notices: Notices,
         requests: Requests | None = None,
+        commands: MatrixFront | None = None,
     ) -> None:
         self.s = services
         self.fanout = fanout
         self.notices = notices
         self.requests = requests  # mail on the request address, and command words
+        self.commands = commands  # the Matrix front end of the commands (wired by the app)
 
     async def decide(self, item: InboxItem) -> Outcome:
         """Decide one inbox item (idempotent: a decided item keeps its outcome)."""
@@ -119,7 +122,7 @@ class Decider:
             decision = await POLICY_STEPS.run(PolicyItem(item, inbound), self.s)
             if decision.verdict is Verdict.CONTINUE:
                 return await self._relay(item, inbound)
-            if decision.verdict is Verdict.REQUEST and self.requests is not None:
+            if decision.verdict is Verdict.COMMAND and self.requests is not None:
                 return await self.requests.commands(ctx, str(decision.params["word"]))
         rejected = (
             []
@@ -131,6 +134,8 @@ class Decider:
     async def _matrix(self, item: InboxItem) -> Outcome:
         ctx = MatrixItem(item)
         decision = await MATRIX_STEPS.run(ctx, self.s)
+        if decision.verdict is Verdict.COMMAND:
+            return await self._command(item, ctx, decision)
         if decision.verdict is Verdict.CONTINUE:
             inbound = matrix_steps.inbound_of(ctx)
             decision = await POLICY_STEPS.run(PolicyItem(item, inbound), self.s)
@@ -140,6 +145,17 @@ class Decider:
             [] if decision.verdict is Verdict.DROP else self.notices.matrix_rejected(ctx, decision)
         )
         return self._settle(item, decision, rejected)
+
+    async def _command(self, item: InboxItem, ctx: MatrixItem, decision: Decision) -> Outcome:
+        """A command: the dispatcher answers it (and commits what it changes); the answer
+        is recorded with the item's decision. Without a front end wired, nothing is done."""
+        answer = []
+        if self.commands is not None:
+            answer = await self.commands.handle(
+                ctx.event, ctx.room_id, encrypted=ctx.facts.encrypted, device=ctx.facts.device
+            )
+        self.s.store.decide(item.id, InboxState.COMMAND, decision.reason, deliveries=answer)
+        return Outcome(InboxState.COMMAND, decision.reason)
 
     async def _relay(self, item: InboxItem, inbound: Inbound) -> Outcome:
         """An accepted message becomes a post, with a delivery to each of its audiences."""

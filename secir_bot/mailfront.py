@@ -76,7 +76,7 @@ class MailFront:
     async def decide(self, item: InboxItem) -> Outcome:
         ctx = MailItem(item)
         decision = await REQUEST_STEPS.run(ctx, self.s)
-        if decision.verdict is Verdict.REQUEST:
+        if decision.verdict is Verdict.COMMAND:
             if decision.code == "nomination":
                 return await self._nomination(ctx)
             if decision.code == "proof":
@@ -116,7 +116,7 @@ class MailFront:
             "line; 'help' lists them. This is an automatic answer."
         )
         delivery = await self.mail.answer(member, "Answers to your commands", answer)
-        return self._record(ctx.item, InboxState.ANSWERED, "commands answered", [delivery])
+        return self._record(ctx.item, InboxState.COMMAND, "commands answered", [delivery])
 
     def _invocation(self, line: Line, actor: Actor, ref: str) -> Invocation:
         name, args = line.name, line.args
@@ -224,7 +224,7 @@ class MailFront:
         """Record a nomination or proof: answered when it changed the case, else refused
         (quarantined), the admins told either way when it was refused."""
         if reply.ok:
-            return self._record(ctx.item, InboxState.ANSWERED, f"{what} accepted", [])
+            return self._record(ctx.item, InboxState.COMMAND, f"{what} accepted", [])
         # Limited per sender like any refused mail: plain mail with a made-up code is easy
         # to send in bulk, and must not flood the control room.
         sender = ctx.envelope.from_addr if ctx.envelope else "?"

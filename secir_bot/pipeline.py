@@ -99,7 +99,9 @@ MATRIX_STEPS: Stage[MatrixItem] = Stage(
     (
         m.parse,
         m.not_own_event,
+        m.accepted_invitation,  # a nominee's Matrix proof (D2)
         m.is_human_message,
+        m.command_or_message,  # a command goes to the dispatcher, never to the list
         m.was_encrypted,
         m.sender_is_member,
         m.from_a_trusted_device,

@@ -76,9 +76,15 @@ class RoomRenderer(Protocol):
         """A post relayed into ``room`` (threaded at delivery, when its root has an event)."""
 
     def notice(
-        self, room: str, text: str, *, answering: Mapping[str, Any] | None = None
+        self,
+        room: str,
+        text: str,
+        *,
+        answering: Mapping[str, Any] | None = None,
+        threaded: bool = False,
     ) -> NewDelivery:
-        """Bot text in ``room``; with ``answering``, a reply to that event (as received)."""
+        """Bot text in ``room``; with ``answering``, a reply to that event (as received),
+        and with ``threaded`` in the thread of that event (a command's answer)."""
 
 
 class MailRenderer(Protocol):
@@ -133,3 +139,13 @@ class RoomActions(Protocol):
     def recheck(self, user_id: str) -> None:
         """Fetch and judge ``user_id``'s devices again before the next send (a device an
         admin trusted or blocked, an account removed)."""
+
+
+class RoomState(Protocol):
+    """What the command front end reads of the Matrix side (the bridge's ``Actions``)."""
+
+    async def power_level(self, room_id: str, user_id: str) -> int:
+        """``user_id``'s power level in ``room_id``, as the homeserver has it now."""
+
+    def direct_room_of(self, room_id: str) -> str | None:
+        """The user whose direct room with the bot ``room_id`` is, if it is one."""

@@ -74,6 +74,13 @@ def matrix_command(body: str) -> Line | None:
     return Line(name=name, args=args, text=first, body=rest.strip("\n"))
 
 
+def is_matrix_command(body: str) -> bool:
+    """Whether a Matrix message is meant as a command (even one that cannot be read, which
+    gets an answer saying why rather than being posted to the list)."""
+    first = body.strip().partition("\n")[0].strip()
+    return first.startswith("!") and first[1:2].isalpha()
+
+
 def mail_commands(body: str) -> tuple[list[Line], list[str]]:
     """The commands in a command mail's text, and a problem text for each unreadable line."""
     lines: list[Line] = []

@@ -31,7 +31,7 @@ class Verdict(enum.StrEnum):
     CONTINUE = "continue"
     DROP = "drop"  # quietly: loops, duplicates, auto-replies
     REJECT = "reject"  # the sender (if a member) and the admins are told why
-    REQUEST = "request"  # not a post: the command front end takes it (code: what it is)
+    COMMAND = "command"  # a command: the dispatcher answers it; it is never relayed
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,8 @@ def reject(code: str, **params: object) -> Decision:
     return Decision(Verdict.REJECT, code, params)
 
 
-def divert(code: str, **params: object) -> Decision:
-    """Hand the item to the command front end: commands, a nomination or a proof."""
-    return Decision(Verdict.REQUEST, code, params)
+def command(code: str = "command-line", **params: object) -> Decision:
+    return Decision(Verdict.COMMAND, code, params)
 
 
 @dataclass

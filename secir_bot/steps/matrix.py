@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 
+from secir_bot.commands.parse import is_matrix_command
 from secir_bot.model import MARKER, Channel, DeviceVerdict, Inbound, LinkKind
-from secir_bot.steps import CONTINUE, Decision, MatrixItem, Services, drop, reject
+from secir_bot.steps import CONTINUE, Decision, MatrixItem, Services, command, drop, reject
 from secir_bot.threads import strip_reply_fallback
 
 
@@ -31,6 +32,15 @@ async def not_own_event(ctx: MatrixItem, s: Services) -> Decision:
     return CONTINUE
 
 
+async def accepted_invitation(ctx: MatrixItem, s: Services) -> Decision:
+    """Someone joined the direct room the bot opened for them: a nominee's Matrix account
+    accepting the bot's invitation, which the subscription procedure counts as its proof
+    (the sync hands over only such joins)."""
+    if ctx.event.get("type") == "m.room.member":
+        return command("invitation-accepted")
+    return CONTINUE
+
+
 async def is_human_message(ctx: MatrixItem, s: Services) -> Decision:
     content = ctx.event.get("content") or {}
     if ctx.event.get("type") != "m.room.message":
@@ -42,6 +52,19 @@ async def is_human_message(ctx: MatrixItem, s: Services) -> Decision:
     rel = content.get("m.relates_to") or {}
     if rel.get("rel_type") == "m.replace":
         return reject("edit")
+    return CONTINUE
+
+
+async def command_or_message(ctx: MatrixItem, s: Services) -> Decision:
+    """A message starting with ``!`` is a command wherever it is sent: it goes to the
+    dispatcher (which checks the encryption, the sender and the device itself, since an
+    admin need not be a member) and never to the list. Anything else in the control room
+    or in a direct chat with the bot is not for the list, and is left alone."""
+    content = ctx.event.get("content") or {}
+    if is_matrix_command(str(content.get("body", ""))):
+        return command()
+    if ctx.room_id != s.config.matrix.incident_room:
+        return drop("not-for-the-list")
     return CONTINUE
 
 

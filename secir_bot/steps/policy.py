@@ -8,7 +8,7 @@ a post any text. Later: size and format, TLP, incident tags.
 from __future__ import annotations
 
 from secir_bot.model import Channel
-from secir_bot.steps import CONTINUE, Decision, PolicyItem, Services, divert, reject
+from secir_bot.steps import CONTINUE, Decision, PolicyItem, Services, command, reject
 
 COMMAND_WORDS = ("help", "unsubscribe", "subscribe")
 
@@ -16,8 +16,8 @@ COMMAND_WORDS = ("help", "unsubscribe", "subscribe")
 async def command_or_post(ctx: PolicyItem, s: Services) -> Decision:
     """A command is never posted. By mail, the List-Help and List-Unsubscribe links produce
     a bare command word (in the signed subject or as the whole text): that word goes to the
-    command front end and is answered by mail. In the rooms no command is read yet: every
-    message is a post."""
+    command front end by mail and is answered by mail. In the rooms a ``!command`` never
+    gets here (``steps/matrix.command_or_message``)."""
     inbound = ctx.inbound
     if inbound.channel is not Channel.EMAIL:
         return CONTINUE
@@ -25,7 +25,7 @@ async def command_or_post(ctx: PolicyItem, s: Services) -> Decision:
     body = inbound.text.strip().lower()
     word = next((w for w in COMMAND_WORDS if subject == w or body == w), None)
     if word is not None:
-        return divert("command", word=word)
+        return command("command", word=word)
     return CONTINUE
 
 

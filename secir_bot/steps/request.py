@@ -23,7 +23,7 @@ from secir_bot import mime
 from secir_bot.commands.parse import request_address
 from secir_bot.commands.subscription import kind_of_request
 from secir_bot.config import Config
-from secir_bot.steps import CONTINUE, Decision, MailItem, Services, divert, reject
+from secir_bot.steps import CONTINUE, Decision, MailItem, Services, command, reject
 
 
 def address(config: Config) -> str:
@@ -49,9 +49,9 @@ async def procedure_mail(ctx: MailItem, s: Services) -> Decision:
         return CONTINUE
     kind = kind_of_request(await plain_text(ctx.item.raw))
     if kind == "nomination" and env.kind == "plain":
-        return divert("nomination")
+        return command("nomination")
     if kind == "proof" and env.kind == "signed-only":
-        return divert("proof")
+        return command("proof")
     return CONTINUE
 
 
@@ -65,9 +65,9 @@ async def procedure_answer(ctx: MailItem, s: Services) -> Decision:
     text = ctx.content.text if ctx.content is not None else await plain_text(d.data)
     kind = kind_of_request(text)
     if kind == "proof" and d.signed:
-        return divert("proof")
+        return command("proof")
     if kind == "nomination":
-        return divert("nomination")
+        return command("nomination")
     return CONTINUE
 
 
@@ -81,4 +81,4 @@ async def addressed_to_request(ctx: MailItem, s: Services) -> Decision:
         return reject("command-unaddressed", request=own)
     if own not in recipients:
         return reject("command-addressed-elsewhere", request=own)
-    return divert("commands")
+    return command("commands")

@@ -66,6 +66,17 @@ class Audit(Repository):
         rows = self.db.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY rowid").fetchall()
         return [_entry(tuple(r)) for r in rows]
 
+    def by_ref(self, ref: str) -> Entry | None:
+        """The entry of the change that the message ``ref`` (a Matrix event id, a
+        Message-ID) made, if it made one: a command read again after a crash is not run
+        twice."""
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM audit WHERE json_extract(evidence, '$.ref') = ?"
+            " ORDER BY seq LIMIT 1",
+            [ref],
+        ).fetchone()
+        return None if row is None else _entry(tuple(row))
+
     def tail(self, n: int) -> list[Entry]:
         """The newest ``n`` entries, oldest first."""
         rows = self.db.execute(

@@ -77,13 +77,13 @@ async def test_doctor_passes_a_good_set_up_and_names_each_fault(
     _line(lines, "ok", "keyring", "3 member key(s), none expiring")
     _line(lines, "ok", "matrix", f"logged in as {world.config.matrix.user_id}")
     _line(lines, "ok", "matrix", f"control room {world.control_room}: joined, encrypted")
-    # The rooms were made by the admin with default power levels: the bot cannot kick.
-    _line(lines, "warn", "matrix", f"incident room {world.incident_room}", "not kick", "fix:")
+    # The world gives the bot level 50 in the incident room, to remove revoked members.
+    _line(lines, "ok", "matrix", f"incident room {world.incident_room}", "(level 50)")
     _line(lines, "ok", "imap", imap, "TLS certificate trusted, valid until")
     _line(lines, "ok", "imap", f"logged in as {world.list_address}")
     _line(lines, "ok", "smtp", smtp, "TLS certificate trusted")
     _line(lines, "ok", "smtp", f"AUTH as {world.list_address} accepted", "no mail was sent")
-    assert lines[-1] == "0 problem(s), 1 warning(s)"
+    assert lines[-1] == "0 problem(s), 0 warning(s)"
 
     # A wrong IMAP password.
     secret = world.directory / "secrets" / "imap-password"
@@ -116,6 +116,20 @@ async def test_doctor_passes_a_good_set_up_and_names_each_fault(
 
     code, lines = await _doctor(world)
     assert code == 0, "\n".join(lines)
+
+    # The bot demoted to the default level in the incident room: it could not kick.
+    assert world.admin is not None
+    levels = await world.admin.client.room_get_state_event(
+        world.incident_room, "m.room.power_levels"
+    )
+    content = dict(levels.content)
+    content["users"] = {
+        u: v for u, v in content["users"].items() if u != world.config.matrix.user_id
+    }
+    await world.admin.client.room_put_state(world.incident_room, "m.room.power_levels", content)
+    code, lines = await _doctor(world)
+    _line(lines, "warn", "matrix", f"incident room {world.incident_room}", "not kick", "fix:")
+    assert lines[-1] == "0 problem(s), 1 warning(s)"
 
 
 async def test_doctor_names_an_unencrypted_room(world_unstarted: World) -> None:

@@ -7,10 +7,10 @@ a transaction); the members read the results with their own clients and keys.
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
-from pathlib import Path
+
+from room_commands import encrypted_event, newcomer
 
 from secir_bot import mime
 from secir_bot.commands import (
@@ -21,10 +21,11 @@ from secir_bot.commands import (
     InviteToRoom,
     NotifyAdmins,
     RemoveFromRooms,
+    RotateRoomKeys,
     SendMail,
 )
 from secir_bot.commands.effects import dumps
-from secir_bot.sandbox.operators import MatrixOperator, wait_until
+from secir_bot.sandbox.operators import wait_until
 from secir_bot.sandbox.world import World, notices
 from secir_bot.store.effects import EffectRow
 
@@ -38,20 +39,6 @@ def queue(world: World, *effects: Effect) -> list[int]:
         )
     world.app.executor.wake()
     return ids
-
-
-async def newcomer(world: World, key: str) -> MatrixOperator:
-    reg = await asyncio.to_thread(world.synapse.register, f"{key}-{world.tag}", f"pw-{key}")
-    op = MatrixOperator(
-        world.synapse.url,
-        reg["user_id"],
-        reg["device_id"],
-        reg["access_token"],
-        Path(world.directory) / "clients" / key,
-    )
-    await op.start()
-    world.mx[key] = op  # stopped with the world
-    return op
 
 
 async def membership(world: World, user_id: str) -> str:
@@ -158,3 +145,21 @@ async def test_effect_that_fails_is_kept_retried_and_told(world: World) -> None:
     attempts, _ = world.app.executor._failed[failing]
     assert attempts >= 1
     assert await membership(world, world.admin.user_id) == "join"
+
+
+async def test_rotate_room_keys_starts_a_new_session(world: World) -> None:
+    """RotateRoomKeys: the next message in the room uses a new room key, although nobody's
+    devices changed (so nio itself had no reason to start one)."""
+    assert world.app is not None and world.admin is not None
+    bob, carol, room = world.mail["bob"], world.mx["carol"], world.incident_room
+
+    async def post(text: str) -> str:
+        await bob.send(world.list_address, world.list_fpr, "s", text)
+        seen = await carol.wait_for_event(lambda e: text in e.body, what=text)
+        return (await encrypted_event(world.admin, room, seen.event_id)).session_id  # type: ignore[arg-type]
+
+    first = await post("EFX-KEY-1")
+    assert await post("EFX-KEY-2") == first  # the same key while nothing happens
+    queue(world, RotateRoomKeys(Front.INCIDENT_ROOM))
+    await wait_until(lambda: not world.app.store.effects.pending(), 20, "rotated")  # type: ignore[union-attr]
+    assert await post("EFX-KEY-3") != first

@@ -18,6 +18,8 @@ from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
 
 log = logging.getLogger(__name__)
 
+CREATOR_LEVEL = 2**53  # above any power level a room can list (JSON's exact integers)
+
 
 class Actions:
     def __init__(self, client: MatrixClient, sender: Sender, trust: Trust) -> None:
@@ -72,6 +74,39 @@ class Actions:
 
     def recheck(self, user_id: str) -> None:
         self.trust.mark_dirty([user_id])
+
+    # -- what the command front end asks (``RoomState``) -------------------------------------
+
+    async def power_level(self, room_id: str, user_id: str) -> int:
+        """``user_id``'s power level in ``room_id`` as the homeserver has it now.
+
+        From room version 12 on, the room's creators hold a level above every number and
+        are not listed in the power levels (MSC4289); they count as ``CREATOR_LEVEL``.
+        """
+        base = f"/v3/rooms/{quoted(room_id)}/state"
+        try:
+            create = await self.client.api(
+                "GET", f"{base}/m.room.create/?format=event", what="room create event"
+            )
+            levels = await self.client.api("GET", f"{base}/m.room.power_levels/", what="levels")
+        except ApiError as exc:
+            raise _failure(exc) from exc
+        content = create.get("content", create)
+        version = str(content.get("room_version", "1"))
+        creators = {
+            str(create.get("sender", "")),
+            str(content.get("creator", "")),  # room versions up to 10 name it
+            *map(str, content.get("additional_creators", [])),
+        }
+        if user_id in creators and not (version.isdigit() and int(version) < 12):
+            return CREATOR_LEVEL
+        users = levels.get("users") or {}
+        default = levels.get("users_default", 0)
+        level = users.get(user_id, default) if isinstance(users, dict) else default
+        return int(level) if isinstance(level, int) else 0
+
+    def direct_room_of(self, room_id: str) -> str | None:
+        return self.trust.audience.direct_room_of(room_id)
 
 
 def _failure(exc: ApiError) -> Exception:

@@ -47,8 +47,11 @@ def post_content(post: Post) -> dict[str, Any]:
     }
 
 
-def notice_content(text: str, *, answering: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Bot text; an answer to an event is a reply to it, in its thread if it is in one."""
+def notice_content(
+    text: str, *, answering: Mapping[str, Any] | None = None, threaded: bool = False
+) -> dict[str, Any]:
+    """Bot text; an answer to an event is a reply to it, in its thread if it is in one, and
+    with ``threaded`` (a command's answer) in a thread of its own otherwise."""
     if answering is None:
         return {"msgtype": "m.notice", "body": text, "m.mentions": {}}
     relation: dict[str, object] = {"m.in_reply_to": {"event_id": answering.get("event_id", "?")}}
@@ -56,6 +59,10 @@ def notice_content(text: str, *, answering: Mapping[str, Any] | None = None) -> 
     if isinstance(thread, dict) and thread.get("rel_type") == "m.thread":
         # An answer to a message in a thread belongs in that thread (issue 6).
         relation.update(rel_type="m.thread", event_id=thread.get("event_id"), is_falling_back=True)
+    elif threaded:
+        relation.update(
+            rel_type="m.thread", event_id=answering.get("event_id", "?"), is_falling_back=True
+        )
     return {"msgtype": "m.notice", "m.mentions": {}, "body": text, "m.relates_to": relation}
 
 
@@ -79,9 +86,14 @@ class MatrixRenderer:
         )
 
     def notice(
-        self, room: str, text: str, *, answering: Mapping[str, Any] | None = None
+        self,
+        room: str,
+        text: str,
+        *,
+        answering: Mapping[str, Any] | None = None,
+        threaded: bool = False,
     ) -> NewDelivery:
-        content = notice_content(text, answering=answering)
+        content = notice_content(text, answering=answering, threaded=threaded)
         return NewDelivery(
             channel=Channel.MATRIX,
             target=room,

@@ -139,8 +139,8 @@ class Receiver:
                 len(info.timeline.events),
                 info.timeline.limited,
             )
-            if room_id != self.config.matrix.incident_room:
-                continue  # the control room's commands arrive with a later release
+            if not self._ours(room_id):
+                continue  # a room the bot was invited to by someone else: not the list's
             # A room just joined always starts "limited"; a gap in a room we follow is real.
             events = list(info.timeline.events)
             if info.timeline.limited and since is not None and not self._just_joined(info):
@@ -156,6 +156,11 @@ class Receiver:
                 if item is not None:
                     items.append(item)
         return items
+
+    def _ours(self, room_id: str) -> bool:
+        """The incident room (posts and member commands), the control room (admin
+        commands) and the direct rooms the bot opened (a member's commands)."""
+        return room_id in self.rooms or self.trust.audience.direct_room_of(room_id) is not None
 
     async def _backfill(self, room_id: str, start: str, until: str) -> list[Any]:
         """The events of a sync gap, oldest first, fetched page by page from the server."""
@@ -206,6 +211,13 @@ class Receiver:
                 session_id=event.session_id,
             )
             return event_id, json.dumps(source).encode(), facts.to_meta(), InboxState.PARKED
+        if self._accepted_invitation(source, room_id):
+            # A nominee accepted the bot's invitation (the D2 procedure's Matrix proof): a
+            # state event, never encrypted, that only the joining account can send.
+            raw = {k: source.get(k) for k in ("type", "content", "sender", "state_key")}
+            facts = MatrixFacts(room_id=room_id, encrypted=False)
+            raw["event_id"] = event_id
+            return event_id, json.dumps(raw, default=str).encode(), facts.to_meta(), InboxState.NEW
         if source.get("type") != "m.room.message":
             return None
         raw = {
@@ -218,6 +230,17 @@ class Receiver:
         # Encrypted events are MegolmEvents above (the client does not decrypt them).
         facts = MatrixFacts(room_id=room_id, encrypted=False)
         return event_id, json.dumps(raw, default=str).encode(), facts.to_meta(), InboxState.NEW
+
+    def _accepted_invitation(self, source: dict[str, Any], room_id: str) -> bool:
+        """Someone's own join to a direct room the bot opened for them."""
+        content = source.get("content") or {}
+        return (
+            source.get("type") == "m.room.member"
+            and source.get("state_key") == source.get("sender")
+            and isinstance(content, dict)
+            and content.get("membership") == "join"
+            and self.trust.audience.direct_room_of(room_id) == source.get("sender")
+        )
 
     def _is_own_join(self, event: Any) -> bool:
         """The bot's own join (not a profile change, which is also a "join" event)."""

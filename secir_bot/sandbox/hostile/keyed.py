@@ -238,7 +238,7 @@ async def crypto_cases(
     )
     _, data = await alice.compose(list_address, list_fpr, "help", "help")
     # A bare command word is run as that command and answered by mail, never posted.
-    add("command-help", data, "answered", "commands answered")
+    add("command-help", data, "command", "commands answered")
     _, data = await alice.compose(list_address, list_fpr, "empty", "", fmt="inline")
     add("no-text", data, "rejected", "no readable text")
     add("replay", relayed, "rejected", "received before")
