@@ -36,7 +36,7 @@ from secir_bot.commands import Actor, Context, Front, Invocation, Reply, SendMai
 from secir_bot.commands.dispatch import Dispatcher
 from secir_bot.commands.effects import dumps
 from secir_bot.commands.parse import Line, mail_commands
-from secir_bot.model import InboxState, Outcome
+from secir_bot.model import InboxState, Outcome, new_uid
 from secir_bot.nomination import parse as parse_nomination
 from secir_bot.notices import Notices
 from secir_bot.pipeline import REQUEST_STEPS
@@ -115,7 +115,15 @@ class MailFront:
             "Commands go by mail signed with your key and encrypted to the list key, one per "
             "line; 'help' lists them. This is an automatic answer."
         )
-        delivery = await self.mail.answer(member, "Answers to your commands", answer)
+        # Answers to the answer go to the request address again, never to the list.
+        delivery = await self.mail.letter(
+            to=member.email,
+            subject="Answers to your commands",
+            text=answer,
+            uid=new_uid(),
+            encrypt_to=(member.fingerprint,),
+            reply_to=self.address,
+        )
         return self._record(ctx.item, InboxState.COMMAND, "commands answered", [delivery])
 
     def _invocation(self, line: Line, actor: Actor, ref: str) -> Invocation:

@@ -253,6 +253,8 @@ async def test_d2_by_mail_from_invite_to_a_new_member_posting(d2: D2) -> None:
     for op in (nina, piet):
         mail = await op.wait_for_mail(lambda m: "SECIR-PROOF-" in m.text, what="the challenge")
         assert mail.decrypted and mail.signer == world.list_fpr
+        # Answering it goes to the request address, whichever headers the client reads.
+        assert mail.headers["Reply-To"] == d2.request
         found = CHALLENGE_PATTERN.search(mail.text)
         assert found is not None
         challenges[op.address] = found.group(0)

@@ -74,6 +74,7 @@ async def test_i9_commands_by_mail_get_one_signed_encrypted_answer(world: World)
     answer = await alice.wait_for_mail(lambda m: ANSWERS in m.text, what="the answer")
     assert answer.decrypted and answer.signer == world.list_fpr
     assert answer.headers["Auto-Submitted"] == "auto-replied"
+    assert answer.headers["Reply-To"] == request_address(world)  # a reply is commands again
     text = answer.text
     assert "> help\n" in text and "leave - leave the list" in text  # mail usage: no "!"
     assert "> frobnicate now\nNOT DONE: there is no command !frobnicate" in text
