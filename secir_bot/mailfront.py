@@ -98,10 +98,18 @@ class MailFront:
             with self.s.store.transaction() as tx:
                 record_signature(tx, d.signer, ctx.signature, ctx.item.id, time.time())
         lines, problems = mail_commands(text)
-        # The signature by the member's registered key is what a trusted device is in Matrix.
-        actor = Actor(member.email, member=member, device_trusted=True)
         parts = []
-        for line in lines:
+        for n, line in enumerate(lines):
+            # Read again before each line: an earlier line may have changed the member
+            # ("unsubscribe", "key update"), and the later ones run as what they are now.
+            now = self.s.store.members.get(member.id)
+            if now is None or not now.active or now.fingerprint != member.fingerprint:
+                parts.append(f"! {len(lines) - n} more line(s) not run: the lines above "
+                             "changed your membership or key")  # fmt: skip
+                break
+            # The signature by the member's registered key is what a trusted device is in
+            # Matrix.
+            actor = Actor(now.email, member=now, device_trusted=True)
             reply = await self.dispatcher.handle(self._invocation(line, actor, env.source_id))
             mark = "" if reply.ok else "NOT DONE: "
             parts.append(f"> {line.text}\n{mark}{reply.text}")

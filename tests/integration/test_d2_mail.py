@@ -331,3 +331,33 @@ async def test_d2_cases_expire_on_a_durable_timer_across_a_restart(
         again = await d2.admin("!invite .nl")
         assert again.ok, again.text
         await wait_notice(world, "case #2 (.nl) expired")
+
+
+async def test_d2_encrypted_nomination_and_clear_signed_proofs(d2: D2) -> None:
+    """The other forms the procedure's mail takes: a nomination encrypted to the list key
+    (not signed), and proofs clear-signed inline, unencrypted; only the signed text counts."""
+    world = d2.world
+    opened = await d2.admin("!invite .nl")
+    assert opened.ok, opened.text
+    _, code = await _invitation(d2)
+    list_key = await world.keyrings["alice"].export_public(world.list_fpr)
+    await d2.contact.keyring.import_key(list_key)
+    nina, piet = d2.nominees["nina"], d2.nominees["piet"]
+    blocks = await _nominee_block(nina) + await _nominee_block(piet)
+    await d2.contact.send(
+        d2.request, world.list_fpr, "nominees", f"code: {code}\n\n{blocks}", fmt="pgp-mime-nosig"
+    )
+    await wait_notice(world, "nominated", "Piet Bakker")
+    for op in (nina, piet):
+        mail = await op.wait_for_mail(lambda m: "SECIR-PROOF-" in m.text, what="the challenge")
+        found = CHALLENGE_PATTERN.search(mail.text)
+        assert found is not None
+        if op is nina:  # the challenge outside the signed text counts for nothing
+            signed = await op.clearsign(b"Here is my answer, without the line.\n")
+            body = signed.decode() + "\n" + found.group(0) + "\n"
+            await op.send(d2.request, None, "Re: confirm", body, fmt="plain")
+            await wait_notice(world, "proof", "refused")
+        signed = await op.clearsign(f"Here it is:\n{found.group(0)}\n".encode())
+        await op.send(d2.request, None, "Re: confirm", signed.decode(), fmt="plain")
+        await op.wait_for_mail(lambda m: "your key is confirmed" in m.text, what="thanks")
+    await wait_notice(world, "is ready", "!approve")

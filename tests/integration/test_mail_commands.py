@@ -102,9 +102,11 @@ async def test_i9_list_help_and_unsubscribe_words_are_commands_now(world: World)
 
 async def test_i9_unsubscribe_by_mail_removes_and_warns_the_admins(world: World) -> None:
     bob = world.mail["bob"]  # the only contact of .br
-    await bob.send(request_address(world), world.list_fpr, "bye", "unsubscribe")
+    await bob.send(request_address(world), world.list_fpr, "bye", "unsubscribe\nhelp")
     answer = await bob.wait_for_mail(lambda m: ANSWERS in m.text, what="the answer")
     assert "You have left SECIR" in answer.text
+    # The line after it runs as what Bob is now: not at all.
+    assert "1 more line(s) not run" in answer.text and "> help" not in answer.text
     assert getattr(member(world, "bob"), "status", None) == "left"
     # The effects, carried out by the executor: the admins warned, the list told.
     await wait_notice(world, "left the list", "WARNING: .br has no contact left")
