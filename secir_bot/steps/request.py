@@ -41,8 +41,9 @@ async def plain_text(data: bytes) -> str:
 
 
 async def procedure_mail(ctx: MailItem, s: Services) -> Decision:
-    """Unencrypted mail: a nomination (plain, with its code) or a proof (signed only,
-    with its challenge). Anything else unencrypted goes on to be refused as such."""
+    """Unencrypted mail: a nomination (plain, with its code) or a proof (with its
+    challenge; signed only, or unsigned to be refused with an answer to the nominee's key).
+    Anything else unencrypted goes on to be refused as such."""
     env = ctx.envelope
     assert env is not None
     if env.ciphertext is not None:
@@ -50,7 +51,7 @@ async def procedure_mail(ctx: MailItem, s: Services) -> Decision:
     kind = kind_of_request(await plain_text(ctx.item.raw))
     if kind == "nomination" and env.kind == "plain":
         return command("nomination")
-    if kind == "proof" and env.kind == "signed-only":
+    if kind == "proof":  # signed only; or unsigned, which the nominee is told is no proof
         return command("proof")
     return CONTINUE
 

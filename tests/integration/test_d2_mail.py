@@ -352,6 +352,12 @@ async def test_d2_encrypted_nomination_and_clear_signed_proofs(d2: D2) -> None:
         mail = await op.wait_for_mail(lambda m: "SECIR-PROOF-" in m.text, what="the challenge")
         found = CHALLENGE_PATTERN.search(mail.text)
         assert found is not None
+        if op is piet:  # unsigned: no proof, and his key is told so
+            await op.send(d2.request, None, "Re: confirm", found.group(0), fmt="plain")
+            told = await op.wait_for_mail(
+                lambda m: "must be signed with the key" in m.text, what="the refusal"
+            )
+            assert told.decrypted and op.fingerprint in told.text
         if op is nina:  # the challenge outside the signed text counts for nothing
             signed = await op.clearsign(b"Here is my answer, without the line.\n")
             body = signed.decode() + "\n" + found.group(0) + "\n"
