@@ -17,6 +17,7 @@ from secir_bot.bridges import Bridge
 from secir_bot.bridges.email import EmailBridge, EmailRenderer
 from secir_bot.bridges.matrix import MatrixBridge
 from secir_bot.bridges.matrix.render import MatrixRenderer
+from secir_bot.casetimer import CaseExpiry
 from secir_bot.commands import Context as CommandContext
 from secir_bot.commands import StatusSource, registry
 from secir_bot.commands.dispatch import Dispatcher
@@ -28,6 +29,7 @@ from secir_bot.errors import StoreError, StoreMissing
 from secir_bot.fanout import Fanout
 from secir_bot.health import Health, Link, where_of
 from secir_bot.inbox import Decider, InboxRunner
+from secir_bot.mailfront import MailFront
 from secir_bot.model import Channel, InboxState
 from secir_bot.notices import Notices
 from secir_bot.outbox import Outbox
@@ -129,6 +131,8 @@ class App:
         self.decider.commands = MatrixFront(
             config, self.store, Dispatcher(self.commands), self.matrix.actions, notices.room
         )
+        # Commands and the procedure's mail on the request address (and command words).
+        self.decider.requests = MailFront(self.services, self.commands, notices.mail, notices)
         self.executor = Executor(
             config,
             self.store,
@@ -138,6 +142,7 @@ class App:
             self.matrix.actions,
             self.outbox.wake,
         )
+        self.cases = CaseExpiry(self.commands, self.executor.wake)
         if self.matrix.user_id != config.matrix.user_id:
             raise StoreError("the Matrix login does not match matrix.user_id")
 
@@ -145,6 +150,7 @@ class App:
         # After each decision: its deliveries, and the effects of a command it ran.
         self.outbox.wake()
         self.executor.wake()
+        self.cases.wake()  # a command may have opened a case that expires first
 
     def _notify(self, text: str) -> None:
         self.outbox.notify(text)
@@ -195,6 +201,7 @@ class App:
             ("email", self.email.run),
             ("outbox", self.outbox.run),
             ("effects", self.executor.run),
+            ("case-expiry", self.cases.run),
             ("health", self.health.run),
             ("housekeeping", lambda: housekeeping.run(self.store, self.config.retention_days)),
         ]

@@ -1,5 +1,5 @@
-"""The ``secir-bot`` command: check-config, init, doctor, run, member add/import/list, audit
-verify, sandbox.
+"""The ``secir-bot`` command: check-config, init, doctor, run, member add/import/list/remove,
+audit verify, export-key, sandbox.
 
 Errors of ours become a message on stderr and an exit code: 2 for configuration problems,
 3 for store problems, 4 for a refused member, 5 for a broken audit chain, 6 when a server
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from secir_bot import config as config_mod
-from secir_bot import fileperms, redact
+from secir_bot import fileperms, redact, shell
 from secir_bot.app import App
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
@@ -94,6 +94,18 @@ def _parser() -> argparse.ArgumentParser:
     imp = with_config(msub.add_parser("import", help="add members from a TOML or CSV file"))
     imp.add_argument("file", type=Path)
     with_config(msub.add_parser("list", help="list the members"))
+    remove = with_config(
+        msub.add_parser(
+            "remove",
+            help="revoke a ccTLD's members or one person at once, as !revoke does (audited)",
+        )
+    )
+    remove.add_argument("who", help="a ccTLD (.nl), an email address or a Matrix id")
+    remove.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    export = with_config(
+        sub.add_parser("export-key", help="print the list's public key (as !listkey sends it)")
+    )
+    export.add_argument("--output", type=Path, help="write it to this file instead")
     audit = sub.add_parser("audit", help="the hash-chained audit log")
     asub = audit.add_subparsers(dest="audit_command", required=True)
     verify = with_config(asub.add_parser("verify", help="check the audit chain offline"))
@@ -233,6 +245,23 @@ def _audit_verify(config: Config, expect_head: str | None) -> int:
     return 0 if verdict.ok else 5
 
 
+def _shell(config: Config, name: str, words: tuple[str, ...], output: Path | None = None) -> int:
+    """An admin command run on the host (``shell.py``); a refusal exits with 4."""
+    reply = asyncio.run(shell.run(config, name, words))
+    if not reply.ok:
+        print(reply.text, file=sys.stderr)
+        return 4
+    for attachment in reply.attachments:
+        if output is not None:
+            output.write_bytes(attachment.data)
+            print(reply.text.replace("(attached)", f"(written to {output})"))
+            return 0
+        sys.stdout.write(attachment.data.decode("utf-8"))
+    if not reply.attachments:
+        print(reply.text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Whatever a command creates (the database, keys, the Matrix crypto store) is private.
     os.umask(fileperms.PRIVATE_UMASK)
@@ -268,6 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _trust(config, args.matrix_id)
         if args.command == "reset-cross-signing":
             return asyncio.run(_reset_cross_signing(config))
+        if args.command == "export-key":
+            return _shell(config, "listkey", (), args.output)
+        if args.member_command == "remove":
+            return _shell(config, "revoke", (args.who, args.reason))
         if args.member_command == "add":
             req = MemberRequest(
                 tld=args.tld,

@@ -27,7 +27,8 @@ import dataclasses
 import json
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from secir_bot import posts
 from secir_bot.commands.matrix_front import MatrixFront
@@ -58,6 +59,16 @@ MAX_ATTEMPTS = 3  # times an item may be started before it is shunted unprocesse
 MAIL_PENDING = "fanout.mail-pending:"  # kv mark + post uid: its list mail is not queued yet
 
 
+class Requests(Protocol):
+    """The command front end by mail (``mailfront.MailFront``), wired by the app."""
+
+    def addressed(self, item: InboxItem) -> bool: ...
+
+    def decide(self, item: InboxItem) -> Awaitable[Outcome]: ...
+
+    def commands(self, ctx: MailItem, text: str) -> Awaitable[Outcome]: ...
+
+
 class Decider:
     """Decides inbox items and turns them into posts and deliveries."""
 
@@ -66,6 +77,7 @@ class Decider:
         services: Services,
         fanout: Fanout,
         notices: Notices,
+        requests: Requests | None = None,
         commands: MatrixFront | None = None,
     ) -> None:
         self.s = services
@@ -73,6 +85,7 @@ class Decider:
         self.notices = notices
         self.on_queued: Callable[[], None] = lambda: None  # wakes the outbox (set by the app)
         self._resumed: asyncio.Task[None] | None = None
+        self.requests = requests  # mail on the request address, and command words
         self.commands = commands  # the Matrix front end of the commands (wired by the app)
 
     async def decide(self, item: InboxItem) -> Outcome:
@@ -121,6 +134,8 @@ class Decider:
         return Outcome(InboxState.REJECTED, decision.reason)
 
     async def _mail(self, item: InboxItem) -> Outcome:
+        if self.requests is not None and self.requests.addressed(item):
+            return await self.requests.decide(item)
         ctx = MailItem(item)
         decision = await EMAIL_STEPS.run(ctx, self.s)
         if decision.verdict is Verdict.CONTINUE:
@@ -132,6 +147,8 @@ class Decider:
                 except SignatureSeen:
                     # Its original was decided at the same time and committed first.
                     decision = reject("replayed")
+            if decision.verdict is Verdict.COMMAND and self.requests is not None:
+                return await self.requests.commands(ctx, str(decision.params["word"]))
         rejected = (
             []
             if decision.verdict is Verdict.DROP

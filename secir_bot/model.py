@@ -38,7 +38,7 @@ class InboxState(enum.StrEnum):
     REJECTED = "rejected"
     DROPPED = "dropped"
     SHUNTED = "shunted"  # processing broke; set aside, reported, never relayed
-    COMMAND = "command"  # a command: handed to the dispatcher and answered, never relayed
+    COMMAND = "command"  # a command, or the procedure's mail: answered, never relayed
     UNDECRYPTABLE = "undecryptable"  # a Matrix event whose key never came (or cannot)
 
 

@@ -47,6 +47,10 @@ class Notices:
         """A notice for the admins in the control room."""
         return self.room.notice(self.config.matrix.control_room, text)
 
+    def admins_limited(self, key: str, text: str, kind: str) -> list[NewDelivery]:
+        """A notice for the admins, within ``delivery.notices_per_hour`` per ``key``."""
+        return self._limited(key, text, kind)
+
     def shunted(self, item: InboxItem, reason: str) -> NewDelivery:
         return self.admins(
             f"Inbox item {item.id} ({item.source} {item.source_id}) could not be "

@@ -27,6 +27,7 @@ from secir_bot.steps import (
 from secir_bot.steps import email as e
 from secir_bot.steps import matrix as m
 from secir_bot.steps import policy as p
+from secir_bot.steps import request as r
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,28 @@ EMAIL_STEPS: Stage[MailItem] = Stage(
         e.html_text,
         e.files_within_limits,
         e.correction_by_author,
+    ),
+)
+
+# Mail on the request address: the same checks as a post, but a member's mail ends in
+# commands, and the procedure's mail (a nomination, a nominee's proof) is told apart first.
+REQUEST_STEPS: Stage[MailItem] = Stage(
+    "request",
+    (
+        e.size_limit,
+        e.parse,
+        e.not_a_loop,
+        e.not_automated,
+        r.procedure_mail,  # plain nomination, signed-only proof
+        e.encrypted,
+        e.decrypt,
+        r.procedure_answer,  # a proof or nomination that was encrypted
+        e.signed,
+        e.signer_is_member,
+        e.not_a_replay,
+        e.from_not_another_member,
+        e.html_text,
+        r.addressed_to_request,  # ends in "commands"
     ),
 )
 

@@ -11,16 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from secir_bot.pipeline import EMAIL_STEPS, MATRIX_STEPS, POLICY_STEPS, Stage
+from secir_bot.pipeline import EMAIL_STEPS, MATRIX_STEPS, POLICY_STEPS, REQUEST_STEPS, Stage
 
 MANUAL = Path(__file__).resolve().parent.parent / "docs" / "admin-manual.md"
 # The bold lead-in of each list in section 8, and the stage the list documents.
 LISTS: dict[str, Stage] = {  # type: ignore[type-arg]
     "**Mail to the list**": EMAIL_STEPS,
+    "**Mail to the request address**": REQUEST_STEPS,
     "**Events in the incident room**": MATRIX_STEPS,
     "**Every message, from either channel**": POLICY_STEPS,
 }
 _ITEM = re.compile(r"^\d+\. `(\w+)`", re.MULTILINE)
+_MORE = re.compile(r"\b\d+\. `(\w+)`")  # further steps on the same line ("5. `a`, 6. `b`")
 
 
 def _section_8() -> str:
@@ -36,8 +38,8 @@ def _listed(lead: str) -> list[str]:
     names: list[str] = []
     for line in lines:
         item = _ITEM.match(line)
-        if item:
-            names.append(item.group(1))
+        if item or (names and line.startswith("   ")):
+            names.extend(_MORE.findall(line))
         elif line.strip() and not line.startswith("   ") and names:
             break  # the paragraph after the list
     return names

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from secir_bot.commands import audit, dispatch, help, membership, operations, roster
+from secir_bot.commands import account, audit, dispatch, help, membership, operations, roster
 from secir_bot.commands.base import Actor, Command, Front, Kind
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -83,4 +83,5 @@ def default() -> Registry:
         roster.COMMANDS,
         operations.COMMANDS,
         audit.COMMANDS,
+        account.COMMANDS,
     )

@@ -43,6 +43,7 @@ from secir_bot.mime.headers import (
     MalformedMail,
     from_address,
     message_id_of,
+    outer_recipients,
     recipients_of,
 )
 
@@ -70,6 +71,7 @@ __all__ = [
     "make_pgp_mime",
     "message_id_of",
     "neutral",
+    "outer_recipients",
     "parse_decrypted",
     "parse_envelope",
     "recipients_of",

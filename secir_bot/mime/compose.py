@@ -119,12 +119,15 @@ def compose_outer(
     reply: bool = False,
     automated: bool = False,
     date: datetime | None = None,
+    reply_to: str = "",
 ) -> bytes:
-    """The PGP/MIME envelope around ``armored`` with the list headers."""
+    """The PGP/MIME envelope around ``armored`` with the list headers; ``reply_to`` where
+    answers go when not to the list (the request address, for the procedure's mail: a
+    client that reads only the outer headers must answer there too)."""
     headers = [
         _raw_line("From", _address(_display(from_label, lists), lists.address)),
         _raw_line("To", to),
-        _raw_line("Reply-To", lists.address),
+        _raw_line("Reply-To", reply_to or lists.address),
         _line("Subject", f"[{lists.tag}] {'Re: ' if reply else ''}encrypted message"),
         _raw_line("Message-ID", message_id),
         _raw_line("Date", format_datetime(date or datetime.now(UTC))),

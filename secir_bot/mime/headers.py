@@ -141,3 +141,17 @@ def parse_bounded(raw: bytes) -> Message:
 
 def recipients_of(header_value: str) -> list[str]:
     return [addr.lower() for _, addr in getaddresses([header_value]) if addr]
+
+
+OUTER_RECIPIENT_HEADERS = ("To", "Cc", "Delivered-To", "X-Original-To")
+
+
+def outer_recipients(raw: bytes, names: tuple[str, ...] = OUTER_RECIPIENT_HEADERS) -> list[str]:
+    """The addresses in the unprotected recipient headers ``names`` of ``raw`` (never
+    raises). Anyone can write these: they may route a mail, never authorise anything."""
+    try:
+        msg = headers_only(raw)
+        values = [str(v) for name in names for v in (msg.get_all(name) or [])]
+    except Exception:  # unreadable headers: no recipients to route by
+        return []
+    return recipients_of(", ".join(values)) if values else []

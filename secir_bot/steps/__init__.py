@@ -6,6 +6,7 @@ sender and the admins are told). Exceptions mean that something broke, never tha
 input was bad. The order of the steps is data and lives in ``pipeline.py``, in one place.
 
 email.py    the intake of mail on the list address (envelope, decryption, sender policy)
+request.py  what is particular to mail on the request address (commands, the procedure)
 matrix.py   the intake of events in the incident room
 policy.py   what is checked once, whichever channel a message came from
 reasons.py  reason codes and their English texts

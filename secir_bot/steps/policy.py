@@ -8,16 +8,16 @@ a post any text. Later: size and format, TLP, incident tags.
 from __future__ import annotations
 
 from secir_bot.model import Channel
-from secir_bot.steps import CONTINUE, Decision, PolicyItem, Services, reject
+from secir_bot.steps import CONTINUE, Decision, PolicyItem, Services, command, reject
 
 COMMAND_WORDS = ("help", "unsubscribe", "subscribe")
 
 
 async def command_or_post(ctx: PolicyItem, s: Services) -> Decision:
     """A command is never posted. By mail, the List-Help and List-Unsubscribe links produce
-    a bare command word (in the signed subject or as the whole text); commands by mail are
-    not available yet, so such a mail is refused with a pointer to the list owner. In the
-    rooms a ``!command`` never gets here (``steps/matrix.command_or_message``)."""
+    a bare command word (in the signed subject or as the whole text): that word goes to the
+    command front end by mail and is answered by mail. In the rooms a ``!command`` never
+    gets here (``steps/matrix.command_or_message``)."""
     inbound = ctx.inbound
     if inbound.channel is not Channel.EMAIL:
         return CONTINUE
@@ -25,7 +25,7 @@ async def command_or_post(ctx: PolicyItem, s: Services) -> Decision:
     body = inbound.text.strip().lower()
     word = next((w for w in COMMAND_WORDS if subject == w or body == w), None)
     if word is not None:
-        return reject("command", word=word, owner=s.config.list.owner)
+        return command("command", word=word)
     return CONTINUE
 
 

@@ -111,9 +111,18 @@ ENGLISH: dict[str, str] = {
     "not-text": "{msgtype} messages are not mirrored yet; send text",
     "empty": "empty message",
     # -- any channel (steps/policy.py)
-    "command": (
-        "this looks like the list command '{word}', which is not posted; commands by mail "
-        "are not available yet, so write to the list owner ({owner})"
+    "command": "the list command '{word}' (answered by mail, not posted)",
+    # -- mail on the request address (steps/request.py)
+    "commands": "commands for the list",
+    "nomination": "a nomination for a subscription case",
+    "proof": "a nominee's answer to their key challenge",
+    "command-unaddressed": (
+        "a command mail must name {request} in its signed headers (send it as PGP/MIME "
+        "from a client that protects the headers, such as Thunderbird); nothing was done"
+    ),
+    "command-addressed-elsewhere": (
+        "the signed content is addressed to others, not to {request}: a signed mail sent "
+        "elsewhere runs no command; nothing was done"
     ),
     "no-text": "the {what} has no readable text",
 }

@@ -253,8 +253,8 @@ async def test_f4_answers_go_to_verified_signers_and_quote_nothing_they_chose(
     ).encode()
     await alice.send_raw(world.list_address, forged)
     await wait_notice(world, "Mail rejected", "not encrypted")
-    # Alice's own signed mail, refused (a list command), under a Message-ID she chose.
-    _, data = await alice.compose(world.list_address, world.list_fpr, "help", "help")
+    # Alice's own signed mail, refused (no text), under a Message-ID she chose.
+    _, data = await alice.compose(world.list_address, world.list_fpr, "empty", "")
     data = re.sub(rb"Message-ID: <[^>]+>", b"Message-ID: <F4-SENDER-CHOSEN@nic.test>", data)
     await alice.send_raw(world.list_address, data)
     answer = await alice.wait_for_mail(lambda m: "was not relayed" in m.text)

@@ -170,6 +170,7 @@ class EmailRenderer:
                 message_id=mid,
                 to=to,
                 automated=True,
+                reply_to=reply_to,
             )
         else:
             signature = await self.keyring.detach_sign(inner, self.list_fpr, digest="SHA256")

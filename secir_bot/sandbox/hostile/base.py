@@ -19,7 +19,7 @@ Add = Callable[..., None]
 class Case:
     name: str
     data: bytes
-    outcome: str  # "rejected" or "dropped" (or "dropped|rejected" when it depends)
+    outcome: str  # "rejected", "dropped" ("dropped|rejected" when it depends), "command"
     reasons: tuple[str, ...]  # one of these is in the recorded reason
 
     def filled(self, sender: str, list_address: str, list_id: str) -> bytes:

@@ -237,7 +237,8 @@ async def crypto_cases(
         "outside the encrypted block",
     )
     _, data = await alice.compose(list_address, list_fpr, "help", "help")
-    add("command-help", data, "rejected", "list command")
+    # A bare command word is run as that command and answered by mail, never posted.
+    add("command-help", data, "command", "commands answered")
     _, data = await alice.compose(list_address, list_fpr, "empty", "", fmt="inline")
     add("no-text", data, "rejected", "no readable text")
     add("replay", relayed, "rejected", "received before")
