@@ -276,6 +276,16 @@ async def test_unknown_command(ctx: Context) -> None:
     assert reply.text == "there is no command !frobnicate; !help lists the commands"
 
 
+async def test_refusals_by_mail_name_commands_as_mail_writes_them(ctx: Context) -> None:
+    """By mail a command is a bare word: an answer that says "!help" sends the member to
+    a spelling their front end does not read."""
+    unknown = await run(ctx, "!frobnicate", front=Front.EMAIL)
+    assert unknown.text == "there is no command frobnicate; help lists the commands"
+    admin_only = await run(ctx, "!note k1 x", actor=ALICE, front=Front.EMAIL)
+    assert admin_only.text.startswith("note is ")
+    assert "!" not in admin_only.text
+
+
 @pytest.mark.parametrize(
     ("actor", "message"),
     [
@@ -309,7 +319,7 @@ async def test_member_commands_for_members_only(ctx: Context) -> None:
     )
     revoked = replace(ALICE, member=replace(MEMBER, status="revoked"))
     reply = await run(ctx, "!whoami", actor=revoked, front=Front.EMAIL)
-    assert reply.text == "!whoami is for members of the list"
+    assert reply.text == "whoami is for members of the list"  # by mail, no "!"
 
 
 async def test_arguments_are_validated_each_problem_named(ctx: Context) -> None:

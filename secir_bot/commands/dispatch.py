@@ -86,22 +86,28 @@ def parse_args(command: Command, words: tuple[str, ...]) -> tuple[Args | None, l
     return (None if problems else Args(values)), problems
 
 
-def _role_problem(command: Command, actor: Actor) -> str | None:
+def spelled(name: str, front: Front) -> str:
+    """A command as the asker writes it: ``!name`` in Matrix, the bare word by mail."""
+    return name if front is Front.EMAIL else f"!{name}"
+
+
+def _role_problem(command: Command, actor: Actor, front: Front) -> str | None:
+    name = spelled(command.name, front)
     if command.role is Role.MEMBER and (actor.is_member or actor.is_admin):
         return None
     if command.role is Role.MEMBER and not actor.listed_admin:
-        return f"!{command.name} is for members of the list"
+        return f"{name} is for members of the list"
     # An admin command, or a listed admin who does not count as one right now.
     if not actor.listed_admin:
-        return f"!{command.name} is for the list's admins only"
+        return f"{name} is for the list's admins only"
     if not actor.power_ok:
         return (
-            f"!{command.name} needs the admin power level in the control room, "
+            f"{name} needs the admin power level in the control room, "
             "which your account does not hold"
         )
     if not actor.device_trusted:
         return (
-            f"!{command.name} was sent from a device the bot does not trust; "
+            f"{name} was sent from a device the bot does not trust; "
             "verify the device with the bot, or use a trusted one"
         )
     return None
@@ -117,13 +123,15 @@ class Dispatcher:
         """Answer one invocation; never raises for anything the sender did."""
         command = self.ctx.registry.lookup(inv.name)
         if command is None:
-            return refuse(f"there is no command !{inv.name}; !help lists the commands")
+            unknown, help_ = spelled(inv.name, inv.front), spelled("help", inv.front)
+            return refuse(f"there is no command {unknown}; {help_} lists the commands")
         if inv.front not in command.fronts:
             where = ", ".join(sorted(command.fronts))
-            return refuse(f"!{command.name} is not available in the {inv.front}; use: {where}")
+            name = spelled(command.name, inv.front)
+            return refuse(f"{name} is not available in the {inv.front}; use: {where}")
         if not inv.encrypted:
             return refuse("commands are accepted only end-to-end encrypted; nothing was done")
-        why = _role_problem(command, inv.actor)
+        why = _role_problem(command, inv.actor, inv.front)
         if why is not None:
             log.warning("refused !%s from %s on %s: %s", command.name, inv.actor.id, inv.front, why)
             return refuse(why)
@@ -151,7 +159,8 @@ class Dispatcher:
                 "command !%s from %s crashed (reference %s)", command.name, inv.actor.id, ref
             )
             return refuse(
-                f"!{command.name} failed because of an internal error (reference {ref}); "
+                f"{spelled(command.name, inv.front)} failed because of an internal error "
+                f"(reference {ref}); "
                 "nothing was changed. The bot's log has the details under that reference."
             )
 
@@ -193,7 +202,7 @@ class Dispatcher:
         command = self.ctx.registry.lookup(pending.command)
         if command is None or not command.confirm:
             return refuse("the command this code confirms no longer exists")
-        why = _role_problem(command, inv.actor)
+        why = _role_problem(command, inv.actor, inv.front)
         if why is not None:
             return refuse(why)
         original = Invocation(

@@ -77,7 +77,8 @@ async def test_i9_commands_by_mail_get_one_signed_encrypted_answer(world: World)
     assert answer.headers["Reply-To"] == request_address(world)  # a reply is commands again
     text = answer.text
     assert "> help\n" in text and "leave - leave the list" in text  # mail usage: no "!"
-    assert "> frobnicate now\nNOT DONE: there is no command !frobnicate" in text
+    # Named as the member writes it by mail: no "!" (that is Matrix's spelling).
+    assert "> frobnicate now\nNOT DONE: there is no command frobnicate; help lists" in text
     assert "key-update - replace your key with a new one" in text
     assert "> confirm ABCDE-FGHJK\nNOT DONE: that confirmation code is not known" in text
     assert text.count("> help") == 2  # the line after the signature delimiter is not read
