@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import email
 import json
 import re
 import shutil
@@ -495,3 +496,68 @@ async def test_i11_a_replay_that_passed_the_check_while_its_original_was_decided
     assert outcome.state is InboxState.REJECTED, outcome
     assert "received before" in (setup.store.inbox.state(second.id)[1] or "")
     assert len([r for r in _rows(setup, Channel.EMAIL) if r.target == "list"]) == 1
+
+
+class PartlyHeldBackend(HeldBackend):
+    """Encrypts the first ``free`` recipient groups at once and holds the others."""
+
+    def __init__(self, ring: Keyring, free: int) -> None:
+        super().__init__(ring)
+        self.free = free
+
+    async def sign_encrypt(self, data: bytes, recipients: Sequence[str], signer: str) -> bytes:
+        self.calls += 1
+        if self.calls > self.free:
+            await self.go.wait()
+        return await self.ring.sign_encrypt(data, list(recipients), signer)
+
+
+def _message_id(row: OutboxRow) -> str:
+    return str(email.message_from_bytes(row.payload)["Message-ID"])
+
+
+async def test_f_fanout_each_group_is_queued_as_made_and_a_stop_resumes_the_rest(
+    setup: Setup,
+) -> None:
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(5)  # m0 posts; m1..m4 read the list, one recipient group each
+    processor = _decider(setup, list_fpr)
+    processor.fanout.mail.group_size = 1  # type: ignore[attr-defined]
+    held = PartlyHeldBackend(setup.ring, free=2)
+    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
+    woken: list[bool] = []
+    processor.on_queued = lambda: woken.append(True)
+    raw = await _signed_at(setup, list_fpr, int(time.time()), b"resolver down\n")
+    item, _ = setup.store.inbox.accept("email", "<groups@relay.test>", raw)
+
+    deciding = asyncio.create_task(processor.decide(item))
+    await wait_until(
+        lambda: len(_rows(setup, Channel.EMAIL)) == 2 and held.calls == 4,
+        30,
+        "two groups queued while the other two are still encrypted",
+    )
+    made = _rows(setup, Channel.EMAIL)
+    assert len(woken) == 3  # the room event, then each group's mail as it was queued
+    deciding.cancel()  # the bot stops while gpg works on the last two groups
+    with pytest.raises(asyncio.CancelledError):
+        await deciding
+    assert _rows(setup, Channel.EMAIL) == made
+    assert len(setup.store.kv.prefixed(MAIL_PENDING)) == 1
+
+    restarted = _decider(setup, list_fpr)
+    restarted.fanout.mail.group_size = 1  # type: ignore[attr-defined]
+    counting = HeldBackend(setup.ring)
+    counting.go.set()
+    restarted.fanout.mail.backend = counting  # type: ignore[attr-defined]
+    await restarted.resume()
+
+    rows = _rows(setup, Channel.EMAIL)
+    assert rows[:2] == made and len(rows) == 4
+    assert counting.calls == 2  # only the groups not made before the stop
+    assert sorted(r for row in rows for r in row.recipients) == [
+        f"m{i}@relay.test" for i in range(1, 5)
+    ]
+    assert len({_message_id(row) for row in rows}) == 1
+    assert all(b"BEGIN PGP MESSAGE" in row.payload for row in rows)
+    assert len(_rows(setup, Channel.MATRIX)) == 1  # the room event was not queued again
+    assert setup.store.kv.prefixed(MAIL_PENDING) == {}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from secir_bot.crypto.backend import GpgBackend, SignEncrypt
@@ -86,6 +86,39 @@ async def sign_encrypt_groups(
             raise crypto[0] from None
         raise
     return [Sealed(group, task.result()) for group, task in zip(groups, tasks, strict=True)]
+
+
+async def sign_encrypt_each(
+    backend: SignEncrypt,
+    data: bytes,
+    recipients: Sequence[str],
+    signer: str,
+    *,
+    group_size: int,
+) -> AsyncIterator[Sealed]:
+    """Like :func:`sign_encrypt_groups`, but each group's message as soon as it is made
+    (in the order they finish), so that the first group's mail can be queued and sent
+    while gpg still works on the others.
+
+    A failing group raises its ``CryptoError`` after the groups yielded before it; the
+    groups still running are cancelled (so is everything when the consumer stops early).
+    """
+    groups = plan_groups(recipients, group_size)
+    if not groups:
+        raise CryptoError("no recipients to encrypt to")
+
+    async def seal(group: tuple[str, ...]) -> Sealed:
+        return Sealed(group, await backend.sign_encrypt(data, group, signer))
+
+    tasks = [asyncio.ensure_future(seal(group)) for group in groups]
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            yield await next_done
+    finally:
+        for task in tasks:
+            task.cancel()
+        # Wait for the cancelled ones, so that no gpg run outlives the post's rendering.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def make_backend(
