@@ -561,3 +561,31 @@ async def test_f_fanout_each_group_is_queued_as_made_and_a_stop_resumes_the_rest
     assert all(b"BEGIN PGP MESSAGE" in row.payload for row in rows)
     assert len(_rows(setup, Channel.MATRIX)) == 1  # the room event was not queued again
     assert setup.store.kv.prefixed(MAIL_PENDING) == {}
+
+
+async def test_f_fanout_a_group_that_fails_after_others_were_queued_is_reported_as_partial(
+    setup: Setup,
+) -> None:
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(4)
+    processor = _decider(setup, list_fpr)
+    processor.fanout.mail.group_size = 1  # type: ignore[attr-defined]
+    held = PartlyHeldBackend(setup.ring, free=1)
+    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
+    raw = await _signed_at(setup, list_fpr, int(time.time()), b"resolver down\n")
+    item, _ = setup.store.inbox.accept("email", "<partial@relay.test>", raw)
+    deciding = asyncio.create_task(processor.decide(item))
+    await wait_until(
+        lambda: len(_rows(setup, Channel.EMAIL)) == 1 and held.calls == 3,
+        30,
+        "one group queued while the other two are held",
+    )
+    setup.ring.deadline = 0.001  # gpg cannot finish the other groups: as if it hung
+    held.go.set()
+
+    assert (await deciding).state == "relayed"
+    assert len(_rows(setup, Channel.EMAIL)) == 1  # the group made before stays queued
+    room, notice = _rows(setup, Channel.MATRIX)
+    assert notice.target == setup.config.matrix.control_room
+    assert b"mailed only to the members of the groups encrypted before" in notice.payload
+    assert setup.store.kv.prefixed(MAIL_PENDING) == {}
