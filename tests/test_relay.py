@@ -586,6 +586,7 @@ async def test_f_fanout_a_group_that_fails_after_others_were_queued_is_reported_
     assert (await deciding).state == "relayed"
     assert len(_rows(setup, Channel.EMAIL)) == 1  # the group made before stays queued
     room, notice = _rows(setup, Channel.MATRIX)
+    assert room.target == setup.config.matrix.incident_room
     assert notice.target == setup.config.matrix.control_room
     assert b"mailed only to the members of the groups encrypted before" in notice.payload
     assert setup.store.kv.prefixed(MAIL_PENDING) == {}
