@@ -590,3 +590,51 @@ async def test_f_fanout_a_group_that_fails_after_others_were_queued_is_reported_
     assert notice.target == setup.config.matrix.control_room
     assert b"mailed only to the members of the groups encrypted before" in notice.payload
     assert setup.store.kv.prefixed(MAIL_PENDING) == {}
+
+
+async def test_f_fanout_a_matrix_posts_groups_are_queued_one_by_one_after_the_decision(
+    setup: Setup,
+) -> None:
+    """The benchmark's case: a Matrix post to the list's mail members used to commit all
+    its groups with the decision; now its first group can be sent while gpg makes the
+    others."""
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(3)
+    setup.store.members.add(
+        tld="nl",
+        tld_display=".nl",
+        name="Mx",
+        email="mx@relay.test",
+        fingerprint="AB" * 20,
+        matrix_id="@mx:relay.test",
+        channels=frozenset({Channel.MATRIX}),
+    )
+    processor = _decider(setup, list_fpr)
+    processor.fanout.mail.group_size = 1  # type: ignore[attr-defined]
+    held = PartlyHeldBackend(setup.ring, free=1)
+    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
+    event = {
+        "type": "m.room.message",
+        "event_id": "$groups",
+        "sender": "@mx:relay.test",
+        "content": {"msgtype": "m.text", "body": "resolver down"},
+    }
+    facts = {"room_id": setup.config.matrix.incident_room, "encrypted": True, "device": "trusted"}
+    item, _ = setup.store.inbox.accept(Channel.MATRIX, "$groups", json.dumps(event).encode(), facts)
+
+    deciding = asyncio.create_task(processor.decide(item))
+    await wait_until(
+        lambda: len(_rows(setup, Channel.EMAIL)) == 1 and held.calls == 3,
+        30,
+        "the first group queued while the other two are held",
+    )
+    assert setup.store.inbox.state(item.id)[0] == "relayed"
+    held.go.set()
+
+    assert (await deciding).state == "relayed"
+    rows = _rows(setup, Channel.EMAIL)
+    assert sorted(r for row in rows for r in row.recipients) == [
+        f"m{i}@relay.test" for i in range(3)
+    ]
+    assert _rows(setup, Channel.MATRIX) == []  # a Matrix post is not sent back to the room
+    assert setup.store.kv.prefixed(MAIL_PENDING) == {}
