@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 from secir_bot.crypto.backend import GpgBackend, SignEncrypt
@@ -95,7 +95,7 @@ async def sign_encrypt_each(
     signer: str,
     *,
     group_size: int,
-) -> AsyncIterator[Sealed]:
+) -> AsyncGenerator[Sealed, None]:
     """Like :func:`sign_encrypt_groups`, but each group's message as soon as it is made
     (in the order they finish), so that the first group's mail can be queued and sent
     while gpg still works on the others.
