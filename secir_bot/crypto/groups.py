@@ -9,9 +9,12 @@ the groups are encrypted on every core at once, and the number of encryptions pe
 ``ceil(N / group_size)``, never one per member.
 
 The fan-out makes its backend once with :func:`make_backend` (here rather than in
-``backend``, which the Sequoia module imports), calls :func:`sign_encrypt_groups` with the
-fingerprints of the members who get the post, and makes one outbox row per
-:class:`Sealed` (its recipients' addresses and the mail built around ``armored``).
+``backend``, which the Sequoia module imports), calls :func:`sign_encrypt_each` with the
+fingerprints of the members who get the post, and commits one outbox row per
+:class:`Sealed` as it comes (its recipients' addresses and the mail built around
+``armored``), so that the first groups are sent while gpg works on the others.
+:func:`sign_encrypt_groups` is the all-or-nothing form (answers to one member, the
+benchmarks).
 """
 
 from __future__ import annotations
@@ -69,8 +72,7 @@ async def sign_encrypt_groups(
     """Sign and encrypt ``data`` once per group of ``recipients``, groups in parallel.
 
     The backend bounds how many run at once. One backend call per group; if any fails, the
-    others are cancelled and its ``CryptoError`` is raised (no partial result: a post is
-    rendered for all its groups or for none, so a retry renders the same set).
+    others are cancelled and its ``CryptoError`` is raised (no partial result).
     """
     groups = plan_groups(recipients, group_size)
     if not groups:
