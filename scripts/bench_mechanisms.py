@@ -13,6 +13,9 @@ process, accepting everything, as ``make bench``'s sink):
   time, backend calls, bytes per mail, and the decryption time of the member whose session
   key comes last in its group (its own gpg, hidden recipients) - the worst case a member
   sees;
+- encryption and SMTP in sequence (every group encrypted, then each group's row sent, as
+  the outbox did before) against overlapped (each group's row sent as soon as it is made,
+  ``sign_encrypt_each``), gpg, groups of 100, to the last 250;
 - the SMTP hand-off of one row to every member: aiosmtplib's ``sendmail`` one RCPT at a
   time (as before) against ``smtpsend.send`` pipelined, by batch size and connections.
 
@@ -32,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiosmtplib
@@ -43,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from secir_bot.bridges.email import smtpsend  # noqa: E402
 from secir_bot.crypto import Keyring  # noqa: E402
 from secir_bot.crypto.backend import GpgBackend  # noqa: E402
-from secir_bot.crypto.groups import sign_encrypt_groups  # noqa: E402
+from secir_bot.crypto.groups import sign_encrypt_each, sign_encrypt_groups  # noqa: E402
 
 PAYLOAD = (b"A line of an incident report, long enough to look like one.\n" * 50)[:3000]
 
@@ -285,9 +289,81 @@ async def smtp(members: int, size_kb: float, repeats: int) -> None:
     )
 
 
+async def _send_queued(
+    queue: asyncio.Queue[tuple[tuple[str, ...], bytes] | None],
+    deliver: Callable[[tuple[str, ...], bytes], Awaitable[None]],
+) -> None:
+    """Send the queued rows one after the other, as the outbox worker does, until None."""
+    while (one := await queue.get()) is not None:
+        await deliver(*one)
+
+
+async def overlap(ring: Keyring, list_fpr: str, fprs: list[str], repeats: int) -> None:
+    """Fan-out with gpg, groups of 100: SMTP after all groups, or each group's SMTP as it
+    is made (one connection per row, pipelined, as the outbox sends a row)."""
+    sink = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--serve-sink", stdout=asyncio.subprocess.PIPE
+    )
+    assert sink.stdout is not None
+    port = int(await sink.stdout.readline())
+
+    async def open_session() -> aiosmtplib.SMTP:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        await client.connect()
+        return client
+
+    def ignore(batch: object, errors: object) -> None:
+        return None
+
+    async def deliver(group: tuple[str, ...], armored: bytes) -> None:
+        await smtpsend.send(
+            open_session, "list@lists.test", group, armored, ignore, max_recipients=100
+        )
+
+    backend = GpgBackend(ring)
+    rows: list[list[object]] = []
+    try:
+        hows = ("in sequence", "overlapped")
+        walls: dict[str, list[float]] = {how: [] for how in hows}
+        firsts: dict[str, list[float]] = {how: [] for how in hows}
+        # Alternating, so that a load that changes during the run weighs on both alike.
+        for i in range(repeats * 2):
+            how = hows[i % 2] if i // 2 % 2 == 0 else hows[1 - i % 2]
+            start = time.perf_counter()
+            if how == "in sequence":
+                sealed = await sign_encrypt_groups(backend, PAYLOAD, fprs, list_fpr, group_size=100)
+                firsts[how].append(time.perf_counter() - start)
+                for one in sealed:
+                    await deliver(one.recipients, one.armored)
+            else:
+                queue: asyncio.Queue[tuple[tuple[str, ...], bytes] | None] = asyncio.Queue()
+
+                sending = asyncio.create_task(_send_queued(queue, deliver))
+                first = None
+                async for one in sign_encrypt_each(
+                    backend, PAYLOAD, fprs, list_fpr, group_size=100
+                ):
+                    first = first or time.perf_counter() - start
+                    queue.put_nowait((one.recipients, one.armored))
+                queue.put_nowait(None)
+                await sending
+                firsts[how].append(first or 0.0)
+            walls[how].append(time.perf_counter() - start)
+        for how in hows:
+            rows.append([how, statistics.median(firsts[how]), statistics.median(walls[how])])
+    finally:
+        sink.kill()
+        await sink.wait()
+    table(
+        f"Encryption and SMTP of one post to {len(fprs)} members, groups of 100 (gpg)",
+        ["how", "first row ready s (median)", "last 250 s (median)"],
+        rows,
+    )
+
+
 async def run(opts: argparse.Namespace, work: Path, keys: Path) -> None:
     parts = set(opts.parts.split(","))
-    if parts & {"gpg", "listing", "groups"}:
+    if parts & {"gpg", "listing", "groups", "overlap"}:
         ring_home, list_fpr, fprs = await asyncio.to_thread(make_keys, keys, opts.members)
         ring = Keyring(ring_home)
         if "gpg" in parts:
@@ -296,6 +372,8 @@ async def run(opts: argparse.Namespace, work: Path, keys: Path) -> None:
             await listing(ring, fprs)
         if "groups" in parts:
             await groups(ring, list_fpr, fprs, keys / "world", work, opts.repeats)
+        if "overlap" in parts:
+            await overlap(ring, list_fpr, fprs, opts.repeats)
     if "smtp" in parts:
         await smtp(opts.members, 37.0, opts.repeats)
 

@@ -11,8 +11,10 @@ ciphertext per group, ``delivery.encrypt_group_size``); members whose key cannot
 are left out of it, and the admins are told who.
 
 The rooms are reached without any encryption at decision time (``first``), the list's
-members only after gpg has signed and encrypted their mail (``later``): the inbox runner
-queues the first before it asks for the later, so a room never waits on gpg.
+members only after gpg has signed and encrypted their mail (``later``, or ``later_each``
+one recipient group at a time): the inbox runner queues the first before it asks for the
+later, so a room never waits on gpg, and queues each group's mail as soon as it is made,
+so that SMTP of the first group overlaps gpg of the others.
 
 To add an audience: a member of ``Audience``, the posts it gets in ``audiences``, and how
 it is reached in ``Fanout._reach`` (a room audience also in ``ROOMS``).
@@ -21,11 +23,12 @@ it is reached in ``Fanout._reach`` (a room audience also in ``ROOMS``).
 from __future__ import annotations
 
 import enum
+from collections.abc import AsyncIterator, Collection
 
 from secir_bot.bridges import MailRenderer, RoomRenderer
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
-from secir_bot.model import Channel, Member, Post
+from secir_bot.model import Channel, DeliveryKind, Member, Post
 from secir_bot.notices import Notices
 from secir_bot.store import NewDelivery, Store
 
@@ -86,6 +89,39 @@ class Fanout:
             if audience not in ROOMS:
                 out += await self._reach(audience, post)
         return out
+
+    async def later_each(
+        self, post: Post, mailed: Collection[str] = ()
+    ) -> AsyncIterator[list[NewDelivery]]:
+        """The rows of ``later``, one commit's worth at a time: each recipient group's row
+        as soon as it is encrypted, the notice of members left out with the first one.
+
+        ``mailed`` are the addresses the post's list mail already has rows for (made
+        before a stop): they are not mailed again, and the notice, which went with the
+        first row, is not repeated."""
+        for audience in audiences(post):
+            if audience in ROOMS:
+                continue
+            members = [m for m in self.email_members(exclude=post.author) if m.email not in mailed]
+            usable = await self.keyring.usable_for_encryption([m.fingerprint for m in members])
+            skipped = [m for m in members if m.fingerprint not in usable]
+            notice = [self.notices.not_mailed(post, skipped)] if skipped and not mailed else []
+            members = [m for m in members if m.fingerprint in usable]
+            if members:
+                async for row in self.mail.post_each(post, members):
+                    yield [*notice, row]
+                    notice = []
+            if notice:
+                yield notice
+
+    def mailed(self, post: Post) -> set[str]:
+        """The addresses that already have a row of the post's list mail."""
+        return {
+            address
+            for row in self.store.outbox.of_post(post.uid)
+            if row.channel == Channel.EMAIL and row.kind == DeliveryKind.POST
+            for address in row.recipients
+        }
 
     async def _reach(self, audience: Audience, post: Post) -> list[NewDelivery]:
         return await self._to_members(post, self.email_members(exclude=post.author))

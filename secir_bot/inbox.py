@@ -8,11 +8,12 @@ intake. A decision is: count the attempt, run the channel's intake stage (which 
 transaction: an accepted message becomes a ``Post`` with its outbox rows (``posts``,
 ``fanout``), a refused one its notices (``notices``).
 
-An accepted mail's room event is queued (and the outbox woken) before its list mail is
+An accepted post's room event is queued (and the outbox woken) before its list mail is
 encrypted: the decision is recorded with the room's rows and a mark (``MAIL_PENDING``),
-then the list mail is rendered and queued with the mark cleared in a second commit. A stop
-in between leaves the mark, and ``Decider.resume`` renders the list mail at the next start,
-before anything new is decided.
+then the list mail is rendered one recipient group at a time, each group's row committed
+(and the outbox woken) as soon as it is encrypted, and the mark cleared at the end. A stop
+in between leaves the mark, and ``Decider.resume`` renders, at the next start and before
+anything new is decided, the groups of the members who have no row yet (same Message-ID).
 
 An item whose processing raises is *shunted*: kept in the store with the error, reported
 to the admins, and not retried automatically, so that one poisonous message cannot stop the
@@ -196,30 +197,43 @@ class Decider:
             InboxState.RELAYED,
             post=new.post,
             links=new.links,
-            deliveries=first if first and later else first + await self.fanout.later(new.post),
+            deliveries=first,
             signature=new.signature,
             # The notes are not stored with the post: kept for a list mail made after a stop.
-            marks={mark: json.dumps(list(new.post.notes))} if first and later else None,
+            marks={mark: json.dumps(list(new.post.notes))} if later else None,
         )
-        if first and later:
+        if first:
             self.on_queued()  # the room event goes out while gpg works on the list mail
+        if later:
             await self._mail_later(new.post, mark)
         return Outcome(InboxState.RELAYED)
 
     async def _mail_later(self, post: Post, mark: str) -> None:
-        """Render and queue a relayed post's list mail, clearing its mark in the same commit.
+        """Render and queue a relayed post's list mail, a commit per recipient group (and
+        the outbox woken for each), then clear its mark.
 
-        A failure is reported to the admins (the post is in the room, not on the list) and
-        not retried, like a shunted item; a stop (cancellation) leaves the mark."""
+        Only the members without a row yet are mailed, so that after a stop the groups
+        already made are not made (or sent) again. A failure is reported to the admins (the
+        post is in the room, not on the list, or on part of it) and not retried, like a
+        shunted item; a stop (cancellation) leaves the mark."""
+        mailed = self.fanout.mailed(post)
+        rows: list[NewDelivery] = []
         try:
-            rows = await self.fanout.later(post)
+            async for group in self.fanout.later_each(post, mailed):
+                self.s.store.queue(group)
+                self.on_queued()  # this group's SMTP overlaps gpg of the next ones
         except Exception as exc:
             reason = str(exc) if isinstance(exc, GpgTimeout) else type(exc).__name__
             log.error("post %s: its list mail could not be made (%s)", post.uid, reason)
+            reached = (
+                "it was mailed only to the members of the groups encrypted before"
+                if self.fanout.mailed(post)
+                else "it was not mailed to the list"
+            )
             rows = [
                 self.notices.admins(
                     f"Post {post.uid} was relayed to the room, but its list mail could not be "
-                    f"made ({reason}); it was not mailed to the list."
+                    f"made ({reason}); {reached}."
                 )
             ]
         self.s.store.complete(mark, rows)

@@ -9,6 +9,7 @@ although it decrypted" finding of docs/performance.md) and that a group bounds i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import tempfile
@@ -22,7 +23,7 @@ from servers import GpgWorld
 
 from secir_bot.crypto import Keyring
 from secir_bot.crypto.backend import GpgBackend
-from secir_bot.crypto.groups import plan_groups, sign_encrypt_groups
+from secir_bot.crypto.groups import plan_groups, sign_encrypt_each, sign_encrypt_groups
 from secir_bot.errors import CryptoError
 
 PEOPLE = tuple(f"{n}@test.example" for n in ("alice", "bob", "carol", "dave", "mallory"))
@@ -208,3 +209,35 @@ async def test_hidden_recipients_make_members_gpg_try_each_key_of_their_group(
     code, status = await asyncio.to_thread(_member_gpg, member_homes[last], shown)
     assert _count(status, "DECRYPTION_OKAY") == 1 and _count(status, "GOODSIG") == 1
     assert code == 0
+
+
+async def test_f_fanout_each_group_comes_as_made_and_a_failure_stops_the_rest(
+    listring: ListRing, gpg_world: GpgWorld
+) -> None:
+    fprs = [gpg_world.fingerprint(e) for e in PEOPLE]
+    backend = GpgBackend(listring.ring, parallel=1)
+
+    made = [
+        s.recipients
+        async for s in sign_encrypt_each(backend, TEXT, fprs, listring.fingerprint, group_size=2)
+    ]
+    assert sorted(made) == sorted(plan_groups(fprs, 2))
+
+    bad = [fprs[0], "F" * 40, *fprs[1:]]  # the first group cannot be encrypted
+    seen: list[tuple[str, ...]] = []
+
+    async def consume() -> None:
+        async for s in sign_encrypt_each(backend, TEXT, bad, listring.fingerprint, group_size=2):
+            seen.append(s.recipients)
+
+    with pytest.raises(CryptoError, match="could not encrypt"):
+        await consume()
+    assert listring.ring.active == 0  # the groups still waiting were cancelled, not left
+    assert all("F" * 40 not in group for group in seen)
+
+    async with contextlib.aclosing(
+        sign_encrypt_each(backend, TEXT, fprs, listring.fingerprint, group_size=1)
+    ) as each:
+        async for _ in each:
+            break  # the consumer stops (the bot is stopping) after the first group
+    assert listring.ring.active == 0

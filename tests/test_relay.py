@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import email
 import json
 import re
 import shutil
@@ -495,3 +496,145 @@ async def test_i11_a_replay_that_passed_the_check_while_its_original_was_decided
     assert outcome.state is InboxState.REJECTED, outcome
     assert "received before" in (setup.store.inbox.state(second.id)[1] or "")
     assert len([r for r in _rows(setup, Channel.EMAIL) if r.target == "list"]) == 1
+
+
+class PartlyHeldBackend(HeldBackend):
+    """Encrypts the first ``free`` recipient groups at once and holds the others."""
+
+    def __init__(self, ring: Keyring, free: int) -> None:
+        super().__init__(ring)
+        self.free = free
+
+    async def sign_encrypt(self, data: bytes, recipients: Sequence[str], signer: str) -> bytes:
+        self.calls += 1
+        if self.calls > self.free:
+            await self.go.wait()
+        return await self.ring.sign_encrypt(data, list(recipients), signer)
+
+
+def _message_id(row: OutboxRow) -> str:
+    return str(email.message_from_bytes(row.payload)["Message-ID"])
+
+
+async def test_f_fanout_each_group_is_queued_as_made_and_a_stop_resumes_the_rest(
+    setup: Setup,
+) -> None:
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(5)  # m0 posts; m1..m4 read the list, one recipient group each
+    processor = _decider(setup, list_fpr)
+    processor.fanout.mail.group_size = 1  # type: ignore[attr-defined]
+    held = PartlyHeldBackend(setup.ring, free=2)
+    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
+    woken: list[bool] = []
+    processor.on_queued = lambda: woken.append(True)
+    raw = await _signed_at(setup, list_fpr, int(time.time()), b"resolver down\n")
+    item, _ = setup.store.inbox.accept("email", "<groups@relay.test>", raw)
+
+    deciding = asyncio.create_task(processor.decide(item))
+    await wait_until(
+        lambda: len(_rows(setup, Channel.EMAIL)) == 2 and held.calls == 4,
+        30,
+        "two groups queued while the other two are still encrypted",
+    )
+    made = _rows(setup, Channel.EMAIL)
+    assert len(woken) == 3  # the room event, then each group's mail as it was queued
+    deciding.cancel()  # the bot stops while gpg works on the last two groups
+    with pytest.raises(asyncio.CancelledError):
+        await deciding
+    assert _rows(setup, Channel.EMAIL) == made
+    assert len(setup.store.kv.prefixed(MAIL_PENDING)) == 1
+
+    restarted = _decider(setup, list_fpr)
+    restarted.fanout.mail.group_size = 1  # type: ignore[attr-defined]
+    counting = HeldBackend(setup.ring)
+    counting.go.set()
+    restarted.fanout.mail.backend = counting  # type: ignore[attr-defined]
+    await restarted.resume()
+
+    rows = _rows(setup, Channel.EMAIL)
+    assert rows[:2] == made and len(rows) == 4
+    assert counting.calls == 2  # only the groups not made before the stop
+    assert sorted(r for row in rows for r in row.recipients) == [
+        f"m{i}@relay.test" for i in range(1, 5)
+    ]
+    assert len({_message_id(row) for row in rows}) == 1
+    assert all(b"BEGIN PGP MESSAGE" in row.payload for row in rows)
+    assert len(_rows(setup, Channel.MATRIX)) == 1  # the room event was not queued again
+    assert setup.store.kv.prefixed(MAIL_PENDING) == {}
+
+
+async def test_f_fanout_a_group_that_fails_after_others_were_queued_is_reported_as_partial(
+    setup: Setup,
+) -> None:
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(4)
+    processor = _decider(setup, list_fpr)
+    processor.fanout.mail.group_size = 1  # type: ignore[attr-defined]
+    held = PartlyHeldBackend(setup.ring, free=1)
+    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
+    raw = await _signed_at(setup, list_fpr, int(time.time()), b"resolver down\n")
+    item, _ = setup.store.inbox.accept("email", "<partial@relay.test>", raw)
+    deciding = asyncio.create_task(processor.decide(item))
+    await wait_until(
+        lambda: len(_rows(setup, Channel.EMAIL)) == 1 and held.calls == 3,
+        30,
+        "one group queued while the other two are held",
+    )
+    setup.ring.deadline = 0.001  # gpg cannot finish the other groups: as if it hung
+    held.go.set()
+
+    assert (await deciding).state == "relayed"
+    assert len(_rows(setup, Channel.EMAIL)) == 1  # the group made before stays queued
+    room, notice = _rows(setup, Channel.MATRIX)
+    assert room.target == setup.config.matrix.incident_room
+    assert notice.target == setup.config.matrix.control_room
+    assert b"mailed only to the members of the groups encrypted before" in notice.payload
+    assert setup.store.kv.prefixed(MAIL_PENDING) == {}
+
+
+async def test_f_fanout_a_matrix_posts_groups_are_queued_one_by_one_after_the_decision(
+    setup: Setup,
+) -> None:
+    """The benchmark's case: a Matrix post to the list's mail members used to commit all
+    its groups with the decision; now its first group can be sent while gpg makes the
+    others."""
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(3)
+    setup.store.members.add(
+        tld="nl",
+        tld_display=".nl",
+        name="Mx",
+        email="mx@relay.test",
+        fingerprint="AB" * 20,
+        matrix_id="@mx:relay.test",
+        channels=frozenset({Channel.MATRIX}),
+    )
+    processor = _decider(setup, list_fpr)
+    processor.fanout.mail.group_size = 1  # type: ignore[attr-defined]
+    held = PartlyHeldBackend(setup.ring, free=1)
+    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
+    event = {
+        "type": "m.room.message",
+        "event_id": "$groups",
+        "sender": "@mx:relay.test",
+        "content": {"msgtype": "m.text", "body": "resolver down"},
+    }
+    facts = {"room_id": setup.config.matrix.incident_room, "encrypted": True, "device": "trusted"}
+    item, _ = setup.store.inbox.accept(Channel.MATRIX, "$groups", json.dumps(event).encode(), facts)
+
+    deciding = asyncio.create_task(processor.decide(item))
+    await wait_until(
+        lambda: len(_rows(setup, Channel.EMAIL)) == 1 and held.calls == 3,
+        30,
+        "the first group queued while the other two are held",
+    )
+    assert setup.store.inbox.state(item.id)[0] == "relayed"
+    held.go.set()
+
+    assert (await deciding).state == "relayed"
+    rows = _rows(setup, Channel.EMAIL)
+    assert sorted(r for row in rows for r in row.recipients) == [
+        f"m{i}@relay.test" for i in range(3)
+    ]
+    assert _rows(setup, Channel.MATRIX) == []  # a Matrix post is not sent back to the room
+    assert setup.store.kv.prefixed(MAIL_PENDING) == {}

@@ -18,7 +18,7 @@ matrix/   the bot's Matrix device: sync, trust, sending, content JSON rendering
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -96,6 +96,9 @@ class MailRenderer(Protocol):
     async def post(self, post: Post, to: Sequence[Member]) -> list[NewDelivery]:
         """The list's mail of a post: one row per recipient group of ``to``, each signed
         and encrypted once to its group (``delivery.encrypt_group_size``)."""
+
+    def post_each(self, post: Post, to: Sequence[Member]) -> AsyncIterator[NewDelivery]:
+        """The rows of ``post``, each as soon as its group is encrypted (any order)."""
 
     async def answer(self, member: Member, subject: str, text: str) -> NewDelivery:
         """An automatic answer from the list to one member, encrypted to them alone."""

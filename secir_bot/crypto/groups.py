@@ -9,16 +9,19 @@ the groups are encrypted on every core at once, and the number of encryptions pe
 ``ceil(N / group_size)``, never one per member.
 
 The fan-out makes its backend once with :func:`make_backend` (here rather than in
-``backend``, which the Sequoia module imports), calls :func:`sign_encrypt_groups` with the
-fingerprints of the members who get the post, and makes one outbox row per
-:class:`Sealed` (its recipients' addresses and the mail built around ``armored``).
+``backend``, which the Sequoia module imports), calls :func:`sign_encrypt_each` with the
+fingerprints of the members who get the post, and commits one outbox row per
+:class:`Sealed` as it comes (its recipients' addresses and the mail built around
+``armored``), so that the first groups are sent while gpg works on the others.
+:func:`sign_encrypt_groups` is the all-or-nothing form (answers to one member, the
+benchmarks).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 from secir_bot.crypto.backend import GpgBackend, SignEncrypt
@@ -69,8 +72,7 @@ async def sign_encrypt_groups(
     """Sign and encrypt ``data`` once per group of ``recipients``, groups in parallel.
 
     The backend bounds how many run at once. One backend call per group; if any fails, the
-    others are cancelled and its ``CryptoError`` is raised (no partial result: a post is
-    rendered for all its groups or for none, so a retry renders the same set).
+    others are cancelled and its ``CryptoError`` is raised (no partial result).
     """
     groups = plan_groups(recipients, group_size)
     if not groups:
@@ -86,6 +88,39 @@ async def sign_encrypt_groups(
             raise crypto[0] from None
         raise
     return [Sealed(group, task.result()) for group, task in zip(groups, tasks, strict=True)]
+
+
+async def sign_encrypt_each(
+    backend: SignEncrypt,
+    data: bytes,
+    recipients: Sequence[str],
+    signer: str,
+    *,
+    group_size: int,
+) -> AsyncGenerator[Sealed, None]:
+    """Like :func:`sign_encrypt_groups`, but each group's message as soon as it is made
+    (in the order they finish), so that the first group's mail can be queued and sent
+    while gpg still works on the others.
+
+    A failing group raises its ``CryptoError`` after the groups yielded before it; the
+    groups still running are cancelled (so is everything when the consumer stops early).
+    """
+    groups = plan_groups(recipients, group_size)
+    if not groups:
+        raise CryptoError("no recipients to encrypt to")
+
+    async def seal(group: tuple[str, ...]) -> Sealed:
+        return Sealed(group, await backend.sign_encrypt(data, group, signer))
+
+    tasks = [asyncio.ensure_future(seal(group)) for group in groups]
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            yield await next_done
+    finally:
+        for task in tasks:
+            task.cancel()
+        # Wait for the cancelled ones, so that no gpg run outlives the post's rendering.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def make_backend(

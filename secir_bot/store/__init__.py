@@ -179,6 +179,13 @@ class Store:
                 [state, reason, post.uid if post else None, now, item_id],
             )
 
+    def queue(self, deliveries: Sequence[NewDelivery]) -> None:
+        """Queue deliveries in one commit (a part of marked work; ``complete`` ends it)."""
+        now = time.time()
+        with self.transaction() as tx:
+            for d in deliveries:
+                enqueue_in(tx, d, now)
+
     def complete(self, mark: str, deliveries: Sequence[NewDelivery]) -> None:
         """Queue the deliveries of work left marked by ``decide`` and clear its mark, in
         one commit (a crash before it leaves the mark, so the work is done again)."""

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import functools
 import html
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from email.message import EmailMessage
+from typing import Any
 
 from secir_bot.config import Config
 from secir_bot.crypto import Keyring
 from secir_bot.crypto.backend import SignEncrypt
-from secir_bot.crypto.groups import make_backend, sign_encrypt_groups
+from secir_bot.crypto.groups import make_backend, sign_encrypt_each, sign_encrypt_groups
 from secir_bot.fidelity.mailparts import OutgoingFile, mail_body
 from secir_bot.fidelity.relations import correction_text
 from secir_bot.fidelity.totext import html_alternative
@@ -70,6 +71,9 @@ class EmailRenderer:
         await self.backend.aclose()
 
     async def post(self, post: Post, to: Sequence[Member]) -> list[NewDelivery]:
+        return [row async for row in self.post_each(post, to)]
+
+    async def post_each(self, post: Post, to: Sequence[Member]) -> AsyncIterator[NewDelivery]:
         in_reply_to, refs = self._thread_ids(post)
         if post.origin is Channel.MATRIX:
             # Matrix posts carry no OpenPGP signature: say what the list did check.
@@ -92,7 +96,7 @@ class EmailRenderer:
             # Mail cannot be edited: the whole corrected text, in the original's thread.
             where = "by email" if post.origin is Channel.EMAIL else "in the Matrix room"
             body = correction_text(post.author.label, post.body, where)
-        sealed = await self._encrypt(
+        sealed = self._encrypt_each(
             entity=self._body(post, notes + body + footer, footer),
             subject=post.subject,
             text=notes + body + footer,
@@ -106,9 +110,9 @@ class EmailRenderer:
         for m in to:
             emails.setdefault(m.fingerprint, []).append(m.email)
         # One row per recipient group, all with the same target: the outbox sends them in
-        # order, after every earlier list mail.
-        return [
-            NewDelivery(
+        # order, after every earlier list mail. Each as soon as its group is encrypted.
+        async for group, data in sealed:
+            yield NewDelivery(
                 channel=Channel.EMAIL,
                 target=LIST_TARGET,
                 kind=DeliveryKind.POST,
@@ -116,8 +120,6 @@ class EmailRenderer:
                 recipients=tuple(e for fpr in group for e in emails[fpr]),
                 post_uid=post.uid,
             )
-            for group, data in sealed
-        ]
 
     async def answer(self, member: Member, subject: str, text: str) -> NewDelivery:
         ((_, data),) = await self._encrypt(
@@ -265,21 +267,39 @@ class EmailRenderer:
             if mid != ours and mid.isascii() and mid.isprintable() and len(mid) <= 250
         ]
 
-    async def _encrypt(
+    async def _encrypt(self, to: list[str], **kw: Any) -> list[tuple[tuple[str, ...], bytes]]:
+        """The mail for each recipient group of ``to`` (fingerprints): (group, bytes), all
+        or none (``sign_encrypt_groups``)."""
+        inner, outer = self._compose(**kw)
+        sealed = await sign_encrypt_groups(
+            self.backend, inner, to, self.list_fpr, group_size=self.group_size
+        )
+        return [(s.recipients, outer(armored=s.armored)) for s in sealed]
+
+    async def _encrypt_each(
+        self, to: list[str], **kw: Any
+    ) -> AsyncIterator[tuple[tuple[str, ...], bytes]]:
+        """Each group's (group, bytes) as soon as it is encrypted (``sign_encrypt_each``)."""
+        inner, outer = self._compose(**kw)
+        async for s in sign_encrypt_each(
+            self.backend, inner, to, self.list_fpr, group_size=self.group_size
+        ):
+            yield s.recipients, outer(armored=s.armored)
+
+    def _compose(
         self,
         *,
         subject: str,
         text: str,
         label: str | None,
         message_id: str,
-        to: list[str],
         in_reply_to: str | None = None,
         references: tuple[str, ...] = (),
         automated: bool = False,
         recipient: str | None = None,
         entity: EmailMessage | None = None,
-    ) -> list[tuple[tuple[str, ...], bytes]]:
-        """The mail for each recipient group of ``to`` (fingerprints): (group, bytes)."""
+    ) -> tuple[bytes, Callable[..., bytes]]:
+        """The inner message to encrypt, and the outer mail to put each ciphertext in."""
         inner = compose_inner(
             subject=subject,
             text=text,
@@ -287,9 +307,6 @@ class EmailRenderer:
             lists=self.headers,
             message_id=message_id,
             entity=entity,
-        )
-        sealed = await sign_encrypt_groups(
-            self.backend, inner, to, self.list_fpr, group_size=self.group_size
         )
         outer = functools.partial(
             compose_outer,
@@ -302,4 +319,4 @@ class EmailRenderer:
             reply=bool(in_reply_to),
             automated=automated,
         )
-        return [(s.recipients, outer(armored=s.armored)) for s in sealed]
+        return inner, outer
