@@ -1,8 +1,9 @@
 """A member's file, fetched at intake: downloaded, its hash checked, decrypted, stored.
 
 Run by the bridge when a trusted member's media event has been decrypted (``parked.py``),
-before the event becomes an item to decide, so that the file is durable with the event and
-the steps never wait on the homeserver. What is stored is the file as the member sent it,
+in a task of its own beside the sync loop, before the event becomes an item to decide, so
+that the file is durable with the event, the steps never wait on the homeserver, and a
+slow download never holds up the sync. What is stored is the file as the member sent it,
 or why it could not be had (not encrypted, a malformed ``file``, larger than the list's
 limit, gone, changed on the server): the steps turn a problem into a refusal that the
 sender and the admins are told. The download is the bridge's own request (not nio's, which
