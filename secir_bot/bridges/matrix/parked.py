@@ -41,6 +41,7 @@ from secir_bot.store import InboxItem, Store
 log = logging.getLogger(__name__)
 
 PARK_GIVE_UP = 7 * 86400.0  # seconds a parked event waits for its key before it is closed
+FETCHES_AT_ONCE = 4  # members' files downloaded at the same time
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ class Parked:
         self.notify = notify
         self.on_work = on_work
         self._fetching: dict[str, asyncio.Task[None]] = {}  # event id -> its file's fetch
+        # A burst of files is fetched a few at a time: memory stays a few files' worth.
+        self._fetch_slots = asyncio.Semaphore(FETCHES_AT_ONCE)
 
     def record_withheld(self, to_device_events: list[Any]) -> None:
         """Keep every ``m.room_key.withheld`` addressed to the bot (before the sync
@@ -226,7 +229,8 @@ class Parked:
     ) -> None:
         event_id = str(raw["event_id"])
         try:
-            await fetch_media(self.client, self.store, self.config, raw)
+            async with self._fetch_slots:
+                await fetch_media(self.client, self.store, self.config, raw)
             self._unpark(item, raw, facts)
             self.on_work()
         except Exception:  # stays parked; the next sync fetches it again
