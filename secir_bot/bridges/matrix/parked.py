@@ -4,7 +4,9 @@ Every encrypted event is stored as it came (parked) before anything else. Then t
 decrypts it itself with the room key nio keeps, so that it sees the encrypted envelope (the
 device the sender's client named, the Olm-authenticated sender key, the key's claimed
 signing key) next to the clear text, and can judge the sending device on what the crypto
-proved (``trust.sender_verdict``). Only then does the clear event go to the pipeline.
+proved (``trust.sender_verdict``). Only then does the clear event go to the pipeline;
+a trusted member's file message stays parked until a task beside the sync has fetched its
+file (``fetch.py``), so that a slow download holds up nothing else.
 
 An event whose key has not arrived stays parked and is tried again after each sync; after
 ``matrix.undecryptable_report_after`` seconds the admins are told, and after a week it is
@@ -16,6 +18,7 @@ most ``matrix.max_parked`` events wait at a time: beyond that, the oldest are cl
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -29,6 +32,7 @@ from nio import MegolmEvent
 from secir_bot.bridges.matrix.client import ApiError, MatrixClient
 from secir_bot.bridges.matrix.fetch import fetch_media
 from secir_bot.bridges.matrix.lost import admin_never_came, admin_withheld, member_notice
+from secir_bot.bridges.matrix.media import parse_media
 from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.config import Config
 from secir_bot.model import Channel, DeviceVerdict, InboxState, MatrixFacts
@@ -37,6 +41,7 @@ from secir_bot.store import InboxItem, Store
 log = logging.getLogger(__name__)
 
 PARK_GIVE_UP = 7 * 86400.0  # seconds a parked event waits for its key before it is closed
+FETCHES_AT_ONCE = 4  # members' files downloaded at the same time
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,9 @@ class Parked:
         self.trust = trust
         self.notify = notify
         self.on_work = on_work
+        self._fetching: dict[str, asyncio.Task[None]] = {}  # event id -> its file's fetch
+        # A burst of files is fetched a few at a time: memory stays a few files' worth.
+        self._fetch_slots = asyncio.Semaphore(FETCHES_AT_ONCE)
 
     def record_withheld(self, to_device_events: list[Any]) -> None:
         """Keep every ``m.room_key.withheld`` addressed to the bot (before the sync
@@ -197,13 +205,52 @@ class Parked:
                 "origin_server_ts": event.server_timestamp,
             }
             facts = replace(MatrixFacts.from_meta(item.meta), encrypted=True, device=verdict)
-            if verdict is DeviceVerdict.TRUSTED:
-                # A trusted member's file is fetched now, before the event is decided.
+            if verdict is DeviceVerdict.TRUSTED and self._needs_file(raw):
+                # A trusted member's file is fetched before the event is decided, but off
+                # the sync loop: the event stays parked (durable; a restart fetches again)
+                # and is released when its file, or why there is none, is stored.
+                if event.event_id not in self._fetching:
+                    self._fetching[event.event_id] = asyncio.create_task(
+                        self._fetch_then_unpark(item, raw, facts), name=f"fetch {event.event_id}"
+                    )
+                continue
+            self._unpark(item, raw, facts)
+
+    def _needs_file(self, raw: dict[str, Any]) -> bool:
+        content = raw.get("content")
+        return (
+            isinstance(content, dict)
+            and parse_media(content) is not None
+            and self.store.media.get(str(raw["event_id"])) is None
+        )
+
+    async def _fetch_then_unpark(
+        self, item: InboxItem, raw: dict[str, Any], facts: MatrixFacts
+    ) -> None:
+        event_id = str(raw["event_id"])
+        try:
+            async with self._fetch_slots:
                 await fetch_media(self.client, self.store, self.config, raw)
-            self.store.inbox.unpark(item.id, json.dumps(raw).encode(), facts.to_meta())
-            if self.store.kv.get(f"matrix.withheld_told.{event.sender}"):
-                self.store.kv.put(f"matrix.withheld_told.{event.sender}", "")
-            log.info("event %s decrypted; sending device %s", event.event_id, verdict)
+            self._unpark(item, raw, facts)
+            self.on_work()
+        except Exception:  # stays parked; the next sync fetches it again
+            log.exception("fetching the file of %s failed", event_id)
+        finally:
+            self._fetching.pop(event_id, None)
+
+    def _unpark(self, item: InboxItem, raw: dict[str, Any], facts: MatrixFacts) -> None:
+        sender = str(raw["sender"])
+        self.store.inbox.unpark(item.id, json.dumps(raw).encode(), facts.to_meta())
+        if self.store.kv.get(f"matrix.withheld_told.{sender}"):
+            self.store.kv.put(f"matrix.withheld_told.{sender}", "")
+        log.info("event %s decrypted; sending device %s", raw["event_id"], facts.device)
+
+    async def close(self) -> None:
+        """Stop the fetches under way; their events stay parked for the next start."""
+        tasks = list(self._fetching.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _still_shut(self, item: InboxItem, event: MegolmEvent, failed: Failed) -> None:
         if failed.permanent:

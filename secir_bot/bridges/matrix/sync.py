@@ -67,7 +67,8 @@ class Receiver:
         self.intake = intake  # woken once a sync's events are durable, to decide them
         self.on_work = on_work
         self.notify = notify
-        self.parked = Parked(config, store, client, trust, notify, on_work)
+        # Parked events released later (a file fetched off this loop) are decided at once.
+        self.parked = Parked(config, store, client, trust, notify, self._released)
         self._looked: set[str] = set()  # rooms whose members' devices the bot fetched
         # Set once the bot is in both rooms and has fetched their members' devices.
         self.synced = asyncio.Event()
@@ -77,7 +78,17 @@ class Receiver:
     def user_id(self) -> str:
         return str(self.client.user_id)
 
+    def _released(self) -> None:
+        self.intake.wake()
+        self.on_work()
+
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            await self.parked.close()
+
+    async def _run(self) -> None:
         token = self.store.kv.get("matrix.sync_token")
         first = True
         backoff = 1.0
