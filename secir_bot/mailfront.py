@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from secir_bot import mime
@@ -40,6 +41,8 @@ from secir_bot.commands import Actor, Context, Front, Invocation, Reply, SendMai
 from secir_bot.commands.dispatch import Dispatcher
 from secir_bot.commands.effects import dumps
 from secir_bot.commands.parse import Line, mail_commands
+from secir_bot.fidelity.attachments import AttachmentLimits, walk
+from secir_bot.mime.headers import parse_bounded
 from secir_bot.model import InboxState, Outcome, new_uid
 from secir_bot.nomination import parse as parse_nomination
 from secir_bot.notices import Notices
@@ -117,7 +120,10 @@ class MailFront:
             # The signature by the member's registered key is what a trusted device is in
             # Matrix.
             actor = Actor(now.email, member=now, device_trusted=True)
-            reply = await self.dispatcher.handle(self._invocation(line, actor, env.source_id))
+            invocation = self._invocation(line, actor, env.source_id)
+            if invocation.name == "key-update" and not invocation.body.strip():
+                invocation = replace(invocation, body=_attached_key(ctx))
+            reply = await self.dispatcher.handle(invocation)
             mark = "" if reply.ok else "NOT DONE: "
             parts.append(f"> {line.text}\n{mark}{reply.text}")
         if not lines:
@@ -319,3 +325,21 @@ class MailFront:
     ) -> Outcome:
         self.s.store.decide(item.id, state, reason, deliveries=deliveries)
         return Outcome(state, reason)
+
+
+def _attached_key(ctx: MailItem) -> str:
+    """The public key attached to the signed part (``application/pgp-keys`` or an ``.asc``
+    file, as Thunderbird attaches one) for a ``key update`` line with no key pasted below
+    it; "" when there is not exactly one, and the command asks for the key."""
+    if ctx.decrypted is None:
+        return ""
+    # The list skips key files when it relays a post (``skipped_types``); here they count.
+    # Everything the member's signature covers is read: the decrypted data is signed whole.
+    entity = parse_bounded(ctx.decrypted.data)
+    files = walk(entity, AttachmentLimits(skipped_types=())).attachments
+    keys = [
+        f.data.decode("ascii", "replace")
+        for f in files
+        if f.content_type == "application/pgp-keys" or f.filename.lower().endswith(".asc")
+    ]
+    return keys[0] if len(keys) == 1 else ""

@@ -263,6 +263,25 @@ async def test_i9_key_update_by_mail(world: World) -> None:
     assert not [e for e in world.mx["carol"].events if "OLD-KEY-POST" in e.body]
 
 
+async def test_f2_key_update_with_the_new_key_attached(world: World) -> None:
+    """The new key attached as a file inside the signed part (multipart/mixed, as
+    Thunderbird attaches it), with no key pasted below ``key update``."""
+    alice = world.mail["alice"]
+    address = world.address("alice")
+    new = await alice.keyring.generate("Alice Jansen", address)
+    armored = await alice.keyring.export_public(new)
+    attached = ((f"OpenPGP_0x{new[-16:]}.asc", "application/pgp-keys", armored.encode()),)
+    await alice.send(
+        request_address(world), world.list_fpr, "k", "key update\n", attachments=attached
+    )
+    done = await alice.wait_for_mail(
+        lambda m: ANSWERS in m.text and "your key is now" in m.text, what="the rotation"
+    )
+    assert new in done.text
+    assert getattr(member(world, "alice"), "fingerprint", None) == new
+    await wait_notice(world, "changed their key", new)
+
+
 async def test_i9_made_up_codes_cannot_flood_the_control_room(world_unstarted: World) -> None:
     """Plain mail with a made-up nomination code is cheap to send in bulk: each is refused,
     its sender (unproven) is never answered, and the admins hear of it at most
