@@ -15,9 +15,13 @@ what proves it (see ``steps/request.py``):
   prove it) go to ``commands.subscription``. Their answers go to the case's contact and to
   the nominee's key, never to an address the mail merely claims.
 
-A command's signature is recorded as seen before its commands run: a crash in between loses
-the answer rather than running the commands twice, and a captured command mail sent again
-is refused as a replay. Effects (mail to send, room changes) are queued durably by the
+A command's signature is recorded as seen (with the inbox item) before its commands run, so
+a captured command mail sent again is refused as a replay and nothing runs twice. A crash
+after that and before the answer is queued leaves the item undecided with its signature
+recorded: when it is decided again (after the restart) no command is run again, and the
+member is answered from the audit log with what their mail carried out (``_resumed``).
+
+Effects (mail to send, room changes) are queued durably by the
 dispatcher in each change's own transaction (answers to non-members too, here); the
 executor (``commands/executor.py``) carries them out, woken after every decision.
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from secir_bot import mime
@@ -36,6 +41,8 @@ from secir_bot.commands import Actor, Context, Front, Invocation, Reply, SendMai
 from secir_bot.commands.dispatch import Dispatcher
 from secir_bot.commands.effects import dumps
 from secir_bot.commands.parse import Line, mail_commands
+from secir_bot.fidelity.attachments import AttachmentLimits, walk
+from secir_bot.mime.headers import parse_bounded
 from secir_bot.model import InboxState, Outcome, new_uid
 from secir_bot.nomination import parse as parse_nomination
 from secir_bot.notices import Notices
@@ -74,6 +81,9 @@ class MailFront:
         return self.address in mime.outer_recipients(item.raw)
 
     async def decide(self, item: InboxItem) -> Outcome:
+        resumed = await self._resumed(item)
+        if resumed is not None:
+            return resumed
         ctx = MailItem(item)
         decision = await REQUEST_STEPS.run(ctx, self.s)
         if decision.verdict is Verdict.COMMAND:
@@ -110,7 +120,10 @@ class MailFront:
             # The signature by the member's registered key is what a trusted device is in
             # Matrix.
             actor = Actor(now.email, member=now, device_trusted=True)
-            reply = await self.dispatcher.handle(self._invocation(line, actor, env.source_id))
+            invocation = self._invocation(line, actor, env.source_id)
+            if invocation.name == "key-update" and not invocation.body.strip():
+                invocation = replace(invocation, body=_attached_key(ctx))
+            reply = await self.dispatcher.handle(invocation)
             mark = "" if reply.ok else "NOT DONE: "
             parts.append(f"> {line.text}\n{mark}{reply.text}")
         if not lines:
@@ -133,6 +146,46 @@ class MailFront:
             reply_to=self.address,
         )
         return self._record(ctx.item, InboxState.COMMAND, "commands answered", [delivery])
+
+    async def _resumed(self, item: InboxItem) -> Outcome | None:
+        """Answer a command mail whose commands ran before the bot stopped, unanswered.
+
+        Its signature was recorded for this item before its commands ran, so the replay
+        check would refuse it now; running its commands again could double them. The
+        audit log holds what it changed (the dispatcher's ref is the mail's Message-ID);
+        the member is told that, and nothing is run."""
+        signer = self.s.store.signatures.signer_of_item(item.id)
+        if signer is None:
+            return None
+        try:
+            ref = mime.parse_envelope(item.raw).source_id
+        except mime.MalformedMail:  # pragma: no cover - it was read before it was recorded
+            ref = item.source_id
+        done = self.s.store.audit.all_by_ref(ref)
+        changes = "".join(f"- {e.action} {e.target} (audit entry {e.seq})\n" for e in done)
+        text = (
+            f"The bot stopped while it handled your command mail to {self.address} (the "
+            f"list's item {item.id}); its commands are not run again.\n\n"
+            + (f"What it carried out:\n{changes}" if done else "It changed nothing.\n")
+            + "\nLines not listed here changed nothing (help, or they were not reached): "
+            "send them again in a new mail if you still need them. This is an automatic answer."
+        )
+        member = self.s.store.members.by_fingerprint(signer)
+        if member is None:  # their key changed ("key update" ran): the admins tell them
+            notice = self.notices.admins(
+                f"Command mail {item.id} was interrupted by a stop of the bot; its signer "
+                f"{signer} is no member's key now, so it was not answered.\n{text}"
+            )
+            return self._record(item, InboxState.COMMAND, "commands resumed", [notice])
+        delivery = await self.mail.letter(
+            to=member.email,
+            subject="Answers to your commands",
+            text=text,
+            uid=new_uid(),
+            encrypt_to=(member.fingerprint,),
+            reply_to=self.address,
+        )
+        return self._record(item, InboxState.COMMAND, "commands resumed", [delivery])
 
     def _invocation(self, line: Line, actor: Actor, ref: str) -> Invocation:
         name, args = line.name, line.args
@@ -272,3 +325,21 @@ class MailFront:
     ) -> Outcome:
         self.s.store.decide(item.id, state, reason, deliveries=deliveries)
         return Outcome(state, reason)
+
+
+def _attached_key(ctx: MailItem) -> str:
+    """The public key attached to the signed part (``application/pgp-keys`` or an ``.asc``
+    file, as Thunderbird attaches one) for a ``key update`` line with no key pasted below
+    it; "" when there is not exactly one, and the command asks for the key."""
+    if ctx.decrypted is None:
+        return ""
+    # The list skips key files when it relays a post (``skipped_types``); here they count.
+    # Everything the member's signature covers is read: the decrypted data is signed whole.
+    entity = parse_bounded(ctx.decrypted.data)
+    files = walk(entity, AttachmentLimits(skipped_types=())).attachments
+    keys = [
+        f.data.decode("ascii", "replace")
+        for f in files
+        if f.content_type == "application/pgp-keys" or f.filename.lower().endswith(".asc")
+    ]
+    return keys[0] if len(keys) == 1 else ""

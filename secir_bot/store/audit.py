@@ -77,6 +77,14 @@ class Audit(Repository):
         ).fetchone()
         return None if row is None else _entry(tuple(row))
 
+    def all_by_ref(self, ref: str) -> list[Entry]:
+        """Every change that the message ``ref`` made (a command mail holds several)."""
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM audit WHERE json_extract(evidence, '$.ref') = ? ORDER BY seq",
+            [ref],
+        ).fetchall()
+        return [_entry(tuple(row)) for row in rows]
+
     def tail(self, n: int) -> list[Entry]:
         """The newest ``n`` entries, oldest first."""
         rows = self.db.execute(

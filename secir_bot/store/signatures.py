@@ -30,3 +30,10 @@ class Signatures(Repository):
             [signer.upper(), signature_id],
         ).fetchone()
         return row is not None
+
+    def signer_of_item(self, inbox_id: int) -> str | None:
+        """The signer whose signature the inbox item ``inbox_id`` was recorded on, if any."""
+        row = self.db.execute(
+            "SELECT signer FROM signatures WHERE inbox_id = ? LIMIT 1", [inbox_id]
+        ).fetchone()
+        return None if row is None else str(row[0])

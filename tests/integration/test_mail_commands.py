@@ -15,11 +15,13 @@ import os
 import re
 import struct
 
+import pytest
 from servers import GpgWorld
 from test_rejections import positive_control, wait_notice
 
 from secir_bot.commands.effects import loads
-from secir_bot.sandbox.operators import MailOperator, ReceivedMail
+from secir_bot.mailfront import MailFront
+from secir_bot.sandbox.operators import MailOperator, ReceivedMail, wait_until
 from secir_bot.sandbox.world import World
 
 ANSWERS = "Answers to your commands"
@@ -151,6 +153,54 @@ async def test_i9_a_replayed_command_mail_runs_nothing(world: World) -> None:
     assert len(answers(alice)) == 1
 
 
+async def test_f1_a_crash_before_the_answer_loses_nothing_and_runs_nothing_twice(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot stops after a command mail's commands ran and before its answer was queued
+    (the seam: the answer's rendering fails, and the item is put back undecided as a kill
+    leaves it). Decided again, it runs nothing twice and the member gets one answer."""
+    assert world.app is not None
+    app = world.app
+    front = app.decider.requests
+    assert isinstance(front, MailFront)
+    bob = world.mail["bob"]
+    msgid, data = await bob.compose(request_address(world), world.list_fpr, "bye", "unsubscribe")
+
+    async def crash(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("the bot stops here")
+
+    monkeypatch.setattr(front.mail, "letter", crash)
+    await bob.send_raw(request_address(world), data)
+    await wait_until(
+        lambda: (
+            getattr(member(world, "bob"), "status", None) == "left"
+            and app.store.db.execute(
+                "SELECT COUNT(*) FROM inbox WHERE state = 'shunted'"
+            ).fetchone()[0]
+            == 1
+        ),
+        timeout=30,
+        what="the commands ran and the answer was not queued",
+    )
+    monkeypatch.undo()
+    # What a kill leaves: the item undecided (its signature and its change committed).
+    with app.store.transaction() as tx:
+        tx.execute(
+            "UPDATE inbox SET state = 'new', reason = NULL, decided_at = NULL "
+            "WHERE state = 'shunted'"
+        )
+    # Any new mail wakes the decider, which decides the pending items, oldest first.
+    await world.mail["alice"].send(world.list_address, world.list_fpr, "s", "AFTER-RESTART")
+    answer = await bob.wait_for_mail(lambda m: "The bot stopped while" in m.text)
+    assert answer.decrypted and answer.signer == world.list_fpr
+    left = app.store.audit.all_by_ref(msgid)
+    assert len(left) == 1 and f"audit entry {left[0].seq}" in answer.text
+    await world.mail["alice"].send(world.list_address, world.list_fpr, "s", "AFTER-ANSWER")
+    await world.mx["carol"].wait_for_event(lambda e: "AFTER-ANSWER" in e.body)
+    box = [await bob.read(raw) for raw in await bob.fetch_all()]
+    assert len([m for m in box if ANSWERS in m.text or m.subject == ANSWERS]) == 1
+
+
 async def test_i9_unencrypted_or_outsider_command_mail_changes_nothing(
     world: World, outsider: MailOperator
 ) -> None:
@@ -211,6 +261,25 @@ async def test_i9_key_update_by_mail(world: World) -> None:
     got = await world.mail["bob"].wait_for_mail(lambda m: "NEW-KEY-POST" in m.text)
     assert re.search(r"Alice", got.text)
     assert not [e for e in world.mx["carol"].events if "OLD-KEY-POST" in e.body]
+
+
+async def test_f2_key_update_with_the_new_key_attached(world: World) -> None:
+    """The new key attached as a file inside the signed part (multipart/mixed, as
+    Thunderbird attaches it), with no key pasted below ``key update``."""
+    alice = world.mail["alice"]
+    address = world.address("alice")
+    new = await alice.keyring.generate("Alice Jansen", address)
+    armored = await alice.keyring.export_public(new)
+    attached = ((f"OpenPGP_0x{new[-16:]}.asc", "application/pgp-keys", armored.encode()),)
+    await alice.send(
+        request_address(world), world.list_fpr, "k", "key update\n", attachments=attached
+    )
+    done = await alice.wait_for_mail(
+        lambda m: ANSWERS in m.text and "your key is now" in m.text, what="the rotation"
+    )
+    assert new in done.text
+    assert getattr(member(world, "alice"), "fingerprint", None) == new
+    await wait_notice(world, "changed their key", new)
 
 
 async def test_i9_made_up_codes_cannot_flood_the_control_room(world_unstarted: World) -> None:

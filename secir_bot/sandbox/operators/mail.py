@@ -56,12 +56,15 @@ class MailOperator:
         signing_keyring: Keyring | None = None,
         signing_fpr: str | None = None,
         inner_headers: dict[str, str | None] | None = None,
+        attachments: tuple[tuple[str, str, bytes], ...] = (),
     ) -> tuple[str, bytes]:
         """Build a mail; return (Message-ID, bytes). ``fmt``: pgp-mime, inline, plain,
         signed-only, pgp-mime-nosig, pgp-mime-layered (sign then encrypt, RFC 3156 §6.1).
 
         PGP/MIME carries protected headers as Thunderbird writes them (Subject, From, To and
-        the thread headers); ``inner_headers`` changes them (None removes one)."""
+        the thread headers); ``inner_headers`` changes them (None removes one).
+        ``attachments`` (file name, type, bytes) go inside the signed part, multipart/mixed,
+        as Thunderbird attaches files (PGP/MIME only)."""
         msgid = make_msgid(domain=self.address.split("@")[1])
         ring = signing_keyring or self.keyring
         signer = signing_fpr or self.fingerprint
@@ -95,6 +98,9 @@ class MailOperator:
         inner = _protected(
             subject, str(outer["From"]), to, in_reply_to, references, body, inner_headers
         )
+        for filename, content_type, blob in attachments:
+            maintype, _, subtype = content_type.partition("/")
+            inner.add_attachment(blob, maintype, subtype, filename=filename)
         data = inner.as_bytes()
         if fmt == "pgp-mime-layered":
             data = await _layered(ring, signer, inner)
