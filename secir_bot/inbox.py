@@ -15,6 +15,9 @@ then the list mail is rendered one recipient group at a time, each group's row c
 in between leaves the mark, and ``Decider.resume`` renders, at the next start and before
 anything new is decided, the groups of the members who have no row yet (same Message-ID).
 
+A file posted in the room without a caption is decided together with the text its sender
+posts next in its thread, as one post (``captions``: the runner holds the file a little).
+
 An item whose processing raises is *shunted*: kept in the store with the error, reported
 to the admins, and not retried automatically, so that one poisonous message cannot stop the
 list (Mailman's shunt queue). The attempt is counted before the work, so an item that kills
@@ -27,17 +30,18 @@ import asyncio
 import dataclasses
 import json
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from secir_bot import posts
+from secir_bot import captions, posts
 from secir_bot.commands.matrix_front import MatrixFront
 from secir_bot.crypto import GpgTimeout
 from secir_bot.errors import SignatureSeen
 from secir_bot.fanout import Fanout
 from secir_bot.lanes import mail_keys, run_in_lanes
-from secir_bot.model import Channel, Inbound, InboxState, Outcome, Post
+from secir_bot.model import Channel, Inbound, InboxState, LinkKind, Outcome, Post
 from secir_bot.notices import Notices
 from secir_bot.pipeline import EMAIL_STEPS, MATRIX_STEPS, POLICY_STEPS
 from secir_bot.steps import (
@@ -89,8 +93,9 @@ class Decider:
         self.requests = requests  # mail on the request address, and command words
         self.commands = commands  # the Matrix front end of the commands (wired by the app)
 
-    async def decide(self, item: InboxItem) -> Outcome:
-        """Decide one inbox item (idempotent: a decided item keeps its outcome)."""
+    async def decide(self, item: InboxItem, caption: InboxItem | None = None) -> Outcome:
+        """Decide one inbox item (idempotent: a decided item keeps its outcome); a room
+        file with the ``caption`` its sender posted next (which stays new if unused)."""
         if item.state != InboxState.NEW:
             return Outcome(item.state, item.reason or "")
         attempts = self.s.store.inbox.begin_attempt(item.id)
@@ -103,7 +108,7 @@ class Decider:
         try:
             if item.source == Channel.EMAIL:
                 return await self._mail(item)
-            return await self._matrix(item)
+            return await self._matrix(item, caption)
         except GpgTimeout as exc:
             # gpg hung on this item (and was killed): set it aside now rather than let the
             # next item wait behind it again.
@@ -157,20 +162,38 @@ class Decider:
         )
         return self._settle(item, decision, rejected)
 
-    async def _matrix(self, item: InboxItem) -> Outcome:
+    async def _matrix(self, item: InboxItem, caption: InboxItem | None) -> Outcome:
         ctx = MatrixItem(item)
         decision = await MATRIX_STEPS.run(ctx, self.s)
         if decision.verdict is Verdict.COMMAND:
             return await self._command(item, ctx, decision)
         if decision.verdict is Verdict.CONTINUE:
             inbound = matrix_steps.inbound_of(ctx)
+            text = await self._caption(ctx, caption) if caption is not None else None
+            if text is not None:
+                inbound = matrix_steps.with_caption(inbound, text)
             decision = await POLICY_STEPS.run(PolicyItem(item, inbound), self.s)
             if decision.verdict is Verdict.CONTINUE:
-                return await self._relay(item, inbound)
+                joined = caption if text is not None else None
+                return await self._relay(item, inbound, joined)
         rejected = (
             [] if decision.verdict is Verdict.DROP else self.notices.matrix_rejected(ctx, decision)
         )
         return self._settle(item, decision, rejected)
+
+    async def _caption(self, file: MatrixItem, caption: InboxItem) -> Inbound | None:
+        """The caption's message, if it passes the intake as a plain text from the file's
+        sender (same checks as any event: encrypted, trusted device, member)."""
+        if not file.files or file.sender is None:
+            return None
+        ctx = MatrixItem(caption)
+        if (await MATRIX_STEPS.run(ctx, self.s)).verdict is not Verdict.CONTINUE:
+            return None
+        if ctx.files or ctx.edit or ctx.redacts or ctx.sender is None:
+            return None
+        if ctx.sender.id != file.sender.id:
+            return None
+        return matrix_steps.inbound_of(ctx)
 
     async def _command(self, item: InboxItem, ctx: MatrixItem, decision: Decision) -> Outcome:
         """A command: the dispatcher answers it (and commits what it changes); the answer
@@ -183,10 +206,14 @@ class Decider:
         self.s.store.decide(item.id, InboxState.COMMAND, decision.reason, deliveries=answer)
         return Outcome(InboxState.COMMAND, decision.reason)
 
-    async def _relay(self, item: InboxItem, inbound: Inbound) -> Outcome:
+    async def _relay(
+        self, item: InboxItem, inbound: Inbound, joined: InboxItem | None = None
+    ) -> Outcome:
         """An accepted message becomes a post, with a delivery to each of its audiences.
 
-        The room's rows first, in the decision's commit; the list mail after, in its own."""
+        The room's rows first, in the decision's commit; the list mail after, in its own.
+        A ``joined`` item (a file's caption) is decided in the same commit, as part of the
+        post, and its event id names the post too (replies, edits and redactions of it)."""
         lst = self.s.config.list
         new = posts.of_inbound(self.s.store, inbound, lst.subject_tag, lst.domain)
         first = self.fanout.first(new.post)
@@ -196,7 +223,8 @@ class Decider:
             item.id,
             InboxState.RELAYED,
             post=new.post,
-            links=new.links,
+            links=(*new.links, *(((LinkKind.EVENT, joined.source_id),) if joined else ())),
+            joined=(joined.id,) if joined else (),
             deliveries=first,
             signature=new.signature,
             # The notes are not stored with the post: kept for a list mail made after a stop.
@@ -278,6 +306,7 @@ class InboxRunner:
         self.parallel = parallel
         self._wake = asyncio.Event()
         self._waiting: dict[int, list[asyncio.Future[Outcome]]] = {}
+        self._due: float | None = None  # when a held room file's wait for its text ends
 
     def wake(self) -> None:
         self._wake.set()
@@ -303,17 +332,39 @@ class InboxRunner:
         # List mail a stop left unmade first, then items accepted before a stop but not
         # decided.
         await self.decider.resume()
-        await work_loop(self._decide_pending, self._wake)
+        await work_loop(self._decide_pending, self._wake, lambda: self._due)
 
     async def _decide_pending(self) -> None:
         items = self.store.inbox.pending(self.channel)
+        wait = self.decider.s.config.matrix.caption_wait_seconds
+        if self.channel is Channel.MATRIX and wait > 0 and items:
+            await self._decide_planned(items[0].id, wait)
+            return
+        self._due = None
         await run_in_lanes(items, _lane_keys, self._decide_one, self.parallel)
 
-    async def _decide_one(self, item: InboxItem) -> None:
-        outcome = await self.decider.decide(item)
-        for future in self._waiting.pop(item.id, []):
-            if not future.done():
-                future.set_result(outcome)
+    async def _decide_planned(self, first: int, wait: float) -> None:
+        """Room events in order, a caption-less file held for its text (``captions``)."""
+        now = time.time()
+        window = self.store.inbox.window(self.channel, first, now - wait)
+        s = self.decider.s
+        plan = captions.plan(window, s.config.matrix.incident_room, s.bot_user_id, wait, now)
+        self._due = plan.due
+        for unit in plan.units:
+            await self._decide_one(unit.item, unit.caption)
+
+    async def _decide_one(self, item: InboxItem, caption: InboxItem | None = None) -> None:
+        outcome = await self.decider.decide(item, caption)
+        for one in (item, caption) if caption is not None else (item,):
+            settled = outcome
+            if one is caption:
+                state, reason = self.store.inbox.state(one.id)
+                if state in (InboxState.NEW, InboxState.PARKED):
+                    continue  # not taken as the caption: decided on its own next
+                settled = Outcome(state, reason or "")
+            for future in self._waiting.pop(one.id, []):
+                if not future.done():
+                    future.set_result(settled)
         self.on_work()
 
 

@@ -408,12 +408,12 @@ async def test_i11_a_burst_is_decided_several_at_once_in_order_within_threads_an
     active, most = 0, 0
     decide = processor.decide
 
-    async def counting(item: InboxItem) -> Outcome:
+    async def counting(item: InboxItem, caption: InboxItem | None = None) -> Outcome:
         nonlocal active, most
         active += 1
         most = max(most, active)
         try:
-            return await decide(item)
+            return await decide(item, caption)
         finally:
             active -= 1
 

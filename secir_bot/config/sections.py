@@ -111,6 +111,7 @@ class MatrixConfig:
     master_key: str = "recovery-file"  # where the cross-signing master key goes
     unsigned_devices: str = "trust-on-first-use"  # members without cross-signing
     max_parked: int = 1000  # undecryptable events kept waiting for their keys
+    caption_wait_seconds: float = 20.0  # a caption-less file waits this long for its text
 
 
 def read_matrix(r: Reader) -> MatrixConfig:
@@ -138,6 +139,9 @@ def read_matrix(r: Reader) -> MatrixConfig:
             "matrix.unsigned_devices", str, "trust-on-first-use", check=check_unsigned_devices
         ),
         max_parked=r.value("matrix.max_parked", int, 1000, check=check_positive),
+        caption_wait_seconds=r.value(
+            "matrix.caption_wait_seconds", float, 20.0, check=check_not_negative
+        ),
     )
     if mx.incident_room and mx.incident_room == mx.control_room:
         r.problems.append("matrix.control_room: must differ from matrix.incident_room")

@@ -7,10 +7,12 @@ did not arrive encrypted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
 
+from secir_bot.captions import MEDIA, captioned
 from secir_bot.commands.parse import is_matrix_command
 from secir_bot.fidelity.attachments import Attachment, check_all
 from secir_bot.fidelity.relations import (
@@ -121,9 +123,6 @@ async def sender_is_member(ctx: MatrixItem, s: Services) -> Decision:
     return CONTINUE
 
 
-MEDIA = frozenset({"m.image", "m.file", "m.video", "m.audio"})
-
-
 async def is_text(ctx: MatrixItem, s: Services) -> Decision:
     """A text message, read as mail text: from its HTML when it has some (Element keeps
     the Markdown source in ``body``, which must not reach mail), with the mentions of
@@ -191,9 +190,7 @@ def _media(ctx: MatrixItem, s: Services, content: dict[str, Any]) -> Decision:
     if refusals:
         return reject("files-refused", why="; ".join(r.text() for r in refusals))
     ctx.files = (File(file.filename, file.content_type, file.data),)
-    name = content.get("filename")
-    captioned = isinstance(name, str) and content.get("body") not in (None, "", name)
-    read = matrix_to_text(content, _labels(s)) if captioned else None
+    read = matrix_to_text(content, _labels(s)) if captioned(content) else None
     if read is not None and read.text.strip():
         ctx.text, ctx.lead = read.text, read.lead
     else:
@@ -236,4 +233,16 @@ def inbound_of(ctx: MatrixItem) -> Inbound:
         files=ctx.files,
         lead=ctx.lead,
         revises=ctx.revises,
+    )
+
+
+def with_caption(file: Inbound, text: Inbound) -> Inbound:
+    """A caption-less file and the text its sender posted next (``captions``), as one
+    message: the text's words (and HTML) with the file attached, where the file hangs."""
+    return dataclasses.replace(
+        file,
+        text=text.text,
+        formatted=text.formatted,
+        lead=text.lead,
+        replies_to=file.replies_to or text.replies_to,
     )

@@ -158,10 +158,12 @@ class Store:
         deliveries: Sequence[NewDelivery] = (),
         signature: tuple[str, str] | None = None,
         marks: Mapping[str, str] | None = None,
+        joined: Sequence[int] = (),
     ) -> None:
         """Record the outcome of one item in one commit: its post, links, deliveries, and
         the (signer, signature id) it was accepted on; ``marks`` are kv entries written in
-        the same commit (work still to do, cleared by ``complete``)."""
+        the same commit (work still to do, cleared by ``complete``). The ``joined`` items
+        (a file's caption that came as the next event) get the same outcome and post."""
         now = time.time()
         with self.transaction() as tx:
             for key, value in (marks or {}).items():
@@ -174,10 +176,12 @@ class Store:
                 posts_table.link(tx, kind, value, post.uid if post else "")
             for d in deliveries:
                 enqueue_in(tx, d, now)
-            tx.execute(
-                "UPDATE inbox SET state = ?, reason = ?, post_uid = ?, decided_at = ? WHERE id = ?",
-                [state, reason, post.uid if post else None, now, item_id],
-            )
+            for one in (item_id, *joined):
+                tx.execute(
+                    "UPDATE inbox SET state = ?, reason = ?, post_uid = ?, decided_at = ?"
+                    " WHERE id = ?",
+                    [state, reason, post.uid if post else None, now, one],
+                )
 
     def queue(self, deliveries: Sequence[NewDelivery]) -> None:
         """Queue deliveries in one commit (a part of marked work; ``complete`` ends it)."""

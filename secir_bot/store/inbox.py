@@ -98,6 +98,14 @@ class Inbox(Repository):
     def pending(self, source: Channel, state: InboxState = InboxState.NEW) -> list[InboxItem]:
         return self._select("source = ? AND state = ?", [source, state])
 
+    def window(self, source: Channel, after: int, parked_since: float) -> list[InboxItem]:
+        """What ``captions.plan`` looks at: the new items, the items parked since
+        ``parked_since``, and every item received after item ``after``, in order."""
+        return self._select(
+            "source = ? AND (state = 'new' OR (state = 'parked' AND received_at >= ?) OR id > ?)",
+            [source, parked_since, after],
+        )
+
     def state(self, item_id: int) -> tuple[InboxState, str | None]:
         """An item's state and reason (without its bytes)."""
         row = self.db.execute("SELECT state, reason FROM inbox WHERE id = ?", [item_id]).fetchone()
