@@ -22,16 +22,17 @@ file is decided. Only the sender's own later events in that thread are held behi
 file (they keep their order); everyone else's, and the sender's in other threads, are
 decided at once.
 
-A file that is still parked (being fetched, ``bridges/matrix/parked.py``) holds its
-sender's later events in its thread too, for at most the same wait from its arrival, so
-that the text typed while a large file downloads does not overtake it. Any event parked
-longer than that (waiting for a room key) holds nothing, as before.
+A caption-less file that is still parked while the bridge fetches it (it notes
+``MatrixFacts.bare_file``, ``bridges/matrix/parked.py``) holds its sender's later events in
+its thread too, for at most the same wait from its arrival, so that the text typed while a
+large file downloads does not overtake it. Nothing else that is parked (a captioned file,
+an event waiting for its room key) holds anything, as before.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,7 +92,8 @@ def key_of(item: InboxItem) -> tuple[str, str, str] | None:
 
 
 def waits(item: InboxItem, room: str, bot: str) -> bool:
-    """A member's file without a caption, in the incident room: it waits for its text."""
+    """A member's file without a caption, in the incident room: it may wait for its text
+    (``plan`` asks too whether the file was had: a refused one never waits)."""
     event = _event(item)
     content = _content(event)
     rel = content.get("m.relates_to")
@@ -120,12 +122,21 @@ def may_caption(item: InboxItem) -> bool:
     )
 
 
-def plan(items: Sequence[InboxItem], room: str, bot: str, wait: float, now: float) -> Plan:
+def plan(
+    items: Sequence[InboxItem],
+    room: str,
+    bot: str,
+    wait: float,
+    now: float,
+    fetched: Callable[[str], bool],
+) -> Plan:
     """The units to decide now, in order, and when to look again.
 
     ``items`` are the channel's items in order of arrival: every new and parked one, and
     every item (in any state) received after the oldest new one, so that a file's next
-    event is found even when it was decided first."""
+    event is found even when it was decided first. ``fetched`` says whether the file of a
+    media event was had (``store.media``): a file that is refused (too large, not
+    encrypted) is decided at once, so that its sender hears of it without delay."""
     keys = {item.id: key_of(item) for item in items}
     held: set[tuple[str, str, str]] = set()
     taken: set[int] = set()
@@ -141,14 +152,14 @@ def plan(items: Sequence[InboxItem], room: str, bot: str, wait: float, now: floa
         key = keys[item.id]
         until = item.received_at + wait
         if item.state is InboxState.PARKED:
-            if key is not None and wait > 0 and now < until:
-                hold(key, until)
+            if key is not None and now < until and MatrixFacts.from_meta(item.meta).bare_file:
+                hold(key, until)  # a file without caption, being fetched
             continue
         if item.state is not InboxState.NEW or item.id in taken:
             continue
         if key is not None and key in held:
             continue
-        if key is None or wait <= 0 or not waits(item, room, bot):
+        if key is None or not waits(item, room, bot) or not fetched(item.source_id):
             units.append(Unit(item))
             continue
         after = next((later for later in items[i + 1 :] if keys[later.id] == key), None)

@@ -348,7 +348,8 @@ class InboxRunner:
         now = time.time()
         window = self.store.inbox.window(self.channel, first, now - wait)
         s = self.decider.s
-        plan = captions.plan(window, s.config.matrix.incident_room, s.bot_user_id, wait, now)
+        room = s.config.matrix.incident_room
+        plan = captions.plan(window, room, s.bot_user_id, wait, now, s.store.media.fetched)
         self._due = plan.due
         for unit in plan.units:
             await self._decide_one(unit.item, unit.caption)

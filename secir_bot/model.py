@@ -190,6 +190,7 @@ class MatrixFacts:
     parked_at: float | None = None  # when it was stored, still encrypted
     session_id: str | None = None  # the room key (Megolm session) it needs
     reported: bool = False  # the admins were told that its key has not come
+    bare_file: bool = False  # parked while its file is fetched, and it has no caption
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> MatrixFacts:
@@ -203,6 +204,7 @@ class MatrixFacts:
             parked_at=None if parked_at is None else float(parked_at),
             session_id=None if session_id is None else str(session_id),
             reported=bool(meta.get("reported")),
+            bare_file=bool(meta.get("bare_file")),
         )
 
     def to_meta(self) -> dict[str, Any]:
@@ -215,6 +217,8 @@ class MatrixFacts:
             meta["device"] = self.device
         if self.reported:
             meta["reported"] = True
+        if self.bare_file:
+            meta["bare_file"] = True
         return meta
 
 

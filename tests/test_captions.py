@@ -7,6 +7,7 @@ tests/integration/test_caption_real.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -55,13 +56,17 @@ def _text(n: int, body: str = "pcap of the attack on ns1", **kw: Any) -> InboxIt
     return _item(n, {"msgtype": "m.text", "body": body}, **kw)
 
 
-def _parked(n: int, **kw: Any) -> InboxItem:
+def _parked(n: int, bare: bool = False, **kw: Any) -> InboxItem:
+    """An event still encrypted; ``bare``: a caption-less file whose file is being fetched."""
     content = {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "..."}
-    return _item(n, content, state=InboxState.PARKED, kind="m.room.encrypted", **kw)
+    item = _item(n, content, state=InboxState.PARKED, kind="m.room.encrypted", **kw)
+    return dataclasses.replace(item, meta={**item.meta, "bare_file": bare})
 
 
-def _plan(items: list[InboxItem], now: float, wait: float = WAIT) -> Plan:
-    return plan(items, ROOM, BOT, wait, T0 + now)
+def _plan(
+    items: list[InboxItem], now: float, wait: float = WAIT, refused: frozenset[str] = frozenset()
+) -> Plan:
+    return plan(items, ROOM, BOT, wait, T0 + now, lambda event_id: event_id not in refused)
 
 
 def _ids(p: Plan) -> list[tuple[int, int | None]]:
@@ -86,12 +91,15 @@ def test_a_file_waits_from_its_own_arrival_and_nobody_else_waits_behind_it() -> 
 
 
 def test_the_senders_later_events_in_the_thread_stay_behind_a_file_being_fetched() -> None:
-    items = [_parked(1), _text(2, at=1), _text(3, sender="@y:cap.test", at=1)]
+    items = [_parked(1, bare=True), _text(2, at=1), _text(3, sender="@y:cap.test", at=1)]
     p = _plan(items, now=2)
     assert _ids(p) == [(3, None)]
     assert p.due == T0 + WAIT
-    # An event parked for longer than the wait (its key never came) holds nothing.
+    # Not after the wait: the text goes alone (and the file, once fetched, alone too).
     assert _ids(_plan(items, now=WAIT + 1)) == [(2, None), (3, None)]
+    # Nothing else that is parked (a captioned file, an event without its key) holds.
+    other = [_parked(1), _text(2, at=1)]
+    assert _ids(_plan(other, now=2)) == [(2, None)]
 
 
 def test_when_the_wait_is_over_the_file_goes_alone() -> None:
@@ -143,6 +151,12 @@ def test_captioned_files_the_bots_own_and_other_rooms_never_wait() -> None:
     elsewhere = InboxItem(**{**elsewhere.__dict__, "meta": {"room_id": "!dm:cap.test"}})
     p = _plan([captioned, own, elsewhere], now=1)
     assert _ids(p) == [(1, None), (2, None), (3, None)] and p.due is None
+
+
+def test_a_refused_file_never_waits() -> None:
+    # Too large, or not encrypted: its sender hears of it at once; the text goes alone.
+    items = [_file(1), _text(2, at=1)]
+    assert _ids(_plan(items, now=2, refused=frozenset({"$e1"}))) == [(1, None), (2, None)]
 
 
 def test_zero_turns_the_wait_off() -> None:

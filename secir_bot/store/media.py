@@ -43,6 +43,13 @@ class Media(Repository):
                 ],
             )
 
+    def fetched(self, event_id: str) -> bool:
+        """Whether a media event's file is here (not only why it could not be had)."""
+        row = self.db.execute(
+            "SELECT 1 FROM media WHERE event_id = ? AND data IS NOT NULL", [event_id]
+        ).fetchone()
+        return row is not None
+
     def get(self, event_id: str) -> StoredMedia | None:
         row = self.db.execute(
             "SELECT filename, content_type, data, problem FROM media WHERE event_id = ?",

@@ -32,7 +32,7 @@ from nio import MegolmEvent
 from secir_bot.bridges.matrix.client import ApiError, MatrixClient
 from secir_bot.bridges.matrix.fetch import fetch_media
 from secir_bot.bridges.matrix.lost import admin_never_came, admin_withheld, member_notice
-from secir_bot.bridges.matrix.media import parse_media
+from secir_bot.bridges.matrix.media import MediaRef, parse_media
 from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.config import Config
 from secir_bot.model import Channel, DeviceVerdict, InboxState, MatrixFacts
@@ -209,12 +209,21 @@ class Parked:
                 # A trusted member's file is fetched before the event is decided, but off
                 # the sync loop: the event stays parked (durable; a restart fetches again)
                 # and is released when its file, or why there is none, is stored.
+                self._mark_bare(item, raw)
                 if event.event_id not in self._fetching:
                     self._fetching[event.event_id] = asyncio.create_task(
                         self._fetch_then_unpark(item, raw, facts), name=f"fetch {event.event_id}"
                     )
                 continue
             self._unpark(item, raw, facts)
+
+    def _mark_bare(self, item: InboxItem, raw: dict[str, Any]) -> None:
+        """Note on a file without a caption, while it is fetched, that it is one: its
+        sender's text typed meanwhile waits behind it for a while (``captions.py``)."""
+        ref = parse_media(raw["content"])
+        parked = MatrixFacts.from_meta(item.meta)
+        if isinstance(ref, MediaRef) and ref.caption is None and not parked.bare_file:
+            self.store.inbox.set_meta(item.id, replace(parked, bare_file=True).to_meta())
 
     def _needs_file(self, raw: dict[str, Any]) -> bool:
         content = raw.get("content")
