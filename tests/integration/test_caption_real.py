@@ -13,10 +13,13 @@ import email
 import email.policy
 import secrets
 
+from nio import UploadResponse
+
+from secir_bot.bridges.matrix.media import encrypt_media, media_content
 from secir_bot.model import Channel, InboxState
 from secir_bot.sandbox.operators import MailOperator, ReceivedMail, wait_until
 from secir_bot.sandbox.world import World
-from tests.integration.test_fidelity_wired import post_file
+from tests.integration.test_fidelity_wired import PNG, post_file
 
 PCAP = b"\xd4\xc3\xb2\xa1\x02\x00\x04\x00" + secrets.token_bytes(20_000)
 PCAP_TYPE = "application/vnd.tcpdump.pcap"
@@ -150,3 +153,38 @@ async def test_issue10_a_restart_during_the_wait_loses_and_repeats_nothing(
     await marker(world, bob, "marker after the restart")
     assert len(mails_with(bob, "before the restart")) == 1
     assert not mails_with(bob, "File: before.pcap")
+
+
+async def _upload(world: World, data: bytes) -> dict[str, object]:
+    """``data`` uploaded encrypted by Alice's client; its ``file`` object."""
+    encrypted = encrypt_media(data)
+    resp, _ = await world.mx["alice"].client.upload(
+        lambda *_: encrypted.ciphertext,
+        content_type="application/octet-stream",
+        filesize=len(encrypted.ciphertext),
+    )
+    assert isinstance(resp, UploadResponse), resp
+    return encrypted.file(str(resp.content_uri))
+
+
+async def test_issue10_an_image_with_a_thumbnail_is_mailed_whole_with_the_text_after_it(
+    world_unstarted: World,
+) -> None:
+    """Element sends a picture with an encrypted thumbnail (``info.thumbnail_file``): the
+    mail carries the picture itself, byte for byte, and not the thumbnail."""
+    world = await _world(world_unstarted, LONG)
+    alice, bob = world.mx["alice"], world.mail["bob"]
+    thumbnail = PNG[:16] + secrets.token_bytes(500)
+    content = media_content(
+        filename="graph.png", content_type="image/png", data=PNG, file=await _upload(world, PNG)
+    )
+    content["info"]["thumbnail_file"] = await _upload(world, thumbnail)
+    content["info"]["thumbnail_info"] = {"mimetype": "image/png", "size": len(thumbnail)}
+    content.pop("m.mentions")
+    sent = await alice.client.room_send(
+        world.incident_room, "m.room.message", content, ignore_unverified_devices=True
+    )
+    assert getattr(sent, "event_id", None), sent
+    await alice.send(world.incident_room, "queries per second at ns1, the peak at 13:05")
+    mail = await bob.wait_for_mail(lambda m: "the peak at 13:05" in m.text, timeout=120)
+    assert files_of(mail) == [("graph.png", PNG)]
