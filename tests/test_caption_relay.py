@@ -172,16 +172,33 @@ async def test_a_text_from_an_untrusted_device_is_not_taken_as_the_caption(setup
 
 
 async def test_after_a_restart_the_wait_counts_from_the_files_arrival() -> None:
-    async for setup in _setup(20.0):
+    async for setup in _setup(600.0):
         file = setup.file("$file")
-        # The bot stopped 30 s ago, just after the file came: its wait is over.
+        # The bot stopped just after the file came, 700 s ago: its wait is over (begun
+        # again at the start, it would last beyond the test's ceiling).
         setup.store.db.execute(
-            "UPDATE inbox SET received_at = ? WHERE id = ?", [time.time() - 30, file.id]
+            "UPDATE inbox SET received_at = ? WHERE id = ?", [time.time() - 700, file.id]
         )
         setup.store.db.conn.commit()
         runner = InboxRunner(setup.store, await setup.decider(), Channel.MATRIX, lambda: None)
         running = asyncio.create_task(runner.run())
         try:
+            outcome = await asyncio.wait_for(runner.decided(file.id), 60)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        assert outcome.state == "relayed"
+        post = setup.store.posts.get(_post_of(setup, "$file"))
+        assert post is not None and post.body == "File: capture.pcap"
+
+
+async def test_the_wait_ends_by_the_runners_timer_without_any_other_wake() -> None:
+    async for setup in _setup(0.5):
+        runner = InboxRunner(setup.store, await setup.decider(), Channel.MATRIX, lambda: None)
+        file = setup.file("$file")
+        running = asyncio.create_task(runner.run())
+        try:
+            # Nothing else comes: only the runner's own timer can end the wait.
             outcome = await asyncio.wait_for(runner.decided(file.id), 60)
         finally:
             running.cancel()
