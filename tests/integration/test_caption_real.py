@@ -9,12 +9,15 @@ waiting.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import secrets
 
+import pytest
 from nio import UploadResponse
 
+from secir_bot.bridges.matrix import fetch
 from secir_bot.bridges.matrix.media import encrypt_media, media_content
 from secir_bot.model import Channel, InboxState
 from secir_bot.sandbox.operators import MailOperator, ReceivedMail, wait_until
@@ -188,3 +191,42 @@ async def test_issue10_an_image_with_a_thumbnail_is_mailed_whole_with_the_text_a
     await alice.send(world.incident_room, "queries per second at ns1, the peak at 13:05")
     mail = await bob.wait_for_mail(lambda m: "the peak at 13:05" in m.text, timeout=120)
     assert files_of(mail) == [("graph.png", PNG)]
+
+
+async def test_issue10_the_text_typed_while_the_file_downloads_waits_for_it(
+    world_unstarted: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file's download is held at the bridge's own seam (``fetch._read_capped``): the
+    text its sender posts meanwhile must not go out alone, but with the file."""
+    world = await _world(world_unstarted, LONG)
+    gate, started = asyncio.Event(), asyncio.Event()
+    real = fetch._read_capped
+
+    async def slow(*args: object) -> bytes | None:
+        started.set()
+        await gate.wait()
+        return await real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fetch, "_read_capped", slow)
+    alice, bob = world.mx["alice"], world.mail["bob"]
+    try:
+        await post_file(alice, world.incident_room, "slow.pcap", PCAP_TYPE, PCAP)
+        await asyncio.wait_for(started.wait(), 60)
+        text = await alice.send(world.incident_room, "capture of the slow resolver")
+        app = world.app
+        assert app is not None
+        await wait_until(
+            lambda: (
+                (item := app.store.inbox.item(Channel.MATRIX, text)) is not None
+                and item.state is InboxState.NEW
+            ),
+            60,
+            "the text decrypted, waiting behind the file",
+        )
+    finally:
+        gate.set()
+    mail = await bob.wait_for_mail(lambda m: "slow resolver" in m.text, timeout=120)
+    assert files_of(mail) == [("slow.pcap", PCAP)]
+    await marker(world, bob, "marker after the slow capture")
+    assert len(mails_with(bob, "slow resolver")) == 1
+    assert not mails_with(bob, "File: slow.pcap")
