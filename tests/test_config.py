@@ -434,6 +434,17 @@ def test_sizes_must_be_positive(write: Callable[[Data], Path], key: str, value: 
     assert problems_of(write(data)) == [f"list.{key}: must be greater than 0"]
 
 
+def test_caption_wait_defaults_to_20_s_may_be_0_and_never_negative(
+    write: Callable[[Data], Path],
+) -> None:
+    data = valid_data()
+    assert load(write(data)).matrix.caption_wait_seconds == 20.0
+    data["matrix"]["caption_wait_seconds"] = 0
+    assert load(write(data)).matrix.caption_wait_seconds == 0.0
+    data["matrix"]["caption_wait_seconds"] = -1
+    assert problems_of(write(data)) == ["matrix.caption_wait_seconds: must be 0 or more"]
+
+
 # -- secrets -----------------------------------------------------------------------------
 
 
