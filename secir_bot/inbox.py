@@ -355,18 +355,17 @@ class InboxRunner:
             await self._decide_one(unit.item, unit.caption)
 
     async def _decide_one(self, item: InboxItem, caption: InboxItem | None = None) -> None:
-        outcome = await self.decider.decide(item, caption)
-        for one in (item, caption) if caption is not None else (item,):
-            settled = outcome
-            if one is caption:
-                state, reason = self.store.inbox.state(one.id)
-                if state in (InboxState.NEW, InboxState.PARKED):
-                    continue  # not taken as the caption: decided on its own next
-                settled = Outcome(state, reason or "")
-            for future in self._waiting.pop(one.id, []):
-                if not future.done():
-                    future.set_result(settled)
+        self._answer(item.id, await self.decider.decide(item, caption))
+        if caption is not None:
+            state, reason = self.store.inbox.state(caption.id)
+            if state not in (InboxState.NEW, InboxState.PARKED):  # taken as the caption
+                self._answer(caption.id, Outcome(state, reason or ""))
         self.on_work()
+
+    def _answer(self, item_id: int, outcome: Outcome) -> None:
+        for future in self._waiting.pop(item_id, []):
+            if not future.done():
+                future.set_result(outcome)
 
 
 def _lane_keys(item: InboxItem) -> frozenset[str]:
