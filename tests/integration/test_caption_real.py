@@ -13,6 +13,8 @@ import asyncio
 import email
 import email.policy
 import secrets
+import sqlite3
+import subprocess
 
 import pytest
 from nio import UploadResponse
@@ -22,6 +24,7 @@ from secir_bot.bridges.matrix.media import encrypt_media, media_content
 from secir_bot.model import Channel, InboxState
 from secir_bot.sandbox.operators import MailOperator, ReceivedMail, wait_until
 from secir_bot.sandbox.world import World
+from tests.integration.test_faults import BotProcess
 from tests.integration.test_fidelity_wired import PNG, post_file
 
 PCAP = b"\xd4\xc3\xb2\xa1\x02\x00\x04\x00" + secrets.token_bytes(20_000)
@@ -230,3 +233,61 @@ async def test_issue10_the_text_typed_while_the_file_downloads_waits_for_it(
     await marker(world, bob, "marker after the slow capture")
     assert len(mails_with(bob, "slow resolver")) == 1
     assert not mails_with(bob, "File: slow.pcap")
+
+
+def _file_state(world: World, name: str) -> str | None:
+    """The inbox state of a room file, read from the store of a bot in another process."""
+    assert world.config is not None
+    db = sqlite3.connect(world.config.store_path / "secir.sqlite")
+    try:
+        row = db.execute(
+            "SELECT state FROM inbox WHERE source = 'matrix' AND state != 'parked'"
+            " AND instr(CAST(raw AS TEXT), ?) > 0",
+            [name],
+        ).fetchone()
+    finally:
+        db.close()
+    return None if row is None else str(row[0])
+
+
+@pytest.mark.timeout(300)
+async def test_issue10_secir_bot_run_killed_during_the_wait_loses_and_repeats_nothing(
+    world_unstarted: World,
+) -> None:
+    """``secir-bot run`` is killed (SIGKILL) while a file waits for its text; the text is
+    posted while the bot is down. After the start: one mail, the file byte for byte."""
+    world = world_unstarted
+    await world.setup(matrix_extra=f"caption_wait_seconds = {LONG}")
+    assert world.config is not None and world.admin is not None
+    bot_id = world.config.matrix.user_id
+    bot = BotProcess(world)
+    alice, bob = world.mx["alice"], world.mail["bob"]
+    bot.start()
+    try:
+        for op in (world.admin, *world.mx.values()):
+            await op.wait_joined(world.incident_room, [bot_id], timeout=60)
+        await alice.know_devices_of(bot_id, timeout=60)
+        await post_file(alice, world.incident_room, "killed.pcap", PCAP_TYPE, PCAP)
+        await wait_until(lambda: _file_state(world, "killed.pcap") == "new", 60, "the file held")
+        bot.kill()
+        await alice.send(world.incident_room, "capture from before the kill")
+        bot.start()
+        mail = await bob.wait_for_mail(lambda m: "before the kill" in m.text, timeout=120)
+        assert files_of(mail) == [("killed.pcap", PCAP)]
+        await alice.send(world.incident_room, "marker after the kill")
+        await bob.wait_for_mail(lambda m: "marker after the kill" in m.text, timeout=60)
+        assert len(mails_with(bob, "before the kill")) == 1
+        assert not mails_with(bob, "File: killed.pcap")
+        assert await bot.stop() == 0
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n--- bot log ---\n{bot.tail()}") from None
+    finally:
+        if bot.alive():
+            bot.kill()
+        # The killed bot's gpg-agent outlives it.
+        await asyncio.to_thread(
+            subprocess.run,
+            ["gpgconf", "--homedir", str(world.config.store_path / "gnupg"), "--kill", "all"],
+            capture_output=True,
+            check=False,
+        )
