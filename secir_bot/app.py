@@ -208,6 +208,7 @@ class App:
 
     async def close(self) -> None:
         await self.matrix.close()
+        await self.email.close()
         await self.decider.fanout.mail.aclose()
         await asyncio.to_thread(self.keyring.close)
         self.store.close()

@@ -1,11 +1,13 @@
 """Sending mail: the outbox's email deliveries over SMTP.
 
-Each delivery opens its own session (TLS and login as configured, in ``conn``), or
-``smtp.connections`` of them, and sends the row's bytes, exactly as rendered at decision
-time, in batches of at most ``smtp.max_recipients``, with the RCPTs pipelined
-(``smtpsend``). Recipients already accepted (``row.done``) are skipped on a retry,
-so a member never gets the same mail twice; a recipient the server defers is retried, one
-it refuses for good is named in the ``Receipt``.
+Each delivery takes a session (TLS and login as configured, in ``conn``), or
+``smtp.connections`` of them, from a pool that keeps them open for ``smtp.keep_open``
+seconds after a delivery (``smtppool``: the rows of one post share a session), and sends
+the row's bytes, exactly as rendered at decision time, in batches of at most
+``smtp.max_recipients``, with the RCPTs pipelined (``smtpsend``). Recipients already
+accepted (``row.done``) are skipped on a retry, so a member never gets the same mail twice;
+a recipient the server defers is retried, one it refuses for good is named in the
+``Receipt``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import aiosmtplib
 
 from secir_bot.bridges import Receipt
 from secir_bot.bridges.email.conn import diagnose, open_smtp
+from secir_bot.bridges.email.smtppool import SessionPool
 from secir_bot.bridges.email.smtpsend import send as smtp_send
 from secir_bot.config import Config
 from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
@@ -39,6 +42,13 @@ class SmtpSender:
         self.config = config
         self.store = store
         self.health = health
+        self.sessions = SessionPool(
+            self._smtp_session, keep=config.smtp.connections, idle=config.smtp.keep_open
+        )
+
+    async def close(self) -> None:
+        """Quit the sessions kept open (at shutdown)."""
+        await self.sessions.close()
 
     async def _smtp_session(self) -> aiosmtplib.SMTP:
         """A logged-in SMTP session; a failure is told to ``health`` and retried later.
@@ -81,7 +91,7 @@ class SmtpSender:
         try:
             # One connection (or smtp.connections) for every batch, RCPTs pipelined.
             await smtp_send(
-                self._smtp_session,
+                self.sessions,
                 self.config.list.address,
                 pending,
                 row.payload,
