@@ -79,7 +79,9 @@ class SmtpSender:
         refused: list[str] = []
         later: list[str] = []
 
-        def batch_done(batch: Sequence[str], errors: Mapping[str, aiosmtplib.SMTPResponse]) -> None:
+        async def batch_done(
+            batch: Sequence[str], errors: Mapping[str, aiosmtplib.SMTPResponse]
+        ) -> None:
             for addr, resp in errors.items():
                 if resp.code >= 500:
                     refused.append(f"{addr} ({resp.code} {resp.message})")
@@ -87,6 +89,7 @@ class SmtpSender:
                     later.append(addr)
             done.extend(a for a in batch if a not in later)
             self.store.outbox.partly_delivered(row.id, tuple(done))
+            await self.store.durable()  # before the next batch: never sent to them again
 
         try:
             # One connection (or smtp.connections) for every batch, RCPTs pipelined.

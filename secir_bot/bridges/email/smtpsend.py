@@ -24,10 +24,11 @@ acceptance and its recording).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import aiosmtplib
 from aiosmtplib.email import quote_address
@@ -36,7 +37,8 @@ from secir_bot.bridges.email.smtppool import Opener, SessionPool
 
 log = logging.getLogger(__name__)
 
-OnBatch = Callable[[Sequence[str], Mapping[str, aiosmtplib.SMTPResponse]], None]
+# Told what each transaction did; what it returns (if anything) is awaited before the next.
+OnBatch = Callable[[Sequence[str], Mapping[str, aiosmtplib.SMTPResponse]], Awaitable[None] | None]
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -210,7 +212,9 @@ async def send(
                         r.recipient: aiosmtplib.SMTPResponse(r.code, r.message)
                         for r in exc.recipients
                     }
-                on_batch(batch, errors)
+                recorded = on_batch(batch, errors)
+                if inspect.isawaitable(recorded):
+                    await recorded
         except Exception as exc:
             failures.append(exc)
             await pool.discard(smtp)
