@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import shutil
 import signal
 import subprocess
@@ -220,4 +219,3 @@ async def test_each_smtp_batch_is_recorded_on_disk_before_the_next(
     assert handler.delivered == [list(people[:2]), list(people[2:4]), list(people[4:])]
     assert handler.unsynced_at_mail == [False, False, False]
     assert not store.unsynced
-    assert os.path.exists(store.directory / f"{DB_NAME}-wal")
