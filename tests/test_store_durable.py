@@ -3,8 +3,9 @@
 The running bot commits with ``synchronous = NORMAL`` (``Store.defer_syncs``) and syncs the
 WAL in a worker thread (``Store.durable``) before anything that depends on a commit leaves
 the machine. Here: what ``durable`` syncs and how often; that a commit survives a killed
-process without any sync (what NORMAL promises); and that the outbox and the SMTP sender
-never send what rests on a commit that is not on the disk yet. The server is aiosmtpd
+process without any sync (what NORMAL promises); that the outbox and the SMTP sender never
+send what rests on a commit that is not on the disk yet; and that a mail leaves the list's
+INBOX on the real Dovecot only once it and its decision are on the disk. The server is aiosmtpd
 (``Scripted`` from test_smtpsend.py); the store's fsync is counted through its own seam
 (``Store.fsync``).
 """
@@ -12,26 +13,34 @@ never send what rests on a commit that is not on the disk yet. The server is aio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import aiosmtplib
 import pytest
 import pytest_asyncio
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import Envelope, Session
-from test_smtpsend import Scripted
+from servers import MailStack, password_for
+from test_smtpsend import Scripted, _arrived
 
 from secir_bot.bridges import Receipt
+from secir_bot.bridges.email.imap import ImapReceiver
 from secir_bot.bridges.email.smtp import SmtpSender
+from secir_bot.config.base import Secret
 from secir_bot.health import Health, where_of
-from secir_bot.model import Channel
+from secir_bot.model import Channel, InboxState, Outcome
 from secir_bot.outbox import Outbox
+from secir_bot.sandbox.operators import wait_until
 from secir_bot.sandbox.world import offline_config
 from secir_bot.store import DB_NAME, NewDelivery, OutboxRow, Store
 
@@ -219,3 +228,69 @@ async def test_each_smtp_batch_is_recorded_on_disk_before_the_next(
     assert handler.delivered == [list(people[:2]), list(people[2:4]), list(people[4:])]
     assert handler.unsynced_at_mail == [False, False, False]
     assert not store.unsynced
+
+
+# -- the IMAP move (the acknowledgement) waits for the mail's commits: the real Dovecot ----
+
+
+class Deciding:
+    """The inbox runner as the IMAP side sees it (our seam): each item decided at once, in a
+    commit of its own, as the real runner does."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def wake(self) -> None:
+        pass
+
+    async def decided(self, item_id: int) -> Outcome:
+        self.store.decide(item_id, InboxState.DROPPED, "test")
+        return Outcome(InboxState.DROPPED, "test")
+
+
+class Watched(ImapReceiver):
+    """The receiver, noting at each move whether the store had unsynced commits."""
+
+    unsynced_at_move: list[bool]
+
+    async def _move(self, imap: Any, uid: str, folder: str) -> None:
+        self.unsynced_at_move.append(self.store.unsynced)
+        await super()._move(imap, uid, folder)
+
+
+async def test_a_mail_is_moved_out_of_the_inbox_only_once_its_commits_are_on_disk(
+    mail_stack: MailStack, store: Store, directory: Path
+) -> None:
+    config = offline_config(directory, "test.example")
+    secret = directory / "imap-pw"
+    secret.write_text(password_for("list@test.example") + "\n")
+    imap = dataclasses.replace(
+        config.imap,
+        port=mail_stack.imap_port,
+        security="plain",
+        username="list@test.example",
+        password=Secret(file=secret),
+    )
+    config = dataclasses.replace(config, imap=imap)
+    subject = f"durable {uuid.uuid4().hex}"
+    await aiosmtplib.send(
+        f"From: alice@test.example\r\nTo: list@test.example\r\nSubject: {subject}\r\n\r\nx\r\n",
+        sender="alice@test.example",
+        recipients=["list@test.example"],
+        hostname="127.0.0.1",
+        port=mail_stack.smtp_port,
+    )
+    await wait_until(lambda: _arrived(mail_stack, "list@test.example", subject), 30, "the mail")
+    store.defer_syncs()
+    health = Health(lambda t: None, 300.0, lambda: "", where_of(config))
+    receiver = Watched(config, store, Deciding(store), lambda t: None, health)
+    receiver.unsynced_at_move = []
+    running = asyncio.create_task(receiver.run())
+    try:
+        await wait_until(lambda: receiver.unsynced_at_move, 30, "the mail to be moved")
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+    assert receiver.unsynced_at_move[0] is False
