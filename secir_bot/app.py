@@ -81,6 +81,7 @@ class App:
         check_store_dir(config)
         self.config = config
         self.store = Store.open(config.store_path)
+        self.store.defer_syncs()  # commits off the disk's clock; synced where it matters
         self.keyring = Keyring(config.store_path / "gnupg")
         list_fpr = self.store.kv.get(LIST_FPR_KEY)
         if not list_fpr:
@@ -203,11 +204,13 @@ class App:
             ("effects", self.executor.run),
             ("case-expiry", self.cases.run),
             ("health", self.health.run),
+            ("store-sync", self.store.flush_forever),
             ("housekeeping", lambda: housekeeping.run(self.store, self.config.retention_days)),
         ]
 
     async def close(self) -> None:
         await self.matrix.close()
+        await self.email.close()
         await self.decider.fanout.mail.aclose()
         await asyncio.to_thread(self.keyring.close)
         self.store.close()

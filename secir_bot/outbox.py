@@ -93,6 +93,9 @@ class Outbox:
 
     async def _attempt(self, row: OutboxRow) -> bool:
         bridge = self.bridges[row.channel]
+        # The decision that made this row (and anything it depends on) on the disk before
+        # the row leaves: a machine crash must not undo a decision whose message went out.
+        await self.store.durable()
         try:
             receipt = await bridge.deliver(row)
         except TransientDeliveryError as exc:
@@ -113,6 +116,7 @@ class Outbox:
         self.store.outbox.delivered(
             row.id, receipt.result, link=receipt.link, post_uid=row.post_uid
         )
+        await self.store.durable()  # a delivery recorded is never made again
         if receipt.refused:
             self.notify(f"Some recipients refused delivery {row.id}: {receipt.result}")
         return True

@@ -36,6 +36,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert cfg.crypto.backend == "gpg" and cfg.crypto.hide_recipients
     assert cfg.delivery.encrypt_group_size == 100
     assert cfg.smtp.connections == 1 and cfg.smtp.pipelining
+    assert cfg.smtp.keep_open == 30.0
     assert cfg.imap.parallel_decisions == 4
 
 
@@ -54,6 +55,7 @@ def test_sequoia_needs_recipients_shown(tmp_path: Path) -> None:
         ({"delivery": {"encrypt_group_size": 0}}, "delivery.encrypt_group_size: must be greater"),
         ({"smtp": {"connections": 0}}, "smtp.connections: must be greater than 0"),
         ({"smtp": {"pipelining": "yes"}}, "smtp.pipelining: expected bool"),
+        ({"smtp": {"keep_open": -1}}, "smtp.keep_open: must be 0 or more"),
         ({"crypto": {"colour": "blue"}}, "crypto.colour: unknown key"),
         ({"imap": {"parallel_decisions": 0}}, "imap.parallel_decisions: must be greater"),
     ],

@@ -52,10 +52,12 @@ async def bridge(directory: Path) -> AsyncIterator[tuple[SmtpSender, Scripted, S
     config = dataclasses.replace(config, smtp=smtp)
     store = Store.open(config.store_path, create=True)
 
+    health = Health(lambda text: None, 300.0, lambda: "", where_of(config))
+    sender = SmtpSender(config, store, health)
     try:
-        health = Health(lambda text: None, 300.0, lambda: "", where_of(config))
-        yield SmtpSender(config, store, health), handler, store
+        yield sender, handler, store
     finally:
+        await sender.close()
         store.close()
         server.close()
         await server.wait_closed()

@@ -97,6 +97,7 @@ class Executor:
             attempts, due = self._failed.get(row.id, (0, 0.0))
             if due > self.clock():
                 continue
+            await self.store.durable()  # the command's commit before its effect
             try:
                 deliveries = await self._perform(row)
             except Exception as exc:  # any failure: kept, retried, told about; never lost

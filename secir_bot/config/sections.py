@@ -193,6 +193,7 @@ class SmtpConfig:
     ca_file: Path | None = None
     connections: int = 1  # SMTP connections one delivery may use at once
     pipelining: bool = True  # pipeline MAIL and RCPT when the server offers PIPELINING
+    keep_open: float = 30.0  # seconds an idle session is kept for the next delivery
 
 
 def read_smtp(r: Reader) -> SmtpConfig:
@@ -208,6 +209,7 @@ def read_smtp(r: Reader) -> SmtpConfig:
         ca_file=r.ca_file("smtp.ca_file"),
         connections=r.value("smtp.connections", int, 1, check=check_positive),
         pipelining=r.value("smtp.pipelining", bool, True),
+        keep_open=r.value("smtp.keep_open", float, 30.0, check=check_not_negative),
     )
 
 

@@ -27,6 +27,7 @@ Repositories import ``base``, never this module. Migrations are an append-only p
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import time
@@ -72,6 +73,19 @@ __all__ = [
 ]
 
 DB_NAME = "secir.sqlite"
+FLUSH_INTERVAL = 1.0  # seconds: with deferred syncs, no commit stays unsynced longer
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's written data to the disk (``os.fsync``); a missing file has none."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # no WAL: everything is in the database file, synced at the checkpoint
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Store:
@@ -93,6 +107,10 @@ class Store:
         self.cases = Cases(db)
         self.confirmations = Confirmations(db)
         self.effects = Effects(db)
+        self.fsync = _fsync  # the seam the tests count
+        self._deferred = False
+        self._synced = 0  # the connection's total_changes at the last sync
+        self._sync_lock: asyncio.Lock | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -119,6 +137,61 @@ class Store:
 
     def close(self) -> None:
         self.db.conn.close()
+
+    # -- durability ------------------------------------------------------------------------
+
+    def defer_syncs(self) -> None:
+        """Commits stop waiting for the disk; ``durable`` waits, where it matters.
+
+        Every store starts with ``synchronous = FULL``: each commit fsyncs the WAL, on the
+        calling thread. The running bot makes ~12 commits per relayed member mail (accept,
+        attempt, decision, each group, mark, the deliveries); on the event loop that was
+        4-7 ms each, a third of the loop's time in a burst (docs/performance.md). After this
+        call commits use ``synchronous = NORMAL``: in WAL mode a commit is then atomic and
+        survives a crash of the process at once (it is in the operating system's cache),
+        and only a crash of the machine (power, kernel) can undo the last commits. So the
+        bot calls :meth:`durable` (the WAL fsynced in a worker thread, off the event loop)
+        before anything that depends on a commit leaves the machine: before each outbox
+        delivery and after recording it, before the IMAP move that acknowledges a mail,
+        before the Matrix sync that follows a stored position, before a command's effect;
+        and :meth:`flush_forever` syncs whatever else within ``FLUSH_INTERVAL``. A machine
+        crash therefore never loses a message that was acknowledged, nor sends one whose
+        decision could be lost (which would make it again, under a new id); see
+        docs/reliability.md.
+        """
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        self._deferred = True
+        self._synced = self.db.conn.total_changes  # every commit so far was synced
+
+    @property
+    def unsynced(self) -> bool:
+        """Whether a commit may still be undone by a machine crash."""
+        return self._deferred and self.db.conn.total_changes > self._synced
+
+    async def durable(self) -> None:
+        """Every commit made so far is on the disk when this returns.
+
+        Callers that come while a sync runs wait for it and share the next one: in a burst,
+        one fsync covers the commits of several mails. Without ``defer_syncs``, every commit
+        was synced already. Rows changed count (``total_changes``), so a commit that changed
+        none needs no sync.
+        """
+        if not self._deferred:
+            return
+        target = self.db.conn.total_changes
+        if self._sync_lock is None:
+            self._sync_lock = asyncio.Lock()
+        async with self._sync_lock:
+            if self._synced >= target:
+                return
+            await asyncio.to_thread(self.fsync, self.directory / f"{DB_NAME}-wal")
+            self._synced = max(self._synced, target)
+
+    async def flush_forever(self) -> None:
+        """Sync whatever was committed, every ``FLUSH_INTERVAL`` (a task of the running bot)."""
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            await self.durable()
 
     def migrate(self) -> list[str]:
         """Apply pending migrations in order; return the names applied."""

@@ -42,4 +42,6 @@ class EmailBridge:
         return await self.sender.deliver(row)
 
     async def close(self) -> None:
-        """Nothing to let go of: each IMAP session and SMTP delivery closes its own."""
+        """Quit the SMTP sessions kept for the next delivery (each IMAP session closes its
+        own)."""
+        await self.sender.close()

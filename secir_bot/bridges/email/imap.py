@@ -229,6 +229,7 @@ class ImapReceiver:
                 raise ImapError("connection lost")
             quarantine = outcome.state in (InboxState.REJECTED, InboxState.SHUNTED)
             folder = cfg.quarantine_folder if quarantine else cfg.processed_folder
+            await self.store.durable()  # the mail and its decision on the disk first
             await self._move(imap, uid, folder)
 
     async def _size(self, imap: aioimaplib.IMAP4, uid: str) -> int | None:

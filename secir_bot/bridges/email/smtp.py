@@ -1,11 +1,13 @@
 """Sending mail: the outbox's email deliveries over SMTP.
 
-Each delivery opens its own session (TLS and login as configured, in ``conn``), or
-``smtp.connections`` of them, and sends the row's bytes, exactly as rendered at decision
-time, in batches of at most ``smtp.max_recipients``, with the RCPTs pipelined
-(``smtpsend``). Recipients already accepted (``row.done``) are skipped on a retry,
-so a member never gets the same mail twice; a recipient the server defers is retried, one
-it refuses for good is named in the ``Receipt``.
+Each delivery takes a session (TLS and login as configured, in ``conn``), or
+``smtp.connections`` of them, from a pool that keeps them open for ``smtp.keep_open``
+seconds after a delivery (``smtppool``: the rows of one post share a session), and sends
+the row's bytes, exactly as rendered at decision time, in batches of at most
+``smtp.max_recipients``, with the RCPTs pipelined (``smtpsend``). Recipients already
+accepted (``row.done``) are skipped on a retry, so a member never gets the same mail twice;
+a recipient the server defers is retried, one it refuses for good is named in the
+``Receipt``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import aiosmtplib
 
 from secir_bot.bridges import Receipt
 from secir_bot.bridges.email.conn import diagnose, open_smtp
+from secir_bot.bridges.email.smtppool import SessionPool
 from secir_bot.bridges.email.smtpsend import send as smtp_send
 from secir_bot.config import Config
 from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
@@ -39,6 +42,13 @@ class SmtpSender:
         self.config = config
         self.store = store
         self.health = health
+        self.sessions = SessionPool(
+            self._smtp_session, keep=config.smtp.connections, idle=config.smtp.keep_open
+        )
+
+    async def close(self) -> None:
+        """Quit the sessions kept open (at shutdown)."""
+        await self.sessions.close()
 
     async def _smtp_session(self) -> aiosmtplib.SMTP:
         """A logged-in SMTP session; a failure is told to ``health`` and retried later.
@@ -69,7 +79,9 @@ class SmtpSender:
         refused: list[str] = []
         later: list[str] = []
 
-        def batch_done(batch: Sequence[str], errors: Mapping[str, aiosmtplib.SMTPResponse]) -> None:
+        async def batch_done(
+            batch: Sequence[str], errors: Mapping[str, aiosmtplib.SMTPResponse]
+        ) -> None:
             for addr, resp in errors.items():
                 if resp.code >= 500:
                     refused.append(f"{addr} ({resp.code} {resp.message})")
@@ -77,11 +89,12 @@ class SmtpSender:
                     later.append(addr)
             done.extend(a for a in batch if a not in later)
             self.store.outbox.partly_delivered(row.id, tuple(done))
+            await self.store.durable()  # before the next batch: never sent to them again
 
         try:
             # One connection (or smtp.connections) for every batch, RCPTs pipelined.
             await smtp_send(
-                self._smtp_session,
+                self.sessions,
                 self.config.list.address,
                 pending,
                 row.payload,

@@ -24,7 +24,7 @@ acceptance and its recording).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import inspect
 import logging
 import re
 from collections import deque
@@ -33,9 +33,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import aiosmtplib
 from aiosmtplib.email import quote_address
 
+from secir_bot.bridges.email.smtppool import Opener, SessionPool
+
 log = logging.getLogger(__name__)
 
-OnBatch = Callable[[Sequence[str], Mapping[str, aiosmtplib.SMTPResponse]], None]
+# Told what each transaction did; what it returns (if anything) is awaited before the next.
+OnBatch = Callable[[Sequence[str], Mapping[str, aiosmtplib.SMTPResponse]], Awaitable[None] | None]
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -157,7 +160,7 @@ async def _pipelined(
 
 
 async def send(
-    open_session: Callable[[], Awaitable[aiosmtplib.SMTP]],
+    sessions: SessionPool | Opener,
     sender: str,
     recipients: Sequence[str],
     payload: bytes,
@@ -171,21 +174,24 @@ async def send(
     """Send ``payload`` to ``recipients`` in batches; see the module docstring.
 
     ``reply_timeout`` is how long each server reply may take (``smtp.timeout``).
-    ``open_session`` opens a logged-in aiosmtplib session; it is called once per
-    connection, the first time before anything else (its errors propagate as they are).
-    Extra connections that cannot be opened are done without: the batches go over the
-    connections that are open.
+    ``sessions`` gives logged-in aiosmtplib sessions: a ``SessionPool`` (sessions kept
+    between rows), or a function that opens one (each closed at the end). A session is
+    taken once per connection, the first time before anything else (its errors propagate
+    as they are). Extra connections that cannot be opened are done without: the batches go
+    over the connections that are open. A session that went through its batches is given
+    back to the pool; one that failed is closed.
     """
+    pool = sessions if isinstance(sessions, SessionPool) else SessionPool(sessions)
     queue = deque(batches(recipients, max_recipients))
     if not queue:
         return
-    first = await open_session()
+    first = await pool.acquire()
     failures: list[BaseException] = []
 
     async def worker(smtp: aiosmtplib.SMTP | None) -> None:
         if smtp is None:
             try:
-                smtp = await open_session()
+                smtp = await pool.acquire()
             except Exception as exc:  # the other connections carry on
                 log.info("an extra SMTP connection could not be opened: %s", exc)
                 return
@@ -206,13 +212,14 @@ async def send(
                         r.recipient: aiosmtplib.SMTPResponse(r.code, r.message)
                         for r in exc.recipients
                     }
-                on_batch(batch, errors)
+                recorded = on_batch(batch, errors)
+                if inspect.isawaitable(recorded):
+                    await recorded
         except Exception as exc:
             failures.append(exc)
-        finally:
-            with contextlib.suppress(Exception):
-                await smtp.quit()
-            smtp.close()
+            await pool.discard(smtp)
+        else:
+            await pool.release(smtp)
 
     extra = min(connections, len(queue)) - 1
     await asyncio.gather(worker(first), *(worker(None) for _ in range(extra)))

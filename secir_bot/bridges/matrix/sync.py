@@ -94,6 +94,9 @@ class Receiver:
         backoff = 1.0
         while True:
             raise_if_cancelled()
+            # The events and position of the last sync on the disk before the homeserver
+            # is told (by the next sync's position) that they arrived.
+            await self.store.durable()
             try:
                 resp = await asyncio.wait_for(
                     self.client.sync(
