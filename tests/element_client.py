@@ -141,8 +141,10 @@ class ElementOperator:
     async def send_file(
         self, room_id: str, name: str, mimetype: str, data: bytes, **extra: Any
     ) -> str:
-        """Post ``data`` as Element does (``caption``, ``html``, ``thread_root`` optional);
-        returns the event's id."""
+        """Post ``data`` as Element does (``caption``, ``html``, ``thread_root`` optional;
+        ``thumbnail``: the PNG bytes of its thumbnail); returns the event's id."""
+        if isinstance(extra.get("thumbnail"), bytes):
+            extra["thumbnail"] = base64.b64encode(extra["thumbnail"]).decode()
         encoded = base64.b64encode(data).decode()
         event_id = await self.call(
             "send_file", room_id=room_id, name=name, mimetype=mimetype, data=encoded, **extra

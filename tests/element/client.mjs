@@ -125,6 +125,18 @@ function attachThread(content, threadRoot) {
     }
 }
 
+// Bytes encrypted and uploaded as Element's uploadFile does; the `file` object of an event.
+async function upload(plain) {
+    const { data: ciphertext, info: key } = await attachments.encryptAttachment(
+        plain.buffer.slice(plain.byteOffset, plain.byteOffset + plain.byteLength),
+    );
+    const { content_uri: url } = await client.uploadContent(new Blob([ciphertext]), {
+        includeFilename: false,
+        type: "application/octet-stream",
+    });
+    return { ...key, url };
+}
+
 // Width and height from a PNG's IHDR chunk (Element reads them from the decoded image).
 function pngSize(bytes) {
     const signature = "89504e470d0a1a0a";
@@ -163,6 +175,22 @@ const commands = {
         );
         return mode;
     },
+    // The member's display name, as set in Element's settings; answered once this client
+    // sees it in the room (its push rules match it from then on).
+    async set_name({ room_id, name }) {
+        await client.setDisplayName(name);
+        const shown = () => client.getRoom(room_id)?.getMember(client.getUserId())?.name === name;
+        await new Promise((resolve) => {
+            const check = () => {
+                if (!shown()) return;
+                client.off(sdk.RoomMemberEvent.Name, check);
+                resolve();
+            };
+            client.on(sdk.RoomMemberEvent.Name, check);
+            check();
+        });
+        return name;
+    },
     async join({ room_id }) {
         await client.joinRoom(room_id);
         return room_id;
@@ -198,19 +226,13 @@ const commands = {
     // A file as Element Web's ContentMessages sends it into an encrypted room: encrypted by
     // matrix-encrypt-attachment, the ciphertext uploaded as application/octet-stream without
     // a name, the key, iv and hash in `file`; `info` with the size and MIME type, and for an
-    // image `m.image` with its width and height. (Element adds a blurhash and, above 32 KiB, a
-    // thumbnail, drawn on a canvas: Node has none, and neither changes what the file is.)
+    // image `m.image` with its width and height. Above 32 KiB Element adds a thumbnail it
+    // draws on a canvas, encrypted and uploaded the same way (`info.thumbnail_file`); Node has
+    // no canvas, so the test hands one in. (Element's blurhash, drawn too, is left out.)
     // A caption is sent as Element X (and Element Web with captions) does: `body` the caption,
     // `filename` the file's name.
-    async send_file({ room_id, name, mimetype, data, caption = null, html = null, thread_root = null }) {
+    async send_file({ room_id, name, mimetype, data, caption = null, html = null, thumbnail = null, thread_root = null }) {
         const plain = Buffer.from(data, "base64");
-        const { data: ciphertext, info: key } = await attachments.encryptAttachment(
-            plain.buffer.slice(plain.byteOffset, plain.byteOffset + plain.byteLength),
-        );
-        const { content_uri: url } = await client.uploadContent(new Blob([ciphertext]), {
-            includeFilename: false,
-            type: "application/octet-stream",
-        });
         const content = { body: name, info: { size: plain.length }, msgtype: "m.file", "m.mentions": {} };
         if (mimetype) content.info.mimetype = mimetype;
         const size = mimetype === "image/png" ? pngSize(plain) : null;
@@ -218,7 +240,12 @@ const commands = {
             content.msgtype = "m.image";
             Object.assign(content.info, size);
         }
-        content.file = { ...key, url };
+        if (thumbnail !== null) {
+            const small = Buffer.from(thumbnail, "base64");
+            content.info.thumbnail_info = { ...pngSize(small), mimetype: "image/png", size: small.length };
+            content.info.thumbnail_file = await upload(small);
+        }
+        content.file = await upload(plain);
         if (caption !== null) Object.assign(content, { body: caption, filename: name, ...formatted(html) });
         attachThread(content, thread_root);
         return (await client.sendEvent(room_id, "m.room.message", content)).event_id;

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import secrets
 import shutil
 from collections.abc import AsyncIterator, Callable
 
@@ -23,6 +24,16 @@ from secir_bot.sandbox.operators import wait_until
 from secir_bot.sandbox.world import DEFAULT_PEOPLE, World
 
 HTML = "org.matrix.custom.html"
+
+
+def png(width: int, height: int, size: int) -> bytes:
+    """The bytes of a PNG as far as a client reads them (signature, IHDR), then noise."""
+    head = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + width.to_bytes(4) + height.to_bytes(4)
+    return head + b"\x08\x06\x00\x00\x00" + secrets.token_bytes(size - len(head) - 5)
+
+
+# Over 32 KiB: Element Web sends a thumbnail beside it.
+SCREENSHOT = png(1600, 900, 48_000)
 
 
 @pytest.fixture(autouse=True)
@@ -73,17 +84,33 @@ async def test_element_files_reach_the_mail_member_byte_for_byte(
     room = world.incident_room
     await op.send_file(room, "zone-report.csv", "text/csv", CSV, caption="Lame delegations in .nl")
     await op.send_file(room, "traffic.png", "image/png", PNG, caption="Peak at 13:05")
+    await op.send_file(
+        room,
+        "screenshot.png",
+        "image/png",
+        SCREENSHOT,
+        caption="The registrar panel",
+        thumbnail=png(800, 450, 3000),
+    )
     report = await bob.wait_for_mail(lambda m: "Lame delegations" in m.text, what="the CSV")
     graph = await bob.wait_for_mail(lambda m: "Peak at 13:05" in m.text, what="the image")
-    for mail in (report, graph):
+    shot = await bob.wait_for_mail(lambda m: "registrar panel" in m.text, what="the screenshot")
+    for mail in (report, graph, shot):
         assert mail.decrypted and mail.signer == world.list_fpr
     assert files_of(report.plaintext) == {"zone-report.csv": ("text/csv", CSV)}
     assert files_of(graph.plaintext) == {"traffic.png": ("image/png", PNG)}
+    # The image itself, not its thumbnail.
+    assert files_of(shot.plaintext) == {"screenshot.png": ("image/png", SCREENSHOT)}
     # Element's own view of what it sent: the shapes the bot read.
     sent = await op.wait_for(lambda e: e.content.get("filename") == "traffic.png")
     assert sent.content["msgtype"] == "m.image"
     assert sent.content["info"] == {"size": len(PNG), "mimetype": "image/png", "w": 64, "h": 32}
     assert set(sent.content["file"]) >= {"url", "key", "iv", "hashes", "v"}
+    thumbnailed = await op.wait_for(lambda e: e.content.get("filename") == "screenshot.png")
+    assert thumbnailed.content["info"]["thumbnail_info"]["w"] == 800
+    assert (
+        thumbnailed.content["info"]["thumbnail_file"]["url"] != thumbnailed.content["file"]["url"]
+    )
 
 
 async def test_mail_attachments_reach_element_byte_for_byte(
@@ -138,16 +165,17 @@ async def test_element_formatting_and_mention_reach_mail_as_plain_text(
 
 
 async def test_the_bots_posts_ping_nobody_in_element(erin: tuple[World, ElementOperator]) -> None:
-    """A mail that names Erin in its text is relayed with an explicit, empty ``m.mentions``:
-    Element's push rules do not highlight it (without ``m.mentions`` the display-name rule
-    would). A nio member's real mention of Erin is highlighted: the check can fail."""
+    """A mail that names Erin (her display name in Element) is relayed with an explicit,
+    empty ``m.mentions``: Element's push rules do not highlight it (without ``m.mentions``
+    the legacy display-name rule would). A member's real mention of her is highlighted."""
     world, op = erin
+    await op.call("set_name", room_id=world.incident_room, name="Erin Okafor")
     await world.mail["bob"].send(
         world.list_address, world.list_fpr, "Glue records", "Erin Okafor, can you check ns1?"
     )
     relayed = await op.wait_for(from_bot(world, "can you check ns1"), what="the relayed mail")
+    assert not relayed.highlight, relayed.content
     assert relayed.content["m.mentions"] == {}
-    assert not relayed.highlight
     await world.mx["alice"].send(
         world.incident_room,
         "Erin Okafor: ns2 too, please",
