@@ -196,10 +196,18 @@ const commands = {
         return room_id;
     },
     // A message as Element's composer sends it: the plain body, the HTML when there is
-    // formatting, and always `m.mentions` (the users its pills name, else empty).
-    async send({ room_id, body, html = null, mentions = [], thread_root = null }) {
-        const content = { msgtype: "m.text", body, ...formatted(html), "m.mentions": pinged(mentions) };
+    // formatting, and always `m.mentions` (the users its pills name, else empty). A reply
+    // names the event it answers without quoting it (Element dropped the fallback, MSC2781)
+    // and mentions that event's sender, as Element does.
+    async send({ room_id, body, html = null, mentions = [], thread_root = null, reply_to = null }) {
+        const content = { msgtype: "m.text", body, ...formatted(html) };
         attachThread(content, thread_root);
+        if (reply_to) {
+            const answered = client.getRoom(room_id)?.findEventById(reply_to)?.getSender();
+            if (answered && answered !== client.getUserId()) mentions = [...mentions, answered];
+            content["m.relates_to"] = { ...content["m.relates_to"], "m.in_reply_to": { event_id: reply_to } };
+        }
+        content["m.mentions"] = pinged(mentions);
         return (await client.sendEvent(room_id, "m.room.message", content)).event_id;
     },
     // An edit as Element's EditMessageComposer shapes it: " * " before the fallback body and

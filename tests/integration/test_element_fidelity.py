@@ -240,3 +240,50 @@ async def test_mail_reaches_element_as_paragraphs_and_a_quote(
     assert "<pre>" not in html
     assert "<p>we confirm the hijack of three delegations.<br" in html
     assert "<blockquote>" in html and "Did anyone else see NS changes" in html
+
+
+async def test_element_reply_to_a_relayed_mail_reaches_its_author_in_the_thread(
+    erin: tuple[World, ElementOperator],
+) -> None:
+    """Element's reply (no quoted fallback, the answered event's sender, here the bot, in
+    ``m.mentions``) reaches the mail's author as an answer to his mail, without the bot's
+    Matrix ID in the text."""
+    world, op = erin
+    bob = world.mail["bob"]
+    assert world.config is not None
+    asked = await bob.send(
+        world.list_address, world.list_fpr, "Registrar contact", "Who has the contact?"
+    )
+    relayed = await op.wait_for(from_bot(world, "Who has the contact"), what="the relayed mail")
+    await op.call(
+        "send", room_id=world.incident_room, body="I do, calling now.", reply_to=relayed.event_id
+    )
+    sent = await op.wait_for(lambda e: e.body == "I do, calling now.", what="the reply")
+    assert sent.content["m.mentions"] == {"user_ids": [world.config.matrix.user_id]}
+    answer = await bob.wait_for_mail(lambda m: "calling now" in m.text, what="the answer")
+    # It answers the list's copy of the mail, and names Bob's own in its References.
+    references = str(answer.headers.get("References", "")).split()
+    assert answer.headers["In-Reply-To"] in references and asked in references
+    assert answer.subject == "Re: Registrar contact"
+    assert world.config.matrix.user_id not in answer.text
+
+
+@pytest.mark.parametrize("shown", ["display name", "user ID"])
+async def test_a_pill_reads_as_the_members_name_whatever_element_showed(
+    erin: tuple[World, ElementOperator], shown: str
+) -> None:
+    """Element writes a pill with the member's display name, or their user ID when they
+    set none: either way the mail names the member with their ccTLD."""
+    world, op = erin
+    carol = world.matrix_ids["carol"]
+    label = "Carol Tanaka" if shown == "display name" else carol
+    await op.call(
+        "send",
+        room_id=world.incident_room,
+        body=f"{label}: the DS record is back",
+        html=f'<a href="https://matrix.to/#/{carol}">{label}</a>: the DS record is back',
+        mentions=[carol],
+    )
+    mail = await world.mail["bob"].wait_for_mail(lambda m: "DS record is back" in m.text)
+    assert mail.text.startswith("Carol Tanaka (.jp): the DS record is back"), mail.text
+    assert carol not in mail.text
