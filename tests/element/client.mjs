@@ -267,6 +267,17 @@ const commands = {
         const plain = await attachments.decryptAttachment(await res.arrayBuffer(), file);
         return Buffer.from(plain).toString("base64");
     },
+    // An event as Element shows it: its content after any edit it accepted, and by whom
+    // (with `edited`, answered once an edit is accepted).
+    async shown({ room_id, event_id, edited = false }) {
+        const event = client.getRoom(room_id)?.findEventById(event_id);
+        if (!event) return null;
+        if (edited && !event.replacingEvent()) {
+            await new Promise((resolve) => event.once(sdk.MatrixEventEvent.Replaced, resolve));
+        }
+        const edit = event.replacingEvent();
+        return { content: event.getContent(), edited_by: edit ? edit.getSender() : null };
+    },
     // How this client sees another device: signed by its owner, verified by us.
     async device({ user_id, device_id }) {
         await crypto.getUserDeviceInfo([user_id], true);

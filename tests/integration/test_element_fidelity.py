@@ -287,3 +287,32 @@ async def test_a_pill_reads_as_the_members_name_whatever_element_showed(
     mail = await world.mail["bob"].wait_for_mail(lambda m: "DS record is back" in m.text)
     assert mail.text.startswith("Carol Tanaka (.jp): the DS record is back"), mail.text
     assert carol not in mail.text
+
+
+async def test_a_mail_correction_shows_in_element_as_an_edit(
+    erin: tuple[World, ElementOperator],
+) -> None:
+    """A mail member's ``[correction]`` of their own post edits the relayed event: Element
+    accepts the bot's edit and shows the corrected text in place of the first."""
+    world, op = erin
+    bob = world.mail["bob"]
+    assert world.config is not None
+    msgid = await bob.send(
+        world.list_address, world.list_fpr, "Phishing domains", "Block phish-a.example now."
+    )
+    relayed = await op.wait_for(from_bot(world, "phish-a.example"), what="the relayed mail")
+    await bob.send(
+        world.list_address,
+        world.list_fpr,
+        "[correction] Phishing domains",
+        "Block phish-b.example now (not phish-a).",
+        in_reply_to=msgid,
+        references=(msgid,),
+    )
+    await op.wait_for(from_bot(world, "phish-b.example"), what="the edit")
+    view = await op.call(
+        "shown", room_id=world.incident_room, event_id=relayed.event_id, edited=True, timeout=30
+    )
+    assert view["edited_by"] == world.config.matrix.user_id
+    assert "phish-b.example" in view["content"]["body"]
+    assert "phish-b.example" in view["content"]["formatted_body"]
