@@ -260,7 +260,14 @@ const commands = {
     },
     // A file of an event's `file` object, downloaded over authenticated media as Element
     // does and decrypted (the SHA-256 of the ciphertext checked first); its bytes in base64.
+    // In a browser the package imports the key through WebCrypto, which refuses a JWK whose
+    // kty, alg, key_ops or ext is off; in Node it does not, so the key is imported here
+    // the same way first.
     async download_file({ file }) {
+        await globalThis.crypto.subtle.importKey("jwk", file.key, { name: "AES-CTR" }, false, [
+            "encrypt",
+            "decrypt",
+        ]);
         const http = client.mxcUrlToHttp(file.url, undefined, undefined, undefined, false, true, true);
         const res = await fetch(http, { headers: { Authorization: `Bearer ${client.getAccessToken()}` } });
         if (!res.ok) throw new Error(`download of ${file.url}: HTTP ${res.status}`);

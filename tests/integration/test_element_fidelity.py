@@ -135,6 +135,7 @@ async def test_mail_attachments_reach_element_byte_for_byte(
         assert content["info"]["mimetype"] == ctype
         assert content["info"]["size"] == len(data)
         assert "url" not in content  # only inside ``file``, with its key
+        assert content["m.mentions"] == {} and not event.highlight
         assert await op.download_file(content["file"]) == data
 
 
