@@ -83,7 +83,14 @@ async def test_element_files_reach_the_mail_member_byte_for_byte(
     bob = world.mail["bob"]
     room = world.incident_room
     await op.send_file(room, "zone-report.csv", "text/csv", CSV, caption="Lame delegations in .nl")
-    await op.send_file(room, "traffic.png", "image/png", PNG, caption="Peak at 13:05")
+    await op.send_file(
+        room,
+        "traffic.png",
+        "image/png",
+        PNG,
+        caption="**Peak** at 13:05",
+        html="<strong>Peak</strong> at 13:05",
+    )
     await op.send_file(
         room,
         "screenshot.png",
@@ -93,7 +100,7 @@ async def test_element_files_reach_the_mail_member_byte_for_byte(
         thumbnail=png(800, 450, 3000),
     )
     report = await bob.wait_for_mail(lambda m: "Lame delegations" in m.text, what="the CSV")
-    graph = await bob.wait_for_mail(lambda m: "Peak at 13:05" in m.text, what="the image")
+    graph = await bob.wait_for_mail(lambda m: "*Peak* at 13:05" in m.text, what="the image")
     shot = await bob.wait_for_mail(lambda m: "registrar panel" in m.text, what="the screenshot")
     for mail in (report, graph, shot):
         assert mail.decrypted and mail.signer == world.list_fpr
