@@ -9,6 +9,7 @@ decryption failures with their codes) are collected in ``events`` as they arrive
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -43,6 +44,8 @@ class ElementEvent:
     shield: str | None
     shield_reason: str | None
     content: dict[str, Any]
+    encrypted: bool
+    highlight: bool  # Element's push rules would highlight it for this user (a ping)
 
 
 class ElementOperator:
@@ -115,6 +118,8 @@ class ElementOperator:
                         shield=msg.get("shield"),
                         shield_reason=msg.get("shield_reason"),
                         content=msg.get("content") or {},
+                        encrypted=bool(msg.get("encrypted")),
+                        highlight=bool(msg.get("highlight")),
                     )
                 )
         failure = RuntimeError(f"the Element client exited; see {self.log}")
@@ -132,6 +137,23 @@ class ElementOperator:
         self.proc.stdin.write((json.dumps({"id": self._next, "cmd": cmd, **args}) + "\n").encode())
         await self.proc.stdin.drain()
         return await asyncio.wait_for(fut, timeout)
+
+    async def send_file(
+        self, room_id: str, name: str, mimetype: str, data: bytes, **extra: Any
+    ) -> str:
+        """Post ``data`` as Element does (``caption``, ``html``, ``thread_root`` optional;
+        ``thumbnail``: the PNG bytes of its thumbnail); returns the event's id."""
+        if isinstance(extra.get("thumbnail"), bytes):
+            extra["thumbnail"] = base64.b64encode(extra["thumbnail"]).decode()
+        encoded = base64.b64encode(data).decode()
+        event_id = await self.call(
+            "send_file", room_id=room_id, name=name, mimetype=mimetype, data=encoded, **extra
+        )
+        return str(event_id)
+
+    async def download_file(self, file: dict[str, Any]) -> bytes:
+        """The file of an event's ``file`` object, downloaded and decrypted (hash checked)."""
+        return base64.b64decode(await self.call("download_file", file=file))
 
     async def wait_for(
         self, predicate: Any, timeout: float = 30, what: str = "an event"

@@ -19,6 +19,8 @@ for (const name of ["log", "info", "debug", "warn", "trace"]) {
 const sdk = await import("matrix-js-sdk");
 const cryptoApi = await import("matrix-js-sdk/lib/crypto-api/index.js");
 const { logger } = await import("matrix-js-sdk/lib/logger.js");
+// The package Element Web encrypts attachments with (AES-CTR, SHA-256 of the ciphertext).
+const attachments = (await import("matrix-encrypt-attachment")).default;
 logger.setLevel(process.env.ELEMENT_CLIENT_LOG ?? "warn");
 
 const [homeserver, userId, password] = process.argv.slice(2);
@@ -67,6 +69,8 @@ async function describe(event) {
         body: content.body ?? "",
         msgtype: content.msgtype ?? "",
         content,
+        // Whether Element would highlight it for this user (a ping), by its push rules.
+        highlight: Boolean(client.getPushActionsForEvent(event, true)?.tweaks?.highlight),
     };
     if (event.isDecryptionFailure()) {
         out.event = "undecryptable";
@@ -102,6 +106,44 @@ client.on(sdk.RoomMemberEvent.Membership, (event, member) => {
     }
 });
 
+function formatted(html) {
+    return html === null ? {} : { format: "org.matrix.custom.html", formatted_body: html };
+}
+
+function pinged(userIds) {
+    return userIds.length ? { user_ids: userIds } : {};
+}
+
+function attachThread(content, threadRoot) {
+    if (threadRoot) {
+        content["m.relates_to"] = {
+            rel_type: "m.thread",
+            event_id: threadRoot,
+            is_falling_back: true,
+            "m.in_reply_to": { event_id: threadRoot },
+        };
+    }
+}
+
+// Bytes encrypted and uploaded as Element's uploadFile does; the `file` object of an event.
+async function upload(plain) {
+    const { data: ciphertext, info: key } = await attachments.encryptAttachment(
+        plain.buffer.slice(plain.byteOffset, plain.byteOffset + plain.byteLength),
+    );
+    const { content_uri: url } = await client.uploadContent(new Blob([ciphertext]), {
+        includeFilename: false,
+        type: "application/octet-stream",
+    });
+    return { ...key, url };
+}
+
+// Width and height from a PNG's IHDR chunk (Element reads them from the decoded image).
+function pngSize(bytes) {
+    const signature = "89504e470d0a1a0a";
+    if (bytes.length < 24 || bytes.subarray(0, 8).toString("hex") !== signature) return null;
+    return { w: bytes.readUInt32BE(16), h: bytes.readUInt32BE(20) };
+}
+
 const commands = {
     // Cross-signing as a fresh Element login sets it up (reset: a new identity).
     async bootstrap({ reset = false }) {
@@ -133,22 +175,115 @@ const commands = {
         );
         return mode;
     },
+    // The member's display name, as set in Element's settings; answered once this client
+    // sees it in the room (its push rules match it from then on).
+    async set_name({ room_id, name }) {
+        await client.setDisplayName(name);
+        const shown = () => client.getRoom(room_id)?.getMember(client.getUserId())?.name === name;
+        await new Promise((resolve) => {
+            const check = () => {
+                if (!shown()) return;
+                client.off(sdk.RoomMemberEvent.Name, check);
+                resolve();
+            };
+            client.on(sdk.RoomMemberEvent.Name, check);
+            check();
+        });
+        return name;
+    },
     async join({ room_id }) {
         await client.joinRoom(room_id);
         return room_id;
     },
-    async send({ room_id, body, thread_root = null }) {
-        const content = { msgtype: "m.text", body };
-        if (thread_root) {
-            content["m.relates_to"] = {
-                rel_type: "m.thread",
-                event_id: thread_root,
-                is_falling_back: true,
-                "m.in_reply_to": { event_id: thread_root },
-            };
+    // A message as Element's composer sends it: the plain body, the HTML when there is
+    // formatting, and always `m.mentions` (the users its pills name, else empty). A reply
+    // names the event it answers without quoting it (Element dropped the fallback, MSC2781)
+    // and mentions that event's sender, as Element does.
+    async send({ room_id, body, html = null, mentions = [], thread_root = null, reply_to = null }) {
+        const content = { msgtype: "m.text", body, ...formatted(html) };
+        attachThread(content, thread_root);
+        if (reply_to) {
+            const answered = client.getRoom(room_id)?.findEventById(reply_to)?.getSender();
+            if (answered && answered !== client.getUserId()) mentions = [...mentions, answered];
+            content["m.relates_to"] = { ...content["m.relates_to"], "m.in_reply_to": { event_id: reply_to } };
         }
-        const res = await client.sendEvent(room_id, "m.room.message", content);
-        return res.event_id;
+        content["m.mentions"] = pinged(mentions);
+        return (await client.sendEvent(room_id, "m.room.message", content)).event_id;
+    },
+    // An edit as Element's EditMessageComposer shapes it: " * " before the fallback body and
+    // HTML, the new content whole in `m.new_content`, `m.relates_to` an `m.replace`.
+    async edit({ room_id, event_id, body, html = null, mentions = [] }) {
+        const newContent = { msgtype: "m.text", body, ...formatted(html), "m.mentions": pinged(mentions) };
+        const content = {
+            msgtype: "m.text",
+            body: ` * ${body}`,
+            ...formatted(html === null ? null : ` * ${html}`),
+            "m.new_content": newContent,
+            "m.relates_to": { rel_type: "m.replace", event_id },
+            "m.mentions": pinged(mentions),
+        };
+        return (await client.sendEvent(room_id, "m.room.message", content)).event_id;
+    },
+    async redact({ room_id, event_id, reason = undefined }) {
+        return (await client.redactEvent(room_id, event_id, undefined, { reason })).event_id;
+    },
+    async react({ room_id, event_id, key }) {
+        const content = { "m.relates_to": { rel_type: "m.annotation", event_id, key } };
+        return (await client.sendEvent(room_id, "m.reaction", content)).event_id;
+    },
+    // A file as Element Web's ContentMessages sends it into an encrypted room: encrypted by
+    // matrix-encrypt-attachment, the ciphertext uploaded as application/octet-stream without
+    // a name, the key, iv and hash in `file`; `info` with the size and MIME type, and for an
+    // image `m.image` with its width and height. Above 32 KiB Element adds a thumbnail it
+    // draws on a canvas, encrypted and uploaded the same way (`info.thumbnail_file`); Node has
+    // no canvas, so the test hands one in. (Element's blurhash, drawn too, is left out.)
+    // A caption is sent as Element X (and Element Web with captions) does: `body` the caption,
+    // `filename` the file's name.
+    async send_file({ room_id, name, mimetype, data, caption = null, html = null, thumbnail = null, thread_root = null }) {
+        const plain = Buffer.from(data, "base64");
+        const content = { body: name, info: { size: plain.length }, msgtype: "m.file", "m.mentions": {} };
+        if (mimetype) content.info.mimetype = mimetype;
+        const size = mimetype === "image/png" ? pngSize(plain) : null;
+        if (size) {
+            content.msgtype = "m.image";
+            Object.assign(content.info, size);
+        }
+        if (thumbnail !== null) {
+            const small = Buffer.from(thumbnail, "base64");
+            content.info.thumbnail_info = { ...pngSize(small), mimetype: "image/png", size: small.length };
+            content.info.thumbnail_file = await upload(small);
+        }
+        content.file = await upload(plain);
+        if (caption !== null) Object.assign(content, { body: caption, filename: name, ...formatted(html) });
+        attachThread(content, thread_root);
+        return (await client.sendEvent(room_id, "m.room.message", content)).event_id;
+    },
+    // A file of an event's `file` object, downloaded over authenticated media as Element
+    // does and decrypted (the SHA-256 of the ciphertext checked first); its bytes in base64.
+    // In a browser the package imports the key through WebCrypto, which refuses a JWK whose
+    // kty, alg, key_ops or ext is off; in Node it does not, so the key is imported here
+    // the same way first.
+    async download_file({ file }) {
+        await globalThis.crypto.subtle.importKey("jwk", file.key, { name: "AES-CTR" }, false, [
+            "encrypt",
+            "decrypt",
+        ]);
+        const http = client.mxcUrlToHttp(file.url, undefined, undefined, undefined, false, true, true);
+        const res = await fetch(http, { headers: { Authorization: `Bearer ${client.getAccessToken()}` } });
+        if (!res.ok) throw new Error(`download of ${file.url}: HTTP ${res.status}`);
+        const plain = await attachments.decryptAttachment(await res.arrayBuffer(), file);
+        return Buffer.from(plain).toString("base64");
+    },
+    // An event as Element shows it: its content after any edit it accepted, and by whom
+    // (with `edited`, answered once an edit is accepted).
+    async shown({ room_id, event_id, edited = false }) {
+        const event = client.getRoom(room_id)?.findEventById(event_id);
+        if (!event) return null;
+        if (edited && !event.replacingEvent()) {
+            await new Promise((resolve) => event.once(sdk.MatrixEventEvent.Replaced, resolve));
+        }
+        const edit = event.replacingEvent();
+        return { content: event.getContent(), edited_by: edit ? edit.getSender() : null };
     },
     // How this client sees another device: signed by its owner, verified by us.
     async device({ user_id, device_id }) {
