@@ -11,6 +11,8 @@ same thread of the same room (the main timeline counting as one thread) is there
   edit): the file and the text are decided together (``Unit.caption``), as one post whose
   body is the text; both events link to it.
 - It is anything else, or nothing came in time: the file is decided alone, as before.
+  A reaction is passed over: the sender's ✅ on someone else's post between the upload
+  and the text neither ends the wait nor is a caption (it waits behind the file).
 
 This is a planning step in front of the runner's round, and nothing else changes: every
 event is in the inbox (durable) before anything is held, a held item is just left ``new``
@@ -108,6 +110,16 @@ def waits(item: InboxItem, room: str, bot: str) -> bool:
     )
 
 
+def reaction(item: InboxItem) -> bool:
+    """A reaction (an annotation, encrypted or not): it neither captions a file nor ends
+    its wait; it is decided after the file, as any later event of its sender's."""
+    event = _event(item)
+    rel = _content(event).get("m.relates_to")
+    return event.get("type") == "m.reaction" or (
+        isinstance(rel, dict) and rel.get("rel_type") == "m.annotation"
+    )
+
+
 def may_caption(item: InboxItem) -> bool:
     """A plain text event, by its form (the decider checks its sender and device)."""
     event = _event(item)
@@ -162,7 +174,10 @@ def plan(
         if key is None or not waits(item, room, bot) or not fetched(item.source_id):
             units.append(Unit(item))
             continue
-        after = next((later for later in items[i + 1 :] if keys[later.id] == key), None)
+        after = next(
+            (later for later in items[i + 1 :] if keys[later.id] == key and not reaction(later)),
+            None,
+        )
         if after is None or after.state is InboxState.PARKED:
             if now < until:
                 hold(key, until)  # nothing yet, or not decrypted yet: wait on

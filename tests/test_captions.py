@@ -168,3 +168,16 @@ def test_a_text_taken_as_a_caption_is_not_decided_again() -> None:
     items = [_file(1), _text(2, at=1), _text(3, "and more", at=2)]
     assert _ids(_plan(items, now=3)) == [(1, 2), (3, None)]
     assert Unit(items[0], items[1]) == _plan(items, now=3).units[0]
+
+
+def test_a_reaction_between_the_file_and_its_text_neither_ends_the_wait_nor_captions() -> None:
+    react = _item(
+        2,
+        {"m.relates_to": {"rel_type": "m.annotation", "event_id": "$other", "key": "✅"}},
+        at=2,
+        kind="m.reaction",
+    )
+    held = _plan([_file(1), react], now=3)
+    assert _ids(held) == [] and held.due == T0 + WAIT
+    p = _plan([_file(1), react, _text(3, at=4)], now=5)
+    assert _ids(p) == [(1, 3), (2, None)]  # the reaction after the file, not lost
