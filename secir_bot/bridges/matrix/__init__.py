@@ -9,6 +9,7 @@ trust.py     which devices of the audience get room keys, whose messages count
 pins.py      the keys and identities the bot pinned; keys.py: key material, checked
 xsign.py     the bot's own cross-signing identity
 send.py      sending into a room (the outbox's Matrix deliveries)
+compose.py   a delivery's content as sent: thread relation, reply mention, edit
 render.py    posts and notices as Matrix content JSON (at decision time)
 bridge.py    ``MatrixBridge``, composing the above behind the Bridge protocol
 """

@@ -4,8 +4,8 @@ A relayed post is ``m.text`` carrying the bot's ``MARKER`` (so it is never mirro
 with an HTML form made by ``fidelity`` from what the author wrote (escaped text, or their
 HTML sanitised to Matrix's subset); bot text is ``m.notice`` (the
 spec's rule for automated clients). Neither mentions anyone by accident (empty
-``m.mentions``). A post's thread relation is added at delivery (``send.py``), once the
-event of its root is known.
+``m.mentions``). A post's thread relation, and the mention of the author it answers, are
+added at delivery (``compose.py``), once the events of its root and parent are known.
 """
 
 from __future__ import annotations

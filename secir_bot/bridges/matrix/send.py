@@ -22,10 +22,10 @@ from nio import LocalProtocolError, OlmUnverifiedDeviceError, RoomSendResponse, 
 
 from secir_bot.bridges import Receipt
 from secir_bot.bridges.matrix.client import ApiError, MatrixClient, quoted
+from secir_bot.bridges.matrix.compose import outgoing_content
 from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
-from secir_bot.fidelity.relations import edit_content
-from secir_bot.model import MARKER, DeliveryKind, DeviceVerdict, LinkKind
+from secir_bot.model import DeliveryKind, DeviceVerdict, LinkKind
 from secir_bot.store import OutboxRow, Store
 
 # Matrix errors that retrying cannot cure.
@@ -83,15 +83,7 @@ class Sender:
 
     async def deliver(self, row: OutboxRow) -> Receipt:
         payload = json.loads(row.payload)
-        content = dict(payload["content"])
-        relation = self._relation(payload.get("root_uid"), payload.get("parent_uid"))
-        if relation:
-            content["m.relates_to"] = relation
-        replaced = payload.get("replaces_uid")
-        events = self.store.posts.links_of(replaced, LinkKind.EVENT) if replaced else []
-        if events:
-            content = edit_content(events[0], content)
-            content[MARKER] = content["m.new_content"].get(MARKER)
+        content = outgoing_content(self.store, payload, row.post_uid)
         if "upload" in payload:
             content["file"] = {**content["file"], "url": await self._upload(row, payload["upload"])}
         async with self._lock:
@@ -220,18 +212,3 @@ class Sender:
                 ),
             )
         self._withheld[room_id] = (session.id, told)
-
-    def _relation(self, root_uid: str | None, parent_uid: str | None) -> dict[str, Any] | None:
-        if not root_uid:
-            return None
-        root_events = self.store.posts.links_of(root_uid, LinkKind.EVENT)
-        if not root_events:
-            return None
-        parent_events = self.store.posts.links_of(parent_uid, LinkKind.EVENT) if parent_uid else []
-        parent_event = parent_events[0] if parent_events else root_events[0]
-        return {
-            "rel_type": "m.thread",
-            "event_id": root_events[0],
-            "is_falling_back": parent_event == root_events[0],
-            "m.in_reply_to": {"event_id": parent_event},
-        }
