@@ -324,3 +324,43 @@ async def test_a_mail_correction_shows_in_element_as_an_edit(
     assert view["edited_by"] == world.config.matrix.user_id
     assert "phish-b.example" in view["content"]["body"]
     assert "phish-b.example" in view["content"]["formatted_body"]
+
+
+async def test_a_mail_answering_an_element_post_pings_its_author_in_element(
+    erin: tuple[World, ElementOperator],
+) -> None:
+    """Bob answers Erin's post by mail: the bot's reply in her thread names her in
+    ``m.mentions`` and Element highlights it for her, as it does a native reply. A mail that
+    answers nobody's post, or Bob's answer to his own post, pings nobody."""
+    world, op = erin
+    bob = world.mail["bob"]
+    erins = await op.call("send", room_id=world.incident_room, body="Is ns1.example.ng lame?")
+    asked = await bob.wait_for_mail(lambda m: "ns1.example.ng lame" in m.text, what="her post")
+    msgid = asked.headers["Message-ID"]
+    await bob.send(
+        world.list_address,
+        world.list_fpr,
+        "Re: Is ns1.example.ng lame?",
+        "Yes, since 09:00; ns2 answers.",
+        in_reply_to=msgid,
+        references=(msgid,),
+    )
+    answer = await op.wait_for(from_bot(world, "ns2 answers"), what="Bob's answer")
+    assert answer.content["m.relates_to"]["m.in_reply_to"] == {"event_id": erins}
+    assert answer.highlight, answer.content
+    assert answer.content["m.mentions"] == {"user_ids": [op.user_id]}
+    # A new thread, and Bob answering himself in it: Erin is not pinged.
+    own = await bob.send(world.list_address, world.list_fpr, "Zone walk", "Walking .example.")
+    first = await op.wait_for(from_bot(world, "Walking .example"), what="Bob's post")
+    await bob.send(
+        world.list_address,
+        world.list_fpr,
+        "Re: Zone walk",
+        "Done, nothing odd.",
+        in_reply_to=own,
+        references=(own,),
+    )
+    again = await op.wait_for(from_bot(world, "nothing odd"), what="Bob's answer to himself")
+    assert again.content["m.relates_to"]["m.in_reply_to"] == {"event_id": first.event_id}
+    for event in (first, again):
+        assert event.content["m.mentions"] == {} and not event.highlight, event.content
