@@ -262,6 +262,17 @@ def _shell(config: Config, name: str, words: tuple[str, ...], output: Path | Non
     return 0
 
 
+# The exit code of each error, and the word its message starts with; the first that fits.
+_EXITS: tuple[tuple[type[Exception], str, int], ...] = (
+    (ConfigError, "", 2),
+    (StoreError, "store: ", 3),
+    (MemberError, "member: ", 4),
+    (ServiceError, "server: ", 6),
+    (SecirError, "error: ", 1),
+    (OSError, "error: ", 1),
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Whatever a command creates (the database, keys, the Matrix crypto store) is private.
     os.umask(fileperms.PRIVATE_UMASK)
@@ -315,21 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.member_command == "import":
             return asyncio.run(_member_add(config, read_import_file(args.file)))
         return _member_list(config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    except StoreError as exc:
-        print(f"store: {exc}", file=sys.stderr)
-        return 3
-    except MemberError as exc:
-        print(f"member: {exc}", file=sys.stderr)
-        return 4
-    except ServiceError as exc:
-        print(f"server: {exc}", file=sys.stderr)
-        return 6
-    except SecirError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (SecirError, OSError) as exc:
+        prefix, code = next((p, c) for kind, p, c in _EXITS if isinstance(exc, kind))
+        print(f"{prefix}{exc}", file=sys.stderr)
+        return code

@@ -43,7 +43,7 @@ from secir_bot.commands.effects import dumps
 from secir_bot.commands.parse import Line, mail_commands
 from secir_bot.fidelity.attachments import AttachmentLimits, walk
 from secir_bot.mime.headers import parse_bounded
-from secir_bot.model import InboxState, Outcome, new_uid
+from secir_bot.model import InboxState, Member, Outcome, new_uid
 from secir_bot.nomination import parse as parse_nomination
 from secir_bot.notices import Notices
 from secir_bot.pipeline import REQUEST_STEPS
@@ -136,15 +136,7 @@ class MailFront:
             "Commands go by mail signed with your key and encrypted to the list key, one per "
             "line; 'help' lists them. This is an automatic answer."
         )
-        # Answers to the answer go to the request address again, never to the list.
-        delivery = await self.mail.letter(
-            to=member.email,
-            subject="Answers to your commands",
-            text=answer,
-            uid=new_uid(),
-            encrypt_to=(member.fingerprint,),
-            reply_to=self.address,
-        )
+        delivery = await self._answer(member, answer)
         return self._record(ctx.item, InboxState.COMMAND, "commands answered", [delivery])
 
     async def _resumed(self, item: InboxItem) -> Outcome | None:
@@ -177,7 +169,13 @@ class MailFront:
                 f"{signer} is no member's key now, so it was not answered.\n{text}"
             )
             return self._record(item, InboxState.COMMAND, "commands resumed", [notice])
-        delivery = await self.mail.letter(
+        delivery = await self._answer(member, text)
+        return self._record(item, InboxState.COMMAND, "commands resumed", [delivery])
+
+    async def _answer(self, member: Member, text: str) -> NewDelivery:
+        """The answer to a member's command mail, encrypted to them. Answers to the answer
+        go to the request address again, never to the list."""
+        return await self.mail.letter(
             to=member.email,
             subject="Answers to your commands",
             text=text,
@@ -185,7 +183,6 @@ class MailFront:
             encrypt_to=(member.fingerprint,),
             reply_to=self.address,
         )
-        return self._record(item, InboxState.COMMAND, "commands resumed", [delivery])
 
     def _invocation(self, line: Line, actor: Actor, ref: str) -> Invocation:
         name, args = line.name, line.args

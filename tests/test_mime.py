@@ -33,6 +33,7 @@ from secir_bot.mime import (
     parse_decrypted,
     parse_envelope,
 )
+from secir_bot.sandbox.hostile.base import nested_parts
 
 CORPUS = Path(__file__).parent / "corpus"
 # Files saved as a Unix MUA writes them (LF); every other corpus file has CRLF line endings.
@@ -892,22 +893,7 @@ def test_h1_no_subject_can_add_headers_or_change_the_body_type(subject: str) -> 
 
 def nested(depth: int, body: bytes = b"deep\r\n") -> bytes:
     """A multipart nested ``depth`` levels deep."""
-    head = b"From: a@x.test\r\nMessage-ID: <nest@x.test>\r\n"
-    inner = b"Content-Type: text/plain\r\n\r\n" + body
-    for level in range(depth):
-        b = b"b%d" % level
-        inner = (
-            b'Content-Type: multipart/mixed; boundary="'
-            + b
-            + b'"\r\n\r\n--'
-            + b
-            + b"\r\n"
-            + inner
-            + b"\r\n--"
-            + b
-            + b"--\r\n"
-        )
-    return head + inner
+    return b"From: a@x.test\r\nMessage-ID: <nest@x.test>\r\n" + nested_parts(depth, body)
 
 
 def test_poison_nesting_never_breaks_the_message_id() -> None:

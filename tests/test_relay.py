@@ -10,13 +10,15 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
 from secir_bot.app import decider
+from secir_bot.bridges.email.render import EmailRenderer
 from secir_bot.crypto import Keyring
 from secir_bot.inbox import MAIL_PENDING, Decider, InboxRunner
 from secir_bot.members import MemberRequest, add_member
@@ -258,6 +260,17 @@ async def test_a_matrix_reply_of_nothing_but_its_quote_is_refused_not_relayed_em
     once that is removed) is refused like a mail without text, instead of going out as an
     empty post."""
     list_fpr = await setup.ring.generate("list", "list@relay.test")
+    _add_matrix_member(setup)
+    item = _room_post(setup, "$quote-only", "> <@x:relay.test> what was said\n> before")
+
+    outcome = await _decider(setup, list_fpr).decide(item)
+
+    assert outcome == Outcome(InboxState.REJECTED, "the message has no readable text")
+    assert setup.store.posts.for_link(LinkKind.EVENT, "$quote-only") is None
+
+
+def _add_matrix_member(setup: Setup) -> None:
+    """Mx of .nl, on the roster for the Matrix room only."""
     setup.store.members.add(
         tld="nl",
         tld_display=".nl",
@@ -267,21 +280,19 @@ async def test_a_matrix_reply_of_nothing_but_its_quote_is_refused_not_relayed_em
         matrix_id="@mx:relay.test",
         channels=frozenset({Channel.MATRIX}),
     )
+
+
+def _room_post(setup: Setup, event_id: str, body: str) -> InboxItem:
+    """Mx's text ``body`` in the incident room (encrypted, a trusted device), received."""
     event = {
         "type": "m.room.message",
-        "event_id": "$quote-only",
+        "event_id": event_id,
         "sender": "@mx:relay.test",
-        "content": {"msgtype": "m.text", "body": "> <@x:relay.test> what was said\n> before"},
+        "content": {"msgtype": "m.text", "body": body},
     }
     facts = {"room_id": setup.config.matrix.incident_room, "encrypted": True, "device": "trusted"}
-    item, _ = setup.store.inbox.accept(
-        Channel.MATRIX, "$quote-only", json.dumps(event).encode(), facts
-    )
-
-    outcome = await _decider(setup, list_fpr).decide(item)
-
-    assert outcome == Outcome(InboxState.REJECTED, "the message has no readable text")
-    assert setup.store.posts.for_link(LinkKind.EVENT, "$quote-only") is None
+    item, _ = setup.store.inbox.accept(Channel.MATRIX, event_id, json.dumps(event).encode(), facts)
+    return item
 
 
 class HeldBackend:
@@ -308,28 +319,66 @@ def _rows(setup: Setup, channel: Channel) -> list[OutboxRow]:
     return setup.store.outbox.due(channel, now=float("inf"))
 
 
+@dataclass
+class HeldPost:
+    """A member's post by mail being decided while the list's gpg backend is held."""
+
+    list_fpr: str
+    processor: Decider
+    held: HeldBackend
+    item: InboxItem
+    deciding: asyncio.Task[Outcome]
+
+
+async def _post_held(
+    setup: Setup,
+    message_id: str,
+    *,
+    members: int = 3,
+    held: HeldBackend | None = None,
+    group_size: int | None = None,
+    on_queued: Callable[[], None] | None = None,
+) -> HeldPost:
+    """m0's "resolver down" to a list of ``members``, its decision started with the list
+    mail made by ``held`` (by default all of it held), in groups of ``group_size``."""
+    list_fpr = await setup.ring.generate("list", "list@relay.test")
+    await setup.add(members)
+    processor = _decider(setup, list_fpr)
+    held = held or HeldBackend(setup.ring)
+    _hold(processor, held, group_size)
+    if on_queued is not None:
+        processor.on_queued = on_queued
+    raw = await _signed_at(setup, list_fpr, int(time.time()), b"resolver down\n")
+    item, _ = setup.store.inbox.accept("email", message_id, raw)
+    return HeldPost(list_fpr, processor, held, item, asyncio.create_task(processor.decide(item)))
+
+
+def _hold(processor: Decider, held: HeldBackend, group_size: int | None = None) -> None:
+    """Let ``held`` make the decider's list mail, in recipient groups of ``group_size``."""
+    mail = processor.fanout.mail
+    assert isinstance(mail, EmailRenderer)
+    mail.backend = held
+    if group_size is not None:
+        mail.group_size = group_size
+
+
+async def _encryption_started(post: HeldPost) -> None:
+    await wait_until(lambda: post.held.calls, 30, "the list mail's encryption to start")
+
+
 async def test_i11_the_room_event_is_queued_before_the_list_mail_is_encrypted(
     setup: Setup,
 ) -> None:
-    list_fpr = await setup.ring.generate("list", "list@relay.test")
-    await setup.add(3)
-    processor = _decider(setup, list_fpr)
-    held = HeldBackend(setup.ring)
-    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
     woken: list[bool] = []
-    processor.on_queued = lambda: woken.append(True)
-    raw = await _signed_at(setup, list_fpr, int(time.time()), b"resolver down\n")
-    item, _ = setup.store.inbox.accept("email", "<held@relay.test>", raw)
-
-    deciding = asyncio.create_task(processor.decide(item))
-    await wait_until(lambda: held.calls, 30, "the list mail's encryption to start")
+    post = await _post_held(setup, "<held@relay.test>", on_queued=lambda: woken.append(True))
+    await _encryption_started(post)
 
     (room,) = _rows(setup, Channel.MATRIX)  # queued while gpg is held
     assert room.target == setup.config.matrix.incident_room and woken == [True]
     assert _rows(setup, Channel.EMAIL) == []
-    assert setup.store.inbox.state(item.id)[0] == "relayed"
-    held.go.set()
-    assert (await deciding).state == "relayed"
+    assert setup.store.inbox.state(post.item.id)[0] == "relayed"
+    post.held.go.set()
+    assert (await post.deciding).state == "relayed"
     (mail,) = _rows(setup, Channel.EMAIL)
     assert sorted(mail.recipients) == ["m1@relay.test", "m2@relay.test"]
     assert mail.post_uid == room.post_uid
@@ -339,21 +388,14 @@ async def test_i11_the_room_event_is_queued_before_the_list_mail_is_encrypted(
 async def test_i11_list_mail_left_unmade_by_a_stop_is_made_at_the_next_start(
     setup: Setup,
 ) -> None:
-    list_fpr = await setup.ring.generate("list", "list@relay.test")
-    await setup.add(3)
-    processor = _decider(setup, list_fpr)
-    held = HeldBackend(setup.ring)
-    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
-    raw = await _signed_at(setup, list_fpr, int(time.time()), b"resolver down\n")
-    item, _ = setup.store.inbox.accept("email", "<stop@relay.test>", raw)
-    deciding = asyncio.create_task(processor.decide(item))
-    await wait_until(lambda: held.calls, 30, "the list mail's encryption to start")
-    deciding.cancel()  # the bot stops while gpg works
+    post = await _post_held(setup, "<stop@relay.test>")
+    await _encryption_started(post)
+    post.deciding.cancel()  # the bot stops while gpg works
     with pytest.raises(asyncio.CancelledError):
-        await deciding
+        await post.deciding
     assert _rows(setup, Channel.EMAIL) == [] and len(setup.store.kv.prefixed(MAIL_PENDING)) == 1
 
-    restarted = _decider(setup, list_fpr)
+    restarted = _decider(setup, post.list_fpr)
     await restarted.resume()
 
     (mail,) = _rows(setup, Channel.EMAIL)
@@ -366,19 +408,12 @@ async def test_i11_list_mail_left_unmade_by_a_stop_is_made_at_the_next_start(
 async def test_i11_a_list_mail_that_cannot_be_made_after_the_room_is_reported(
     setup: Setup,
 ) -> None:
-    list_fpr = await setup.ring.generate("list", "list@relay.test")
-    await setup.add(3)
-    processor = _decider(setup, list_fpr)
-    held = HeldBackend(setup.ring)
-    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
-    raw = await _signed_at(setup, list_fpr, int(time.time()), b"resolver down\n")
-    item, _ = setup.store.inbox.accept("email", "<fail@relay.test>", raw)
-    deciding = asyncio.create_task(processor.decide(item))
-    await wait_until(lambda: held.calls, 30, "the list mail's encryption to start")
+    post = await _post_held(setup, "<fail@relay.test>")
+    await _encryption_started(post)
     setup.ring.deadline = 0.001  # gpg cannot finish the list mail: as if it hung
-    held.go.set()
+    post.held.go.set()
 
-    assert (await deciding).state == "relayed"
+    assert (await post.deciding).state == "relayed"
     assert _rows(setup, Channel.EMAIL) == []
     room, notice = _rows(setup, Channel.MATRIX)
     assert room.target == setup.config.matrix.incident_room
@@ -519,36 +554,32 @@ def _message_id(row: OutboxRow) -> str:
 async def test_f_fanout_each_group_is_queued_as_made_and_a_stop_resumes_the_rest(
     setup: Setup,
 ) -> None:
-    list_fpr = await setup.ring.generate("list", "list@relay.test")
-    await setup.add(5)  # m0 posts; m1..m4 read the list, one recipient group each
-    processor = _decider(setup, list_fpr)
-    processor.fanout.mail.group_size = 1  # type: ignore[attr-defined]
-    held = PartlyHeldBackend(setup.ring, free=2)
-    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
     woken: list[bool] = []
-    processor.on_queued = lambda: woken.append(True)
-    raw = await _signed_at(setup, list_fpr, int(time.time()), b"resolver down\n")
-    item, _ = setup.store.inbox.accept("email", "<groups@relay.test>", raw)
-
-    deciding = asyncio.create_task(processor.decide(item))
+    post = await _post_held(  # m0 posts; m1..m4 read the list, one recipient group each
+        setup,
+        "<groups@relay.test>",
+        members=5,
+        held=PartlyHeldBackend(setup.ring, free=2),
+        group_size=1,
+        on_queued=lambda: woken.append(True),
+    )
     await wait_until(
-        lambda: len(_rows(setup, Channel.EMAIL)) == 2 and held.calls == 4,
+        lambda: len(_rows(setup, Channel.EMAIL)) == 2 and post.held.calls == 4,
         30,
         "two groups queued while the other two are still encrypted",
     )
     made = _rows(setup, Channel.EMAIL)
     assert len(woken) == 3  # the room event, then each group's mail as it was queued
-    deciding.cancel()  # the bot stops while gpg works on the last two groups
+    post.deciding.cancel()  # the bot stops while gpg works on the last two groups
     with pytest.raises(asyncio.CancelledError):
-        await deciding
+        await post.deciding
     assert _rows(setup, Channel.EMAIL) == made
     assert len(setup.store.kv.prefixed(MAIL_PENDING)) == 1
 
-    restarted = _decider(setup, list_fpr)
-    restarted.fanout.mail.group_size = 1  # type: ignore[attr-defined]
+    restarted = _decider(setup, post.list_fpr)
     counting = HeldBackend(setup.ring)
     counting.go.set()
-    restarted.fanout.mail.backend = counting  # type: ignore[attr-defined]
+    _hold(restarted, counting, group_size=1)
     await restarted.resume()
 
     rows = _rows(setup, Channel.EMAIL)
@@ -566,24 +597,22 @@ async def test_f_fanout_each_group_is_queued_as_made_and_a_stop_resumes_the_rest
 async def test_f_fanout_a_group_that_fails_after_others_were_queued_is_reported_as_partial(
     setup: Setup,
 ) -> None:
-    list_fpr = await setup.ring.generate("list", "list@relay.test")
-    await setup.add(4)
-    processor = _decider(setup, list_fpr)
-    processor.fanout.mail.group_size = 1  # type: ignore[attr-defined]
-    held = PartlyHeldBackend(setup.ring, free=1)
-    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
-    raw = await _signed_at(setup, list_fpr, int(time.time()), b"resolver down\n")
-    item, _ = setup.store.inbox.accept("email", "<partial@relay.test>", raw)
-    deciding = asyncio.create_task(processor.decide(item))
+    post = await _post_held(
+        setup,
+        "<partial@relay.test>",
+        members=4,
+        held=PartlyHeldBackend(setup.ring, free=1),
+        group_size=1,
+    )
     await wait_until(
-        lambda: len(_rows(setup, Channel.EMAIL)) == 1 and held.calls == 3,
+        lambda: len(_rows(setup, Channel.EMAIL)) == 1 and post.held.calls == 3,
         30,
         "one group queued while the other two are held",
     )
     setup.ring.deadline = 0.001  # gpg cannot finish the other groups: as if it hung
-    held.go.set()
+    post.held.go.set()
 
-    assert (await deciding).state == "relayed"
+    assert (await post.deciding).state == "relayed"
     assert len(_rows(setup, Channel.EMAIL)) == 1  # the group made before stays queued
     room, notice = _rows(setup, Channel.MATRIX)
     assert room.target == setup.config.matrix.incident_room
@@ -600,27 +629,11 @@ async def test_f_fanout_a_matrix_posts_groups_are_queued_one_by_one_after_the_de
     others."""
     list_fpr = await setup.ring.generate("list", "list@relay.test")
     await setup.add(3)
-    setup.store.members.add(
-        tld="nl",
-        tld_display=".nl",
-        name="Mx",
-        email="mx@relay.test",
-        fingerprint="AB" * 20,
-        matrix_id="@mx:relay.test",
-        channels=frozenset({Channel.MATRIX}),
-    )
+    _add_matrix_member(setup)
     processor = _decider(setup, list_fpr)
-    processor.fanout.mail.group_size = 1  # type: ignore[attr-defined]
     held = PartlyHeldBackend(setup.ring, free=1)
-    processor.fanout.mail.backend = held  # type: ignore[attr-defined]
-    event = {
-        "type": "m.room.message",
-        "event_id": "$groups",
-        "sender": "@mx:relay.test",
-        "content": {"msgtype": "m.text", "body": "resolver down"},
-    }
-    facts = {"room_id": setup.config.matrix.incident_room, "encrypted": True, "device": "trusted"}
-    item, _ = setup.store.inbox.accept(Channel.MATRIX, "$groups", json.dumps(event).encode(), facts)
+    _hold(processor, held, group_size=1)
+    item = _room_post(setup, "$groups", "resolver down")
 
     deciding = asyncio.create_task(processor.decide(item))
     await wait_until(

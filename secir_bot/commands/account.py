@@ -9,6 +9,8 @@ to encrypt, a user id with the member's address); on any problem nothing changes
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from secir_bot.commands.base import (
     MEMBER_FRONTS,
     Args,
@@ -24,8 +26,44 @@ from secir_bot.commands.base import (
 )
 from secir_bot.commands.membership import offered_key
 from secir_bot.keycheck import vet
+from secir_bot.model import Member
 from secir_bot.store import Tx
 from secir_bot.store.members import RosterConflict
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """What became of a key offered to replace a member's: not acceptable (``problems``),
+    another member's (``taken``), or imported into the list's keyring: ``same`` when it is
+    the member's key already (refreshed: a renewed expiry, say)."""
+
+    fingerprint: str = ""
+    problems: tuple[str, ...] = ()
+    taken: bool = False
+    same: bool = False
+
+
+async def take_new_key(ctx: Context, member: Member, armored: str) -> NewKey:
+    """Check ``armored`` as ``member``'s new key (``keycheck.vet``) and import it if it may
+    replace theirs; the roster changes only in the change's transaction (``set_key``)."""
+    vetted, problems = await vet(
+        email=member.email, armored=armored, fingerprint=None, keyring_dir=None
+    )
+    if vetted is None:
+        return NewKey(problems=tuple(problems))
+    fpr = vetted.fingerprint
+    if fpr != member.fingerprint and ctx.store.members.by_fingerprint(fpr):
+        return NewKey(fpr, taken=True)
+    await ctx.keyring.import_key(vetted.armored)
+    return NewKey(fpr, same=fpr == member.fingerprint)
+
+
+def set_key(ctx: Context, tx: Tx, member: Member, fingerprint: str) -> None:
+    """Register ``fingerprint`` as ``member``'s key; refused if the roster changed meanwhile."""
+    try:
+        ctx.store.members.set_fingerprint(tx, member.id, member.fingerprint, fingerprint)
+    except RosterConflict as exc:
+        raise Refused(str(exc)) from None
 
 
 async def _key_update(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
@@ -38,33 +76,26 @@ async def _key_update(ctx: Context, inv: Invocation, args: Args) -> Reply | Chan
             "no key found: paste your new public key (the armoured block) below the line "
             "'key update'; nothing was changed"
         )
-    vetted, problems = await vet(
-        email=member.email, armored=armored, fingerprint=None, keyring_dir=None
-    )
-    if vetted is None:
+    key = await take_new_key(ctx, member, armored)
+    if key.problems:
         return refuse(
-            "your new key was not accepted, nothing was changed:\n- " + "\n- ".join(problems)
+            "your new key was not accepted, nothing was changed:\n- " + "\n- ".join(key.problems)
         )
-    if vetted.fingerprint == member.fingerprint:
-        await ctx.keyring.import_key(vetted.armored)  # a renewed expiry: the same key
+    if key.same:
         return Reply(f"your key {member.fingerprint} was refreshed (it is the same key)")
-    if ctx.store.members.by_fingerprint(vetted.fingerprint):
-        return refuse(f"the key {vetted.fingerprint} is registered for someone else")
-    await ctx.keyring.import_key(vetted.armored)
+    if key.taken:
+        return refuse(f"the key {key.fingerprint} is registered for someone else")
 
     def apply(tx: Tx) -> Reply:
-        try:
-            ctx.store.members.set_fingerprint(tx, member.id, member.fingerprint, vetted.fingerprint)
-        except RosterConflict as exc:
-            raise Refused(str(exc)) from None
+        set_key(ctx, tx, member, key.fingerprint)
         return Reply(
-            f"your key is now {vetted.fingerprint} (it was {member.fingerprint}): sign with "
+            f"your key is now {key.fingerprint} (it was {member.fingerprint}): sign with "
             "it from now on; list mail is encrypted to it. Mail signed with the old key is "
             "no longer accepted.",
             effects=(
                 NotifyAdmins(
                     f"{member.label} <{member.email}> changed their key from "
-                    f"{member.fingerprint} to {vetted.fingerprint} (a mail signed by the old key)"
+                    f"{member.fingerprint} to {key.fingerprint} (a mail signed by the old key)"
                 ),
             ),
         )
@@ -74,7 +105,7 @@ async def _key_update(ctx: Context, inv: Invocation, args: Args) -> Reply | Chan
         member.email,
         "",
         apply,
-        evidence={"old_key": member.fingerprint, "new_key": vetted.fingerprint},
+        evidence={"old_key": member.fingerprint, "new_key": key.fingerprint},
     )
 
 

@@ -25,7 +25,7 @@ import enum
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from secir_bot.audit import Evidence
 from secir_bot.cctld import CcTld
@@ -34,6 +34,8 @@ from secir_bot.crypto import Keyring
 from secir_bot.model import Member
 from secir_bot.store import Store, Tx
 from secir_bot.whois import WhoisServer
+
+_T = TypeVar("_T")
 
 
 class Role(enum.StrEnum):
@@ -281,28 +283,28 @@ class Args:
         return self._values.get(name)
 
     def text(self, name: str) -> str:
-        value = self._values[name]
-        assert isinstance(value, str)
-        return value
+        return self._required(name, str)
 
     def opt_text(self, name: str) -> str | None:
-        value = self._values.get(name)
-        assert value is None or isinstance(value, str)
-        return value
+        return self._optional(name, str)
 
     def number(self, name: str) -> int:
-        value = self._values[name]
-        assert isinstance(value, int)
-        return value
+        return self._required(name, int)
 
     def opt_number(self, name: str) -> int | None:
-        value = self._values.get(name)
-        assert value is None or isinstance(value, int)
-        return value
+        return self._optional(name, int)
 
     def tld(self, name: str) -> CcTld:
+        return self._required(name, CcTld)
+
+    def _required(self, name: str, kind: type[_T]) -> _T:
         value = self._values[name]
-        assert isinstance(value, CcTld)
+        assert isinstance(value, kind)
+        return value
+
+    def _optional(self, name: str, kind: type[_T]) -> _T | None:
+        value = self._values.get(name)
+        assert value is None or isinstance(value, kind)
         return value
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from secir_bot.cctld import CcTld
+from secir_bot.commands.account import set_key, take_new_key
 from secir_bot.commands.base import (
     ADMIN_FRONTS,
     MEMBER_FRONTS,
@@ -34,10 +35,8 @@ from secir_bot.commands.base import (
 )
 from secir_bot.commands.membership import offered_key
 from secir_bot.crypto import KeyInfo
-from secir_bot.keycheck import vet
 from secir_bot.model import Member
 from secir_bot.store import Tx
-from secir_bot.store.members import RosterConflict
 
 
 def _date(stamp: float | None, never: str = "never") -> str:
@@ -139,29 +138,24 @@ async def _key(ctx: Context, inv: Invocation, args: Args) -> Reply | Change:
         info = await ctx.keyring.key(member.fingerprint)
         uids = "; ".join(info.uids) if info else "-"
         return Reply(f"{member.label} <{email}>: {member.fingerprint} ({_key_text(info)}); {uids}")
-    vetted, problems = await vet(email=email, armored=armored, fingerprint=None, keyring_dir=None)
-    if vetted is None:
-        return refuse(f"the new key for {email} was not accepted:\n- " + "\n- ".join(problems))
-    if vetted.fingerprint == member.fingerprint:
-        await ctx.keyring.import_key(vetted.armored)  # a renewed expiry, same key
+    key = await take_new_key(ctx, member, armored)
+    if key.problems:
+        return refuse(f"the new key for {email} was not accepted:\n- " + "\n- ".join(key.problems))
+    if key.same:
         return Reply(f"the key {member.fingerprint} of {email} was refreshed")
-    if ctx.store.members.by_fingerprint(vetted.fingerprint):
-        return refuse(f"key {vetted.fingerprint} is registered for another member")
-    await ctx.keyring.import_key(vetted.armored)
+    if key.taken:
+        return refuse(f"key {key.fingerprint} is registered for another member")
 
     def apply(tx: Tx) -> Reply:
-        try:
-            ctx.store.members.set_fingerprint(tx, member.id, member.fingerprint, vetted.fingerprint)
-        except RosterConflict as exc:
-            raise Refused(str(exc)) from None
-        return Reply(f"{email} now uses the key {vetted.fingerprint}")
+        set_key(ctx, tx, member, key.fingerprint)
+        return Reply(f"{email} now uses the key {key.fingerprint}")
 
     return Change(
         "member.key",
         email,
         "",
         apply,
-        evidence={"old_key": member.fingerprint, "new_key": vetted.fingerprint},
+        evidence={"old_key": member.fingerprint, "new_key": key.fingerprint},
     )
 
 

@@ -50,11 +50,19 @@ class Members(Repository):
     ) -> Member:
         try:
             with self.transaction() as tx:
-                member_id = _insert(
-                    tx, tld, tld_display, name, email, fingerprint, matrix_id, channels, rank
+                member_id = self.insert(
+                    tx,
+                    tld=tld,
+                    tld_display=tld_display,
+                    name=name,
+                    email=email,
+                    fingerprint=fingerprint,
+                    matrix_id=matrix_id,
+                    channels=channels,
+                    rank=rank,
                 )
-        except sqlite3.IntegrityError as exc:
-            raise StoreError(f"a member with this email, key or Matrix id exists: {exc}") from exc
+        except RosterConflict as exc:
+            raise StoreError(str(exc)) from exc
         member = self.get(member_id)
         assert member is not None
         return member
@@ -65,21 +73,21 @@ class Members(Repository):
         )
         return [member_of(r) for r in dict_rows(rows)]
 
-    def get(self, member_id: int) -> Member | None:
-        found = self._select("id = ?", [member_id])
+    def _one(self, where: str, value: object) -> Member | None:
+        found = self._select(where, [value])
         return found[0] if found else None
+
+    def get(self, member_id: int) -> Member | None:
+        return self._one("id = ?", member_id)
 
     def by_fingerprint(self, fpr: str) -> Member | None:
-        found = self._select("fingerprint = ?", [fpr.upper()])
-        return found[0] if found else None
+        return self._one("fingerprint = ?", fpr.upper())
 
     def by_email(self, email: str) -> Member | None:
-        found = self._select("email = ?", [email.lower()])
-        return found[0] if found else None
+        return self._one("email = ?", email.lower())
 
     def by_matrix_id(self, mxid: str) -> Member | None:
-        found = self._select("matrix_id = ?", [mxid])
-        return found[0] if found else None
+        return self._one("matrix_id = ?", mxid)
 
     def all(self, *, active_only: bool = True) -> list[Member]:
         return self._select("status = 'active'" if active_only else "1", [])
@@ -101,9 +109,23 @@ class Members(Repository):
         now: float | None = None,
     ) -> int:
         try:
-            return _insert(
-                tx, tld, tld_display, name, email, fingerprint, matrix_id, channels, rank, now
+            cur = tx.execute(
+                "INSERT INTO members (tld, tld_display, name, email, fingerprint, matrix_id,"
+                " channels, rank, status, added_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    tld,
+                    tld_display,
+                    name,
+                    email.lower(),
+                    fingerprint.upper(),
+                    matrix_id,
+                    ",".join(sorted(channels)),
+                    rank,
+                    "active",
+                    time.time() if now is None else now,
+                ],
             )
+            return int(cur.lastrowid or 0)
         except sqlite3.IntegrityError:
             raise RosterConflict(
                 f"{email}, key {fingerprint} or {matrix_id or 'its Matrix id'} is already on "
@@ -130,34 +152,3 @@ class Members(Repository):
             raise RosterConflict(f"key {new} is already registered for another member") from None
         if cur.rowcount != 1:
             raise RosterConflict("the member's key changed meanwhile")
-
-
-def _insert(
-    tx: Tx,
-    tld: str,
-    tld_display: str,
-    name: str,
-    email: str,
-    fingerprint: str,
-    matrix_id: str | None,
-    channels: frozenset[Channel],
-    rank: int,
-    now: float | None = None,
-) -> int:
-    cur = tx.execute(
-        "INSERT INTO members (tld, tld_display, name, email, fingerprint, matrix_id,"
-        " channels, rank, status, added_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        [
-            tld,
-            tld_display,
-            name,
-            email.lower(),
-            fingerprint.upper(),
-            matrix_id,
-            ",".join(sorted(channels)),
-            rank,
-            "active",
-            time.time() if now is None else now,
-        ],
-    )
-    return int(cur.lastrowid or 0)

@@ -29,7 +29,7 @@ def test_the_stored_corpus_is_what_the_script_makes() -> None:
     assert stored == made  # regenerate with scripts/gen_hostile_corpus.py
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)  # a ceiling for a loaded machine: the waits below add up
 async def test_hostile_corpus_is_refused_and_the_list_keeps_working(
     world: World, outsider: MailOperator
 ) -> None:
@@ -100,7 +100,9 @@ async def test_hostile_corpus_is_refused_and_the_list_keeps_working(
     assert not failures, "\n".join(failures)
 
     assert world.app_task is not None and not world.app_task.done()
-    await positive_control(world, "all clear after the hostile corpus")
+    # The bot may still be sending the corpus' notices and answers: a ceiling for a
+    # loaded machine, not a measurement.
+    await positive_control(world, "all clear after the hostile corpus", timeout=120)
     assert not [e for e in world.mx["carol"].events if MARKER in e.body]
     for key in ("alice", "bob"):
         member = world.mail[key]

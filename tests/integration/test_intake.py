@@ -4,25 +4,13 @@ from __future__ import annotations
 
 from test_rejections import folder_messages, positive_control, wait_notice
 
+from secir_bot.sandbox.hostile.base import nested_parts
 from secir_bot.sandbox.world import World
 
 
 def nested(depth: int, sender: str, msgid: str) -> bytes:
-    inner = b"Content-Type: text/plain\r\n\r\nPOISON-NEST\r\n"
-    for level in range(depth):
-        b = b"b%d" % level
-        inner = (
-            b'Content-Type: multipart/mixed; boundary="'
-            + b
-            + b'"\r\n\r\n--'
-            + b
-            + b"\r\n"
-            + inner
-            + b"\r\n--"
-            + b
-            + b"--\r\n"
-        )
-    return f"From: {sender}\r\nMessage-ID: {msgid}\r\nSubject: nest\r\n".encode() + inner
+    head = f"From: {sender}\r\nMessage-ID: {msgid}\r\nSubject: nest\r\n".encode()
+    return head + nested_parts(depth, b"POISON-NEST\r\n")
 
 
 async def test_poison_before_the_inbox_is_stored_and_quarantined_not_a_crash(

@@ -37,11 +37,12 @@ async def folder_messages(world: World, folder: str) -> list[bytes]:
     return out
 
 
-async def positive_control(world: World, text: str) -> None:
-    """A good mail from Alice; return once Carol (Matrix) and Bob (mail) have it."""
+async def positive_control(world: World, text: str, timeout: float = 20.0) -> None:
+    """A good mail from Alice; return once Carol (Matrix) and Bob (mail) have it, each
+    within ``timeout`` seconds (a ceiling: longer where the bot has a backlog to work off)."""
     await world.mail["alice"].send(world.list_address, world.list_fpr, "control", text)
-    await world.mx["carol"].wait_for_event(lambda e: text in e.body)
-    await world.mail["bob"].wait_for_mail(lambda m: text in m.text)
+    await world.mx["carol"].wait_for_event(lambda e: text in e.body, timeout=timeout)
+    await world.mail["bob"].wait_for_mail(lambda m: text in m.text, timeout=timeout)
 
 
 async def assert_not_relayed(world: World, marker: str) -> None:

@@ -48,6 +48,19 @@ async def _round_trip(world: World, tag: str) -> None:
     assert mail.decrypted
 
 
+async def _start_over_tls(world: World, stack: MailStack, smtp_security: str, **extra: str) -> None:
+    """The bot started reading over IMAPS and sending over ``smtp_security``: "tls" (SMTPS)
+    or "starttls" (submission); ``extra``, the ``imap_extra``/``smtp_extra`` settings."""
+    await world.setup(
+        imap_security="tls",
+        imap_port=stack.imaps_port,
+        smtp_security=smtp_security,
+        smtp_port=stack.smtps_port if smtp_security == "tls" else stack.submission_port,
+        **extra,
+    )
+    await world.start_bot()
+
+
 async def test_f6_imaps_in_and_smtps_out_trusting_the_system_store(
     world_unstarted: World,
     mail_stack: MailStack,
@@ -57,13 +70,7 @@ async def test_f6_imaps_in_and_smtps_out_trusting_the_system_store(
     world = world_unstarted
     # How an operator trusts a private CA without any setting of ours.
     monkeypatch.setenv("SSL_CERT_FILE", str(test_ca.ca))
-    await world.setup(
-        imap_security="tls",
-        imap_port=mail_stack.imaps_port,
-        smtp_security="tls",
-        smtp_port=mail_stack.smtps_port,
-    )
-    await world.start_bot()
+    await _start_over_tls(world, mail_stack, "tls")
     await _round_trip(world, "TLS-7001")
     # Both went over TLS: the servers say so about the list's own sessions.
     assert _tls_logins(mail_stack, world.list_address)
@@ -78,13 +85,7 @@ async def test_f6_starttls_out_trusting_the_system_store(
 ) -> None:
     world = world_unstarted
     monkeypatch.setenv("SSL_CERT_FILE", str(test_ca.ca))
-    await world.setup(
-        imap_security="tls",
-        imap_port=mail_stack.imaps_port,
-        smtp_security="starttls",
-        smtp_port=mail_stack.submission_port,
-    )
-    await world.start_bot()
+    await _start_over_tls(world, mail_stack, "starttls")
     await _round_trip(world, "STARTTLS-7002")
     assert "postfix/submission" in _log(mail_stack, "postfix")
     assert _tls_sessions(mail_stack, "submission")
@@ -98,15 +99,8 @@ async def test_f6_ca_file_settings_trust_a_private_ca(
 ) -> None:
     world = world_unstarted
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)  # nothing but the config's ca_file
-    await world.setup(
-        imap_security="tls",
-        imap_port=mail_stack.imaps_port,
-        imap_extra=f'ca_file = "{test_ca.ca}"',
-        smtp_security="starttls",
-        smtp_port=mail_stack.submission_port,
-        smtp_extra=f'ca_file = "{test_ca.ca}"',
-    )
-    await world.start_bot()
+    ca_file = f'ca_file = "{test_ca.ca}"'
+    await _start_over_tls(world, mail_stack, "starttls", imap_extra=ca_file, smtp_extra=ca_file)
     await _round_trip(world, "CAFILE-7003")
 
 

@@ -106,20 +106,10 @@ class EmailRenderer:
             in_reply_to=in_reply_to,
             references=refs,
         )
-        emails: dict[str, list[str]] = {}
-        for m in to:
-            emails.setdefault(m.fingerprint, []).append(m.email)
-        # One row per recipient group, all with the same target: the outbox sends them in
-        # order, after every earlier list mail. Each as soon as its group is encrypted.
+        row = _list_rows(to, DeliveryKind.POST, post.uid)
+        # Each row as soon as its group is encrypted.
         async for group, data in sealed:
-            yield NewDelivery(
-                channel=Channel.EMAIL,
-                target=LIST_TARGET,
-                kind=DeliveryKind.POST,
-                payload=data,
-                recipients=tuple(e for fpr in group for e in emails[fpr]),
-                post_uid=post.uid,
-            )
+            yield row(group, data)
 
     async def answer(self, member: Member, subject: str, text: str) -> NewDelivery:
         ((_, data),) = await self._encrypt(
@@ -203,19 +193,8 @@ class EmailRenderer:
             message_id=self.message_id(uid),
             to=[m.fingerprint for m in to],
         )
-        emails: dict[str, list[str]] = {}
-        for m in to:
-            emails.setdefault(m.fingerprint, []).append(m.email)
-        return [
-            NewDelivery(
-                channel=Channel.EMAIL,
-                target=LIST_TARGET,
-                kind=DeliveryKind.NOTICE,
-                payload=data,
-                recipients=tuple(e for fpr in group for e in emails[fpr]),
-            )
-            for group, data in sealed
-        ]
+        row = _list_rows(to, DeliveryKind.NOTICE)
+        return [row(group, data) for group, data in sealed]
 
     def _body(self, post: Post, text: str, footer: str) -> EmailMessage | None:
         """The post's MIME body when it has more than its text: its files, and the HTML
@@ -320,3 +299,26 @@ class EmailRenderer:
             automated=automated,
         )
         return inner, outer
+
+
+def _list_rows(
+    to: Sequence[Member], kind: DeliveryKind, post_uid: str | None = None
+) -> Callable[[tuple[str, ...], bytes], NewDelivery]:
+    """The outbox row of one recipient group's mail (its fingerprints), addressed to the
+    members of ``to`` that hold those keys. Every group's row has the same target: the
+    outbox sends them in order, after every earlier list mail."""
+    emails: dict[str, list[str]] = {}
+    for m in to:
+        emails.setdefault(m.fingerprint, []).append(m.email)
+
+    def row(group: tuple[str, ...], data: bytes) -> NewDelivery:
+        return NewDelivery(
+            channel=Channel.EMAIL,
+            target=LIST_TARGET,
+            kind=kind,
+            payload=data,
+            recipients=tuple(e for fpr in group for e in emails[fpr]),
+            post_uid=post_uid,
+        )
+
+    return row

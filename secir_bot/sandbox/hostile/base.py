@@ -60,9 +60,17 @@ def _marker(name: str) -> bytes:
 
 
 def _nested(depth: int, kind: bytes = b"multipart/mixed") -> bytes:
-    inner = b"Content-Type: text/plain\r\n\r\nnested " + MARKER.encode() + b"\r\n"
+    return nested_parts(depth, b"nested " + MARKER.encode() + b"\r\n", kind, b"n")
+
+
+def nested_parts(
+    depth: int, text: bytes, kind: bytes = b"multipart/mixed", boundary: bytes = b"b"
+) -> bytes:
+    """A text/plain part of ``text`` inside ``depth`` levels of ``kind`` multiparts (the
+    boundary of each level: ``boundary`` and the level); a MIME body without its header."""
+    inner = b"Content-Type: text/plain\r\n\r\n" + text
     for level in range(depth):
-        b = b"n%d" % level
+        b = boundary + b"%d" % level
         inner = (
             b"Content-Type: "
             + kind
