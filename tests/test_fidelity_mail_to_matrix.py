@@ -265,11 +265,13 @@ THUNDERBIRD_HTML = """<html><head><style>p{color:red}</style><title>secret title
 
 
 def test_issue10_html_mail_is_sanitised_to_the_matrix_subset() -> None:
-    out = html_to_matrix(THUNDERBIRD_HTML, images={"logo@sidn.test": "mxc://test.local/logo"})
+    out = html_to_matrix(THUNDERBIRD_HTML)
     assert tags_of(out.formatted_body) <= MATRIX_TAGS
     html = tree(out.formatted_body)
-    # Only the mail's own image, uploaded to the media repository, is shown.
-    assert [i.attributes.get("src") for i in html.css("img")] == ["mxc://test.local/logo"]
+    # No image is shown inline: an <img> can only name unencrypted media. The mail's own
+    # picture becomes its alt text (its part is posted as an encrypted file of its own).
+    assert html.css("img") == []
+    assert "[SIDN logo]" in out.formatted_body
     assert "[traffic chart]" in out.formatted_body  # a remote image becomes its alt text
     assert "tracker.test" not in out.formatted_body
     for hidden in ("secret title", "alert(1)", "color:red", "class=", "type="):
@@ -325,3 +327,11 @@ def test_deeply_nested_html_is_given_as_text() -> None:
     out = html_to_matrix("<div>" * 3000 + "deep text" + "</div>" * 3000)
     assert nesting_depth(out.formatted_body) <= 100
     assert "deep text" in out.formatted_body and "deep text" in out.body
+
+
+def test_an_mxc_image_in_a_mail_is_not_shown_either() -> None:
+    """A mail may name any server's mxc:// media: shown, it would be fetched from that
+    server when members read it (a web bug at the server's level)."""
+    out = html_to_matrix('<p>see <img src="mxc://elsewhere.test/abc" alt="graph"></p>')
+    assert "<img" not in out.formatted_body and "elsewhere.test" not in out.formatted_body
+    assert "[graph]" in out.formatted_body

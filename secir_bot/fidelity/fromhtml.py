@@ -1,10 +1,10 @@
 """Mail → Matrix: an HTML mail as Matrix HTML, sanitised, with a plain ``body``.
 
 HTML-only mail (webmail, Outlook, Apple Mail) is reduced by nh3 to Matrix's allowed tags
-and attributes (``sanitize``). Images become their alt text unless the mail carries them
-itself: a ``cid:`` image whose part the bot uploaded is shown from its ``mxc://`` URL
-(``images`` maps Content-IDs to those). Remote images are never shown, as they would tell
-the sender's server who read the mail and when.
+and attributes (``sanitize``). Every image becomes its alt text: a remote one would tell
+the sender's server who read the mail and when, and one the mail carries itself (a
+``cid:`` part) is posted as an encrypted file event of its own in the post's thread, since
+an ``<img>`` in ``formatted_body`` can only name unencrypted media.
 
 The quoted earlier message at the end of a reply is folded into ``<details>``, as in
 ``fromtext``: Thunderbird's ``moz-cite-prefix`` and ``blockquote type=cite``, Gmail's
@@ -15,7 +15,6 @@ the middle (an answer between quoted lines) stays open.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from html import escape
 
@@ -119,18 +118,9 @@ def _split_tail(markup: str) -> tuple[str, str]:
     return _strip_markers(html[:best]), _strip_markers(html[best:])
 
 
-def html_to_matrix(markup: str, *, images: Mapping[str, str] | None = None) -> MatrixText:
-    """An HTML mail body as a Matrix message. ``images`` maps the Content-IDs of the
-    mail's own image parts (without angle brackets) to the ``mxc://`` URLs they were
-    uploaded to."""
+def html_to_matrix(markup: str) -> MatrixText:
+    """An HTML mail body as a Matrix message."""
     markup = markup.replace(_BEGIN, "").replace(_END, "")
-    if images:
-        tree = LexborHTMLParser(markup)
-        for img in tree.css("img"):
-            src = (img.attributes.get("src") or "").strip()
-            if src.lower().startswith("cid:") and src[4:].strip("<>") in images:
-                img.attrs["src"] = images[src[4:].strip("<>")]
-        markup = tree.html or ""
     own, tail = _split_tail(markup)
     formatted = for_matrix(own)
     if tail:
@@ -151,11 +141,11 @@ def html_to_matrix(markup: str, *, images: Mapping[str, str] | None = None) -> M
     return MatrixText(body=body, formatted_body=formatted)
 
 
-def room_text(parts: MailParts, images: Mapping[str, str] | None = None) -> MatrixText:
+def room_text(parts: MailParts) -> MatrixText:
     """The Matrix message for a walked mail: its plain text when it has one (flowed or
     not), else its HTML, else nothing."""
     if parts.text is not None:
         return text_to_matrix(parts.text.text, flowed=parts.text.flowed, delsp=parts.text.delsp)
     if parts.html is not None:
-        return html_to_matrix(parts.html, images=images)
+        return html_to_matrix(parts.html)
     return MatrixText(body="", formatted_body="")

@@ -94,16 +94,15 @@ _MAIL = nh3.Cleaner(
 )
 
 
-def _images_to_text(markup: str, keep_mxc: bool) -> str:
-    """Images that may not be shown become their alt text: remote images would be fetched
-    by readers' clients (web bugs), and mail clients cannot fetch ``mxc://``."""
+def _images_to_text(markup: str) -> str:
+    """Images become their alt text: remote images would be fetched by readers' clients
+    (web bugs), an ``mxc://`` one from another server too (and mail clients cannot fetch
+    it), and an image in ``formatted_body`` cannot be encrypted: a mail's own pictures
+    travel as encrypted file events instead."""
     if "<img" not in markup.lower():
         return markup
     tree = LexborHTMLParser(markup)
     for img in tree.css("img"):
-        src = (img.attributes.get("src") or "").strip()
-        if keep_mxc and src.startswith("mxc://"):
-            continue
         alt = " ".join((img.attributes.get("alt") or "").split())
         if alt:
             img.replace_with(alt if "data-mx-emoticon" in img.attributes else f"[{alt}]")
@@ -113,10 +112,9 @@ def _images_to_text(markup: str, keep_mxc: bool) -> str:
 
 
 def for_matrix(markup: str) -> str:
-    """``markup`` reduced to Matrix's allowed HTML: no image but from ``mxc://`` (others
-    become their alt text), nesting no deeper than the spec allows (deeper markup is
-    given as its text)."""
-    clean = _MATRIX.clean(_images_to_text(markup, keep_mxc=True))
+    """``markup`` reduced to Matrix's allowed HTML: no image (each becomes its alt text),
+    nesting no deeper than the spec allows (deeper markup is given as its text)."""
+    clean = _MATRIX.clean(_images_to_text(markup))
     if nesting_depth(clean) > MAX_NESTING:
         text = LexborHTMLParser(clean).body
         flat = text.text(separator="\n") if text is not None else ""
@@ -127,7 +125,7 @@ def for_matrix(markup: str) -> str:
 def for_mail(markup: str) -> str:
     """``markup`` reduced to the HTML the list puts into a mail's HTML alternative (no
     images: they become their alt text)."""
-    return _MAIL.clean(_images_to_text(markup, keep_mxc=False))
+    return _MAIL.clean(_images_to_text(markup))
 
 
 def nesting_depth(markup: str) -> int:
