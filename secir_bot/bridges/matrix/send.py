@@ -160,6 +160,13 @@ class Sender:
             except OlmUnverifiedDeviceError as exc:
                 if attempt == 2:
                     raise TransientDeliveryError(f"unverified device: {exc}") from exc
+            except KeyError as exc:
+                # nio drops the room's outbound key when its sync sees a membership or
+                # device change; if that lands while the key is being shared, nio's
+                # share_group_session fails on the missing key. Start again with a new one.
+                log.info("room key of %s replaced while it was shared; sharing again", row.target)
+                if attempt == 2:
+                    raise TransientDeliveryError(f"room key replaced while shared: {exc}") from exc
             except LocalProtocolError as exc:
                 raise TransientDeliveryError(f"Matrix: {exc}") from exc
         raise AssertionError("unreachable")
