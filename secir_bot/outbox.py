@@ -99,19 +99,15 @@ class Outbox:
         try:
             receipt = await bridge.deliver(row)
         except TransientDeliveryError as exc:
-            age = time.time() - row.created_at
-            if age > self.cfg.give_up_after:
-                self._dead(row, f"gave up after {age / 3600:.1f} h: {exc}")
-                return True
-            delay = min(self.cfg.retry_base * 2**row.attempts, self.cfg.retry_max)
-            log.warning(
-                "outbox %s (%s) failed, retry in %.0fs: %s", row.id, row.channel, delay, exc
-            )
-            self.store.outbox.retry_later(row.id, str(exc), time.time() + delay)
-            return False
+            return self._later(row, str(exc))
         except PermanentDeliveryError as exc:
             self._dead(row, str(exc))
             return True
+        except Exception as exc:
+            # A bug or a library's surprise must not stop every delivery (and the bot): the
+            # row is retried like a transient failure, and the log says what it was.
+            log.exception("outbox %s (%s): unexpected %s", row.id, row.channel, type(exc).__name__)
+            return self._later(row, f"unexpected {type(exc).__name__}")
         log.info("outbox %s (%s %s) delivered: %s", row.id, row.channel, row.kind, receipt.result)
         self.store.outbox.delivered(
             row.id, receipt.result, link=receipt.link, post_uid=row.post_uid
@@ -120,6 +116,17 @@ class Outbox:
         if receipt.refused:
             self.notify(f"Some recipients refused delivery {row.id}: {receipt.result}")
         return True
+
+    def _later(self, row: OutboxRow, why: str) -> bool:
+        """A failed attempt: retried after a growing delay, or given up when too old."""
+        age = time.time() - row.created_at
+        if age > self.cfg.give_up_after:
+            self._dead(row, f"gave up after {age / 3600:.1f} h: {why}")
+            return True
+        delay = min(self.cfg.retry_base * 2**row.attempts, self.cfg.retry_max)
+        log.warning("outbox %s (%s) failed, retry in %.0fs: %s", row.id, row.channel, delay, why)
+        self.store.outbox.retry_later(row.id, why, time.time() + delay)
+        return False
 
     def _dead(self, row: OutboxRow, why: str) -> None:
         log.error("outbox %s (%s to %s) is a dead letter: %s", row.id, row.channel, row.target, why)

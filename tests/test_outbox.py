@@ -97,6 +97,21 @@ async def test_transient_failure_holds_its_target_only_and_is_retried(store: Sto
     assert store.outbox.counts() == {"sent": 3}
 
 
+async def test_an_unexpected_error_is_retried_and_stops_nothing(store: Store) -> None:
+    """A library's surprise (nio's KeyError when a room key is replaced while it is shared,
+    seen in a full run) is retried like a transient failure instead of ending the worker."""
+    bridge = RecordingBridge()
+    bridge.failures[b"root"] = [KeyError("!incident")]
+    row(store, "!incident", b"root")
+    row(store, CONTROL, b"other room")
+    outbox = make(store, bridge)
+    await outbox.drain(Channel.MATRIX)
+    assert bridge.sent == [(CONTROL, b"other room")]
+    await drain_until_empty(outbox, store)
+    assert [p for _, p in bridge.sent] == [b"other room", b"root"]
+    assert store.outbox.counts() == {"sent": 2}
+
+
 async def test_permanent_failure_is_a_dead_letter_with_a_notice(store: Store) -> None:
     bridge = RecordingBridge()
     bridge.failures[b"doomed"] = [PermanentDeliveryError("M_FORBIDDEN")]
