@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 from aiosmtpd.smtp import SMTP as SMTPServer
 from servers import MailStack
-from test_smtpsend import USERS, Scripted, _all_arrived, _mail
+from test_smtpsend import USERS, Relay, Scripted, _all_arrived, _mail
 
 from secir_bot.bridges.email.smtp import SmtpSender
 from secir_bot.config import Config
@@ -34,22 +34,8 @@ from secir_bot.sandbox.world import offline_config
 from secir_bot.store import NewDelivery, OutboxRow, Store
 
 
-class Counting:
-    """A TCP relay to a server that counts the connections made through it."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.connections = 0
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
+class Counting(Relay):
+    """A TCP relay to a server that passes everything through (and counts connections)."""
 
     async def _relay(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         self.connections += 1

@@ -37,19 +37,13 @@ SENDER = "list@test.example"
 HOLD = 1.0  # seconds the relay waits for a complete envelope before it gives up
 
 
-class Holding:
-    """A TCP relay to Postfix that holds Postfix's replies until the envelope is complete.
+class Relay:
+    """A TCP relay on a free loopback port to a server's ``port``; ``_relay`` serves each
+    connection, and ``connections`` counts them."""
 
-    ``expect`` is the number of RCPT lines of each transaction. Counts connections,
-    transactions, and the transactions whose envelope did not come in one go (``waited``).
-    """
-
-    def __init__(self, port: int, expect: int) -> None:
+    def __init__(self, port: int) -> None:
         self.port = port
-        self.expect = expect
         self.connections = 0
-        self.transactions = 0
-        self.waited = 0
         self.server: asyncio.Server | None = None
 
     async def start(self) -> int:
@@ -60,6 +54,23 @@ class Holding:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
+
+    async def _relay(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class Holding(Relay):
+    """A TCP relay to Postfix that holds Postfix's replies until the envelope is complete.
+
+    ``expect`` is the number of RCPT lines of each transaction. Counts connections,
+    transactions, and the transactions whose envelope did not come in one go (``waited``).
+    """
+
+    def __init__(self, port: int, expect: int) -> None:
+        super().__init__(port)
+        self.expect = expect
+        self.transactions = 0
+        self.waited = 0
 
     async def _relay(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         self.connections += 1

@@ -19,13 +19,12 @@ import subprocess
 import pytest
 from nio import UploadResponse
 
-from secir_bot.bridges.matrix import fetch
 from secir_bot.bridges.matrix.media import encrypt_media, media_content
 from secir_bot.model import Channel, InboxState
 from secir_bot.sandbox.operators import MailOperator, ReceivedMail, wait_until
 from secir_bot.sandbox.world import World
 from tests.integration.test_faults import BotProcess
-from tests.integration.test_fidelity_wired import PNG, post_file
+from tests.integration.test_fidelity_wired import PNG, hold_downloads, post_file
 
 PCAP = b"\xd4\xc3\xb2\xa1\x02\x00\x04\x00" + secrets.token_bytes(20_000)
 PCAP_TYPE = "application/vnd.tcpdump.pcap"
@@ -202,15 +201,7 @@ async def test_issue10_the_text_typed_while_the_file_downloads_waits_for_it(
     """The file's download is held at the bridge's own seam (``fetch._read_capped``): the
     text its sender posts meanwhile must not go out alone, but with the file."""
     world = await _world(world_unstarted, LONG)
-    gate, started = asyncio.Event(), asyncio.Event()
-    real = fetch._read_capped
-
-    async def slow(*args: object) -> bytes | None:
-        started.set()
-        await gate.wait()
-        return await real(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(fetch, "_read_capped", slow)
+    gate, started = hold_downloads(monkeypatch)
     alice, bob = world.mx["alice"], world.mail["bob"]
     try:
         await post_file(alice, world.incident_room, "slow.pcap", PCAP_TYPE, PCAP)

@@ -9,6 +9,7 @@ such MIME entity as a member's PGP/MIME mail.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import secrets
@@ -22,6 +23,7 @@ import pytest
 from nio import RoomEncryptedMedia, UploadResponse
 
 from secir_bot import mime
+from secir_bot.bridges.matrix import fetch
 from secir_bot.bridges.matrix.media import decrypt_media, encrypt_media, media_content
 from secir_bot.fidelity.attachments import walk
 from secir_bot.fidelity.fromtext import text_to_matrix
@@ -382,6 +384,21 @@ async def test_issue10_mail_with_a_program_is_refused_whole_and_the_sender_told(
 
 
 # -- files, room to mail ---------------------------------------------------------------
+
+
+def hold_downloads(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold the bot's room-file downloads at the bridge's own seam (``fetch._read_capped``):
+    ``started`` is set when a download begins, and it goes on once ``gate`` is set."""
+    gate, started = asyncio.Event(), asyncio.Event()
+    real = fetch._read_capped
+
+    async def slow(*args: object) -> bytes | None:
+        started.set()
+        await gate.wait()
+        return await real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fetch, "_read_capped", slow)
+    return gate, started
 
 
 async def post_file(

@@ -15,22 +15,13 @@ import pytest
 
 from secir_bot.bridges.matrix import fetch
 from secir_bot.sandbox.world import World
-from tests.integration.test_fidelity_wired import LOG_4K, post_file
+from tests.integration.test_fidelity_wired import LOG_4K, hold_downloads, post_file
 
 
 async def test_f_media_slow_download_does_not_delay_later_text(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gate = asyncio.Event()
-    started = asyncio.Event()
-    real = fetch._read_capped
-
-    async def slow(*args: object) -> bytes | None:
-        started.set()
-        await gate.wait()
-        return await real(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(fetch, "_read_capped", slow)
+    gate, started = hold_downloads(monkeypatch)
     alice, bob = world.mx["alice"], world.mail["bob"]
     try:
         await post_file(alice, world.incident_room, "slow.log", "text/plain", LOG_4K, "Slow file")
