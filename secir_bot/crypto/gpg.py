@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from secir_bot.crypto.children import reap_with_pidfds
 from secir_bot.errors import CryptoError
 
 STATUS_PREFIX = b"[GNUPG:] "
@@ -83,6 +84,7 @@ async def run(
     max_output: int | None = None,
 ) -> Run:
     """Run ``gpg --homedir home ARGS`` with ``data`` on stdin; kill it after ``deadline``."""
+    reap_with_pidfds()
     status_read, status_write = os.pipe()
     try:
         proc = await asyncio.create_subprocess_exec(
