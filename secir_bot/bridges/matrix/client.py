@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from urllib.parse import quote
 
 import aiohttp
 from nio import AsyncClient, AsyncClientConfig, LoginResponse, MegolmEvent
+from nio.store import DefaultStore
 
 from secir_bot.config import Config
 from secir_bot.errors import ServiceError, StoreError, StoreMissing
@@ -154,10 +156,25 @@ def quoted(part: str) -> str:
     return quote(part, safe="")
 
 
+class KeyStore(DefaultStore):  # type: ignore[misc]
+    """nio's store of the bot's keys, without the transaction each sync made for nothing.
+
+    nio saves the rooms that a sync found encrypted after every sync, also when it found
+    none: the account looked up and an empty transaction on the store, ~1.2 ms of the
+    bot's Python per sync, that is per relayed mail (its own post comes back in the next
+    sync). A sync that brings encrypted rooms saves them as before.
+    """
+
+    def save_encrypted_rooms(self, rooms: Collection[str]) -> None:
+        if rooms:
+            super().save_encrypted_rooms(rooms)
+
+
 def make_client(
     config: Config, directory: Path, pickle_key: str, device_id: str | None = None
 ) -> MatrixClient:
     cfg = AsyncClientConfig(
+        store=KeyStore,
         encryption_enabled=True,
         store_sync_tokens=False,
         pickle_key=pickle_key,
