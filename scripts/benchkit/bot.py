@@ -136,6 +136,8 @@ class Start:
 
 
 def secir_bot_command() -> list[str]:
+    if os.environ.get("SECIR_BENCH_CPROFILE"):  # scripts/cprofile_bot.py
+        return [sys.executable, str(Path(__file__).parent.parent / "cprofile_bot.py")]
     script = Path(sys.executable).with_name("secir-bot")
     return [str(script)] if script.exists() else [sys.executable, "-m", "secir_bot"]
 
