@@ -1,9 +1,7 @@
-"""The inbox runner: every received item decided, in order, apart from its bridge.
+"""Deciding one received item: intake, policy, and the outcome recorded.
 
-The bridges only make what they receive durable and wake the runner of their channel; the
-runner decides each pending item in its own long-lived task, so that a slow decision (gpg
-over a large list today, a whois lookup tomorrow) never stalls a Matrix sync or the IMAP
-intake. A decision is: count the attempt, run the channel's intake stage (which ends in an
+The inbox runners (``runner``) call :meth:`Decider.decide` for each pending item of their
+channel. A decision is: count the attempt, run the channel's intake stage (which ends in an
 ``Inbound``), then the policy steps on that, and record the outcome in one store
 transaction: an accepted message becomes a ``Post`` with its outbox rows (``posts``,
 ``fanout``), a refused one its notices (``notices``).
@@ -16,7 +14,7 @@ in between leaves the mark, and ``Decider.resume`` renders, at the next start an
 anything new is decided, the groups of the members who have no row yet (same Message-ID).
 
 A file posted in the room without a caption is decided together with the text its sender
-posts next in its thread, as one post (``captions``: the runner holds the file a little).
+posts next in its thread, as one post (the runner hands the caption over).
 
 An item whose processing raises is *shunted*: kept in the store with the error, reported
 to the admins, and not retried automatically, so that one poisonous message cannot stop the
@@ -30,17 +28,15 @@ import asyncio
 import dataclasses
 import json
 import logging
-import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from secir_bot import captions, posts
+from secir_bot import posts
 from secir_bot.commands.matrix_front import MatrixFront
 from secir_bot.crypto import GpgTimeout
 from secir_bot.errors import SignatureSeen
 from secir_bot.fanout import Fanout
-from secir_bot.lanes import mail_keys, run_in_lanes
 from secir_bot.model import Channel, Inbound, InboxState, LinkKind, Outcome, Post
 from secir_bot.notices import Notices
 from secir_bot.pipeline import EMAIL_STEPS, MATRIX_STEPS, POLICY_STEPS
@@ -55,8 +51,7 @@ from secir_bot.steps import (
 )
 from secir_bot.steps import email as email_steps
 from secir_bot.steps import matrix as matrix_steps
-from secir_bot.store import InboxItem, NewDelivery, Store
-from secir_bot.tasks import work_loop
+from secir_bot.store import InboxItem, NewDelivery
 
 log = logging.getLogger(__name__)
 
@@ -283,91 +278,3 @@ class Decider:
                 continue
             log.info("post %s: making the list mail that a stop left unmade", post.uid)
             await self._mail_later(dataclasses.replace(post, notes=tuple(json.loads(notes))), mark)
-
-
-class InboxRunner:
-    """Decides the pending items of one channel, oldest first, as a long-lived task.
-
-    With ``parallel`` above 1 (the email channel, ``imap.parallel_decisions``) several items
-    are decided at once, those of one thread or one sender in order (``lanes``)."""
-
-    def __init__(
-        self,
-        store: Store,
-        decider: Decider,
-        channel: Channel,
-        on_work: Callable[[], None],
-        parallel: int = 1,
-    ) -> None:
-        self.store = store
-        self.decider = decider
-        self.channel = channel
-        self.on_work = on_work  # the outbox is woken after each decision
-        self.parallel = parallel
-        self._wake = asyncio.Event()
-        self._waiting: dict[int, list[asyncio.Future[Outcome]]] = {}
-        self._due: float | None = None  # when a held room file's wait for its text ends
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def decided(self, item_id: int) -> Outcome:
-        """The outcome of an item of this channel, waiting for its decision if need be."""
-        state, reason = self.store.inbox.state(item_id)
-        if state not in (InboxState.NEW, InboxState.PARKED):
-            return Outcome(state, reason or "")
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(item_id, []).append(future)
-        self.wake()
-        try:
-            return await future
-        finally:
-            waiters = self._waiting.get(item_id, [])
-            if future in waiters:
-                waiters.remove(future)
-            if not waiters:
-                self._waiting.pop(item_id, None)
-
-    async def run(self) -> None:
-        # List mail a stop left unmade first, then items accepted before a stop but not
-        # decided.
-        await self.decider.resume()
-        await work_loop(self._decide_pending, self._wake, lambda: self._due)
-
-    async def _decide_pending(self) -> None:
-        items = self.store.inbox.pending(self.channel)
-        wait = self.decider.s.config.matrix.caption_wait_seconds
-        if self.channel is Channel.MATRIX and wait > 0 and items:
-            await self._decide_planned(items[0].id, wait)
-            return
-        self._due = None
-        await run_in_lanes(items, _lane_keys, self._decide_one, self.parallel)
-
-    async def _decide_planned(self, first: int, wait: float) -> None:
-        """Room events in order, a caption-less file held for its text (``captions``)."""
-        now = time.time()
-        window = self.store.inbox.window(self.channel, first, now - wait)
-        s = self.decider.s
-        room = s.config.matrix.incident_room
-        plan = captions.plan(window, room, s.bot_user_id, wait, now, s.store.media.fetched)
-        self._due = plan.due
-        for unit in plan.units:
-            await self._decide_one(unit.item, unit.caption)
-
-    async def _decide_one(self, item: InboxItem, caption: InboxItem | None = None) -> None:
-        self._answer(item.id, await self.decider.decide(item, caption))
-        if caption is not None:
-            state, reason = self.store.inbox.state(caption.id)
-            if state not in (InboxState.NEW, InboxState.PARKED):  # taken as the caption
-                self._answer(caption.id, Outcome(state, reason or ""))
-        self.on_work()
-
-    def _answer(self, item_id: int, outcome: Outcome) -> None:
-        for future in self._waiting.pop(item_id, []):
-            if not future.done():
-                future.set_result(outcome)
-
-
-def _lane_keys(item: InboxItem) -> frozenset[str]:
-    """What an item must stay in order with: a mail's sender and thread; Matrix in one lane."""
-    return mail_keys(item.raw) if item.source == Channel.EMAIL else frozenset({"matrix"})

@@ -20,9 +20,10 @@ import pytest_asyncio
 
 from secir_bot.app import decider
 from secir_bot.crypto import Keyring
-from secir_bot.inbox import Decider, InboxRunner
+from secir_bot.inbox import Decider
 from secir_bot.members import MemberRequest, add_member
 from secir_bot.model import Channel, InboxState, LinkKind
+from secir_bot.runner import InboxRunner
 from secir_bot.sandbox.world import offline_config
 from secir_bot.steps import Services
 from secir_bot.store import InboxItem, Store, StoredMedia

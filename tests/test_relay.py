@@ -20,9 +20,10 @@ import pytest_asyncio
 from secir_bot.app import decider
 from secir_bot.bridges.email.render import EmailRenderer
 from secir_bot.crypto import Keyring
-from secir_bot.inbox import MAIL_PENDING, Decider, InboxRunner
+from secir_bot.inbox import MAIL_PENDING, Decider
 from secir_bot.members import MemberRequest, add_member
 from secir_bot.model import Channel, InboxState, LinkKind, Member, Outcome, Post
+from secir_bot.runner import InboxRunner
 from secir_bot.sandbox.operators import wait_until
 from secir_bot.sandbox.world import offline_config
 from secir_bot.steps import Services
