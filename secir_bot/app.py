@@ -210,6 +210,7 @@ class App:
         ]
 
     async def close(self) -> None:
+        await self.decider.aclose()  # list mail not yet made stays marked for the next start
         await self.matrix.close()
         await self.email.close()
         await self.decider.fanout.mail.aclose()

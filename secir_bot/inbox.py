@@ -6,12 +6,14 @@ channel. A decision is: count the attempt, run the channel's intake stage (which
 transaction: an accepted message becomes a ``Post`` with its outbox rows (``posts``,
 ``fanout``), a refused one its notices (``notices``).
 
-An accepted post's room event is queued (and the outbox woken) before its list mail is
-encrypted: the decision is recorded with the room's rows and a mark (``MAIL_PENDING``),
-then the list mail is rendered one recipient group at a time, each group's row committed
-(and the outbox woken) as soon as it is encrypted, and the mark cleared at the end. A stop
-in between leaves the mark, and ``Decider.resume`` renders, at the next start and before
-anything new is decided, the groups of the members who have no row yet (same Message-ID).
+An accepted post's room event never waits on its list mail: the decision is recorded with
+the room's rows and a mark (``MAIL_PENDING``), and ends there (its lane and whoever waits
+for its outcome are released). The list mail is made after, by the follow-on stage
+(``listmail``: in decision order within each thread and sender), one recipient group at a
+time, each group's row committed (and the outbox woken) as soon as it is encrypted, and the
+mark cleared at the end. A stop in between leaves the mark, and ``Decider.resume`` renders,
+at the next start and before anything new is decided, the groups of the members who have no
+row yet (same Message-ID), post after post in the order they were decided.
 
 A file posted in the room without a caption is decided together with the text its sender
 posts next in its thread, as one post (the runner hands the caption over).
@@ -37,6 +39,8 @@ from secir_bot.commands.matrix_front import MatrixFront
 from secir_bot.crypto import GpgTimeout
 from secir_bot.errors import SignatureSeen
 from secir_bot.fanout import Fanout
+from secir_bot.lanes import lane_keys
+from secir_bot.listmail import ListMail
 from secir_bot.model import Channel, Inbound, InboxState, LinkKind, Outcome, Post
 from secir_bot.notices import Notices
 from secir_bot.pipeline import EMAIL_STEPS, MATRIX_STEPS, POLICY_STEPS
@@ -87,6 +91,7 @@ class Decider:
         self._resumed: asyncio.Task[None] | None = None
         self.requests = requests  # mail on the request address, and command words
         self.commands = commands  # the Matrix front end of the commands (wired by the app)
+        self.list_mail = ListMail(self._mail_later)  # the list mail, after the decisions
 
     async def decide(self, item: InboxItem, caption: InboxItem | None = None) -> Outcome:
         """Decide one inbox item (idempotent: a decided item keeps its outcome); a room
@@ -206,7 +211,8 @@ class Decider:
     ) -> Outcome:
         """An accepted message becomes a post, with a delivery to each of its audiences.
 
-        The room's rows first, in the decision's commit; the list mail after, in its own.
+        The room's rows in the decision's commit, which ends the decision; the list mail
+        after, by the follow-on stage (in order with the item's lane), in its own commits.
         A ``joined`` item (a file's caption) is decided in the same commit, as part of the
         post, and its event id names the post too (replies, edits and redactions of it)."""
         lst = self.s.config.list
@@ -227,8 +233,8 @@ class Decider:
         )
         if first:
             self.on_queued()  # the room event goes out while gpg works on the list mail
-        if later:
-            await self._mail_later(new.post, mark)
+        if later:  # waits only while the stage's backlog is full
+            await self.list_mail.add(new.post, mark, lane_keys(item.source, item.raw))
         return Outcome(InboxState.RELAYED)
 
     async def _mail_later(self, post: Post, mark: str) -> None:
@@ -261,6 +267,10 @@ class Decider:
             ]
         self.s.store.complete(mark, rows)
 
+    async def aclose(self) -> None:
+        """Stop the list mail being made (its marks stay; ``resume`` makes it next time)."""
+        await self.list_mail.aclose()
+
     async def resume(self) -> None:
         """List mail that a stop left unmade (marked), made now; once, before new work.
 
@@ -271,6 +281,9 @@ class Decider:
         await asyncio.shield(self._resumed)
 
     async def _resume(self) -> None:
+        # Oldest mark first, which is the order the posts were decided: each mark is a new
+        # kv row of the decision's commit, and a new row's rowid is above every existing
+        # one (the store never VACUUMs, which could renumber them).
         for mark, notes in self.s.store.kv.prefixed(MAIL_PENDING).items():
             post = self.s.store.posts.get(mark.removeprefix(MAIL_PENDING))
             if post is None:  # cannot happen (same commit); never block the list on it

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from secir_bot import captions
 from secir_bot.inbox import Decider
-from secir_bot.lanes import mail_keys, run_in_lanes
+from secir_bot.lanes import lane_keys, run_in_lanes
 from secir_bot.model import Channel, InboxState, Outcome
 from secir_bot.store import InboxItem, Store
 from secir_bot.tasks import work_loop
@@ -108,5 +108,4 @@ class InboxRunner:
 
 
 def _lane_keys(item: InboxItem) -> frozenset[str]:
-    """What an item must stay in order with: a mail's sender and thread; Matrix in one lane."""
-    return mail_keys(item.raw) if item.source == Channel.EMAIL else frozenset({"matrix"})
+    return lane_keys(item.source, item.raw)
