@@ -295,6 +295,13 @@ class Bot:
         # utime and stime, fields 14 and 15 of proc(5), counted from the state field (3).
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def children_cpu(self) -> float:
+        """CPU seconds of the bot's children that have ended (its gpg runs; not gpg-agent)."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        # cutime and cstime, fields 16 and 17 of proc(5).
+        return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
     @property
     def pid(self) -> int:
         assert self.process is not None

@@ -126,7 +126,8 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
     b.sink.forget()
     start = await b.bot.start()
     spawned = b.bot.spawned_at
-    cpu = b.bot.cpu()
+    cpu = cpu_start = b.bot.cpu()
+    gpg_start = b.bot.children_cpu()
     # Sampled from the first sync on (py-spy attaches to a running process).
     spy = await Spy(b.bot.pid, b.root / "py-spy-burst.txt").start() if profiled else None
     deadline = time.monotonic() + 120 + count * 1.5
@@ -163,6 +164,11 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
             break
         await asyncio.sleep(0.2)
     mailed = len(complete)
+    # The mail leg's cost: when the last list copy was complete at the sink, and the bot's
+    # CPU (its own, and its gpg children's) up to then.
+    copies = [max(t.data_at for t in ts) for ts in complete]
+    last_copy = (max(copies) - spawned) if copies else float("nan")
+    cpu_all, gpg_cpu_all = b.bot.cpu() - cpu_start, b.bot.children_cpu() - gpg_start
     rss = b.bot.rss()
     b.sink.forget()
     elapsed = (times[-1] - spawned) if times else float("nan")
@@ -177,6 +183,9 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
         "rate_from_start": count / elapsed if times else 0.0,
         "rate_after_sync": count / after_sync if times and after_sync > 0 else 0.0,
         "mailed": mailed,
+        "last_list_copy": last_copy,
+        "cpu_to_last_copy": cpu_all,
+        "gpg_cpu_to_last_copy": gpg_cpu_all,
         "rss_peak_mib": rss[1],
         "gpg": gpg,
         "cpu_after_sync": cpu,
