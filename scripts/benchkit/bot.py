@@ -227,6 +227,17 @@ class Bot:
 
     # -- running ----------------------------------------------------------------------
 
+    def decided_at(self, since: float) -> list[float]:
+        """When each mail relayed since ``since`` was decided (its room rows committed)."""
+        path = self.store / DB_NAME
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            rows = db.execute(
+                "SELECT decided_at FROM inbox WHERE source = 'email' AND state = 'relayed'"
+                " AND decided_at >= ? ORDER BY decided_at",
+                [since],
+            ).fetchall()
+        return [float(r[0]) for r in rows]
+
     def _sync_token(self) -> str | None:
         path = self.store / DB_NAME
         if not path.exists():

@@ -169,6 +169,7 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
     copies = [max(t.data_at for t in ts) for ts in complete]
     last_copy = (max(copies) - spawned) if copies else float("nan")
     cpu_all, gpg_cpu_all = b.bot.cpu() - cpu_start, b.bot.children_cpu() - gpg_start
+    decided = b.bot.decided_at(spawned)  # the room rows queued, before Matrix delivers them
     rss = b.bot.rss()
     b.sink.forget()
     elapsed = (times[-1] - spawned) if times else float("nan")
@@ -184,6 +185,7 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
         "rate_after_sync": count / after_sync if times and after_sync > 0 else 0.0,
         "mailed": mailed,
         "last_list_copy": last_copy,
+        "last_decided": (decided[-1] - spawned) if decided else float("nan"),
         "cpu_to_last_copy": cpu_all,
         "gpg_cpu_to_last_copy": gpg_cpu_all,
         "rss_peak_mib": rss[1],

@@ -113,6 +113,8 @@ def details(results: dict[str, Any]) -> str:
             ["out of order within a thread, outside their Matrix thread",
              f"{burst['out_of_order']}, {burst['wrong_thread']}"],
             ["list copies mailed (to every member but the author)", str(burst["mailed"])],
+            ["last mail decided (its room rows queued), after the start",
+             f"{num(burst.get('last_decided'), 1)} s"],
             ["last list copy at the SMTP sink, after the start",
              f"{num(burst.get('last_list_copy'), 1)} s"],
             ["CPU of the bot / of its gpg runs, start → last list copy",
