@@ -28,6 +28,7 @@ ABOVE_THE_BRIDGES = (
     "relay",
     "inbox",
     "runner",
+    "listmail",
     "commands",
 )
 # Ways of starting another program: only the crypto package runs one (gpg), and the sandbox
