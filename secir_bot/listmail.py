@@ -69,7 +69,7 @@ class ListMail:
     async def add(self, post: Post, mark: str, keys: Iterable[str]) -> None:
         """Hand over a decided post's list mail (``mark`` is its ``MAIL_PENDING`` mark);
         returns once it is taken, which waits while the backlog is full."""
-        size = weight(post)
+        size, keys = weight(post), frozenset(keys)
         while not self._fits(size):
             self._freed.clear()
             await self._freed.wait()
