@@ -118,6 +118,16 @@ def judge(tag: str, markers: list[str], arrivals: list[Arrival]) -> dict[str, An
     }
 
 
+def _buckets(moments: list[float], since: float, width: float = 5.0) -> list[int]:
+    """How many of ``moments`` fall in each ``width`` seconds from ``since``."""
+    counts: list[int] = []
+    for at in moments:
+        slot = max(0, int((at - since) // width))
+        counts += [0] * (slot + 1 - len(counts))
+        counts[slot] += 1
+    return counts
+
+
 async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[str, Any]:
     """The bot must be stopped; it is started here and left running."""
     assert b.stack.reader is not None and b.bot.process is None
@@ -186,6 +196,12 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
         "mailed": mailed,
         "last_list_copy": last_copy,
         "last_decided": (decided[-1] - spawned) if decided else float("nan"),
+        # How each leg went over time (counts per 5 s from the start; JSON only).
+        "by_5s": {
+            "decided": _buckets(decided, spawned),
+            "in_room": _buckets(times, spawned),
+            "list_copies": _buckets(copies, spawned),
+        },
         "cpu_to_last_copy": cpu_all,
         "gpg_cpu_to_last_copy": gpg_cpu_all,
         "rss_peak_mib": rss[1],
