@@ -28,11 +28,12 @@ from secir_bot.crypto import Keyring
 from secir_bot.errors import StoreError, StoreMissing
 from secir_bot.fanout import Fanout
 from secir_bot.health import Health, Link, where_of
-from secir_bot.inbox import Decider, InboxRunner
+from secir_bot.inbox import Decider
 from secir_bot.mailfront import MailFront
 from secir_bot.model import Channel, InboxState
 from secir_bot.notices import Notices
 from secir_bot.outbox import Outbox
+from secir_bot.runner import InboxRunner
 from secir_bot.steps import Services
 from secir_bot.store import LIST_FPR_KEY, Store
 from secir_bot.whois import WhoisServer
@@ -209,6 +210,7 @@ class App:
         ]
 
     async def close(self) -> None:
+        await self.decider.aclose()  # list mail not yet made stays marked for the next start
         await self.matrix.close()
         await self.email.close()
         await self.decider.fanout.mail.aclose()

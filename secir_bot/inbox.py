@@ -1,22 +1,22 @@
-"""The inbox runner: every received item decided, in order, apart from its bridge.
+"""Deciding one received item: intake, policy, and the outcome recorded.
 
-The bridges only make what they receive durable and wake the runner of their channel; the
-runner decides each pending item in its own long-lived task, so that a slow decision (gpg
-over a large list today, a whois lookup tomorrow) never stalls a Matrix sync or the IMAP
-intake. A decision is: count the attempt, run the channel's intake stage (which ends in an
+The inbox runners (``runner``) call :meth:`Decider.decide` for each pending item of their
+channel. A decision is: count the attempt, run the channel's intake stage (which ends in an
 ``Inbound``), then the policy steps on that, and record the outcome in one store
 transaction: an accepted message becomes a ``Post`` with its outbox rows (``posts``,
 ``fanout``), a refused one its notices (``notices``).
 
-An accepted post's room event is queued (and the outbox woken) before its list mail is
-encrypted: the decision is recorded with the room's rows and a mark (``MAIL_PENDING``),
-then the list mail is rendered one recipient group at a time, each group's row committed
-(and the outbox woken) as soon as it is encrypted, and the mark cleared at the end. A stop
-in between leaves the mark, and ``Decider.resume`` renders, at the next start and before
-anything new is decided, the groups of the members who have no row yet (same Message-ID).
+An accepted post's room event never waits on its list mail: the decision is recorded with
+the room's rows and a mark (``MAIL_PENDING``), and ends there (its lane and whoever waits
+for its outcome are released). The list mail is made after, by the follow-on stage
+(``listmail``: in decision order within each thread and sender), one recipient group at a
+time, each group's row committed (and the outbox woken) as soon as it is encrypted, and the
+mark cleared at the end. A stop in between leaves the mark, and ``Decider.resume`` renders,
+at the next start and before anything new is decided, the groups of the members who have no
+row yet (same Message-ID), post after post in the order they were decided.
 
 A file posted in the room without a caption is decided together with the text its sender
-posts next in its thread, as one post (``captions``: the runner holds the file a little).
+posts next in its thread, as one post (the runner hands the caption over).
 
 An item whose processing raises is *shunted*: kept in the store with the error, reported
 to the admins, and not retried automatically, so that one poisonous message cannot stop the
@@ -30,17 +30,17 @@ import asyncio
 import dataclasses
 import json
 import logging
-import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from secir_bot import captions, posts
+from secir_bot import posts
 from secir_bot.commands.matrix_front import MatrixFront
 from secir_bot.crypto import GpgTimeout
 from secir_bot.errors import SignatureSeen
 from secir_bot.fanout import Fanout
-from secir_bot.lanes import mail_keys, run_in_lanes
+from secir_bot.lanes import lane_keys
+from secir_bot.listmail import ListMail
 from secir_bot.model import Channel, Inbound, InboxState, LinkKind, Outcome, Post
 from secir_bot.notices import Notices
 from secir_bot.pipeline import EMAIL_STEPS, MATRIX_STEPS, POLICY_STEPS
@@ -55,8 +55,7 @@ from secir_bot.steps import (
 )
 from secir_bot.steps import email as email_steps
 from secir_bot.steps import matrix as matrix_steps
-from secir_bot.store import InboxItem, NewDelivery, Store
-from secir_bot.tasks import work_loop
+from secir_bot.store import InboxItem, NewDelivery
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +91,7 @@ class Decider:
         self._resumed: asyncio.Task[None] | None = None
         self.requests = requests  # mail on the request address, and command words
         self.commands = commands  # the Matrix front end of the commands (wired by the app)
+        self.list_mail = ListMail(self._mail_later)  # the list mail, after the decisions
 
     async def decide(self, item: InboxItem, caption: InboxItem | None = None) -> Outcome:
         """Decide one inbox item (idempotent: a decided item keeps its outcome); a room
@@ -211,7 +211,8 @@ class Decider:
     ) -> Outcome:
         """An accepted message becomes a post, with a delivery to each of its audiences.
 
-        The room's rows first, in the decision's commit; the list mail after, in its own.
+        The room's rows in the decision's commit, which ends the decision; the list mail
+        after, by the follow-on stage (in order with the item's lane), in its own commits.
         A ``joined`` item (a file's caption) is decided in the same commit, as part of the
         post, and its event id names the post too (replies, edits and redactions of it)."""
         lst = self.s.config.list
@@ -232,8 +233,8 @@ class Decider:
         )
         if first:
             self.on_queued()  # the room event goes out while gpg works on the list mail
-        if later:
-            await self._mail_later(new.post, mark)
+        if later:  # waits only while the stage's backlog is full
+            await self.list_mail.add(new.post, mark, lane_keys(item.source, item.raw))
         return Outcome(InboxState.RELAYED)
 
     async def _mail_later(self, post: Post, mark: str) -> None:
@@ -266,6 +267,10 @@ class Decider:
             ]
         self.s.store.complete(mark, rows)
 
+    async def aclose(self) -> None:
+        """Stop the list mail being made (its marks stay; ``resume`` makes it next time)."""
+        await self.list_mail.aclose()
+
     async def resume(self) -> None:
         """List mail that a stop left unmade (marked), made now; once, before new work.
 
@@ -276,6 +281,9 @@ class Decider:
         await asyncio.shield(self._resumed)
 
     async def _resume(self) -> None:
+        # Oldest mark first, which is the order the posts were decided: each mark is a new
+        # kv row of the decision's commit, and a new row's rowid is above every existing
+        # one (the store never VACUUMs, which could renumber them).
         for mark, notes in self.s.store.kv.prefixed(MAIL_PENDING).items():
             post = self.s.store.posts.get(mark.removeprefix(MAIL_PENDING))
             if post is None:  # cannot happen (same commit); never block the list on it
@@ -283,91 +291,3 @@ class Decider:
                 continue
             log.info("post %s: making the list mail that a stop left unmade", post.uid)
             await self._mail_later(dataclasses.replace(post, notes=tuple(json.loads(notes))), mark)
-
-
-class InboxRunner:
-    """Decides the pending items of one channel, oldest first, as a long-lived task.
-
-    With ``parallel`` above 1 (the email channel, ``imap.parallel_decisions``) several items
-    are decided at once, those of one thread or one sender in order (``lanes``)."""
-
-    def __init__(
-        self,
-        store: Store,
-        decider: Decider,
-        channel: Channel,
-        on_work: Callable[[], None],
-        parallel: int = 1,
-    ) -> None:
-        self.store = store
-        self.decider = decider
-        self.channel = channel
-        self.on_work = on_work  # the outbox is woken after each decision
-        self.parallel = parallel
-        self._wake = asyncio.Event()
-        self._waiting: dict[int, list[asyncio.Future[Outcome]]] = {}
-        self._due: float | None = None  # when a held room file's wait for its text ends
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def decided(self, item_id: int) -> Outcome:
-        """The outcome of an item of this channel, waiting for its decision if need be."""
-        state, reason = self.store.inbox.state(item_id)
-        if state not in (InboxState.NEW, InboxState.PARKED):
-            return Outcome(state, reason or "")
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(item_id, []).append(future)
-        self.wake()
-        try:
-            return await future
-        finally:
-            waiters = self._waiting.get(item_id, [])
-            if future in waiters:
-                waiters.remove(future)
-            if not waiters:
-                self._waiting.pop(item_id, None)
-
-    async def run(self) -> None:
-        # List mail a stop left unmade first, then items accepted before a stop but not
-        # decided.
-        await self.decider.resume()
-        await work_loop(self._decide_pending, self._wake, lambda: self._due)
-
-    async def _decide_pending(self) -> None:
-        items = self.store.inbox.pending(self.channel)
-        wait = self.decider.s.config.matrix.caption_wait_seconds
-        if self.channel is Channel.MATRIX and wait > 0 and items:
-            await self._decide_planned(items[0].id, wait)
-            return
-        self._due = None
-        await run_in_lanes(items, _lane_keys, self._decide_one, self.parallel)
-
-    async def _decide_planned(self, first: int, wait: float) -> None:
-        """Room events in order, a caption-less file held for its text (``captions``)."""
-        now = time.time()
-        window = self.store.inbox.window(self.channel, first, now - wait)
-        s = self.decider.s
-        room = s.config.matrix.incident_room
-        plan = captions.plan(window, room, s.bot_user_id, wait, now, s.store.media.fetched)
-        self._due = plan.due
-        for unit in plan.units:
-            await self._decide_one(unit.item, unit.caption)
-
-    async def _decide_one(self, item: InboxItem, caption: InboxItem | None = None) -> None:
-        self._answer(item.id, await self.decider.decide(item, caption))
-        if caption is not None:
-            state, reason = self.store.inbox.state(caption.id)
-            if state not in (InboxState.NEW, InboxState.PARKED):  # taken as the caption
-                self._answer(caption.id, Outcome(state, reason or ""))
-        self.on_work()
-
-    def _answer(self, item_id: int, outcome: Outcome) -> None:
-        for future in self._waiting.pop(item_id, []):
-            if not future.done():
-                future.set_result(outcome)
-
-
-def _lane_keys(item: InboxItem) -> frozenset[str]:
-    """What an item must stay in order with: a mail's sender and thread; Matrix in one lane."""
-    return mail_keys(item.raw) if item.source == Channel.EMAIL else frozenset({"matrix"})

@@ -26,6 +26,8 @@ from email.policy import compat32
 from email.utils import parseaddr
 from typing import TypeVar
 
+from secir_bot.model import Channel
+
 T = TypeVar("T")
 
 HEADER_BYTES = 65536  # enough for any real header; the rest of the mail is not looked at
@@ -46,6 +48,12 @@ def mail_keys(raw: bytes) -> frozenset[str]:
     except Exception:  # a header the parser cannot take: ordered with the other such mail
         return frozenset({"unreadable"})
     return frozenset({f"from:{sender}", f"thread:{thread or 'none'}"})
+
+
+def lane_keys(source: str, raw: bytes) -> frozenset[str]:
+    """What a received item must stay in order with (its decision, then its post's list
+    mail): a mail's sender and thread; the room's events all in one lane."""
+    return mail_keys(raw) if source == Channel.EMAIL else frozenset({"matrix"})
 
 
 async def run_in_lanes(

@@ -20,9 +20,10 @@ import pytest_asyncio
 
 from secir_bot.app import decider
 from secir_bot.crypto import Keyring
-from secir_bot.inbox import Decider, InboxRunner
+from secir_bot.inbox import Decider
 from secir_bot.members import MemberRequest, add_member
 from secir_bot.model import Channel, InboxState, LinkKind
+from secir_bot.runner import InboxRunner
 from secir_bot.sandbox.world import offline_config
 from secir_bot.steps import Services
 from secir_bot.store import InboxItem, Store, StoredMedia
@@ -40,6 +41,7 @@ class Setup:
         self.store = Store.open(self.config.store_path, create=True)
         self.ring = Keyring.create(self.config.store_path / "gnupg")
         self.room = self.config.matrix.incident_room
+        self.deciders: list[Decider] = []
         for n, who in enumerate((X, Y)):
             self.store.members.add(
                 tld="nl",
@@ -65,7 +67,9 @@ class Setup:
             tld="be", name="Mail", email="mail@cap.test", rank=1, key=key, channels="email"
         )
         await add_member(self.store, self.ring, request)
-        return decider(Services(self.config, self.store, self.ring, fpr, "@bot:cap.test"))
+        made = decider(Services(self.config, self.store, self.ring, fpr, "@bot:cap.test"))
+        self.deciders.append(made)  # stopped at the end (list mail still being made)
+        return made
 
     def event(self, event_id: str, sender: str, content: dict[str, Any]) -> InboxItem:
         raw = {"type": "m.room.message", "event_id": event_id, "sender": sender}
@@ -91,6 +95,8 @@ async def _setup(wait: float) -> AsyncIterator[Setup]:
     try:
         yield s
     finally:
+        for made in s.deciders:
+            await made.aclose()
         s.ring.close()
         s.store.close()
         shutil.rmtree(root, ignore_errors=True)
@@ -124,6 +130,7 @@ async def test_a_file_and_the_text_after_it_are_one_post_and_others_do_not_wait(
         runner.wake()
         assert (await asyncio.wait_for(runner.decided(file.id), 60)).state == "relayed"
         assert (await asyncio.wait_for(runner.decided(text.id), 60)).state == "relayed"
+        await asyncio.wait_for(runner.decider.list_mail.idle(), 60)
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

@@ -20,7 +20,17 @@ STORE_ONLY = {"sqlite3", "sqlite_utils"}
 CRYPTO_ONLY = {"gnupg"}
 CHANNEL_ONLY = {"nio", "vodozemac", "aioimaplib", "aiosmtplib"}
 # What the bridges must never reach up to: the deciding and the command machinery.
-ABOVE_THE_BRIDGES = ("pipeline", "steps", "posts", "fanout", "relay", "inbox", "commands")
+ABOVE_THE_BRIDGES = (
+    "pipeline",
+    "steps",
+    "posts",
+    "fanout",
+    "relay",
+    "inbox",
+    "runner",
+    "listmail",
+    "commands",
+)
 # Ways of starting another program: only the crypto package runs one (gpg), and the sandbox
 # (throwaway servers).
 PROCESS_CALLS = {"create_subprocess_exec", "create_subprocess_shell", "system", "popen"}

@@ -6,27 +6,29 @@ import asyncio
 import email
 import json
 import re
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from relay_support import (
+    HeldBackend,
+    Setup,
+    decided_and_mailed,
+    decider_of,
+    hold_mail,
+    queued,
+    relay_setup,
+    signed_mail,
+)
 
-from secir_bot.app import decider
-from secir_bot.bridges.email.render import EmailRenderer
 from secir_bot.crypto import Keyring
-from secir_bot.inbox import MAIL_PENDING, Decider, InboxRunner
-from secir_bot.members import MemberRequest, add_member
-from secir_bot.model import Channel, InboxState, LinkKind, Member, Outcome, Post
+from secir_bot.inbox import MAIL_PENDING, Decider
+from secir_bot.model import Channel, InboxState, LinkKind, Outcome, Post
+from secir_bot.runner import InboxRunner
 from secir_bot.sandbox.operators import wait_until
-from secir_bot.sandbox.world import offline_config
-from secir_bot.steps import Services
-from secir_bot.store import InboxItem, OutboxRow, Store
+from secir_bot.store import InboxItem, OutboxRow
 from secir_bot.threads import clean_subject, first_line, is_placeholder, strip_reply_fallback
 
 
@@ -67,56 +69,15 @@ def test_reply_fallback_is_stripped_and_first_line_is_short() -> None:
     assert len(first_line("x" * 100)) == 72
 
 
-class Setup:
-    def __init__(self, root: Path) -> None:
-        self.config = offline_config(root, "relay.test")
-        self.store = Store.open(self.config.store_path, create=True)
-        self.ring = Keyring.create(self.config.store_path / "gnupg")
-        self.members_home = Path(tempfile.mkdtemp(prefix="gr"))
-        self.members_ring = Keyring.create(self.members_home)
-        self.members: list[Member] = []
-
-    async def add(self, n: int) -> None:
-        while len(self.members) < n:
-            i = len(self.members)
-            fpr = await self.members_ring.generate(f"M {i}", f"m{i}@relay.test")
-            self.members.append(
-                await add_member(
-                    self.store,
-                    self.ring,
-                    MemberRequest(
-                        tld="nl",
-                        name=f"M {i}",
-                        email=f"m{i}@relay.test",
-                        rank=1 + i % 3,
-                        key=await self.members_ring.export_public(fpr),
-                        channels="email",
-                    ),
-                )
-            )
-
-
-def _decider(setup: Setup, list_fpr: str) -> Decider:
-    return decider(Services(setup.config, setup.store, setup.ring, list_fpr, "@bot:x"))
-
-
 @pytest_asyncio.fixture
 async def setup() -> AsyncIterator[Setup]:
-    root = Path(tempfile.mkdtemp(prefix="rl"))
-    s = Setup(root)
-    try:
+    async with relay_setup() as s:
         yield s
-    finally:
-        s.ring.close()
-        s.members_ring.close()
-        s.store.close()
-        shutil.rmtree(root, ignore_errors=True)
-        shutil.rmtree(s.members_home, ignore_errors=True)
 
 
 async def test_gpg_calls_per_post_do_not_grow_with_the_list(setup: Setup) -> None:
     list_fpr = await setup.ring.generate("list", "list@relay.test")
-    processor = _decider(setup, list_fpr)
+    processor = decider_of(setup, list_fpr)
     calls = {}
     for size in (3, 15):
         await setup.add(size)
@@ -135,7 +96,7 @@ async def test_an_item_that_keeps_killing_the_bot_is_shunted(setup: Setup) -> No
     from secir_bot.inbox import MAX_ATTEMPTS
 
     list_fpr = await setup.ring.generate("list", "list@relay.test")
-    processor = _decider(setup, list_fpr)
+    processor = decider_of(setup, list_fpr)
     item, _ = setup.store.inbox.accept("email", "<poison@relay.test>", b"From: x\r\n\r\nbody")
     for _ in range(MAX_ATTEMPTS):  # each start was cut short by a crash
         setup.store.inbox.begin_attempt(item.id)
@@ -156,7 +117,7 @@ async def test_an_item_on_which_gpg_hangs_is_shunted_at_once(setup: Setup) -> No
         b"From: someone@relay.test\r\nMessage-ID: <slow@relay.test>\r\n"
         b"Content-Type: text/plain\r\n\r\n" + armored
     )
-    processor = _decider(setup, list_fpr)
+    processor = decider_of(setup, list_fpr)
     item, _ = setup.store.inbox.accept("email", "<slow@relay.test>", raw)
     setup.ring.deadline = 0.001  # gpg cannot finish: as if it hung
 
@@ -177,7 +138,7 @@ async def test_l1_a_crash_is_reported_by_type_never_by_its_text(
 
     monkeypatch.setattr(mime, "parse_envelope", explode)
     list_fpr = await setup.ring.generate("list", "list@relay.test")
-    processor = _decider(setup, list_fpr)
+    processor = decider_of(setup, list_fpr)
     raw = b"From: x@y.test\r\n\r\nSECRET-DECRYPTED-TEXT"
     item, _ = setup.store.inbox.accept("email", "<l1@relay.test>", raw)
 
@@ -197,57 +158,19 @@ def test_d2_html_is_converted_only_after_the_signature_is_checked() -> None:
     assert names.index("html_text") > names.index("signer_is_member") > names.index("signed")
 
 
-async def _signed_at(
-    setup: Setup, list_fpr: str, when: int, text: bytes, by: int = 0, header: str = ""
-) -> bytes:
-    """An inline mail by member ``by`` (the first), signed with gpg's clock set to ``when``;
-    ``header``, extra header lines (each ending in CRLF)."""
-    member = setup.members[by]
-    await setup.members_ring.import_key(await setup.ring.export_public(list_fpr))
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [
-            "gpg",
-            "--homedir",
-            str(setup.members_home),
-            "--batch",
-            "--yes",
-            "--trust-model",
-            "always",
-            "--faked-system-time",
-            f"{when}!",
-            "--armor",
-            "--sign",
-            "--encrypt",
-            "--local-user",
-            member.fingerprint,
-            "--recipient",
-            list_fpr,
-        ],
-        input=text,
-        capture_output=True,
-        check=True,
-    )
-    armored = done.stdout
-    return (
-        f"From: {member.email}\r\nMessage-ID: <{when}@relay.test>\r\n{header}"
-        "Content-Type: text/plain\r\n\r\n"
-    ).encode() + armored
-
-
 async def test_a_signature_dated_in_the_future_is_refused(setup: Setup) -> None:
     list_fpr = await setup.ring.generate("list", "list@relay.test")
     await setup.add(2)
-    processor = _decider(setup, list_fpr)
+    processor = decider_of(setup, list_fpr)
     now = int(time.time())
 
-    ahead = await _signed_at(setup, list_fpr, now + 3600, b"an hour ahead\n")
+    ahead = await signed_mail(setup, list_fpr, now + 3600, b"an hour ahead\n")
     item, _ = setup.store.inbox.accept("email", "<ahead@relay.test>", ahead)
     outcome = await processor.decide(item)
     assert outcome.state == "rejected" and "in the future" in outcome.reason
 
     # A minute ahead is within list.max_clock_skew (600 s by default).
-    close = await _signed_at(setup, list_fpr, now + 60, b"a minute ahead\n")
+    close = await signed_mail(setup, list_fpr, now + 60, b"a minute ahead\n")
     item, _ = setup.store.inbox.accept("email", "<close@relay.test>", close)
     assert (await processor.decide(item)).state == "relayed"
 
@@ -263,7 +186,7 @@ async def test_a_matrix_reply_of_nothing_but_its_quote_is_refused_not_relayed_em
     _add_matrix_member(setup)
     item = _room_post(setup, "$quote-only", "> <@x:relay.test> what was said\n> before")
 
-    outcome = await _decider(setup, list_fpr).decide(item)
+    outcome = await decider_of(setup, list_fpr).decide(item)
 
     assert outcome == Outcome(InboxState.REJECTED, "the message has no readable text")
     assert setup.store.posts.for_link(LinkKind.EVENT, "$quote-only") is None
@@ -295,30 +218,6 @@ def _room_post(setup: Setup, event_id: str, body: str) -> InboxItem:
     return item
 
 
-class HeldBackend:
-    """The list's gpg backend, held until the test lets it go (a seam we own)."""
-
-    name = "held"
-    hides_recipients = True
-
-    def __init__(self, ring: Keyring) -> None:
-        self.ring = ring
-        self.go = asyncio.Event()
-        self.calls = 0
-
-    async def sign_encrypt(self, data: bytes, recipients: Sequence[str], signer: str) -> bytes:
-        self.calls += 1
-        await self.go.wait()
-        return await self.ring.sign_encrypt(data, list(recipients), signer)
-
-    async def aclose(self) -> None:
-        return None
-
-
-def _rows(setup: Setup, channel: Channel) -> list[OutboxRow]:
-    return setup.store.outbox.due(channel, now=float("inf"))
-
-
 @dataclass
 class HeldPost:
     """A member's post by mail being decided while the list's gpg backend is held."""
@@ -343,23 +242,24 @@ async def _post_held(
     mail made by ``held`` (by default all of it held), in groups of ``group_size``."""
     list_fpr = await setup.ring.generate("list", "list@relay.test")
     await setup.add(members)
-    processor = _decider(setup, list_fpr)
+    processor = decider_of(setup, list_fpr)
     held = held or HeldBackend(setup.ring)
-    _hold(processor, held, group_size)
+    hold_mail(processor, held, group_size)
     if on_queued is not None:
         processor.on_queued = on_queued
-    raw = await _signed_at(setup, list_fpr, int(time.time()), b"resolver down\n")
+    raw = await signed_mail(setup, list_fpr, int(time.time()), b"resolver down\n")
     item, _ = setup.store.inbox.accept("email", message_id, raw)
-    return HeldPost(list_fpr, processor, held, item, asyncio.create_task(processor.decide(item)))
+    return HeldPost(
+        list_fpr, processor, held, item, asyncio.create_task(decided_and_mailed(processor, item))
+    )
 
 
-def _hold(processor: Decider, held: HeldBackend, group_size: int | None = None) -> None:
-    """Let ``held`` make the decider's list mail, in recipient groups of ``group_size``."""
-    mail = processor.fanout.mail
-    assert isinstance(mail, EmailRenderer)
-    mail.backend = held
-    if group_size is not None:
-        mail.group_size = group_size
+async def _stop(post: HeldPost) -> None:
+    """The bot stops while gpg works on the list mail (the app closes the decider)."""
+    post.deciding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await post.deciding
+    await post.processor.aclose()
 
 
 async def _encryption_started(post: HeldPost) -> None:
@@ -373,13 +273,13 @@ async def test_i11_the_room_event_is_queued_before_the_list_mail_is_encrypted(
     post = await _post_held(setup, "<held@relay.test>", on_queued=lambda: woken.append(True))
     await _encryption_started(post)
 
-    (room,) = _rows(setup, Channel.MATRIX)  # queued while gpg is held
+    (room,) = queued(setup, Channel.MATRIX)  # queued while gpg is held
     assert room.target == setup.config.matrix.incident_room and woken == [True]
-    assert _rows(setup, Channel.EMAIL) == []
+    assert queued(setup, Channel.EMAIL) == []
     assert setup.store.inbox.state(post.item.id)[0] == "relayed"
     post.held.go.set()
     assert (await post.deciding).state == "relayed"
-    (mail,) = _rows(setup, Channel.EMAIL)
+    (mail,) = queued(setup, Channel.EMAIL)
     assert sorted(mail.recipients) == ["m1@relay.test", "m2@relay.test"]
     assert mail.post_uid == room.post_uid
     assert setup.store.kv.prefixed(MAIL_PENDING) == {}
@@ -390,17 +290,15 @@ async def test_i11_list_mail_left_unmade_by_a_stop_is_made_at_the_next_start(
 ) -> None:
     post = await _post_held(setup, "<stop@relay.test>")
     await _encryption_started(post)
-    post.deciding.cancel()  # the bot stops while gpg works
-    with pytest.raises(asyncio.CancelledError):
-        await post.deciding
-    assert _rows(setup, Channel.EMAIL) == [] and len(setup.store.kv.prefixed(MAIL_PENDING)) == 1
+    await _stop(post)  # the bot stops while gpg works
+    assert queued(setup, Channel.EMAIL) == [] and len(setup.store.kv.prefixed(MAIL_PENDING)) == 1
 
-    restarted = _decider(setup, post.list_fpr)
+    restarted = decider_of(setup, post.list_fpr)
     await restarted.resume()
 
-    (mail,) = _rows(setup, Channel.EMAIL)
+    (mail,) = queued(setup, Channel.EMAIL)
     assert sorted(mail.recipients) == ["m1@relay.test", "m2@relay.test"]
-    assert len(_rows(setup, Channel.MATRIX)) == 1  # the room event was not queued again
+    assert len(queued(setup, Channel.MATRIX)) == 1  # the room event was not queued again
     assert setup.store.kv.prefixed(MAIL_PENDING) == {}
     assert b"BEGIN PGP MESSAGE" in mail.payload
 
@@ -414,8 +312,8 @@ async def test_i11_a_list_mail_that_cannot_be_made_after_the_room_is_reported(
     post.held.go.set()
 
     assert (await post.deciding).state == "relayed"
-    assert _rows(setup, Channel.EMAIL) == []
-    room, notice = _rows(setup, Channel.MATRIX)
+    assert queued(setup, Channel.EMAIL) == []
+    room, notice = queued(setup, Channel.MATRIX)
     assert room.target == setup.config.matrix.incident_room
     assert notice.target == setup.config.matrix.control_room
     assert b"was not mailed to the list" in notice.payload and b"did not finish" in notice.payload
@@ -427,11 +325,11 @@ async def test_i11_a_burst_is_decided_several_at_once_in_order_within_threads_an
 ) -> None:
     list_fpr = await setup.ring.generate("list", "list@relay.test")
     await setup.add(6)
-    processor = _decider(setup, list_fpr)
+    processor = decider_of(setup, list_fpr)
     now = int(time.time())
     for j in range(30):
         sender, thread = j % 5, (j * 7) % 4  # threads and senders interleaved
-        raw = await _signed_at(
+        raw = await signed_mail(
             setup,
             list_fpr,
             now,
@@ -456,11 +354,12 @@ async def test_i11_a_burst_is_decided_several_at_once_in_order_within_threads_an
     runner = InboxRunner(setup.store, processor, Channel.EMAIL, lambda: None, parallel=4)
 
     await runner._decide_pending()
+    await processor.list_mail.idle()
 
     assert most > 1  # several mails were being decided at the same time
     assert setup.store.inbox.pending(Channel.EMAIL) == []
     room = [
-        r for r in _rows(setup, Channel.MATRIX) if r.target == setup.config.matrix.incident_room
+        r for r in queued(setup, Channel.MATRIX) if r.target == setup.config.matrix.incident_room
     ]
     numbers = {}
     for row in room:
@@ -468,7 +367,7 @@ async def test_i11_a_burst_is_decided_several_at_once_in_order_within_threads_an
         assert found is not None
         numbers[row.post_uid] = int(found[2])
     assert sorted(numbers.values()) == list(range(30))  # none lost, none twice
-    mail = [numbers[r.post_uid] for r in _rows(setup, Channel.EMAIL) if r.post_uid]
+    mail = [numbers[r.post_uid] for r in queued(setup, Channel.EMAIL) if r.post_uid]
     assert sorted(mail) == list(range(30))
     for order in ([numbers[r.post_uid] for r in room], mail):  # queue order, room and list
         for lane in [{j for j in range(30) if (j * 7) % 4 == t} for t in range(4)] + [
@@ -486,8 +385,8 @@ async def test_i11_a_replay_decided_at_the_same_time_as_its_original_is_not_rela
     one through (the other is refused or set aside, and the admins are told)."""
     list_fpr = await setup.ring.generate("list", "list@relay.test")
     await setup.add(2)
-    processor = _decider(setup, list_fpr)
-    raw = await _signed_at(setup, list_fpr, int(time.time()), b"pay to account 1\n")
+    processor = decider_of(setup, list_fpr)
+    raw = await signed_mail(setup, list_fpr, int(time.time()), b"pay to account 1\n")
     body = raw[raw.index(b"-----BEGIN PGP MESSAGE") :]
     for j in range(4):  # other sender address and thread each time, same signed message
         header = f"From: m0+{j}@relay.test\r\nMessage-ID: <replay-{j}@relay.test>\r\n\r\n"
@@ -495,6 +394,7 @@ async def test_i11_a_replay_decided_at_the_same_time_as_its_original_is_not_rela
     runner = InboxRunner(setup.store, processor, Channel.EMAIL, lambda: None, parallel=4)
 
     await runner._decide_pending()
+    await processor.list_mail.idle()
 
     outcomes = [setup.store.inbox.state(i) for i in range(1, 5)]
     states = [state for state, _ in outcomes]
@@ -503,7 +403,7 @@ async def test_i11_a_replay_decided_at_the_same_time_as_its_original_is_not_rela
     assert states.count("rejected") == 3, outcomes
     refused = [reason or "" for state, reason in outcomes if state == "rejected"]
     assert all("received before" in reason for reason in refused), outcomes
-    assert len([r for r in _rows(setup, Channel.EMAIL) if r.target == "list"]) == 1
+    assert len([r for r in queued(setup, Channel.EMAIL) if r.target == "list"]) == 1
 
 
 async def test_i11_a_replay_that_passed_the_check_while_its_original_was_decided_is_refused(
@@ -516,8 +416,8 @@ async def test_i11_a_replay_that_passed_the_check_while_its_original_was_decided
     it was answered before the original's commit."""
     list_fpr = await setup.ring.generate("list", "list@relay.test")
     await setup.add(2)
-    processor = _decider(setup, list_fpr)
-    raw = await _signed_at(setup, list_fpr, int(time.time()), b"pay to account 2\n")
+    processor = decider_of(setup, list_fpr)
+    raw = await signed_mail(setup, list_fpr, int(time.time()), b"pay to account 2\n")
     body = raw[raw.index(b"-----BEGIN PGP MESSAGE") :]
     for j in range(2):
         header = f"From: m0@relay.test\r\nMessage-ID: <race-{j}@relay.test>\r\n\r\n"
@@ -527,10 +427,11 @@ async def test_i11_a_replay_that_passed_the_check_while_its_original_was_decided
 
     setup.store.signatures.seen = lambda signer, signature_id: False  # type: ignore[method-assign]
     outcome = await processor.decide(second)
+    await processor.list_mail.idle()
 
     assert outcome.state is InboxState.REJECTED, outcome
     assert "received before" in (setup.store.inbox.state(second.id)[1] or "")
-    assert len([r for r in _rows(setup, Channel.EMAIL) if r.target == "list"]) == 1
+    assert len([r for r in queued(setup, Channel.EMAIL) if r.target == "list"]) == 1
 
 
 class PartlyHeldBackend(HeldBackend):
@@ -564,25 +465,23 @@ async def test_f_fanout_each_group_is_queued_as_made_and_a_stop_resumes_the_rest
         on_queued=lambda: woken.append(True),
     )
     await wait_until(
-        lambda: len(_rows(setup, Channel.EMAIL)) == 2 and post.held.calls == 4,
+        lambda: len(queued(setup, Channel.EMAIL)) == 2 and post.held.calls == 4,
         30,
         "two groups queued while the other two are still encrypted",
     )
-    made = _rows(setup, Channel.EMAIL)
+    made = queued(setup, Channel.EMAIL)
     assert len(woken) == 3  # the room event, then each group's mail as it was queued
-    post.deciding.cancel()  # the bot stops while gpg works on the last two groups
-    with pytest.raises(asyncio.CancelledError):
-        await post.deciding
-    assert _rows(setup, Channel.EMAIL) == made
+    await _stop(post)  # the bot stops while gpg works on the last two groups
+    assert queued(setup, Channel.EMAIL) == made
     assert len(setup.store.kv.prefixed(MAIL_PENDING)) == 1
 
-    restarted = _decider(setup, post.list_fpr)
+    restarted = decider_of(setup, post.list_fpr)
     counting = HeldBackend(setup.ring)
     counting.go.set()
-    _hold(restarted, counting, group_size=1)
+    hold_mail(restarted, counting, group_size=1)
     await restarted.resume()
 
-    rows = _rows(setup, Channel.EMAIL)
+    rows = queued(setup, Channel.EMAIL)
     assert rows[:2] == made and len(rows) == 4
     assert counting.calls == 2  # only the groups not made before the stop
     assert sorted(r for row in rows for r in row.recipients) == [
@@ -590,7 +489,7 @@ async def test_f_fanout_each_group_is_queued_as_made_and_a_stop_resumes_the_rest
     ]
     assert len({_message_id(row) for row in rows}) == 1
     assert all(b"BEGIN PGP MESSAGE" in row.payload for row in rows)
-    assert len(_rows(setup, Channel.MATRIX)) == 1  # the room event was not queued again
+    assert len(queued(setup, Channel.MATRIX)) == 1  # the room event was not queued again
     assert setup.store.kv.prefixed(MAIL_PENDING) == {}
 
 
@@ -605,7 +504,7 @@ async def test_f_fanout_a_group_that_fails_after_others_were_queued_is_reported_
         group_size=1,
     )
     await wait_until(
-        lambda: len(_rows(setup, Channel.EMAIL)) == 1 and post.held.calls == 3,
+        lambda: len(queued(setup, Channel.EMAIL)) == 1 and post.held.calls == 3,
         30,
         "one group queued while the other two are held",
     )
@@ -613,8 +512,8 @@ async def test_f_fanout_a_group_that_fails_after_others_were_queued_is_reported_
     post.held.go.set()
 
     assert (await post.deciding).state == "relayed"
-    assert len(_rows(setup, Channel.EMAIL)) == 1  # the group made before stays queued
-    room, notice = _rows(setup, Channel.MATRIX)
+    assert len(queued(setup, Channel.EMAIL)) == 1  # the group made before stays queued
+    room, notice = queued(setup, Channel.MATRIX)
     assert room.target == setup.config.matrix.incident_room
     assert notice.target == setup.config.matrix.control_room
     assert b"mailed only to the members of the groups encrypted before" in notice.payload
@@ -630,14 +529,14 @@ async def test_f_fanout_a_matrix_posts_groups_are_queued_one_by_one_after_the_de
     list_fpr = await setup.ring.generate("list", "list@relay.test")
     await setup.add(3)
     _add_matrix_member(setup)
-    processor = _decider(setup, list_fpr)
+    processor = decider_of(setup, list_fpr)
     held = PartlyHeldBackend(setup.ring, free=1)
-    _hold(processor, held, group_size=1)
+    hold_mail(processor, held, group_size=1)
     item = _room_post(setup, "$groups", "resolver down")
 
-    deciding = asyncio.create_task(processor.decide(item))
+    deciding = asyncio.create_task(decided_and_mailed(processor, item))
     await wait_until(
-        lambda: len(_rows(setup, Channel.EMAIL)) == 1 and held.calls == 3,
+        lambda: len(queued(setup, Channel.EMAIL)) == 1 and held.calls == 3,
         30,
         "the first group queued while the other two are held",
     )
@@ -645,9 +544,9 @@ async def test_f_fanout_a_matrix_posts_groups_are_queued_one_by_one_after_the_de
     held.go.set()
 
     assert (await deciding).state == "relayed"
-    rows = _rows(setup, Channel.EMAIL)
+    rows = queued(setup, Channel.EMAIL)
     assert sorted(r for row in rows for r in row.recipients) == [
         f"m{i}@relay.test" for i in range(3)
     ]
-    assert _rows(setup, Channel.MATRIX) == []  # a Matrix post is not sent back to the room
+    assert queued(setup, Channel.MATRIX) == []  # a Matrix post is not sent back to the room
     assert setup.store.kv.prefixed(MAIL_PENDING) == {}

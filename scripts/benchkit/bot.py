@@ -229,6 +229,17 @@ class Bot:
 
     # -- running ----------------------------------------------------------------------
 
+    def decided_at(self, since: float) -> list[float]:
+        """When each mail relayed since ``since`` was decided (its room rows committed)."""
+        path = self.store / DB_NAME
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            rows = db.execute(
+                "SELECT decided_at FROM inbox WHERE source = 'email' AND state = 'relayed'"
+                " AND decided_at >= ? ORDER BY decided_at",
+                [since],
+            ).fetchall()
+        return [float(r[0]) for r in rows]
+
     def _sync_token(self) -> str | None:
         path = self.store / DB_NAME
         if not path.exists():
@@ -296,6 +307,13 @@ class Bot:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
         # utime and stime, fields 14 and 15 of proc(5), counted from the state field (3).
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def children_cpu(self) -> float:
+        """CPU seconds of the bot's children that have ended (its gpg runs; not gpg-agent)."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        # cutime and cstime, fields 16 and 17 of proc(5).
+        return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
     @property
     def pid(self) -> int:

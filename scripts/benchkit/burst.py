@@ -118,6 +118,16 @@ def judge(tag: str, markers: list[str], arrivals: list[Arrival]) -> dict[str, An
     }
 
 
+def _buckets(moments: list[float], since: float, width: float = 5.0) -> list[int]:
+    """How many of ``moments`` fall in each ``width`` seconds from ``since``."""
+    counts: list[int] = []
+    for at in moments:
+        slot = max(0, int((at - since) // width))
+        counts += [0] * (slot + 1 - len(counts))
+        counts[slot] += 1
+    return counts
+
+
 async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[str, Any]:
     """The bot must be stopped; it is started here and left running."""
     assert b.stack.reader is not None and b.bot.process is None
@@ -126,7 +136,8 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
     b.sink.forget()
     start = await b.bot.start()
     spawned = b.bot.spawned_at
-    cpu = b.bot.cpu()
+    cpu = cpu_start = b.bot.cpu()
+    gpg_start = b.bot.children_cpu()
     # Sampled from the first sync on (py-spy attaches to a running process).
     spy = await Spy(b.bot.pid, b.root / "py-spy-burst.txt").start() if profiled else None
     deadline = time.monotonic() + 120 + count * 1.5
@@ -163,6 +174,12 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
             break
         await asyncio.sleep(0.2)
     mailed = len(complete)
+    # The mail leg's cost: when the last list copy was complete at the sink, and the bot's
+    # CPU (its own, and its gpg children's) up to then.
+    copies = [max(t.data_at for t in ts) for ts in complete]
+    last_copy = (max(copies) - spawned) if copies else float("nan")
+    cpu_all, gpg_cpu_all = b.bot.cpu() - cpu_start, b.bot.children_cpu() - gpg_start
+    decided = b.bot.decided_at(spawned)  # the room rows queued, before Matrix delivers them
     rss = b.bot.rss()
     b.sink.forget()
     elapsed = (times[-1] - spawned) if times else float("nan")
@@ -177,6 +194,16 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
         "rate_from_start": count / elapsed if times else 0.0,
         "rate_after_sync": count / after_sync if times and after_sync > 0 else 0.0,
         "mailed": mailed,
+        "last_list_copy": last_copy,
+        "last_decided": (decided[-1] - spawned) if decided else float("nan"),
+        # How each leg went over time (counts per 5 s from the start; JSON only).
+        "by_5s": {
+            "decided": _buckets(decided, spawned),
+            "in_room": _buckets(times, spawned),
+            "list_copies": _buckets(copies, spawned),
+        },
+        "cpu_to_last_copy": cpu_all,
+        "gpg_cpu_to_last_copy": gpg_cpu_all,
         "rss_peak_mib": rss[1],
         "gpg": gpg,
         "cpu_after_sync": cpu,

@@ -113,6 +113,13 @@ def details(results: dict[str, Any]) -> str:
             ["out of order within a thread, outside their Matrix thread",
              f"{burst['out_of_order']}, {burst['wrong_thread']}"],
             ["list copies mailed (to every member but the author)", str(burst["mailed"])],
+            ["last mail decided (its room rows queued), after the start",
+             f"{num(burst.get('last_decided'), 1)} s"],
+            ["last list copy at the SMTP sink, after the start",
+             f"{num(burst.get('last_list_copy'), 1)} s"],
+            ["CPU of the bot / of its gpg runs, start → last list copy",
+             f"{num(burst.get('cpu_to_last_copy'), 1)} / "
+             f"{num(burst.get('gpg_cpu_to_last_copy'), 1)} s"],
             ["peak RSS of the bot", f"{num(burst['rss_peak_mib'], 0)} MiB"],
             ["CPU of the bot's process, first sync → last in the room",
              f"{num(burst.get('cpu_after_sync'), 1)} s"],

@@ -132,7 +132,8 @@ def _targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "≥ 20 mails/s, none lost, order kept within each thread",
             f"{num(burst['rate_from_start'])} mails/s ({num(burst['seconds_from_start'], 0)} s "
             f"from start); lost {burst['lost']}, duplicates {burst['duplicates']}, "
-            f"out of order {burst['out_of_order']}, outside their thread {burst['wrong_thread']}",
+            f"out of order {burst['out_of_order']}, outside their thread {burst['wrong_thread']}"
+            f"; last list copy mailed {num(burst.get('last_list_copy'), 0)} s from start",
             "met" if ok else "missed",
         ))  # fmt: skip
     stored = next(({"n": s["n"], **s["stored"]} for s in stages if "stored" in s), None)

@@ -56,7 +56,7 @@ class Bridge(Protocol):
 
 
 class Intake(Protocol):
-    """The inbox runner of one channel, as its bridge sees it (``inbox.InboxRunner``).
+    """The inbox runner of one channel, as its bridge sees it (``runner.InboxRunner``).
 
     A bridge only makes what it receives durable and wakes the runner; it never decides.
     The email bridge waits for a decision before it moves a mail out of the mailbox.

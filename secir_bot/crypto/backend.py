@@ -5,7 +5,8 @@ Everything else that touches keys (listing, importing, decrypting and verifying 
 members send) stays with gpg through :class:`~secir_bot.crypto.Keyring`; only the hot path
 of the fan-out, one signature and one encryption per recipient group, can be switched.
 Each backend bounds how many encryptions run at once (one per core by default), so that
-concurrent posts and the groups of one post share the machine rather than crowd it.
+concurrent posts and the groups of one post share the machine rather than crowd it, and
+starts one only on a core that the decrypting of incoming mail leaves free (``cores``).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class GpgBackend:
         self._slots = asyncio.Semaphore(self.parallel)
 
     async def sign_encrypt(self, data: bytes, recipients: Sequence[str], signer: str) -> bytes:
-        async with self._slots:
+        async with self._slots, self.keyring.cores.spare():  # after decrypting (``cores``)
             return await self.keyring.sign_encrypt(
                 data, list(recipients), signer, hide=self.hides_recipients
             )

@@ -25,6 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from secir_bot.crypto.cores import Cores
 from secir_bot.crypto.gpg import Run
 from secir_bot.crypto.gpg import run as run_gpg
 from secir_bot.crypto.keycache import KeyCache
@@ -107,6 +108,8 @@ class Keyring:
         self.calls = 0
         self.deadline = deadline
         self.cache = KeyCache(home, self._list_all)
+        # Decrypting and checking what members send goes before encrypting list mail.
+        self.cores = Cores()
 
     @classmethod
     def create(cls, home: Path) -> Keyring:
@@ -205,9 +208,10 @@ class Keyring:
         A few kilobytes of compressed ciphertext can expand to gigabytes: gpg stops writing
         at the limit, and hitting it is reported as a failure, not as a short message.
         """
-        run = await self._gpg(
-            [*_VERIFY, "--max-output", str(max_output), "--decrypt"], data, max_output
-        )
+        async with self.cores.first():
+            run = await self._gpg(
+                [*_VERIFY, "--max-output", str(max_output), "--decrypt"], data, max_output
+            )
         if run.too_large or len(run.output) >= max_output or "max-output" in run.stderr:
             return _undecrypted(f"decrypted content larger than {max_output} bytes")
         if run.has("DECRYPTION_FAILED") or not run.has("DECRYPTION_OKAY"):
@@ -232,7 +236,8 @@ class Keyring:
 
     async def verify_clearsigned(self, signed: bytes) -> Verified:
         """Check a clear-signed message; ``data`` is the text gpg says the signature covers."""
-        run = await self._gpg([*_VERIFY, "--decrypt"], signed, len(signed) + 1024)
+        async with self.cores.first():
+            run = await self._gpg([*_VERIFY, "--decrypt"], signed, len(signed) + 1024)
         if run.has("BEGIN_DECRYPTION") or len(run.lines("PLAINTEXT")) != 1 or run.has("ERROR"):
             # Not one clear-signed text: something gpg would decrypt, or several blocks.
             return Verified(False, None, "not one clear-signed text", signatures=0)
@@ -244,7 +249,8 @@ class Keyring:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(signature)
-            run = await self._gpg([*_VERIFY, "--verify", sig_path, "-"], data)
+            async with self.cores.first():
+                run = await self._gpg([*_VERIFY, "--verify", sig_path, "-"], data)
         finally:
             os.unlink(sig_path)
         if run.has("PLAINTEXT"):

@@ -152,7 +152,7 @@ class SequoiaBackend:
             raise CryptoError("no recipients to encrypt to")
         version, secret = await self._prepare(signer)
         loop = asyncio.get_running_loop()
-        async with self._slots:
+        async with self._slots, self.keyring.cores.spare():  # after decrypting (``cores``)
             try:
                 return await loop.run_in_executor(
                     self._executor(),
