@@ -9,11 +9,13 @@ transaction: an accepted message becomes a ``Post`` with its outbox rows (``post
 ``fanout``), a refused one its notices (``notices``).
 
 An accepted post's room event is queued (and the outbox woken) before its list mail is
-encrypted: the decision is recorded with the room's rows and a mark (``MAIL_PENDING``),
-then the list mail is rendered one recipient group at a time, each group's row committed
-(and the outbox woken) as soon as it is encrypted, and the mark cleared at the end. A stop
-in between leaves the mark, and ``Decider.resume`` renders, at the next start and before
-anything new is decided, the groups of the members who have no row yet (same Message-ID).
+encrypted: the decision is recorded with the room's rows and a mark (``MAIL_PENDING``), the
+runner waits until the outbox has the room event on its way (``Outbox.handed_over``; at
+once if the outbox is busy), then the list mail is rendered one recipient group at a time,
+each group's row committed (and the outbox woken) as soon as it is encrypted, and the mark
+cleared at the end. A stop in between leaves the mark, and ``Decider.resume`` renders, at
+the next start and before anything new is decided, the groups of the members who have no
+row yet (same Message-ID).
 
 A file posted in the room without a caption is decided together with the text its sender
 posts next in its thread, as one post (``captions``: the runner holds the file a little).
@@ -89,6 +91,8 @@ class Decider:
         self.fanout = fanout
         self.notices = notices
         self.on_queued: Callable[[], None] = lambda: None  # wakes the outbox (set by the app)
+        # Returns once the outbox has the room event on its way (set by the app).
+        self.room_handed_over: Callable[[], Awaitable[None]] = _at_once
         self._resumed: asyncio.Task[None] | None = None
         self.requests = requests  # mail on the request address, and command words
         self.commands = commands  # the Matrix front end of the commands (wired by the app)
@@ -231,7 +235,10 @@ class Decider:
             marks={mark: json.dumps(list(new.post.notes))} if later else None,
         )
         if first:
-            self.on_queued()  # the room event goes out while gpg works on the list mail
+            self.on_queued()
+            # The room's send first: composing the list mail and starting gpg on it take the
+            # event loop for milliseconds, and gpg works on it while the room event goes out.
+            await self.room_handed_over()
         if later:
             await self._mail_later(new.post, mark)
         return Outcome(InboxState.RELAYED)
@@ -366,6 +373,10 @@ class InboxRunner:
         for future in self._waiting.pop(item_id, []):
             if not future.done():
                 future.set_result(outcome)
+
+
+async def _at_once() -> None:
+    return None
 
 
 def _lane_keys(item: InboxItem) -> frozenset[str]:
