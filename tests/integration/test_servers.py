@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import json
 import time
 import uuid
 from email.message import EmailMessage
@@ -155,6 +156,13 @@ def test_the_throwaway_synapse_keeps_its_database_in_memory(synapse: Synapse) ->
         pytest.skip(f"{RAM} is missing, read-only or too small here")
     assert synapse.directory.is_relative_to(RAM.resolve())
     assert (synapse.directory / "homeserver.db").exists()
+
+
+def test_the_sandbox_synapse_neither_receives_nor_sends_federation(synapse: Synapse) -> None:
+    config = json.loads((synapse.directory / "homeserver.yaml").read_text())
+    assert [r["names"] for r in config["listeners"][0]["resources"]] == [["client"]]
+    assert config["federation_domain_whitelist"] == []
+    assert config["federation_sender_instances"] == []  # no per-event work for it either
 
 
 def test_synapse_refuses_a_taken_user_id(synapse: Synapse) -> None:
