@@ -127,6 +127,7 @@ class App:
             self.decider.notices.admins,
             config.matrix.control_room,
         )
+        self.decider.room_handed_over = lambda: self.outbox.handed_over(Channel.MATRIX)
         notices = self.decider.notices
         # Commands in the rooms: read once the Matrix side exists (it needs the inbox first).
         self.commands = command_context(self.services, self)

@@ -8,9 +8,10 @@ transaction: an accepted message becomes a ``Post`` with its outbox rows (``post
 
 An accepted post's room event never waits on its list mail: the decision is recorded with
 the room's rows and a mark (``MAIL_PENDING``), and ends there (its lane and whoever waits
-for its outcome are released). The list mail is made after, by the follow-on stage
-(``listmail``: in decision order within each thread and sender), one recipient group at a
-time, each group's row committed (and the outbox woken) as soon as it is encrypted, and the
+for its outcome are released) once the outbox has the room event on its way
+(``Outbox.handed_over``; at once if the outbox is busy). The list mail is made after, by
+the follow-on stage (``listmail``: in decision order within each thread and sender), one
+recipient group at a time, each group's row committed (and the outbox woken) as soon as it is encrypted, and the
 mark cleared at the end. A stop in between leaves the mark, and ``Decider.resume`` renders,
 at the next start and before anything new is decided, the groups of the members who have no
 row yet (same Message-ID), post after post in the order they were decided.
@@ -88,6 +89,8 @@ class Decider:
         self.fanout = fanout
         self.notices = notices
         self.on_queued: Callable[[], None] = lambda: None  # wakes the outbox (set by the app)
+        # Returns once the outbox has the room event on its way (set by the app).
+        self.room_handed_over: Callable[[], Awaitable[None]] = _at_once
         self._resumed: asyncio.Task[None] | None = None
         self.requests = requests  # mail on the request address, and command words
         self.commands = commands  # the Matrix front end of the commands (wired by the app)
@@ -232,7 +235,10 @@ class Decider:
             marks={mark: json.dumps(list(new.post.notes))} if later else None,
         )
         if first:
-            self.on_queued()  # the room event goes out while gpg works on the list mail
+            self.on_queued()
+            # The room's send first: composing the list mail and starting gpg on it take the
+            # event loop for milliseconds, and gpg works on it while the room event goes out.
+            await self.room_handed_over()
         if later:  # waits only while the stage's backlog is full
             await self.list_mail.add(new.post, mark, lane_keys(item.source, item.raw))
         return Outcome(InboxState.RELAYED)
@@ -291,3 +297,7 @@ class Decider:
                 continue
             log.info("post %s: making the list mail that a stop left unmade", post.uid)
             await self._mail_later(dataclasses.replace(post, notes=tuple(json.loads(notes))), mark)
+
+
+async def _at_once() -> None:
+    return None

@@ -44,10 +44,41 @@ class Outbox:
         self.notice = notice
         self.control_room = control_room
         self._wake = {channel: asyncio.Event() for channel in bridges}
+        # Per channel: whether its worker is in a round (until its first round ends, it is
+        # taken to be), and who waits for its next round to hand a row over (``handed_over``).
+        self._busy = dict.fromkeys(bridges, True)
+        self._handover: dict[Channel, list[asyncio.Future[None]]] = {c: [] for c in bridges}
 
     def wake(self) -> None:
         for event in self._wake.values():
             event.set()
+
+    async def handed_over(self, channel: Channel) -> None:
+        """Wait until the worker of ``channel``, woken just before, has handed the first due
+        row of its round to the bridge, or found none to deliver.
+
+        The bridge then runs on until it waits (for the network), before the caller goes on:
+        the decider calls this after queueing a post's room event and before it composes the
+        list mail and starts gpg on it, so that the room's send is on its way first. At once
+        when the worker is in a round already: its next round takes the new rows, after the
+        rows it is delivering, and the caller must not wait for those.
+        """
+        if channel not in self._busy or self._busy[channel]:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._handover[channel].append(waiter)
+        await waiter
+
+    def idle(self, channel: Channel) -> bool:
+        """Whether the worker of ``channel`` waits for work (between rounds)."""
+        return not self._busy.get(channel, True)
+
+    def _hand_over(self, channel: Channel) -> None:
+        """Release whoever waits for this round of ``channel`` to hand a row over."""
+        waiting, self._handover[channel] = self._handover[channel], []
+        for waiter in waiting:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def notify(self, text: str) -> None:
         """Queue a notice for the admins (used by bridges and workers)."""
@@ -73,12 +104,17 @@ class Outbox:
         """
         held: set[str] = set()
         now = time.time()
-        for row in self.store.outbox.pending(channel):
-            if row.target in held:
-                continue
-            if row.due_at > now or not await self._deliver(row):
-                # Waiting for a retry: the rows after it for this target wait too.
-                held.add(row.target)
+        self._busy[channel] = True
+        try:
+            for row in self.store.outbox.pending(channel):
+                if row.target in held:
+                    continue
+                if row.due_at > now or not await self._deliver(row):
+                    # Waiting for a retry: the rows after it for this target wait too.
+                    held.add(row.target)
+        finally:
+            self._busy[channel] = False
+            self._hand_over(channel)  # nothing (more) to hand over in this round
 
     async def _deliver(self, row: OutboxRow) -> bool:
         # A delivery is not abandoned half-way on shutdown: an SMTP server that has taken
@@ -96,6 +132,7 @@ class Outbox:
         # The decision that made this row (and anything it depends on) on the disk before
         # the row leaves: a machine crash must not undo a decision whose message went out.
         await self.store.durable()
+        self._hand_over(row.channel)  # its waiters go on once the bridge waits
         try:
             receipt = await bridge.deliver(row)
         except TransientDeliveryError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import json
 import time
 import uuid
 from email.message import EmailMessage
@@ -23,6 +24,7 @@ from servers import GpgWorld, MailStack, password_for
 
 from secir_bot.sandbox import SandboxError
 from secir_bot.sandbox.mailserver import SandboxMail
+from secir_bot.sandbox.scratch import RAM, ram_has_room
 from secir_bot.sandbox.synapse import Synapse
 
 DEADLINE = 5.0
@@ -146,6 +148,21 @@ async def test_synapse_user_logs_in_with_e2e(synapse: Synapse, tmp_path: Path) -
         assert upload.signed_curve25519_count > 0
     finally:
         await client.close()
+
+
+def test_the_throwaway_synapse_keeps_its_database_in_memory(synapse: Synapse) -> None:
+    """Where the machine has a tmpfs with room (this one has), so no commit waits for a disk."""
+    if not ram_has_room():
+        pytest.skip(f"{RAM} is missing, read-only or too small here")
+    assert synapse.directory.is_relative_to(RAM.resolve())
+    assert (synapse.directory / "homeserver.db").exists()
+
+
+def test_the_sandbox_synapse_neither_receives_nor_sends_federation(synapse: Synapse) -> None:
+    config = json.loads((synapse.directory / "homeserver.yaml").read_text())
+    assert [r["names"] for r in config["listeners"][0]["resources"]] == [["client"]]
+    assert config["federation_domain_whitelist"] == []
+    assert config["federation_sender_instances"] == []  # no per-event work for it either
 
 
 def test_synapse_refuses_a_taken_user_id(synapse: Synapse) -> None:
