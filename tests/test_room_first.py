@@ -12,8 +12,11 @@ import contextlib
 import time
 from collections.abc import Sequence
 
+from relay_support import HeldBackend, Setup
+from relay_support import decider_of as _decider
+from relay_support import hold_mail as _hold
+from relay_support import signed_mail as _signed_at
 from test_outbox import RecordingBridge, notice
-from test_relay import HeldBackend, Setup, _decider, _hold, _signed_at
 from test_relay import setup as setup  # the fixture
 
 from secir_bot.bridges import Receipt
@@ -71,6 +74,7 @@ async def test_i11_the_room_send_starts_before_the_list_mail_is_encrypted(setup:
         item, _ = setup.store.inbox.accept("email", "<first@relay.test>", raw)
 
         assert (await processor.decide(item)).state == InboxState.RELAYED
+        await processor.list_mail.idle()
 
         room = setup.config.matrix.incident_room
         assert recorder.order == [f"room send to {room}", "list mail encrypted"]
@@ -107,6 +111,7 @@ async def test_i11_a_busy_outbox_does_not_hold_the_list_mail(setup: Setup) -> No
         item, _ = setup.store.inbox.accept("email", "<second@relay.test>", raw)
 
         outcome = await asyncio.wait_for(processor.decide(item), 60)
+        await asyncio.wait_for(processor.list_mail.idle(), 60)
 
         assert outcome.state == InboxState.RELAYED
         assert recorder.order == ["list mail encrypted"]
