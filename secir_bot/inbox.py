@@ -11,10 +11,11 @@ the room's rows and a mark (``MAIL_PENDING``), and ends there (its lane and whoe
 for its outcome are released) once the outbox has the room event on its way
 (``Outbox.handed_over``; at once if the outbox is busy). The list mail is made after, by
 the follow-on stage (``listmail``: in decision order within each thread and sender), one
-recipient group at a time, each group's row committed (and the outbox woken) as soon as it is encrypted, and the
-mark cleared at the end. A stop in between leaves the mark, and ``Decider.resume`` renders,
-at the next start and before anything new is decided, the groups of the members who have no
-row yet (same Message-ID), post after post in the order they were decided.
+recipient group at a time, each group's row committed (and the outbox woken) as soon as it
+is encrypted, and the mark cleared at the end. A stop in between leaves the mark, and
+``Decider.resume`` renders, at the next start and before anything new is decided, the
+groups of the members who have no row yet (same Message-ID), post after post in the order
+they were decided.
 
 A file posted in the room without a caption is decided together with the text its sender
 posts next in its thread, as one post (the runner hands the caption over).
