@@ -29,8 +29,6 @@ or hangs the process is set aside after a few restarts.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
@@ -42,7 +40,7 @@ from secir_bot.crypto import GpgTimeout
 from secir_bot.errors import SignatureSeen
 from secir_bot.fanout import Fanout
 from secir_bot.lanes import lane_keys
-from secir_bot.listmail import ListMail
+from secir_bot.listmail import ListMail, pending_post, pending_value
 from secir_bot.model import Channel, Inbound, InboxState, LinkKind, Outcome, Post
 from secir_bot.notices import Notices
 from secir_bot.pipeline import EMAIL_STEPS, MATRIX_STEPS, POLICY_STEPS
@@ -232,8 +230,9 @@ class Decider:
             joined=(joined.id,) if joined else (),
             deliveries=first,
             signature=new.signature,
-            # The notes are not stored with the post: kept for a list mail made after a stop.
-            marks={mark: json.dumps(list(new.post.notes))} if later else None,
+            # What the post's row lacks (notes, formatting, files, corrects): kept for a
+            # list mail made after a stop.
+            marks={mark: pending_value(new.post)} if later else None,
         )
         if first:
             self.on_queued()
@@ -291,13 +290,13 @@ class Decider:
         # Oldest mark first, which is the order the posts were decided: each mark is a new
         # kv row of the decision's commit, and a new row's rowid is above every existing
         # one (the store never VACUUMs, which could renumber them).
-        for mark, notes in self.s.store.kv.prefixed(MAIL_PENDING).items():
+        for mark, kept in self.s.store.kv.prefixed(MAIL_PENDING).items():
             post = self.s.store.posts.get(mark.removeprefix(MAIL_PENDING))
             if post is None:  # cannot happen (same commit); never block the list on it
                 self.s.store.complete(mark, [])
                 continue
             log.info("post %s: making the list mail that a stop left unmade", post.uid)
-            await self._mail_later(dataclasses.replace(post, notes=tuple(json.loads(notes))), mark)
+            await self._mail_later(pending_post(post, kept), mark)
 
 
 async def _at_once() -> None:

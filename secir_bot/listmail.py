@@ -15,6 +15,12 @@ and the maker clears it when the list mail is queued, so a stop (which cancels w
 waiting or running here) leaves the marks, and ``Decider.resume`` makes those list mails at
 the next start.
 
+The mark's value (``pending_value``) keeps what the post's stored row does not: its notes,
+formatted text, the post it corrects and its files (bytes and all), so that the list mail
+made after a stop is the one that would have been made without it (``pending_post``). The
+files are copied rather than referenced: where they came from (a Matrix file's media row,
+the member's raw mail) is purged on its own schedule, and the copy goes with the mark.
+
 Memory: a post waiting here is held with its text and files. The backlog is bounded
 (``BACKLOG`` posts, ``BACKLOG_BYTES`` of text and files); when it is full, handing over
 waits, and with it the decision and its lane, until list mail has been made.
@@ -23,10 +29,13 @@ waits, and with it the decision and its lane, until list mail has been made.
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
-from secir_bot.model import Post
+from secir_bot.model import File, Post
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +44,44 @@ BACKLOG_BYTES = 64 * 2**20  # their text and files together (one larger post alw
 AT_ONCE = 4  # list mails made side by side (posts of different lanes)
 
 Make = Callable[[Post, str], Awaitable[None]]  # renders, queues and clears the mark
+
+
+def pending_value(post: Post) -> str:
+    """A ``MAIL_PENDING`` mark's value: what ``pending_post`` needs besides the stored post."""
+    kept: dict[str, object] = {"notes": list(post.notes)}
+    if post.formatted is not None:
+        kept["formatted"] = post.formatted
+    if post.corrects is not None:
+        kept["corrects"] = post.corrects
+    if post.files:
+        kept["files"] = [
+            {
+                "filename": f.filename,
+                "content_type": f.content_type,
+                "data": base64.b64encode(f.data).decode("ascii"),
+            }
+            for f in post.files
+        ]
+    return json.dumps(kept)
+
+
+def pending_post(stored: Post, value: str) -> Post:
+    """The post as decided: its stored row with what its mark's ``value`` kept. A mark
+    written before files and formatting were kept is a bare list of notes."""
+    kept = json.loads(value)
+    if isinstance(kept, list):
+        return dataclasses.replace(stored, notes=tuple(kept))
+    files = tuple(
+        File(f["filename"], f["content_type"], base64.b64decode(f["data"]))
+        for f in kept.get("files", ())
+    )
+    return dataclasses.replace(
+        stored,
+        notes=tuple(kept.get("notes", ())),
+        formatted=kept.get("formatted"),
+        corrects=kept.get("corrects"),
+        files=files,
+    )
 
 
 def weight(post: Post) -> int:
