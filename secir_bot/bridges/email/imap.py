@@ -46,6 +46,7 @@ from secir_bot.tasks import raise_if_cancelled
 log = logging.getLogger("secir_bot.bridges.email")
 
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+_EXISTS = re.compile(rb"\* (\d+) EXISTS")
 RECONNECT_FIRST = 1.0  # seconds before the first reconnect after a session broke
 RECONNECT_MAX = 60.0  # the longest wait between attempts while the network is the problem
 # A refused login or an untrusted certificate needs an admin; retrying every minute would only
@@ -70,6 +71,31 @@ async def _until_lost(pending: asyncio.Future[Any], lost: asyncio.Event) -> None
         waiter.cancel()
         if not pending.done():
             pending.cancel()
+
+
+class Arrivals:
+    """Notes the last "* n EXISTS" (the mailbox's size) the server sends on one connection.
+
+    The server tells of a new message once, at the end of whatever command comes next, and
+    a SEARCH sees only what was told before it began. aioimaplib (2.0) hands an untagged
+    response to a waiting NOOP or IDLE or to the command it names, and otherwise logs and
+    drops it: "* 1 EXISTS" at the end of a UID SEARCH or FETCH was lost, the IDLE after it had
+    nothing new to push, and the mail waited for the next push or ``idle_timeout``. The
+    protocol's handler of untagged responses is the one place that sees them all.
+    """
+
+    def __init__(self, imap: aioimaplib.IMAP4) -> None:
+        self.exists: int | None = None  # the last size told, since the caller cleared it
+        protocol = imap.protocol
+        handle = protocol._untagged_response
+
+        def watch(line: bytes) -> Any:
+            told = _EXISTS.fullmatch(line)
+            if told:
+                self.exists = int(told.group(1))
+            return handle(line)
+
+        protocol._untagged_response = watch
 
 
 class ImapReceiver:
@@ -120,19 +146,20 @@ class ImapReceiver:
                 limit = RECONNECT_MAX_FAULT if problem.needs_admin else RECONNECT_MAX
                 backoff = min(backoff * 2, limit)
 
-    async def _connect(self, lost: asyncio.Event) -> aioimaplib.IMAP4:
+    async def _connect(self, lost: asyncio.Event) -> tuple[aioimaplib.IMAP4, Arrivals]:
         def conn_lost(exc: Exception | None) -> None:
             lost.set()
 
         # Read at every attempt, so that a corrected password file is used without a restart.
         password = await asyncio.to_thread(self.config.imap.password.read)
         imap = await open_imap(self.config.imap, password, conn_lost)
+        arrivals = Arrivals(imap)
         try:
             await self._prepare(imap)
         except BaseException:
             await close_imap(imap)  # a failed set-up must not leave its socket behind
             raise
-        return imap
+        return imap, arrivals
 
     async def _prepare(self, imap: aioimaplib.IMAP4) -> None:
         """The bot's folders, and the list mailbox selected (after the login)."""
@@ -156,7 +183,7 @@ class ImapReceiver:
 
     async def _session(self) -> None:
         lost = asyncio.Event()
-        imap = await self._connect(lost)
+        imap, arrivals = await self._connect(lost)
         self.connected.set()
         self.health.up(Link.IMAP)
         log.info(
@@ -168,7 +195,7 @@ class ImapReceiver:
         try:
             while not lost.is_set():
                 raise_if_cancelled()
-                await self._drain(imap, lost)
+                await self._drain(imap, lost, arrivals)
                 if imap.has_capability("IDLE"):
                     await self._idle(imap, lost)
                 else:
@@ -190,16 +217,37 @@ class ImapReceiver:
         # aioimaplib does not fail the command when the connection drops.
         await asyncio.wait_for(_until_lost(idle, lost), 30)
 
-    async def _drain(self, imap: aioimaplib.IMAP4, lost: asyncio.Event) -> None:
-        """Take every message out of the mailbox, oldest first.
+    async def _drain(self, imap: aioimaplib.IMAP4, lost: asyncio.Event, arrivals: Arrivals) -> None:
+        """Take every message out of the mailbox, oldest first, until none is left.
+
+        A message that lands meanwhile (while another is decided, or just before a search)
+        is taken too: the mailbox is searched again after each round, and once more when
+        the server told of more messages during a search than that search saw. The IDLE
+        that follows is told of anything newer, so nothing waits for ``idle_timeout``.
+        """
+        taken: set[str] = set()
+        while True:
+            if lost.is_set():
+                raise ImapError("connection lost")
+            arrivals.exists = None
+            resp = await _ok(imap.uid_search("ALL"), "UID SEARCH")
+            found = [u.decode() for line in resp.lines[:1] for u in bytes(line).split()]
+            found = [u for u in found if u.isdigit()]
+            uids = [u for u in found if u not in taken]
+            if uids:
+                taken.update(uids)
+                await self._take(imap, lost, uids)
+            elif arrivals.exists is None or arrivals.exists <= len(found):
+                return
+
+    async def _take(self, imap: aioimaplib.IMAP4, lost: asyncio.Event, uids: list[str]) -> None:
+        """Store these messages, then move each out of the mailbox once it is decided.
 
         Nothing here may fail on a message's content: it is stored as it came (raw), and
         any judgement of it is left to the pipeline, which can refuse it with a reason. A
         message larger than ``list.max_message_bytes`` is not fetched at all: its header
         alone is stored, for the pipeline to refuse it and the admins to see who sent it.
         """
-        resp = await _ok(imap.uid_search("ALL"), "UID SEARCH")
-        uids = [u.decode() for line in resp.lines[:1] for u in bytes(line).split() if u.isdigit()]
         limit = self.config.list.max_message_bytes
         accepted: list[tuple[str, int]] = []  # (IMAP uid, inbox item), to move once decided
         for uid in uids:
