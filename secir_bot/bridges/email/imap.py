@@ -47,6 +47,7 @@ log = logging.getLogger("secir_bot.bridges.email")
 
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 _EXISTS = re.compile(rb"\* (\d+) EXISTS")
+MAX_SEARCHES_IN_VAIN = 3  # a new message shows in the search right after it was told of
 RECONNECT_FIRST = 1.0  # seconds before the first reconnect after a session broke
 RECONNECT_MAX = 60.0  # the longest wait between attempts while the network is the problem
 # A refused login or an untrusted certificate needs an admin; retrying every minute would only
@@ -226,6 +227,7 @@ class ImapReceiver:
         that follows is told of anything newer, so nothing waits for ``idle_timeout``.
         """
         taken: set[str] = set()
+        told_in_vain = 0  # searches in a row that found nothing the server said was there
         while True:
             if lost.is_set():
                 raise ImapError("connection lost")
@@ -235,9 +237,14 @@ class ImapReceiver:
             found = [u for u in found if u.isdigit()]
             uids = [u for u in found if u not in taken]
             if uids:
+                told_in_vain = 0
                 taken.update(uids)
                 await self._take(imap, lost, uids)
             elif arrivals.exists is None or arrivals.exists <= len(found):
+                return
+            elif (told_in_vain := told_in_vain + 1) > MAX_SEARCHES_IN_VAIN:
+                # A server whose count never matches its search: not worth a busy loop.
+                log.debug("IMAP: %d messages said to exist, %d found", arrivals.exists, len(found))
                 return
 
     async def _take(self, imap: aioimaplib.IMAP4, lost: asyncio.Event, uids: list[str]) -> None:
