@@ -5,7 +5,8 @@ command comes next, and a SEARCH only sees what was told before it began. aioima
 such a response when no NOOP or IDLE waits for it; the bot's IDLE then has nothing new to
 push, and the mail used to wait for the end of the IDLE (``imap.idle_timeout``, an hour here).
 Both windows are made to happen through seams we own (the receiver's own set-up, and the
-inbox runner as the IMAP side sees it), on the real Dovecot.
+inbox runner as the IMAP side sees it), on the real Dovecot. So is a connection that drops
+while a command waits for its answer (noticed at once, not after the command's timeout).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import shutil
+import signal
+import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -158,3 +162,44 @@ async def test_a_mail_landing_while_the_first_is_decided_is_read_without_a_push(
     async with running(receiver):
         await wait_until(lambda: second in intake.subjects, 60, "the second mail to be read")
     assert intake.subjects.index(first) < intake.subjects.index(second)
+
+
+def _imap_pids(stack: MailStack, user: str) -> list[int]:
+    """Process ids of the Dovecot IMAP processes serving ``user``."""
+    who = subprocess.run(
+        ["doveadm", "-c", str(stack.dovecot_dir / "dovecot.conf"), "who", "-1", user],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return [int(f) for line in who.stdout.splitlines() if "imap" in line for f in line.split()[2:3]]
+
+
+async def test_a_connection_lost_during_a_command_is_noticed_at_once(
+    mail_stack: MailStack, config: Config, store: Store
+) -> None:
+    """The server goes away while a FETCH is unanswered (frozen, then killed): the bot used
+    to wait for the command's timeout (two minutes) before it reconnected."""
+    subject = f"dropped {uuid.uuid4().hex}"
+    await deliver(mail_stack, config, subject)
+
+    class Dropped(ImapReceiver):
+        dropped = False
+
+        async def _size(self, imap: Any, uid: str) -> int | None:
+            if self.dropped:
+                return await super()._size(imap, uid)
+            self.dropped = True
+            (pid,) = await asyncio.to_thread(_imap_pids, mail_stack, LIST)
+            os.kill(pid, signal.SIGSTOP)  # the command below is never answered
+            asking = asyncio.ensure_future(super()._size(imap, uid))
+            for _ in range(5):
+                await asyncio.sleep(0)  # sent
+            os.kill(pid, signal.SIGKILL)  # and the connection drops
+            return await asking
+
+    intake = Deciding(store)
+    receiver = Dropped(config, store, intake, lambda t: None, _health(config))
+    async with running(receiver):
+        await wait_until(lambda: subject in intake.subjects, 60, "the mail after the drop")
+    assert receiver.dropped

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aioimaplib
@@ -117,6 +117,7 @@ class ImapReceiver:
         self.health = health
         self._told_folders = False
         self.connected = asyncio.Event()
+        self._lost = asyncio.Event()  # the current session's: set when its connection drops
 
     async def run(self) -> None:
         # Items accepted before a stop but not decided are decided by the inbox runner, even
@@ -148,6 +149,8 @@ class ImapReceiver:
                 backoff = min(backoff * 2, limit)
 
     async def _connect(self, lost: asyncio.Event) -> tuple[aioimaplib.IMAP4, Arrivals]:
+        self._lost = lost
+
         def conn_lost(exc: Exception | None) -> None:
             lost.set()
 
@@ -232,7 +235,7 @@ class ImapReceiver:
             if lost.is_set():
                 raise ImapError("connection lost")
             arrivals.exists = None
-            resp = await _ok(imap.uid_search("ALL"), "UID SEARCH")
+            resp = await self._ok(imap.uid_search("ALL"), "UID SEARCH")
             found = [u.decode() for line in resp.lines[:1] for u in bytes(line).split()]
             found = [u for u in found if u.isdigit()]
             uids = [u for u in found if u not in taken]
@@ -287,9 +290,19 @@ class ImapReceiver:
             await self.store.durable()  # the mail and its decision on the disk first
             await self._move(imap, uid, folder)
 
+    async def _ok(self, pending: Awaitable[aioimaplib.Response], what: str) -> aioimaplib.Response:
+        """``conn.ok``, given up as soon as the connection drops: aioimaplib leaves a command
+        whose connection dropped pending, which cost ``IMAP_TIMEOUT`` (a kick or a BYE
+        during a SEARCH or FETCH, not only during IDLE)."""
+        answer = asyncio.ensure_future(_ok(pending, what))
+        await _until_lost(answer, self._lost)
+        if not answer.done() or answer.cancelled():  # cancelled by the loss, or about to be
+            raise ImapError("connection lost")
+        return answer.result()
+
     async def _size(self, imap: aioimaplib.IMAP4, uid: str) -> int | None:
         """RFC822.SIZE of a message, asked before its body is fetched (None: gone)."""
-        resp = await _ok(imap.uid("fetch", uid, "(RFC822.SIZE)"), "UID FETCH SIZE")
+        resp = await self._ok(imap.uid("fetch", uid, "(RFC822.SIZE)"), "UID FETCH SIZE")
         for line in resp.lines:
             found = _SIZE.search(bytes(line))
             if found:
@@ -299,7 +312,7 @@ class ImapReceiver:
     async def _fetch(
         self, imap: aioimaplib.IMAP4, uid: str, part: str = "BODY.PEEK[]"
     ) -> bytes | None:
-        resp = await _ok(imap.uid("fetch", uid, f"({part})"), "UID FETCH")
+        resp = await self._ok(imap.uid("fetch", uid, f"({part})"), "UID FETCH")
         for line in resp.lines:
             if isinstance(line, bytearray):
                 return bytes(line)
@@ -307,11 +320,11 @@ class ImapReceiver:
 
     async def _move(self, imap: aioimaplib.IMAP4, uid: str, folder: str) -> None:
         if imap.has_capability("MOVE"):
-            await _ok(imap.uid("move", uid, folder), "UID MOVE")
+            await self._ok(imap.uid("move", uid, folder), "UID MOVE")
             return
-        await _ok(imap.uid("copy", uid, folder), "UID COPY")
-        await _ok(imap.uid("store", uid, "+FLAGS.SILENT", r"(\Deleted)"), "UID STORE")
+        await self._ok(imap.uid("copy", uid, folder), "UID COPY")
+        await self._ok(imap.uid("store", uid, "+FLAGS.SILENT", r"(\Deleted)"), "UID STORE")
         if imap.has_capability("UIDPLUS"):
-            await _ok(imap.uid("expunge", uid), "UID EXPUNGE")
+            await self._ok(imap.uid("expunge", uid), "UID EXPUNGE")
         else:
-            await _ok(imap.expunge(), "EXPUNGE")
+            await self._ok(imap.expunge(), "EXPUNGE")
