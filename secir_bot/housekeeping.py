@@ -23,6 +23,9 @@ def purge(store: Store, retention_days: float, now: float | None = None) -> dict
     """Erase what is older than the retention period; return how many rows were emptied."""
     cutoff = (time.time() if now is None else now) - retention_days * 86400
     counts = store.purge(cutoff)
+    uploads = store.outbox.forget_uploads()  # needed only while their rows are pending
+    if uploads:
+        log.info("forgot the uploads of %d Matrix file(s) sent or given up", uploads)
     if any(counts.values()):
         log.info(
             "retention: erased the raw bytes of %d inbox item(s), the payload of %d sent "

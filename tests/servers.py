@@ -157,6 +157,10 @@ log_path = {root}/dovecot.log
 first_valid_uid = {mail_uid}
 mail_location = maildir:~/Maildir
 mail_fsync = never
+# Dovecot's "* OK Still here", every 2 minutes in IDLE, ends the bot's IDLE as a new mail would,
+# so a new mail the bot was not told of would still be read within 2 minutes and a test could
+# miss it. Once an hour, a mail the bot overlooked stays unread for the length of any test.
+imap_idle_notify_interval = 60 mins
 # One passwd-file per user.  Dovecot re-checks a passwd-file at most once a second, so a user
 # added to a shared file right after a lookup stays unknown for up to a second; a new file is
 # read at once.  Names are matched in lower case, as real servers do.

@@ -17,7 +17,7 @@ import pytest
 from secir_bot import housekeeping
 from secir_bot.errors import StoreError, StoreMissing
 from secir_bot.model import Channel, Member, Post
-from secir_bot.store import DB_NAME, MIGRATIONS, NewDelivery, Store, StoredMedia
+from secir_bot.store import DB_NAME, MIGRATIONS, NewDelivery, Store, StoredMedia, upload_key
 
 
 @pytest.fixture
@@ -555,3 +555,24 @@ def test_issue10_retention_deletes_the_files_of_decided_matrix_messages_only(
     assert store.media.get("$decided") is None
     stored = store.media.get("$waiting")
     assert stored is not None and stored.data == b"png"
+
+
+def test_the_uploads_of_matrix_rows_no_longer_pending_are_forgotten(store: Store) -> None:
+    """A Matrix file row remembers its upload while it is pending (a retry posts the same
+    file); once it is sent or dead, or put back (a new ``created_at``: a new upload), the
+    housekeeping forgets it."""
+    for name in ("sent", "dead", "put back", "pending"):
+        store.outbox.enqueue(NewDelivery(Channel.MATRIX, "!r:x", "post", name.encode()))
+    sent, dead, put_back, pending = store.outbox.pending(Channel.MATRIX)
+    for row in (sent, dead, put_back, pending):
+        store.kv.put(upload_key(row), f"mxc://x/{row.id}")
+    store.outbox.delivered(sent.id, "$e")
+    store.outbox.dead(dead.id, "refused")
+    store.outbox.dead(put_back.id, "refused")
+    with store.transaction() as tx:
+        assert store.outbox.retry(tx, put_back.id, put_back.created_at + 60)
+
+    housekeeping.purge(store, 30)
+
+    assert store.kv.prefixed("matrix.upload.") == {upload_key(pending): f"mxc://x/{pending.id}"}
+    assert store.outbox.forget_uploads() == 0  # and a second run has nothing left to do

@@ -19,12 +19,15 @@ import asyncio
 import contextlib
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from secir_bot.crypto.children import reap_with_pidfds
 from secir_bot.errors import CryptoError
+
+T = TypeVar("T")
 
 STATUS_PREFIX = b"[GNUPG:] "
 MAX_STATUS_LINES = 2000  # a real message gives a dozen; more means a flood of signatures
@@ -86,30 +89,43 @@ async def run(
     """Run ``gpg --homedir home ARGS`` with ``data`` on stdin; kill it after ``deadline``."""
     reap_with_pidfds()
     status_read, status_write = os.pipe()
+    loop = asyncio.get_running_loop()
+    status_reader = asyncio.StreamReader(limit=2**16)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            gpg_program(),
-            "--homedir",
-            str(home),
-            *BASE_OPTIONS,
-            "--status-fd",
-            str(status_write),
-            *args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            pass_fds=(status_write,),
+        # Connected before gpg starts, so that no await lies between its start and the
+        # ``finally`` below that kills and reaps it (a cancellation there left gpg running).
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(status_reader), os.fdopen(status_read, "rb", 0)
         )
+    except BaseException:
+        os.close(status_write)
+        raise
+    started = False
+    try:
+        # Started to the end even when cancelled meanwhile: asyncio's own clean-up of a
+        # start cut short does not survive a second cancellation and leaves gpg running.
+        proc, cancelled = await _unhurried(
+            asyncio.create_subprocess_exec(
+                gpg_program(),
+                "--homedir",
+                str(home),
+                *BASE_OPTIONS,
+                "--status-fd",
+                str(status_write),
+                *args,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(status_write,),
+            )
+        )
+        started = True
     except OSError as exc:
-        os.close(status_read)
         raise CryptoError(f"gpg could not be started: {type(exc).__name__}") from exc
     finally:
         os.close(status_write)  # the child has its copy; EOF comes when gpg exits
-    loop = asyncio.get_running_loop()
-    status_reader = asyncio.StreamReader(limit=2**16)
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(status_reader), os.fdopen(status_read, "rb", 0)
-    )
+        if not started:
+            transport.close()
     status: list[tuple[str, str]] = []
     flooded = False
     stderr_tail = bytearray()
@@ -160,6 +176,8 @@ async def run(
             status.append((key, rest))
 
     try:
+        if cancelled:
+            raise asyncio.CancelledError
         async with asyncio.timeout(deadline):
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -175,10 +193,7 @@ async def run(
         raise GpgTimeout(f"gpg did not finish within {deadline:g} s") from None
     finally:
         _kill(proc)
-        if proc.returncode is None:
-            # Reap the killed process; shielded so that a second cancellation cannot leave
-            # a zombie behind.
-            await asyncio.shield(proc.wait())
+        await _reaped(proc)
         transport.close()
     return Run(
         returncode=returncode,
@@ -188,6 +203,30 @@ async def run(
         too_large=too_large,
         flooded=flooded,
     )
+
+
+async def _reaped(proc: asyncio.subprocess.Process) -> None:
+    """Wait until a killed gpg has ended and is reaped, through any further cancellation
+    (SIGKILL ends it at once), which is passed on afterwards: a caller that gave up before
+    must not leave a gpg behind for its event loop's end."""
+    if proc.returncode is not None:
+        return
+    _, cancelled = await _unhurried(proc.wait())
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+async def _unhurried(pending: Awaitable[T]) -> tuple[T, bool]:
+    """Await ``pending`` to its end whatever cancellation comes meanwhile, and say whether
+    one came (for the caller to pass on). Only for what ends soon by itself."""
+    task = asyncio.ensure_future(pending)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    return task.result(), cancelled
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:

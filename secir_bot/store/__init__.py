@@ -52,7 +52,7 @@ from secir_bot.store.kv import KV, LIST_FPR_KEY, delete_in, put_in
 from secir_bot.store.media import Media, StoredMedia
 from secir_bot.store.members import Members
 from secir_bot.store.migrations import MIGRATIONS
-from secir_bot.store.outbox import NewDelivery, Outbox, OutboxRow, enqueue_in
+from secir_bot.store.outbox import NewDelivery, Outbox, OutboxRow, enqueue_in, upload_key
 from secir_bot.store.posts import Posts
 from secir_bot.store.rates import Rate, Rates
 from secir_bot.store.signatures import Signatures
@@ -70,6 +70,7 @@ __all__ = [
     "Store",
     "StoredMedia",
     "Tx",
+    "upload_key",
 ]
 
 DB_NAME = "secir.sqlite"

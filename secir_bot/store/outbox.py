@@ -55,6 +55,16 @@ class DeadLetter:
     last_error: str
 
 
+UPLOAD_KEY = "matrix.upload."  # kv: the mxc URL of a Matrix row's encrypted file, once sent
+
+
+def upload_key(row: OutboxRow) -> str:
+    """The kv key under which a Matrix row's uploaded file is remembered while the row is
+    pending (a retry posts the same upload). ``created_at`` changes when an admin puts a
+    dead letter back, so such a row uploads its file afresh."""
+    return f"{UPLOAD_KEY}{row.id}.{int(row.created_at * 1000)}"
+
+
 def enqueue_in(tx: Tx, d: NewDelivery, now: float) -> None:
     """Queue a delivery inside the caller's transaction."""
     tx.execute(
@@ -181,3 +191,20 @@ class Outbox(Repository):
             [now, now, row_id],
         )
         return cur.rowcount == 1
+
+    def forget_uploads(self) -> int:
+        """Delete the remembered uploads of rows that are no longer pending (sent, dead, or
+        put back with a new ``created_at``): no retry will post them. Returns how many."""
+        with self.transaction() as tx:
+            keys = tx.execute(
+                "SELECT key FROM kv WHERE substr(key, 1, ?) = ?", [len(UPLOAD_KEY), UPLOAD_KEY]
+            ).fetchall()
+            pending = tx.execute(
+                "SELECT * FROM outbox WHERE state = 'pending' AND id IN"
+                " (SELECT CAST(substr(key, ?) AS INTEGER) FROM kv WHERE substr(key, 1, ?) = ?)",
+                [len(UPLOAD_KEY) + 1, len(UPLOAD_KEY), UPLOAD_KEY],
+            )
+            wanted = {upload_key(_row(r)) for r in dict_rows(pending)}
+            spent = [str(k) for (k,) in keys if str(k) not in wanted]
+            tx.executemany("DELETE FROM kv WHERE key = ?", [[k] for k in spent])
+        return len(spent)

@@ -19,10 +19,10 @@ from secir_bot.sandbox.world import World, notices
 
 async def folder_messages(world: World, folder: str) -> list[bytes]:
     imap = aioimaplib.IMAP4(host="127.0.0.1", port=world.imap_port, timeout=10)
-    await imap.wait_hello_from_server()
-    await imap.login(world.list_address, "pw-list")
     out: list[bytes] = []
     try:
+        await imap.wait_hello_from_server()
+        await imap.login(world.list_address, "pw-list")
         resp = await imap.select(folder)
         if resp.result != "OK":
             return []

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aioimaplib
@@ -46,6 +46,8 @@ from secir_bot.tasks import raise_if_cancelled
 log = logging.getLogger("secir_bot.bridges.email")
 
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+_EXISTS = re.compile(rb"\* (\d+) EXISTS")
+MAX_SEARCHES_IN_VAIN = 3  # a new message shows in the search right after it was told of
 RECONNECT_FIRST = 1.0  # seconds before the first reconnect after a session broke
 RECONNECT_MAX = 60.0  # the longest wait between attempts while the network is the problem
 # A refused login or an untrusted certificate needs an admin; retrying every minute would only
@@ -72,6 +74,31 @@ async def _until_lost(pending: asyncio.Future[Any], lost: asyncio.Event) -> None
             pending.cancel()
 
 
+class Arrivals:
+    """Notes the last "* n EXISTS" (the mailbox's size) the server sends on one connection.
+
+    The server tells of a new message once, at the end of whatever command comes next, and
+    a SEARCH sees only what was told before it began. aioimaplib (2.0) hands an untagged
+    response to a waiting NOOP or IDLE or to the command it names, and otherwise logs and
+    drops it: "* 1 EXISTS" at the end of a UID SEARCH or FETCH was lost, the IDLE after it had
+    nothing new to push, and the mail waited for the next push or ``idle_timeout``. The
+    protocol's handler of untagged responses is the one place that sees them all.
+    """
+
+    def __init__(self, imap: aioimaplib.IMAP4) -> None:
+        self.exists: int | None = None  # the last size told, since the caller cleared it
+        protocol = imap.protocol
+        handle = protocol._untagged_response
+
+        def watch(line: bytes) -> Any:
+            told = _EXISTS.fullmatch(line)
+            if told:
+                self.exists = int(told.group(1))
+            return handle(line)
+
+        protocol._untagged_response = watch
+
+
 class ImapReceiver:
     """The list mailbox's side of the email bridge."""
 
@@ -90,6 +117,7 @@ class ImapReceiver:
         self.health = health
         self._told_folders = False
         self.connected = asyncio.Event()
+        self._lost = asyncio.Event()  # the current session's: set when its connection drops
 
     async def run(self) -> None:
         # Items accepted before a stop but not decided are decided by the inbox runner, even
@@ -120,19 +148,22 @@ class ImapReceiver:
                 limit = RECONNECT_MAX_FAULT if problem.needs_admin else RECONNECT_MAX
                 backoff = min(backoff * 2, limit)
 
-    async def _connect(self, lost: asyncio.Event) -> aioimaplib.IMAP4:
+    async def _connect(self, lost: asyncio.Event) -> tuple[aioimaplib.IMAP4, Arrivals]:
+        self._lost = lost
+
         def conn_lost(exc: Exception | None) -> None:
             lost.set()
 
         # Read at every attempt, so that a corrected password file is used without a restart.
         password = await asyncio.to_thread(self.config.imap.password.read)
         imap = await open_imap(self.config.imap, password, conn_lost)
+        arrivals = Arrivals(imap)
         try:
             await self._prepare(imap)
         except BaseException:
             await close_imap(imap)  # a failed set-up must not leave its socket behind
             raise
-        return imap
+        return imap, arrivals
 
     async def _prepare(self, imap: aioimaplib.IMAP4) -> None:
         """The bot's folders, and the list mailbox selected (after the login)."""
@@ -156,7 +187,7 @@ class ImapReceiver:
 
     async def _session(self) -> None:
         lost = asyncio.Event()
-        imap = await self._connect(lost)
+        imap, arrivals = await self._connect(lost)
         self.connected.set()
         self.health.up(Link.IMAP)
         log.info(
@@ -168,7 +199,7 @@ class ImapReceiver:
         try:
             while not lost.is_set():
                 raise_if_cancelled()
-                await self._drain(imap, lost)
+                await self._drain(imap, lost, arrivals)
                 if imap.has_capability("IDLE"):
                     await self._idle(imap, lost)
                 else:
@@ -190,16 +221,43 @@ class ImapReceiver:
         # aioimaplib does not fail the command when the connection drops.
         await asyncio.wait_for(_until_lost(idle, lost), 30)
 
-    async def _drain(self, imap: aioimaplib.IMAP4, lost: asyncio.Event) -> None:
-        """Take every message out of the mailbox, oldest first.
+    async def _drain(self, imap: aioimaplib.IMAP4, lost: asyncio.Event, arrivals: Arrivals) -> None:
+        """Take every message out of the mailbox, oldest first, until none is left.
+
+        A message that lands meanwhile (while another is decided, or just before a search)
+        is taken too: the mailbox is searched again after each round, and once more when
+        the server told of more messages during a search than that search saw. The IDLE
+        that follows is told of anything newer, so nothing waits for ``idle_timeout``.
+        """
+        taken: set[str] = set()
+        told_in_vain = 0  # searches in a row that found nothing the server said was there
+        while True:
+            if lost.is_set():
+                raise ImapError("connection lost")
+            arrivals.exists = None
+            resp = await self._ok(imap.uid_search("ALL"), "UID SEARCH")
+            found = [u.decode() for line in resp.lines[:1] for u in bytes(line).split()]
+            found = [u for u in found if u.isdigit()]
+            uids = [u for u in found if u not in taken]
+            if uids:
+                told_in_vain = 0
+                taken.update(uids)
+                await self._take(imap, lost, uids)
+            elif arrivals.exists is None or arrivals.exists <= len(found):
+                return
+            elif (told_in_vain := told_in_vain + 1) > MAX_SEARCHES_IN_VAIN:
+                # A server whose count never matches its search: not worth a busy loop.
+                log.debug("IMAP: %d messages said to exist, %d found", arrivals.exists, len(found))
+                return
+
+    async def _take(self, imap: aioimaplib.IMAP4, lost: asyncio.Event, uids: list[str]) -> None:
+        """Store these messages, then move each out of the mailbox once it is decided.
 
         Nothing here may fail on a message's content: it is stored as it came (raw), and
         any judgement of it is left to the pipeline, which can refuse it with a reason. A
         message larger than ``list.max_message_bytes`` is not fetched at all: its header
         alone is stored, for the pipeline to refuse it and the admins to see who sent it.
         """
-        resp = await _ok(imap.uid_search("ALL"), "UID SEARCH")
-        uids = [u.decode() for line in resp.lines[:1] for u in bytes(line).split() if u.isdigit()]
         limit = self.config.list.max_message_bytes
         accepted: list[tuple[str, int]] = []  # (IMAP uid, inbox item), to move once decided
         for uid in uids:
@@ -232,9 +290,19 @@ class ImapReceiver:
             await self.store.durable()  # the mail and its decision on the disk first
             await self._move(imap, uid, folder)
 
+    async def _ok(self, pending: Awaitable[aioimaplib.Response], what: str) -> aioimaplib.Response:
+        """``conn.ok``, given up as soon as the connection drops: aioimaplib leaves a command
+        whose connection dropped pending, which cost ``IMAP_TIMEOUT`` (a kick or a BYE
+        during a SEARCH or FETCH, not only during IDLE)."""
+        answer = asyncio.ensure_future(_ok(pending, what))
+        await _until_lost(answer, self._lost)
+        if not answer.done() or answer.cancelled():  # cancelled by the loss, or about to be
+            raise ImapError("connection lost")
+        return answer.result()
+
     async def _size(self, imap: aioimaplib.IMAP4, uid: str) -> int | None:
         """RFC822.SIZE of a message, asked before its body is fetched (None: gone)."""
-        resp = await _ok(imap.uid("fetch", uid, "(RFC822.SIZE)"), "UID FETCH SIZE")
+        resp = await self._ok(imap.uid("fetch", uid, "(RFC822.SIZE)"), "UID FETCH SIZE")
         for line in resp.lines:
             found = _SIZE.search(bytes(line))
             if found:
@@ -244,7 +312,7 @@ class ImapReceiver:
     async def _fetch(
         self, imap: aioimaplib.IMAP4, uid: str, part: str = "BODY.PEEK[]"
     ) -> bytes | None:
-        resp = await _ok(imap.uid("fetch", uid, f"({part})"), "UID FETCH")
+        resp = await self._ok(imap.uid("fetch", uid, f"({part})"), "UID FETCH")
         for line in resp.lines:
             if isinstance(line, bytearray):
                 return bytes(line)
@@ -252,11 +320,11 @@ class ImapReceiver:
 
     async def _move(self, imap: aioimaplib.IMAP4, uid: str, folder: str) -> None:
         if imap.has_capability("MOVE"):
-            await _ok(imap.uid("move", uid, folder), "UID MOVE")
+            await self._ok(imap.uid("move", uid, folder), "UID MOVE")
             return
-        await _ok(imap.uid("copy", uid, folder), "UID COPY")
-        await _ok(imap.uid("store", uid, "+FLAGS.SILENT", r"(\Deleted)"), "UID STORE")
+        await self._ok(imap.uid("copy", uid, folder), "UID COPY")
+        await self._ok(imap.uid("store", uid, "+FLAGS.SILENT", r"(\Deleted)"), "UID STORE")
         if imap.has_capability("UIDPLUS"):
-            await _ok(imap.uid("expunge", uid), "UID EXPUNGE")
+            await self._ok(imap.uid("expunge", uid), "UID EXPUNGE")
         else:
-            await _ok(imap.expunge(), "EXPUNGE")
+            await self._ok(imap.expunge(), "EXPUNGE")

@@ -26,7 +26,7 @@ from secir_bot.bridges.matrix.compose import outgoing_content
 from secir_bot.bridges.matrix.trust import Trust
 from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
 from secir_bot.model import DeliveryKind, DeviceVerdict, LinkKind
-from secir_bot.store import OutboxRow, Store
+from secir_bot.store import OutboxRow, Store, upload_key
 
 # Matrix errors that retrying cannot cure.
 PERMANENT_ERRORS = frozenset(
@@ -114,7 +114,7 @@ class Sender:
     async def _upload(self, row: OutboxRow, ciphertext_b64: str) -> str:
         """The mxc URL of the row's encrypted file, uploaded once: the URL is kept (by
         row), so a retry after a failed send posts the same upload."""
-        key = f"matrix.upload.{row.id}.{int(row.created_at * 1000)}"
+        key = upload_key(row)  # forgotten by the housekeeping once the row is not pending
         done = self.store.kv.get(key)
         if done is not None:
             return done

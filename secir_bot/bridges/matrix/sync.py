@@ -221,6 +221,12 @@ class Receiver:
         if not isinstance(event_id, str) or not event_id:
             log.warning("event without an id in %s ignored", room_id)
             return None
+        if source.get("sender") == self.user_id:
+            # The bot's own posts and notices come back in its sync: nothing to relay or
+            # to judge, and its own device is no member's (it was decrypted, judged
+            # "refused" and dropped, with a line in the log for each).
+            log.debug("own event %s in %s skipped", event_id, room_id)
+            return None
         if isinstance(event, MegolmEvent):
             facts = MatrixFacts(
                 room_id=room_id,

@@ -183,17 +183,19 @@ class MailOperator:
 
     async def fetch_all(self) -> list[bytes]:
         imap = aioimaplib.IMAP4(host=self.host, port=self.imap_port, timeout=10)
-        await imap.wait_hello_from_server()
-        await imap.login(self.address, self.password)
-        await imap.select("INBOX")
-        resp = await imap.uid_search("ALL")
         out: list[bytes] = []
-        for uid in bytes(resp.lines[0]).split():
-            if not uid.isdigit():
-                continue
-            fetched = await imap.uid("fetch", uid.decode(), "(BODY.PEEK[])")
-            out.extend(bytes(x) for x in fetched.lines if isinstance(x, bytearray))
-        await close_imap(imap)
+        try:  # closed on every way out: a refused login or a server going away too
+            await imap.wait_hello_from_server()
+            await imap.login(self.address, self.password)
+            await imap.select("INBOX")
+            resp = await imap.uid_search("ALL")
+            for uid in bytes(resp.lines[0]).split():
+                if not uid.isdigit():
+                    continue
+                fetched = await imap.uid("fetch", uid.decode(), "(BODY.PEEK[])")
+                out.extend(bytes(x) for x in fetched.lines if isinstance(x, bytearray))
+        finally:
+            await close_imap(imap)
         return out
 
     async def read(self, raw: bytes) -> ReceivedMail:
