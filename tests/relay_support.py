@@ -151,3 +151,16 @@ def hold_mail(processor: Decider, held: HeldBackend, group_size: int | None = No
     mail.backend = held
     if group_size is not None:
         mail.group_size = group_size
+
+
+def add_matrix_member(setup: Setup, matrix_id: str = "@mx:relay.test") -> None:
+    """Mx of .nl, on the roster for the Matrix room only."""
+    setup.store.members.add(
+        tld="nl",
+        tld_display=".nl",
+        name="Mx",
+        email="mx@relay.test",
+        fingerprint="AB" * 20,
+        matrix_id=matrix_id,
+        channels=frozenset({Channel.MATRIX}),
+    )

@@ -15,6 +15,7 @@ import pytest_asyncio
 from relay_support import (
     HeldBackend,
     Setup,
+    add_matrix_member,
     decided_and_mailed,
     decider_of,
     hold_mail,
@@ -183,26 +184,13 @@ async def test_a_matrix_reply_of_nothing_but_its_quote_is_refused_not_relayed_em
     once that is removed) is refused like a mail without text, instead of going out as an
     empty post."""
     list_fpr = await setup.ring.generate("list", "list@relay.test")
-    _add_matrix_member(setup)
+    add_matrix_member(setup)
     item = _room_post(setup, "$quote-only", "> <@x:relay.test> what was said\n> before")
 
     outcome = await decider_of(setup, list_fpr).decide(item)
 
     assert outcome == Outcome(InboxState.REJECTED, "the message has no readable text")
     assert setup.store.posts.for_link(LinkKind.EVENT, "$quote-only") is None
-
-
-def _add_matrix_member(setup: Setup) -> None:
-    """Mx of .nl, on the roster for the Matrix room only."""
-    setup.store.members.add(
-        tld="nl",
-        tld_display=".nl",
-        name="Mx",
-        email="mx@relay.test",
-        fingerprint="AB" * 20,
-        matrix_id="@mx:relay.test",
-        channels=frozenset({Channel.MATRIX}),
-    )
 
 
 def _room_post(setup: Setup, event_id: str, body: str) -> InboxItem:
@@ -528,7 +516,7 @@ async def test_f_fanout_a_matrix_posts_groups_are_queued_one_by_one_after_the_de
     others."""
     list_fpr = await setup.ring.generate("list", "list@relay.test")
     await setup.add(3)
-    _add_matrix_member(setup)
+    add_matrix_member(setup)
     processor = decider_of(setup, list_fpr)
     held = PartlyHeldBackend(setup.ring, free=1)
     hold_mail(processor, held, group_size=1)

@@ -14,7 +14,15 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest_asyncio
-from relay_support import HeldBackend, Setup, decider_of, hold_mail, queued, relay_setup
+from relay_support import (
+    HeldBackend,
+    Setup,
+    add_matrix_member,
+    decider_of,
+    hold_mail,
+    queued,
+    relay_setup,
+)
 
 from secir_bot.inbox import MAIL_PENDING
 from secir_bot.listmail import pending_post
@@ -71,15 +79,7 @@ async def test_a_list_mail_resumed_after_a_stop_has_the_files_formatting_and_cor
     setup.config = dataclasses.replace(setup.config, list=lst)
     list_fpr = await setup.ring.generate("list", "list@relay.test")
     await setup.add(2)
-    setup.store.members.add(
-        tld="nl",
-        tld_display=".nl",
-        name="Mx",
-        email="mx@relay.test",
-        fingerprint="AB" * 20,
-        matrix_id=MX,
-        channels=frozenset({Channel.MATRIX}),
-    )
+    add_matrix_member(setup, MX)
     processor = decider_of(setup, list_fpr)
     original = _event(setup, "$orig", {"msgtype": "m.text", "body": "ns1 answers SERVFAIL"})
     assert (await processor.decide(original)).state == "relayed"
