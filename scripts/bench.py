@@ -62,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
                    "smtp.max_recipients (its default is 100)")  # fmt: skip
     p.add_argument("--backend", choices=("gpg", "sequoia"), default="gpg",
                    help="the bot's crypto.backend (sequoia shows the key ids)")  # fmt: skip
+    p.add_argument("--sink", choices=("lean", "aiosmtpd"), default="lean",
+                   help="the SMTP sink's protocol (aiosmtpd: as before 2026-12-03)")  # fmt: skip
     p.add_argument("--parts", type=_parts, default=frozenset(PARTS),
                    help=f"comma-separated, from {','.join(PARTS)} (default: all)")  # fmt: skip
     p.add_argument("--json", type=Path, help="also write the raw results here")
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         sandbox_at=args.sandbox_at or min(args.sizes),
         stored_posts=args.stored_posts,
         keys=args.keys,
+        sink=args.sink,
         max_recipients=args.max_recipients,
         backend=args.backend,
         parts=frozenset(parts),

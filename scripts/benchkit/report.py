@@ -22,6 +22,12 @@ END = "<!-- bench:end -->"
 SHARED_LOAD = 0.5  # a 1-min load average above this at the start means someone else works
 
 
+SINKS = {
+    "lean": "the benchmark's bare asyncio SMTP protocol (scripts/benchkit/leansink.py)",
+    "aiosmtpd": "aiosmtpd (as in the runs before 2026-12-03 13:00 UTC)",
+}
+
+
 def _run(*command: str) -> str:
     try:
         out = subprocess.run(command, capture_output=True, check=False, timeout=20)
@@ -205,7 +211,8 @@ def generated(results: dict[str, Any]) -> str:
         f"(`scripts/bench.py`): N = {sizes} email members ({opts.get('keys')} keys), "
         f"{opts.get('posts')} measured posts per figure and N after one warm-up post, "
         f"`smtp.max_recipients` = {opts.get('max_recipients')}, "
-        f"`crypto.backend` = {opts.get('backend', 'gpg')}.",
+        f"`crypto.backend` = {opts.get('backend', 'gpg')}, "
+        f"SMTP sink: {SINKS.get(opts.get('sink', 'aiosmtpd'), '?')}.",
         "",
         _machine(results),
         "",

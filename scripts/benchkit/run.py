@@ -56,6 +56,7 @@ class Options:
     keys: str = "ed25519"
     max_recipients: int = 100
     backend: str = "gpg"  # crypto.backend of the bot (sequoia: key ids shown)
+    sink: str = "lean"  # the SMTP sink's protocol: "lean" or "aiosmtpd" (sink.py)
     parts: frozenset[str] = frozenset(PARTS)
 
 
@@ -122,7 +123,7 @@ async def stop_bot(b: Bench) -> None:
 async def set_up(opts: Options) -> Bench:
     root = short_tempdir("sb")
     stack = await Stack.start(root)
-    sink = await Sink().start()
+    sink = await Sink(lean=opts.sink == "lean").start()
     bot = Bot(root / "bot")
     world = KeyWorld(root / "g", opts.keys)
     members = email_members(max(opts.sizes))
