@@ -232,6 +232,20 @@ async def test_recipient_key_ids_are_hidden(list_key: ListKey, gpg_world: GpgWor
     assert not any("keyid 0000000000000000" in line for line in shown_packets)
 
 
+async def test_sign_encrypt_to_more_recipients_than_status_lines_kept(
+    list_key: ListKey, member_rings: dict[str, Keyring], gpg_world: GpgWorld
+) -> None:
+    # gpg notes each recipient it looks up (KEY_CONSIDERED): a group of 2100 gave more
+    # status lines than a run keeps, and the last ones (END_ENCRYPTION) were dropped.
+    # The same key named 2100 times makes gpg look it up 2100 times, as 2100 members would.
+    recipients = [gpg_world.fingerprint(ALICE)] * 2100
+
+    cipher = await list_key.ring.sign_encrypt(TEXT, recipients, list_key.fingerprint)
+
+    result = await member_rings[ALICE].decrypt(cipher)
+    assert result.ok and result.data == TEXT and result.signer == list_key.fingerprint
+
+
 async def test_sign_encrypt_needs_recipients(list_key: ListKey) -> None:
     with pytest.raises(CryptoError):
         await list_key.ring.sign_encrypt(TEXT, [], list_key.fingerprint)
