@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ import aioimaplib
 
 from secir_bot.bridges.email import close_imap
 
+from .cpu import agents_of, snapshot
 from .figures import FILLER, mail_operator
 from .profile import Spy
 from .stack import Arrival
@@ -138,6 +140,12 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
     spawned = b.bot.spawned_at
     cpu = cpu_start = b.bot.cpu()
     gpg_start = b.bot.children_cpu()
+    others = {
+        "synapse": [b.stack.synapse.pid],
+        "gpg_agent": agents_of(b.bot.store / "gnupg"),
+        "benchmark": [os.getpid()],
+    }
+    others_start = snapshot(others)
     # Sampled from the first sync on (py-spy attaches to a running process).
     spy = await Spy(b.bot.pid, b.root / "py-spy-burst.txt").start() if profiled else None
     deadline = time.monotonic() + 120 + count * 1.5
@@ -154,6 +162,7 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(reader.changed.wait(), 5)
     cpu = b.bot.cpu() - cpu
+    others_end = snapshot(others)
     profile = await spy.stop() if spy is not None else None
     arrivals = [a for a in reader.arrivals if a.at >= spawned]
     verdict = judge(b.tag, markers, arrivals)
@@ -207,6 +216,8 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
         "rss_peak_mib": rss[1],
         "gpg": gpg,
         "cpu_after_sync": cpu,
+        # From the start to the last in the room (the gpg-agent decrypts and signs for gpg).
+        "cpu_others": {k: others_end[k] - others_start[k] for k in others},
         "profile": profile,
         **verdict,
     }

@@ -123,6 +123,10 @@ def details(results: dict[str, Any]) -> str:
             ["peak RSS of the bot", f"{num(burst['rss_peak_mib'], 0)} MiB"],
             ["CPU of the bot's process, first sync → last in the room",
              f"{num(burst.get('cpu_after_sync'), 1)} s"],
+            ["CPU of Synapse / the list's gpg-agent / the benchmark (member clients, sink), "
+             "start → last in the room",
+             " / ".join(f"{num(burst.get('cpu_others', {}).get(k), 1)}"
+                        for k in ("synapse", "gpg_agent", "benchmark")) + " s"],
             ["composing and APPENDing the mails (not timed above)",
              f"{num(burst['queue_seconds'], 1)} s"],
         ]), ""]  # fmt: skip

@@ -300,6 +300,11 @@ class Synapse:
         """True while the server process is alive."""
         return self._process.poll() is None
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (the benchmark reads its CPU time)."""
+        return self._process.pid
+
     def __enter__(self) -> Synapse:
         return self
 

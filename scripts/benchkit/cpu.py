@@ -1,0 +1,40 @@
+"""CPU seconds of the processes that share the machine during a benchmark stage.
+
+On two cores the bot competes with everything else the benchmark runs: Synapse, the
+list's gpg-agent, and the benchmark's own process (the member clients and the SMTP sink).
+Their CPU over a stage shows where the machine's time went (``/proc/PID/stat``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """User and system CPU seconds of process ``pid`` (0.0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    # utime and stime, fields 14 and 15 of proc(5), counted from the state field (3).
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def agents_of(home: Path) -> list[int]:
+    """Process ids of the gpg-agent serving the GnuPG home ``home``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            args = cmdline.read_bytes().split(b"\0")
+            if args and args[0].endswith(b"gpg-agent") and str(home).encode() in b" ".join(args):
+                found.append(int(cmdline.parent.name))
+    return found
+
+
+def snapshot(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds so far of each named group of processes."""
+    return {name: sum(process_cpu(p) for p in group) for name, group in pids.items()}
