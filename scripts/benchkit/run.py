@@ -56,6 +56,7 @@ class Options:
     keys: str = "ed25519"
     max_recipients: int = 100
     backend: str = "gpg"  # crypto.backend of the bot (sequoia: key ids shown)
+    matrix_parallel: int | None = None  # delivery.matrix_parallel (None: the bot's default)
     parts: frozenset[str] = frozenset(PARTS)
 
 
@@ -154,6 +155,9 @@ async def set_up(opts: Options) -> Bench:
         max_recipients=opts.max_recipients,
         backend=opts.backend,
         hide_recipients="false" if opts.backend == "sequoia" else "true",
+        delivery_extra=(
+            f"matrix_parallel = {opts.matrix_parallel}\n" if opts.matrix_parallel else ""
+        ),
         matrix_password=stack.bot_password,
         imap_password="pw-list",
     )
