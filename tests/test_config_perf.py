@@ -38,7 +38,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert cfg.smtp.connections == 1 and cfg.smtp.pipelining
     assert cfg.smtp.keep_open == 30.0
     assert cfg.imap.parallel_decisions == 4
-    assert cfg.delivery.matrix_parallel == 4
+    assert cfg.delivery.matrix_parallel == 8
 
 
 def test_sequoia_needs_recipients_shown(tmp_path: Path) -> None:
