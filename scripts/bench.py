@@ -64,6 +64,8 @@ def parser() -> argparse.ArgumentParser:
                    help="the bot's crypto.backend (sequoia shows the key ids)")  # fmt: skip
     p.add_argument("--sink", choices=("lean", "aiosmtpd"), default="lean",
                    help="the SMTP sink's protocol (aiosmtpd: as before 2026-12-03)")  # fmt: skip
+    p.add_argument("--matrix-parallel", type=int, help="the bot's delivery.matrix_parallel "
+                   "(default: the bot's own)")  # fmt: skip
     p.add_argument("--parts", type=_parts, default=frozenset(PARTS),
                    help=f"comma-separated, from {','.join(PARTS)} (default: all)")  # fmt: skip
     p.add_argument("--json", type=Path, help="also write the raw results here")
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         sink=args.sink,
         max_recipients=args.max_recipients,
         backend=args.backend,
+        matrix_parallel=args.matrix_parallel,
         parts=frozenset(parts),
     )
     if args.from_json:

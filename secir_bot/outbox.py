@@ -1,8 +1,14 @@
 """Durable delivery: drain the outbox, one worker per channel.
 
-Rows for one destination (a room, the list's mail, one member's mail) go out in creation
-order; a row that fails transiently holds back the later rows of its destination only (a
-thread reply must not overtake its root) and is retried with exponential backoff.
+Mail rows for one destination (the list's mail, one member's mail) go out one at a time in
+creation order. The room's events are sent several at once (``delivery.matrix_parallel``,
+each send waits for the homeserver's answer): each row waits for every earlier row it
+shares a lane key with (``matrix_keys``: its thread, its post, the post it edits, its
+author), so a thread's events keep their order and a reply never starts before its root
+and its parent are in the room; events of other threads and authors overtake each other.
+A row that fails transiently holds back the later rows of its destination that have not
+started yet (a thread reply must not overtake its root) and is retried with exponential
+backoff.
 Retries are idempotent: Matrix sends reuse the row's transaction id, mail reuses its fixed
 Message-ID and skips recipients already accepted. A permanent failure, or one that
 lasts longer than ``delivery.give_up_after``, makes the row a dead letter and the admins
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +27,7 @@ from collections.abc import Callable, Mapping
 from secir_bot.bridges import Bridge
 from secir_bot.config import DeliveryConfig
 from secir_bot.errors import PermanentDeliveryError, TransientDeliveryError
+from secir_bot.lanes import run_in_lanes
 from secir_bot.model import Channel
 from secir_bot.store import NewDelivery, OutboxRow, Store
 from secir_bot.tasks import work_loop
@@ -27,6 +35,37 @@ from secir_bot.tasks import work_loop
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 30.0  # seconds an in-flight delivery may take to finish on shutdown
+
+
+def matrix_keys(store: Store, row: OutboxRow) -> frozenset[str]:
+    """The lane keys of a room event, all of its room: what it must stay in order with.
+
+    Its thread (a reply's relation is made at send time from its root's and parent's
+    events, and the parent is in the root's thread), its post (a post's files follow its
+    text), the post it edits and that one's thread (an edit names the original's event),
+    and its post's author (one sender's posts stay in the order the inbox decided them).
+    Rows without a post (notices) share one lane per room.
+    """
+    room = row.target
+    if row.post_uid is None:
+        return frozenset({f"{room} notices"})
+    try:
+        payload = json.loads(row.payload)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        payload = {}
+    post = store.posts.get(row.post_uid)
+    thread = payload.get("root_uid") or (post.root_uid if post else None) or row.post_uid
+    keys = {f"{room} post:{row.post_uid}", f"{room} thread:{thread}"}
+    if post is not None:
+        keys.add(f"{room} author:{post.author.id}")
+    replaced = payload.get("replaces_uid")
+    if isinstance(replaced, str):
+        original = store.posts.get(replaced)
+        keys.add(f"{room} post:{replaced}")
+        keys.add(f"{room} thread:{(original.root_uid if original else None) or replaced}")
+    return frozenset(keys)
 
 
 class Outbox:
@@ -96,22 +135,33 @@ class Outbox:
         )
 
     async def drain(self, channel: Channel) -> None:
-        """Deliver every due row of ``channel`` in order.
+        """Deliver every due row of ``channel``: mail in order, the room's events several
+        at once, each after the earlier rows it shares a lane with (``matrix_keys``).
 
-        A transient failure holds back the later rows of the same target only (a thread
-        reply must not overtake its root); other targets, such as the control room next to
-        the incident room, go on.
+        A row waiting for its retry, or failing transiently now, holds back the later rows
+        of the same target that have not started (a thread reply must not overtake its
+        root); other targets, such as the control room next to the incident room, go on.
         """
-        held: set[str] = set()
         now = time.time()
         self._busy[channel] = True
         try:
+            due: list[OutboxRow] = []
+            waiting: set[str] = set()
             for row in self.store.outbox.pending(channel):
-                if row.target in held:
+                if row.target in waiting:
                     continue
-                if row.due_at > now or not await self._deliver(row):
-                    # Waiting for a retry: the rows after it for this target wait too.
+                if row.due_at > now:
+                    waiting.add(row.target)  # the rows after it for this target wait too
+                else:
+                    due.append(row)
+            held: set[str] = set()
+
+            async def deliver(row: OutboxRow) -> None:
+                if row.target not in held and not await self._deliver(row):
                     held.add(row.target)
+
+            parallel = self.cfg.matrix_parallel if channel is Channel.MATRIX else 1
+            await run_in_lanes(due, lambda row: matrix_keys(self.store, row), deliver, parallel)
         finally:
             self._busy[channel] = False
             self._hand_over(channel)  # nothing (more) to hand over in this round

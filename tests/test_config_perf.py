@@ -38,6 +38,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert cfg.smtp.connections == 1 and cfg.smtp.pipelining
     assert cfg.smtp.keep_open == 30.0
     assert cfg.imap.parallel_decisions == 4
+    assert cfg.delivery.matrix_parallel == 8
 
 
 def test_sequoia_needs_recipients_shown(tmp_path: Path) -> None:
@@ -58,6 +59,7 @@ def test_sequoia_needs_recipients_shown(tmp_path: Path) -> None:
         ({"smtp": {"keep_open": -1}}, "smtp.keep_open: must be 0 or more"),
         ({"crypto": {"colour": "blue"}}, "crypto.colour: unknown key"),
         ({"imap": {"parallel_decisions": 0}}, "imap.parallel_decisions: must be greater"),
+        ({"delivery": {"matrix_parallel": 0}}, "delivery.matrix_parallel: must be greater"),
     ],
 )
 def test_bad_values_are_named(

@@ -64,7 +64,7 @@ max_recipients = {max_recipients}
 [delivery]
 retry_base = 0.5
 retry_max = 5
-
+{delivery_extra}
 [crypto]
 backend = "{backend}"
 hide_recipients = {hide_recipients}

@@ -57,6 +57,7 @@ class Options:
     max_recipients: int = 100
     backend: str = "gpg"  # crypto.backend of the bot (sequoia: key ids shown)
     sink: str = "lean"  # the SMTP sink's protocol: "lean" or "aiosmtpd" (sink.py)
+    matrix_parallel: int | None = None  # delivery.matrix_parallel (None: the bot's default)
     parts: frozenset[str] = frozenset(PARTS)
 
 
@@ -155,6 +156,9 @@ async def set_up(opts: Options) -> Bench:
         max_recipients=opts.max_recipients,
         backend=opts.backend,
         hide_recipients="false" if opts.backend == "sequoia" else "true",
+        delivery_extra=(
+            f"matrix_parallel = {opts.matrix_parallel}\n" if opts.matrix_parallel else ""
+        ),
         matrix_password=stack.bot_password,
         imap_password="pw-list",
     )

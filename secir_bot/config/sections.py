@@ -241,6 +241,8 @@ class DeliveryConfig:
     # are counted and summed up in the next one (forged or looping mail cannot flood).
     notices_per_hour: int = 5
     encrypt_group_size: int = 100  # list mail: recipients per ciphertext (crypto.groups)
+    # Room events sent at once (each thread, post and author in order; outbox.matrix_keys).
+    matrix_parallel: int = 8
 
 
 def read_delivery(r: Reader) -> DeliveryConfig:
@@ -253,6 +255,7 @@ def read_delivery(r: Reader) -> DeliveryConfig:
         ),
         notices_per_hour=r.value("delivery.notices_per_hour", int, 5, check=check_positive),
         encrypt_group_size=r.value("delivery.encrypt_group_size", int, 100, check=check_positive),
+        matrix_parallel=r.value("delivery.matrix_parallel", int, 8, check=check_positive),
     )
 
 

@@ -19,7 +19,15 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from nio import AsyncClient, AsyncClientConfig, LoginResponse, MegolmEvent
+from nio import (
+    Api,
+    AsyncClient,
+    AsyncClientConfig,
+    LocalProtocolError,
+    LoginResponse,
+    MegolmEvent,
+    RoomSendResponse,
+)
 from nio.store import DefaultStore
 
 from secir_bot.config import Config
@@ -115,6 +123,18 @@ class MatrixClient(AsyncClient):  # type: ignore[misc]
 
     def _handle_messages_response(self, response: Any) -> None:
         """History pages (``/messages``) stay encrypted too, for the same reason."""
+
+    async def send_encrypted(
+        self, room_id: str, event_type: str, content: dict[str, Any], tx_id: str
+    ) -> Any:
+        """Send an event already encrypted (``encrypt``), as nio's ``room_send`` ends:
+        the same request, transaction id and answers (``RoomSendResponse`` or an error
+        response), 429 and timeouts retried by nio. The encrypting is the caller's, so
+        that several of these may be on their way at once."""
+        if not self.logged_in:
+            raise LocalProtocolError("Not logged in.")
+        method, path, data = Api.room_send(self.access_token, room_id, event_type, content, tx_id)
+        return await self._send(RoomSendResponse, method, path, data, (room_id,))
 
     async def api(
         self,

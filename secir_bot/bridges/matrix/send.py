@@ -3,6 +3,12 @@
 ``ignore_unverified_devices`` stays False, so a device that slipped past the trust check
 is an error, not a silent leak. The bot refuses to send into an unencrypted room.
 
+What must not interleave is done one send at a time, under a lock: the trust check, sharing
+the room key, the withheld notices and the Megolm encryption (and ``rotate``). The
+encrypted event then goes out outside the lock, so the outbox's sends of different threads
+(``delivery.matrix_parallel``) wait for the homeserver side by side. Megolm receivers do not
+need the message indices in order.
+
 A device left without the room key is told so with ``m.room_key.withheld`` and a code
 (nio does not send it): its client then shows why it cannot read the message instead of
 waiting for a key that will never come.
@@ -18,7 +24,13 @@ import secrets
 from typing import Any
 
 import aiohttp
-from nio import LocalProtocolError, OlmUnverifiedDeviceError, RoomSendResponse, UploadResponse
+from nio import (
+    GroupEncryptionError,
+    LocalProtocolError,
+    OlmUnverifiedDeviceError,
+    RoomSendResponse,
+    UploadResponse,
+)
 
 from secir_bot.bridges import Receipt
 from secir_bot.bridges.matrix.client import ApiError, MatrixClient, quoted
@@ -80,17 +92,21 @@ class Sender:
         self._lock = asyncio.Lock()
         # Per room: the current room key and the devices already told it is withheld.
         self._withheld: dict[str, tuple[str, set[tuple[str, str]]]] = {}
+        # Encrypted events on their way to the homeserver now, and the most there were.
+        self.in_flight = 0
+        self.most_in_flight = 0
 
     async def deliver(self, row: OutboxRow) -> Receipt:
         payload = json.loads(row.payload)
         content = outgoing_content(self.store, payload, row.post_uid)
         if "upload" in payload:
             content["file"] = {**content["file"], "url": await self._upload(row, payload["upload"])}
-        async with self._lock:
-            try:
-                resp = await self._send(row, content)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise TransientDeliveryError(f"Matrix unreachable: {exc!r}") from exc
+        try:
+            async with self._lock:
+                event_type, encrypted = await self._encrypt(row.target, content)
+            resp = await self._put(row, event_type, encrypted)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientDeliveryError(f"Matrix unreachable: {exc!r}") from exc
         if isinstance(resp, RoomSendResponse):
             event_id = str(resp.event_id)
             # A post's event names it in the room: replies to it are threaded by it.
@@ -102,8 +118,10 @@ class Sender:
         raise TransientDeliveryError(f"Matrix send failed: {resp}")
 
     async def rotate(self, room_id: str) -> None:
-        """Forget the room's outbound room key (between two sends, never during one): the
-        next message starts a new one, shared only with the devices trusted then."""
+        """Forget the room's outbound room key (between two encryptions, never during one):
+        the next message starts a new one, shared only with the devices trusted then.
+        Events encrypted before may still be on their way, with the key they were made
+        with."""
         async with self._lock:
             olm = self.client.olm
             assert olm is not None
@@ -137,39 +155,51 @@ class Sender:
         self.store.kv.put(key, url)
         return url
 
-    async def _send(self, row: OutboxRow, content: dict[str, Any]) -> Any:
+    async def _encrypt(self, room_id: str, content: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The event to send (type and encrypted content), the room key shared first with
+        the devices trusted now; called under the lock."""
         for attempt in (1, 2):
-            left_out = await self.trust.trust_room_devices(row.target)
+            left_out = await self.trust.trust_room_devices(room_id)
             try:
                 olm = self.client.olm
                 assert olm is not None
-                if olm.should_share_group_session(row.target):
-                    await self.client.share_group_session(
-                        row.target, ignore_unverified_devices=False
-                    )
-                await self._withhold(row.target, left_out)
-                return await self.client.room_send(
-                    row.target,
-                    "m.room.message",
-                    content,
-                    # Stable across retries of this row; the creation time keeps it unique
-                    # even if a restored backup hands out the same row ids again.
-                    tx_id=f"secir-{row.id}-{int(row.created_at * 1000)}",
-                    ignore_unverified_devices=False,
-                )
+                if olm.should_share_group_session(room_id):
+                    await self.client.share_group_session(room_id, ignore_unverified_devices=False)
+                await self._withhold(room_id, left_out)
+                event_type, encrypted = self.client.encrypt(room_id, "m.room.message", content)
+                return str(event_type), dict(encrypted)
             except OlmUnverifiedDeviceError as exc:
                 if attempt == 2:
                     raise TransientDeliveryError(f"unverified device: {exc}") from exc
-            except KeyError as exc:
+            except (KeyError, GroupEncryptionError) as exc:
                 # nio drops the room's outbound key when its sync sees a membership or
-                # device change; if that lands while the key is being shared, nio's
-                # share_group_session fails on the missing key. Start again with a new one.
-                log.info("room key of %s replaced while it was shared; sharing again", row.target)
+                # device change; if that lands while the key is being shared (nio's
+                # share_group_session fails on the missing key) or before it is used (the
+                # new one is not shared yet), start again with a new one.
+                log.info("room key of %s replaced while it was shared; sharing again", room_id)
                 if attempt == 2:
                     raise TransientDeliveryError(f"room key replaced while shared: {exc}") from exc
             except LocalProtocolError as exc:
                 raise TransientDeliveryError(f"Matrix: {exc}") from exc
         raise AssertionError("unreachable")
+
+    async def _put(self, row: OutboxRow, event_type: str, encrypted: dict[str, Any]) -> Any:
+        """Send the encrypted event of ``row`` (outside the lock: several at once)."""
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return await self.client.send_encrypted(
+                row.target,
+                event_type,
+                encrypted,
+                # Stable across retries of this row; the creation time keeps it unique
+                # even if a restored backup hands out the same row ids again.
+                tx_id=f"secir-{row.id}-{int(row.created_at * 1000)}",
+            )
+        except LocalProtocolError as exc:
+            raise TransientDeliveryError(f"Matrix: {exc}") from exc
+        finally:
+            self.in_flight -= 1
 
     async def _withhold(
         self, room_id: str, left_out: dict[str, list[tuple[Any, DeviceVerdict]]]

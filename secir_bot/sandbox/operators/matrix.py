@@ -25,6 +25,12 @@ from nio.event_builders import EnableEncryptionBuilder
 
 from secir_bot.sandbox.operators.base import SeenEvent, wait_until
 
+# Synapse puts at most 10 of a room's new events in a sync answer unless asked for more,
+# and marks the timeline "limited"; nio does not fetch the gap. The bot's sends of a burst
+# (several at once, delivery.matrix_parallel) can outpace a client on a loaded machine by
+# more than that between two of its syncs: the operator asks for more.
+SYNC_FILTER = {"room": {"timeline": {"limit": 200}}}
+
 
 class MatrixOperator:
     """A Matrix user with their own E2E device, syncing in the background."""
@@ -81,7 +87,7 @@ class MatrixOperator:
         self._task = asyncio.create_task(self._sync_forever())
 
     async def _sync_forever(self) -> None:
-        await self.client.sync_forever(timeout=1000, full_state=True)
+        await self.client.sync_forever(timeout=1000, full_state=True, sync_filter=SYNC_FILTER)
 
     async def stop(self) -> None:
         if self._task is not None:
