@@ -36,5 +36,5 @@ def agents_of(home: Path) -> list[int]:
 
 
 def snapshot(pids: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds so far of each named group of processes."""
-    return {name: sum(process_cpu(p) for p in group) for name, group in pids.items()}
+    """CPU seconds so far of each named group of processes (a group with none: left out)."""
+    return {name: sum(process_cpu(p) for p in group) for name, group in pids.items() if group}
