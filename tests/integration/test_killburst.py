@@ -32,7 +32,6 @@ import subprocess
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aioimaplib
@@ -352,9 +351,6 @@ def check_threads(world: World, burst: Burst) -> None:
 async def check(world: World, mail_stack: MailStack, burst: Burst) -> None:
     seed = int(os.environ.get("SECIR_FAULT_SEED", str(int(time.time()))))
     figures = await run_burst(world, mail_stack, burst, seed)
-    out = os.environ.get("SECIR_KILLBURST_REPORT")
-    if out:
-        Path(out).write_text(json.dumps(asdict(figures), indent=2) + "\n")
     print(f"kill in a burst (seed {seed}):", json.dumps(asdict(figures)))
     assert not figures.lost, f"lost (seed {seed}): {figures.lost}"
     assert not figures.duplicated, f"duplicated (seed {seed}): {figures.duplicated}"
