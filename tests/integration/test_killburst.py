@@ -348,6 +348,22 @@ def check_threads(world: World, burst: Burst) -> None:
             }, (reply.body, relation(reply))
 
 
+def check_mail_threads(world: World, burst: Burst) -> None:
+    """Each list copy of an answer names the list's copy of the post before it (In-Reply-To)
+    and of the thread's root (References), resumed or not."""
+    ids: dict[str, str] = {}
+    for m in AUTHORS:
+        ids |= {t: mids[0] for t, mids in copies_of(world, m).items()}
+    for mail in (mail for m in AUTHORS for mail in world.mail[m].seen):
+        found = TAG.search(mail.text)
+        if not found or found.group(1).endswith("-P00"):
+            continue
+        th, i = int(found.group(1)[4:6]), int(found.group(1)[-2:])
+        refs = str(mail.headers.get("References", "")).split()
+        assert str(mail.headers.get("In-Reply-To")) == ids[tag(th, i - 1)], found.group(1)
+        assert {ids[tag(th, 0)], ids[tag(th, i - 1)]} <= set(refs), (found.group(1), refs)
+
+
 async def check(world: World, mail_stack: MailStack, burst: Burst) -> None:
     seed = int(os.environ.get("SECIR_FAULT_SEED", str(int(time.time()))))
     figures = await run_burst(world, mail_stack, burst, seed)
@@ -360,6 +376,7 @@ async def check(world: World, mail_stack: MailStack, burst: Burst) -> None:
     assert figures.left_pending == 0, f"owed at the end (seed {seed})"
     assert figures.unclean_exits == 0, f"exited on its own or uncleanly (seed {seed})"
     check_threads(world, burst)
+    check_mail_threads(world, burst)
     # The kills fell in the burst: posts decided and not yet in the room, list mail owed.
     assert any(k.decided < burst.total or k.room_rows_pending for k in figures.kills)
     assert any(k.marks or k.mail_rows_pending for k in figures.kills), figures.kills
