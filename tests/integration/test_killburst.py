@@ -67,6 +67,8 @@ class Figures:
     unexpected: list[str] = field(default_factory=list)
     resent_same_message_id: int = 0
     set_aside: int = 0
+    most_attempts: int = 0  # starts of one mail's decision (the crash guard sets aside at 4)
+    started_again: int = 0  # mails whose decision a kill interrupted (started more than once)
     dead_letters: int = 0
     left_pending: int = 0
     unclean_exits: int = 0
@@ -167,6 +169,8 @@ def count(world: World, burst: Burst, figures: Figures) -> None:
     db = store_db(world)
     try:
         figures.set_aside = one(db, "SELECT count(*) FROM inbox WHERE state != 'relayed'")
+        figures.most_attempts = one(db, "SELECT max(attempts) FROM inbox")
+        figures.started_again = one(db, "SELECT count(*) FROM inbox WHERE attempts > 1")
         figures.dead_letters = one(db, "SELECT count(*) FROM outbox WHERE state = 'dead'")
     finally:
         db.close()
