@@ -35,6 +35,7 @@ class Burst:
     threads: int
     posts: int  # a thread's root and its answers
     kills: int
+    matrix_parallel: int | None = None  # delivery.matrix_parallel (None: the default)
 
     @property
     def total(self) -> int:

@@ -78,7 +78,11 @@ class Figures:
 async def run_burst(world: World, mail_stack: MailStack, burst: Burst, seed: int) -> Figures:
     rng = random.Random(seed)
     started = time.monotonic()
-    await world.setup(people=PEOPLE)
+    # The room's sends: several threads at once (the default) or one at a time.
+    parallel = burst.matrix_parallel
+    await world.setup(
+        people=PEOPLE, delivery_extra=f"matrix_parallel = {parallel}" if parallel else ""
+    )
     assert world.config is not None
     figures = Figures(mails=burst.total)
     await queue_burst(world, burst)
@@ -232,14 +236,24 @@ async def check(world: World, mail_stack: MailStack, burst: Burst) -> None:
 
 
 @pytest.mark.timeout(420)
+@pytest.mark.parametrize(
+    "matrix_parallel",
+    [
+        pytest.param(None, id="default"),
+        pytest.param(1, id="room-sends-one-at-a-time", marks=pytest.mark.slow),
+    ],
+)
 async def test_sigkill_in_a_burst_loses_and_duplicates_nothing(
-    world_unstarted: World, mail_stack: MailStack
+    world_unstarted: World, mail_stack: MailStack, matrix_parallel: int | None
 ) -> None:
-    await check(world_unstarted, mail_stack, Burst(threads=6, posts=6, kills=2))
+    burst = Burst(threads=6, posts=6, kills=2, matrix_parallel=matrix_parallel)
+    await check(world_unstarted, mail_stack, burst)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 async def test_sigkill_in_a_long_burst(world_unstarted: World, mail_stack: MailStack) -> None:
     kills = int(os.environ.get("SECIR_KILLBURST_KILLS", "8"))
-    await check(world_unstarted, mail_stack, Burst(threads=20, posts=10, kills=kills))
+    parallel = os.environ.get("SECIR_KILLBURST_MATRIX_PARALLEL")
+    burst = Burst(threads=20, posts=10, kills=kills, matrix_parallel=int(parallel or 0) or None)
+    await check(world_unstarted, mail_stack, burst)
