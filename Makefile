@@ -33,7 +33,8 @@ bench: setup
 
 # The long fault suite (docs/reliability.md): SECIR_FAULT_TRIALS kills during two-way traffic.
 faults: setup
-	$(PY) -m pytest -m slow -s tests/integration/test_faults.py tests/integration/test_fault_corpus.py
+	$(PY) -m pytest -m slow -s tests/integration/test_faults.py tests/integration/test_fault_corpus.py \
+		tests/integration/test_killburst.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-state

@@ -4,10 +4,11 @@ The bridges only make what they receive durable and wake the runner of their cha
 runner decides each pending item (``inbox.Decider``) in its own long-lived task, so that a
 slow decision (gpg over a large list today, a whois lookup tomorrow) never stalls a Matrix
 sync or the IMAP intake. Mail is decided several items at once, those of one thread or one
-sender in order (``lanes``); room events in order, a file without a caption held a little
-for the text its sender posts next (``captions``). Whoever waits for an item's outcome
-(``decided``: the email bridge, before it moves the mail out of the mailbox) is answered
-as soon as its decision is recorded.
+sender in order (``lanes``), except that items a stop interrupted are decided first, one
+at a time (the crash guard's count is then theirs alone); room events in order, a file
+without a caption held a little for the text its sender posts next (``captions``). Whoever
+waits for an item's outcome (``decided``: the email bridge, before it moves the mail out of
+the mailbox) is answered as soon as its decision is recorded.
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ class InboxRunner:
             await self._decide_planned(items[0].id, wait)
             return
         self._due = None
+        if self.parallel > 1:
+            # Items whose decision a stop interrupted first, each alone: should one of them
+            # be what kills the process, the crash guard then charges it alone, not the
+            # items decided beside it. (Each started after the earlier items of its lanes
+            # were decided, so none overtakes one of those.)
+            for item in [i for i in items if i.attempts]:
+                await self._decide_one(item)
+            items = [i for i in items if not i.attempts]
         await run_in_lanes(items, _lane_keys, self._decide_one, self.parallel)
 
     async def _decide_planned(self, first: int, wait: float) -> None:

@@ -33,6 +33,7 @@ class InboxItem:
     reason: str | None
     post_uid: str | None
     received_at: float = 0.0
+    attempts: int = 0  # starts of its decision (``begin_attempt``): the crash guard's count
 
 
 def digest(source: Channel, raw: bytes) -> str:
@@ -126,6 +127,7 @@ class Inbox(Repository):
                 reason=row["reason"],
                 post_uid=row["post_uid"],
                 received_at=row["received_at"] or 0.0,
+                attempts=row["attempts"] or 0,
             )
             for row in dict_rows(cur)
         ]
