@@ -649,3 +649,26 @@ def test_control_characters_in_addresses_are_refused(
         p.startswith(f"{section}.{key}: ") and "control character" in p
         for p in problems_of(write(data))
     )
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ("store", "path"),
+        ("matrix", "password_file"),
+        ("smtp", "password_file"),
+        ("commands", "keyring"),
+        ("imap", "ca_file"),
+    ],
+)
+def test_a_nul_character_in_a_file_name_is_a_problem_not_a_crash(
+    conf_dir: Path, section: str, key: str
+) -> None:
+    # The property test found it: pathlib raises ValueError on "\x00" when it resolves.
+    data = valid_data()
+    data.setdefault(section, {})[key] = "secrets/\x00pw"
+
+    with pytest.raises(ConfigError) as info:
+        parse(data, conf_dir / "virtual.toml")
+
+    assert any(p.startswith(f"{section}.{key}") for p in info.value.problems)

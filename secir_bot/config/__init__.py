@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from secir_bot.config.base import Reader, Secret, check_positive, is_loopback
+from secir_bot.config.base import Reader, Secret, check_path, check_positive, is_loopback
 from secir_bot.config.sections import (
     CommandsConfig,
     CryptoConfig,
@@ -83,7 +83,7 @@ def parse(data: dict[str, Any], path: Path) -> Config:
     r = Reader(data, path.parent)
     r.problems.extend(f"{k}: unknown section" for k in data if k not in SECTIONS)
 
-    store = r.value("store.path", str, "store")
+    store = r.value("store.path", str, "store", check=check_path)
     retention_days = r.value("store.retention_days", float, 30.0, check=check_positive)
     lst = read_list(r)
     mx = read_matrix(r)

@@ -106,7 +106,7 @@ class Reader:
         if found_file and found_env:
             self.problems.append(f"{key}_file / {key}_env: give one of them, not both")
         if found_file:
-            if not isinstance(file, str) or PLACEHOLDER in file:
+            if not isinstance(file, str) or PLACEHOLDER in file or check_path(file):
                 self.problems.append(f"{key}_file: give the path of a file holding the password")
                 return Secret()
             path = (self.base / file).resolve()
@@ -130,8 +130,8 @@ class Reader:
 
     def ca_file(self, key: str) -> Path | None:
         """An optional PEM file of CA certificates, checked by loading it."""
-        name = self.value(key, str, "")
-        if not name:
+        name = self.value(key, str, "", check=check_path)
+        if not name or check_path(name):
             return None
         path = (self.base / name).resolve()
         try:
@@ -169,6 +169,11 @@ def is_loopback(host: str) -> bool:
 
 
 check_email = validate.problem(validate.email)
+
+
+def check_path(value: str) -> str | None:
+    """A file or directory name the system can take (it cannot hold a NUL character)."""
+    return "must not contain a NUL character" if "\0" in value else None
 
 
 def check_positive(value: float) -> str | None:

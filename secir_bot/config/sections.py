@@ -22,6 +22,7 @@ from secir_bot.config.base import (
     check_master_key,
     check_mxid,
     check_not_negative,
+    check_path,
     check_port,
     check_positive,
     check_room,
@@ -306,7 +307,7 @@ class WhoisConfig:
 
 def read_commands(r: Reader) -> tuple[CommandsConfig, WhoisConfig]:
     """The [commands] and [whois] sections."""
-    keyring = r.value("commands.keyring", str, "")
+    keyring = r.value("commands.keyring", str, "", check=check_path)
     commands = CommandsConfig(
         request_address=r.value(
             "commands.request_address", str, "", check=lambda v: optional(v, validate.email)
@@ -314,7 +315,7 @@ def read_commands(r: Reader) -> tuple[CommandsConfig, WhoisConfig]:
         confirm_ttl=r.value("commands.confirm_ttl", float, 300.0, check=check_positive),
         case_expiry_days=r.value("commands.case_expiry_days", float, 30.0, check=check_positive),
         admin_power_level=r.value("commands.admin_power_level", int, 100, check=check_positive),
-        keyring=(r.base / keyring).resolve() if keyring else None,
+        keyring=(r.base / keyring).resolve() if keyring and not check_path(keyring) else None,
     )
     whois = WhoisConfig(
         host=r.value("whois.host", str, "whois.iana.org"),
