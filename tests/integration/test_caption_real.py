@@ -14,7 +14,6 @@ import email
 import email.policy
 import secrets
 import sqlite3
-import subprocess
 
 import pytest
 from nio import UploadResponse
@@ -273,12 +272,4 @@ async def test_issue10_secir_bot_run_killed_during_the_wait_loses_and_repeats_no
     except TimeoutError as exc:
         raise AssertionError(f"{exc}\n--- bot log ---\n{bot.tail()}") from None
     finally:
-        if bot.alive():
-            bot.kill()
-        # The killed bot's gpg-agent outlives it.
-        await asyncio.to_thread(
-            subprocess.run,
-            ["gpgconf", "--homedir", str(world.config.store_path / "gnupg"), "--kill", "all"],
-            capture_output=True,
-            check=False,
-        )
+        await bot.end()

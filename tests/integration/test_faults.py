@@ -80,6 +80,19 @@ class BotProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    async def end(self) -> None:
+        """Kill the bot if it still runs, and the gpg-agent a killed bot leaves behind."""
+        if self.alive():
+            self.kill()
+        assert self.world.config is not None
+        home = self.world.config.store_path / "gnupg"
+        await asyncio.to_thread(
+            subprocess.run,
+            ["gpgconf", "--homedir", str(home), "--kill", "all"],
+            capture_output=True,
+            check=False,
+        )
+
     def tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
@@ -135,15 +148,7 @@ async def run_faults(world: World, trials: int, seed: int) -> Figures:
         raise AssertionError(f"{exc}\n--- bot log ---\n{bot.tail()}") from None
     finally:
         stop.set()
-        if bot.alive():
-            bot.kill()
-        # The killed bot's gpg-agent outlives it.
-        await asyncio.to_thread(
-            subprocess.run,
-            ["gpgconf", "--homedir", str(world.config.store_path / "gnupg"), "--kill", "all"],
-            capture_output=True,
-            check=False,
-        )
+        await bot.end()
     _count(world, sent, figures)
     figures.set_aside = _set_aside(world)
     figures.seconds = round(time.monotonic() - started, 1)

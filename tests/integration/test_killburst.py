@@ -26,7 +26,6 @@ import itertools
 import json
 import os
 import random
-import subprocess
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -134,15 +133,7 @@ async def run_burst(world: World, mail_stack: MailStack, burst: Burst, seed: int
     except TimeoutError as exc:
         raise AssertionError(f"{exc}\n--- bot log ---\n{bot.tail()}") from None
     finally:
-        if bot.alive():
-            bot.kill()
-        # The killed bots' gpg-agent outlives them.
-        await asyncio.to_thread(
-            subprocess.run,
-            ["gpgconf", "--homedir", str(world.config.store_path / "gnupg"), "--kill", "all"],
-            capture_output=True,
-            check=False,
-        )
+        await bot.end()
     count(world, burst, figures)
     first = {t: e for t, e in reversed(room_posts(world))}
     for snapshot, (dead, unsent) in zip(figures.kills, unsent_at, strict=True):

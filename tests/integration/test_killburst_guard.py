@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
 import time
 from collections.abc import Callable
 
@@ -83,15 +82,7 @@ async def test_a_mail_that_kills_the_bot_is_set_aside_alone(world_unstarted: Wor
     except TimeoutError as exc:
         raise AssertionError(f"{exc}\n--- bot log ---\n{bot.tail()}") from None
     finally:
-        if bot.alive():
-            bot.kill()
-        assert world.config is not None
-        await asyncio.to_thread(
-            subprocess.run,
-            ["gpgconf", "--homedir", str(world.config.store_path / "gnupg"), "--kill", "all"],
-            capture_output=True,
-            check=False,
-        )
+        await bot.end()
     final = states(world)
     assert final[poison] == "shunted", final
     assert [i for i, s in final.items() if s != "relayed"] == [poison], final
