@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
+
+from burst_world import relation
 
 from secir_bot.sandbox.operators.base import SeenEvent, wait_until
 from secir_bot.sandbox.world import DEFAULT_PEOPLE, Person, World
@@ -61,15 +62,6 @@ def room_posts_queued(world: World) -> int:
         [world.incident_room],
     ).fetchone()
     return int(count)
-
-
-def relation(event: SeenEvent) -> dict[str, Any]:
-    rel = event.content.get("m.relates_to") or {}
-    return {
-        "rel_type": rel.get("rel_type"),
-        "root": rel.get("event_id"),
-        "answers": (rel.get("m.in_reply_to") or {}).get("event_id"),
-    }
 
 
 async def test_i11_threads_reach_the_room_at_once_each_in_order(world_unstarted: World) -> None:
