@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import leaks
@@ -88,6 +91,15 @@ def _register_server_secrets() -> Iterator[None]:
         patch.setattr(Synapse, "register", watched_register)
         patch.setattr(synapse_mod, "_secrets", watched_secrets)
         yield
+
+
+@pytest.fixture
+def directory() -> Iterator[Path]:
+    """A fresh directory with a short path (a GnuPG home inside it keeps its agent's socket
+    path under the system's limit), removed after the test."""
+    path = Path(tempfile.mkdtemp(prefix="d"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

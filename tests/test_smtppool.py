@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import shutil
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -49,13 +47,6 @@ class Counting(Relay):
 
         with contextlib.suppress(ConnectionError):
             await asyncio.gather(pipe(c_reader, s_writer), pipe(s_reader, c_writer))
-
-
-@pytest.fixture
-def directory() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="d"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _config(directory: Path, port: int, **smtp: object) -> Config:

@@ -15,11 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -43,13 +41,6 @@ from secir_bot.outbox import Outbox
 from secir_bot.sandbox.operators import wait_until
 from secir_bot.sandbox.world import offline_config
 from secir_bot.store import DB_NAME, NewDelivery, OutboxRow, Store
-
-
-@pytest.fixture
-def directory() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="d"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

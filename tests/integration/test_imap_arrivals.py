@@ -15,12 +15,10 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +85,6 @@ class Deciding:
         self.subjects.append(subject)
         self.store.decide(item_id, InboxState.DROPPED, "test")
         return Outcome(InboxState.DROPPED, "test")
-
-
-@pytest.fixture
-def directory() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="d"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
