@@ -41,12 +41,14 @@ def test_defaults(tmp_path: Path) -> None:
     assert cfg.delivery.matrix_parallel == 8
 
 
-def test_sequoia_needs_recipients_shown(tmp_path: Path) -> None:
-    data = _data(tmp_path, crypto={"backend": "sequoia"})
-    with pytest.raises(ConfigError, match=r"crypto\.hide_recipients: Sequoia writes"):
-        config.parse(data, tmp_path / "c.toml")
-    data["crypto"]["hide_recipients"] = False
-    assert config.parse(data, tmp_path / "c.toml").crypto.backend == "sequoia"
+@pytest.mark.parametrize("backend", ["gpg", "sequoia"])
+@pytest.mark.parametrize("hide", [True, False])
+def test_either_backend_hides_recipients_or_not(tmp_path: Path, backend: str, hide: bool) -> None:
+    crypto: dict[str, Any] = {"backend": backend}
+    if not hide:
+        crypto["hide_recipients"] = False
+    cfg = config.parse(_data(tmp_path, crypto=crypto), tmp_path / "c.toml")
+    assert (cfg.crypto.backend, cfg.crypto.hide_recipients) == (backend, hide)
 
 
 @pytest.mark.parametrize(

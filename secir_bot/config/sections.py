@@ -265,12 +265,12 @@ class CryptoConfig:
     """How list mail is signed and encrypted (crypto.backend, crypto.groups)."""
 
     backend: str = "gpg"  # "gpg" (default, the reference) or "sequoia"
-    hide_recipients: bool = True  # gpg's --throw-keyids; Sequoia cannot
+    hide_recipients: bool = True  # wildcard key ids (gpg's --throw-keyids), both backends
 
 
 def read_crypto(r: Reader) -> CryptoConfig:
     """The [crypto] section: which OpenPGP implementation writes list mail."""
-    crypto = CryptoConfig(
+    return CryptoConfig(
         backend=r.value(
             "crypto.backend",
             str,
@@ -279,12 +279,6 @@ def read_crypto(r: Reader) -> CryptoConfig:
         ),
         hide_recipients=r.value("crypto.hide_recipients", bool, True),
     )
-    if crypto.backend == "sequoia" and crypto.hide_recipients:
-        r.problems.append(
-            "crypto.hide_recipients: Sequoia writes every recipient's key id into the "
-            'message; with crypto.backend = "sequoia" set crypto.hide_recipients = false'
-        )
-    return crypto
 
 
 @dataclass(frozen=True)

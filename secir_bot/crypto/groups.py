@@ -130,5 +130,5 @@ def make_backend(
     if name == "sequoia":
         from secir_bot.crypto.sequoia import SequoiaBackend  # optional dependency
 
-        return SequoiaBackend(keyring, parallel=parallel)
+        return SequoiaBackend(keyring, hide_recipients=hide_recipients, parallel=parallel)
     return GpgBackend(keyring, hide_recipients=hide_recipients, parallel=parallel)

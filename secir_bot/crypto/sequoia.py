@@ -14,8 +14,12 @@ encrypt is encrypted by gpg instead, with a warning, never dropped.
 - The list's secret key is exported once per process and handed to the workers with each
   call over the pool's pipe; it is never written anywhere else and never logged.
 - Only OpenPGP v4 certificates are used (v6 keys stay out, as everywhere in the bot).
-- Sequoia writes every recipient's key id into the message: it cannot hide recipients, so
-  this backend requires ``crypto.hide_recipients = false``.
+- Sequoia writes every recipient's key id into the message. With
+  ``crypto.hide_recipients`` on (the default) the worker asks it for binary output, zeroes
+  those key ids as gpg's ``--throw-keyids`` does (``crypto.wildcard``) and armours the
+  result with pysequoia; a message it cannot rewrite is encrypted by gpg instead, never
+  sent with a key id showing. The gpg fallback hides recipients exactly when this backend
+  does.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 from secir_bot.crypto.backend import default_parallel
 from secir_bot.crypto.keycache import Stamp, keyring_stamp
 from secir_bot.crypto.keyring import Keyring
+from secir_bot.crypto.wildcard import hide_key_ids
 from secir_bot.errors import CryptoError
 
 log = logging.getLogger(__name__)
@@ -55,7 +60,12 @@ _certs: dict[str, tuple[str, dict[str, Any]]] = {}  # path -> (version, fingerpr
 
 
 def _encrypt_in_worker(
-    certs_path: str, version: str, secret: bytes, data: bytes, recipients: tuple[str, ...]
+    certs_path: str,
+    version: str,
+    secret: bytes,
+    data: bytes,
+    recipients: tuple[str, ...],
+    hide: bool,
 ) -> bytes:
     """Sign and encrypt in a worker; a ``ValueError`` says why it could not (no secrets)."""
     import pysequoia
@@ -75,10 +85,13 @@ def _encrypt_in_worker(
         chosen.append(cert)
     signer = pysequoia.Tsk.from_bytes(secret).signer()
     try:
-        out: bytes = pysequoia.encrypt(data, recipients=chosen, signer=signer, armor=True)
+        out: bytes = pysequoia.encrypt(data, recipients=chosen, signer=signer, armor=not hide)
     except Exception as exc:  # pysequoia raises plain exceptions with Sequoia's text
         raise ValueError(f"Sequoia could not encrypt: {type(exc).__name__}") from None
-    return out
+    if not hide:
+        return out
+    armored: str = pysequoia.armor(hide_key_ids(out), pysequoia.ArmorKind.Message)
+    return armored.encode("ascii")
 
 
 def _warm_up() -> bool:
@@ -94,14 +107,16 @@ class SequoiaBackend:
     """Sign and encrypt with Sequoia in worker processes; gpg for what Sequoia refuses."""
 
     name = "sequoia"
-    hides_recipients = False
 
-    def __init__(self, keyring: Keyring, *, parallel: int | None = None) -> None:
+    def __init__(
+        self, keyring: Keyring, *, hide_recipients: bool = True, parallel: int | None = None
+    ) -> None:
         if not available():
             raise CryptoError(
                 'crypto.backend = "sequoia" needs pysequoia: pip install "secir-bot[sequoia]"'
             )
         self.keyring = keyring
+        self.hides_recipients = hide_recipients
         self.parallel = parallel or default_parallel()
         self._slots = asyncio.Semaphore(self.parallel)
         self._pool: ProcessPoolExecutor | None = None
@@ -162,6 +177,7 @@ class SequoiaBackend:
                     secret,
                     data,
                     tuple(recipients),
+                    self.hides_recipients,
                 )
             except (ValueError, BrokenProcessPool, OSError) as exc:
                 why = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
@@ -169,7 +185,9 @@ class SequoiaBackend:
                     self._pool = None  # a new pool for the next call
                 log.warning("Sequoia did not encrypt a group (%s); gpg encrypts it", why)
                 self.fallbacks += 1
-        return await self.keyring.sign_encrypt(data, list(recipients), signer, hide=False)
+        return await self.keyring.sign_encrypt(
+            data, list(recipients), signer, hide=self.hides_recipients
+        )
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None
