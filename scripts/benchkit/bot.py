@@ -67,7 +67,6 @@ retry_max = 5
 {delivery_extra}
 [crypto]
 backend = "{backend}"
-hide_recipients = {hide_recipients}
 """
 
 WRAPPER = """\

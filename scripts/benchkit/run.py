@@ -155,7 +155,6 @@ async def set_up(opts: Options) -> Bench:
         smtp_port=sink.port,
         max_recipients=opts.max_recipients,
         backend=opts.backend,
-        hide_recipients="false" if opts.backend == "sequoia" else "true",
         delivery_extra=(
             f"matrix_parallel = {opts.matrix_parallel}\n" if opts.matrix_parallel else ""
         ),
