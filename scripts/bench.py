@@ -61,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-recipients", type=int, default=100, help="the bot's "
                    "smtp.max_recipients (its default is 100)")  # fmt: skip
     p.add_argument("--backend", choices=("gpg", "sequoia"), default="gpg",
-                   help="the bot's crypto.backend (sequoia shows the key ids)")  # fmt: skip
+                   help="the bot's crypto.backend (recipients hidden with both)")  # fmt: skip
     p.add_argument("--sink", choices=("lean", "aiosmtpd"), default="lean",
                    help="the SMTP sink's protocol (aiosmtpd: as before 2026-12-03)")  # fmt: skip
     p.add_argument("--matrix-parallel", type=int, help="the bot's delivery.matrix_parallel "
