@@ -158,13 +158,16 @@ async def test_with_hiding_off_the_key_ids_are_shown(setup: Setup, gpg_world: Gp
 
 
 class OneCertificate(SequoiaBackend):
-    """Hands its workers a certificates file with only the first member's key in it."""
+    """Hands its workers a certificates file with only the first member's key in it, or
+    ``garbage`` if set."""
 
     only = ""
+    garbage = b""
 
     async def _prepare(self, signer: str) -> tuple[str, bytes]:
         _, secret = await super()._prepare(signer)
-        self.certs_path.write_text(await self.keyring.export_public(self.only))
+        certs = self.garbage or (await self.keyring.export_public(self.only)).encode()
+        self.certs_path.write_bytes(certs)
         return "only one", secret
 
 
@@ -185,6 +188,21 @@ async def test_gpg_encrypts_a_refused_group_with_the_same_hide_setting(
     assert len(ids) == len(PEOPLE)
     assert (set(ids) == {"0000000000000000"}) is hide
     assert await _read_by(setup, PEOPLE[1], armored)
+
+
+async def test_certificates_sequoia_cannot_read_make_gpg_encrypt(
+    setup: Setup, gpg_world: GpgWorld
+) -> None:
+    fprs = [gpg_world.fingerprint(e) for e in PEOPLE]
+    backend = OneCertificate(setup.ring, parallel=1)
+    backend.garbage = b"\x99\x00not a key"
+    try:
+        armored = await backend.sign_encrypt(TEXT, fprs, setup.fingerprint)
+    finally:
+        await backend.aclose()
+
+    assert backend.fallbacks == 1
+    assert await _read_by(setup, PEOPLE[0], armored)
 
 
 async def test_a_key_imported_later_is_used_by_the_next_post(

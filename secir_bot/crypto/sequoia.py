@@ -72,7 +72,10 @@ def _encrypt_in_worker(
 
     known = _certs.get(certs_path)
     if known is None or known[0] != version:
-        certs = pysequoia.Cert.split_file(certs_path)
+        try:
+            certs = pysequoia.Cert.split_file(certs_path)
+        except Exception as exc:  # RuntimeError with Sequoia's text: a key it cannot parse
+            raise ValueError(f"Sequoia could not read the keys: {type(exc).__name__}") from None
         known = (version, {c.fingerprint.upper(): c for c in certs})
         _certs[certs_path] = known
     chosen = []
@@ -83,7 +86,10 @@ def _encrypt_in_worker(
         if cert is None:
             raise ValueError(f"no certificate for {fpr}")
         chosen.append(cert)
-    signer = pysequoia.Tsk.from_bytes(secret).signer()
+    try:
+        signer = pysequoia.Tsk.from_bytes(secret).signer()
+    except Exception as exc:  # the type only: the text could quote the secret key
+        raise ValueError(f"Sequoia could not read the list key: {type(exc).__name__}") from None
     try:
         out: bytes = pysequoia.encrypt(data, recipients=chosen, signer=signer, armor=not hide)
     except Exception as exc:  # pysequoia raises plain exceptions with Sequoia's text
