@@ -55,7 +55,7 @@ class Options:
     stored_posts: int = 10000
     keys: str = "ed25519"
     max_recipients: int = 100
-    backend: str = "gpg"  # crypto.backend of the bot (sequoia: key ids shown)
+    backend: str = "gpg"  # crypto.backend of the bot (key ids hidden with both)
     sink: str = "lean"  # the SMTP sink's protocol: "lean" or "aiosmtpd" (sink.py)
     matrix_parallel: int | None = None  # delivery.matrix_parallel (None: the bot's default)
     parts: frozenset[str] = frozenset(PARTS)
