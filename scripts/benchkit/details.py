@@ -29,9 +29,9 @@ def _fanout_cpu(fan: list[dict[str, Any]], cores: int) -> list[str]:
                      num(sum(means) / cores, 3)])  # fmt: skip
     if not rows:
         return []
-    head = ["CPU per post while it fans out (means over the posts, seconds; /proc, 10 ms "
-            "ticks): on a machine that runs nothing else, the fan-out cannot take less than "
-            f"their sum shared by the {cores} cores.", ""]  # fmt: skip
+    head = ["CPU per post while it fans out: each process's CPU from the post to the last "
+            "SMTP 250 (means over the posts, seconds; /proc, 10 ms ticks). The "
+            f"{cores} cores cannot do that work in less than its sum / {cores}.", ""]  # fmt: skip
     names = ["members", "gpg runs", "Sequoia workers", "bot", "Synapse", "gpg-agent",
              "benchmark (clients, sink)", "sum", f"sum / {cores} cores"]  # fmt: skip
     table = md_table(names, rows)
