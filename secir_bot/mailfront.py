@@ -325,9 +325,10 @@ class MailFront:
 
 
 def _attached_key(ctx: MailItem) -> str:
-    """The public key attached to the signed part (``application/pgp-keys`` or an ``.asc``
-    file, as Thunderbird attaches one) for a ``key update`` line with no key pasted below
-    it; "" when there is not exactly one, and the command asks for the key."""
+    """The public keys attached to the signed part (``application/pgp-keys`` or ``.asc``
+    files, as Thunderbird attaches them) for a ``key update`` line with no key pasted below
+    it, one after the other; "" when there is none, and the command asks for the key.
+    Thunderbird may attach the sender's current key too: ``key update`` sets it aside."""
     if ctx.decrypted is None:
         return ""
     # The list skips key files when it relays a post (``skipped_types``); here they count.
@@ -339,4 +340,4 @@ def _attached_key(ctx: MailItem) -> str:
         for f in files
         if f.content_type == "application/pgp-keys" or f.filename.lower().endswith(".asc")
     ]
-    return keys[0] if len(keys) == 1 else ""
+    return "\n".join(keys)

@@ -43,6 +43,10 @@ def _check_core(stage: dict[str, Any], page: str) -> None:
     assert sample["recipients"] == 3
     assert sample["gpg_kinds"].get("sign+encrypt") == 1  # the wrapper saw the bot's gpg
     assert sample["bytes"] > 1000
+    # Who used the cores during the post: the bot's ended gpg runs and Synapse are counted.
+    assert {"cpu_gpg", "cpu_synapse", "cpu_benchmark"} <= sample.keys()
+    assert sample["cpu_gpg"] >= 0 and sample["cpu_synapse"] >= 0
+    assert "CPU per post while it fans out" in page
     assert stage["mail2room"]["latency"]["n"] == 1
     assert stage["start"]["synced"] > 0 and stage["import"]["members"] == 5
     assert "## Targets of issue 11" in page and "| fan-out, 1 post → 3 email members" in page

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ import aioimaplib
 
 from secir_bot.bridges.email import close_imap
 
-from .cpu import agents_of, snapshot
+from .cpu import agents_of, sharers, snapshot
 from .figures import FILLER, mail_operator
 from .profile import Spy
 from .stack import Arrival
@@ -140,11 +139,7 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
     spawned = b.bot.spawned_at
     cpu = cpu_start = b.bot.cpu()
     gpg_start = b.bot.children_cpu()
-    others = {
-        "synapse": [b.stack.synapse.pid],
-        "gpg_agent": agents_of(b.bot.store / "gnupg"),
-        "benchmark": [os.getpid()],
-    }
+    others = sharers(b.stack.synapse.pid, b.bot.pid, b.bot.store / "gnupg")
     others_start = snapshot(others)
     # Sampled from the first sync on (py-spy attaches to a running process).
     spy = await Spy(b.bot.pid, b.root / "py-spy-burst.txt").start() if profiled else None

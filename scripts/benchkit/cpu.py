@@ -35,6 +35,26 @@ def agents_of(home: Path) -> list[int]:
     return found
 
 
+def live_children(pid: int) -> list[int]:
+    """Process ids of ``pid``'s children that are running now (the bot's Sequoia workers
+    between posts: its gpg runs have ended and are counted in its children's CPU)."""
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in children.read_text().split()]
+    return found
+
+
+def sharers(synapse: int, bot: int, gnupg_home: Path) -> dict[str, list[int]]:
+    """The groups of processes that share the cores with the bot's process."""
+    return {
+        "synapse": [synapse],
+        "gpg_agent": agents_of(gnupg_home),
+        "workers": live_children(bot),
+        "benchmark": [os.getpid()],
+    }
+
+
 def snapshot(pids: dict[str, list[int]]) -> dict[str, float]:
     """CPU seconds so far of each named group of processes (a group with none: left out)."""
     return {name: sum(process_cpu(p) for p in group) for name, group in pids.items() if group}

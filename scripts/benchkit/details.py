@@ -14,6 +14,30 @@ def num(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+_SHARES = ("cpu_gpg", "cpu_workers", "cpu", "cpu_synapse", "cpu_gpg_agent", "cpu_benchmark")
+
+
+def _fanout_cpu(fan: list[dict[str, Any]], cores: int) -> list[str]:
+    """CPU per post of every process that shares the cores: what the fan-out's floor is."""
+    rows = []
+    for s in fan:
+        samples = [x for x in s["fanout"]["samples"] if "cpu_gpg" in x]
+        if not samples:
+            continue  # a run from before these figures
+        means = [sum(x.get(k, 0.0) for x in samples) / len(samples) for k in _SHARES]
+        rows.append([str(s["n"]), *(num(m, 3) for m in means), num(sum(means), 3),
+                     num(sum(means) / cores, 3)])  # fmt: skip
+    if not rows:
+        return []
+    head = ["CPU per post while it fans out: each process's CPU from the post to the last "
+            "SMTP 250 (means over the posts, seconds; /proc, 10 ms ticks). The "
+            f"{cores} cores cannot do that work in less than its sum / {cores}.", ""]  # fmt: skip
+    names = ["members", "gpg runs", "Sequoia workers", "bot", "Synapse", "gpg-agent",
+             "benchmark (clients, sink)", "sum", f"sum / {cores} cores"]  # fmt: skip
+    table = md_table(names, rows)
+    return [*head, table, ""]
+
+
 def stages_of(results: dict[str, Any]) -> list[dict[str, Any]]:
     return [results["stages"][k] for k in sorted(results.get("stages", {}), key=int)]
 
@@ -72,6 +96,7 @@ def details(results: dict[str, Any]) -> str:
         out += [md_table(["members", "transactions", "MAIL → last RCPT 250 s",
                         "per RCPT round trip ms", "last RCPT → DATA 250 s",
                         "KB sent per post"], rows), ""]  # fmt: skip
+        out += _fanout_cpu(fan, results.get("machine", {}).get("cores") or 2)
     box = next((s for s in stages if "mailboxes" in s), None)
     if box:
         e, last = box["mailboxes"]["every_mailbox"], box["mailboxes"]["last_mailbox"]

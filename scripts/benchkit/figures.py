@@ -23,6 +23,7 @@ from secir_bot.sandbox.operators import MailOperator
 from secir_bot.sandbox.scratch import short_tempdir
 
 from .bot import GpgCall
+from .cpu import sharers, snapshot
 from .people import DOMAIN, Person
 from .sink import Transaction
 from .stats import medians, pct, summary
@@ -112,6 +113,9 @@ async def fanout(b: Bench, n: int, posts: int) -> dict[str, Any]:
     check: dict[str, Any] = {}
     for k in range(posts + 1):
         marker = f"FANOUT-{b.tag}-n{n}-p{k}"
+        # The agent starts with the first signature (the warm-up post); workers at start-up.
+        others = sharers(b.stack.synapse.pid, b.bot.pid, b.bot.store / "gnupg")
+        before, gpg = snapshot(others), b.bot.children_cpu()
         cpu = b.bot.cpu()
         started = time.time()
         await b.stack.poster.send(b.stack.incident_room, post_text(marker))
@@ -123,12 +127,16 @@ async def fanout(b: Bench, n: int, posts: int) -> dict[str, Any]:
             tx = next((t for t in txs if member.email in t.recipients), txs[0])
             check = await verify_mail(b, tx.content, member, marker)
         else:
-            samples.append(fanout_sample(b, txs, started, sent) | {"cpu": b.bot.cpu() - cpu})
+            shares = {"cpu": b.bot.cpu() - cpu, "cpu_gpg": b.bot.children_cpu() - gpg}
+            after = snapshot(others)
+            shares |= {f"cpu_{k}": after[k] - before[k] for k in after}
+            samples.append(fanout_sample(b, txs, started, sent) | shares)
         b.sink.forget()
     keys = (
         "latency", "send", "until_gpg", "gpg_span", "gpg_seconds", "encrypt_seconds",
         "listing_seconds", "to_smtp", "smtp", "gpg_calls", "bytes", "transactions",
-        "connections", "rcpt_phase", "data_phase", "per_rcpt", "cpu",
+        "connections", "rcpt_phase", "data_phase", "per_rcpt", "cpu", "cpu_gpg",
+        "cpu_synapse", "cpu_gpg_agent", "cpu_workers", "cpu_benchmark",
     )  # fmt: skip
     return {
         "n": n,

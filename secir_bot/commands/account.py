@@ -9,6 +9,7 @@ to encrypt, a user id with the member's address); on any problem nothing changes
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from secir_bot.commands.base import (
@@ -25,10 +26,39 @@ from secir_bot.commands.base import (
     refuse,
 )
 from secir_bot.commands.membership import offered_key
+from secir_bot.crypto import inspect_key
+from secir_bot.errors import CryptoError
 from secir_bot.keycheck import vet
 from secir_bot.model import Member
 from secir_bot.store import Tx
 from secir_bot.store.members import RosterConflict
+
+_PUBLIC_BLOCK = re.compile(
+    r"-----BEGIN PGP PUBLIC KEY BLOCK-----.*?-----END PGP PUBLIC KEY BLOCK-----", re.S
+)
+
+
+async def without_current_key(armored: str, current: str) -> str:
+    """``armored`` without the blocks that hold only the member's ``current`` key.
+
+    Thunderbird, set to attach the sender's public key, attaches the key it signs with: a
+    ``key update`` mail then carries the old key beside the new one. When nothing else is
+    offered the current key stays (a refresh: a renewed expiry, say); several blocks that
+    remain are left to ``vet``, which asks for exactly one. Secret key blocks are never
+    set aside here: ``vet`` refuses them with its warning.
+    """
+    blocks = _PUBLIC_BLOCK.findall(armored)
+    if len(blocks) < 2 or "PRIVATE KEY BLOCK" in armored:
+        return armored
+    kept = []
+    for block in blocks:
+        try:
+            fingerprints = {key.fingerprint for key in await inspect_key(block)}
+        except CryptoError:
+            fingerprints = set()  # unreadable: kept, and vet says so
+        if fingerprints != {current}:
+            kept.append(block)
+    return "\n".join(kept) if kept else blocks[0]
 
 
 @dataclass(frozen=True)
@@ -76,7 +106,7 @@ async def _key_update(ctx: Context, inv: Invocation, args: Args) -> Reply | Chan
             "no key found: paste your new public key (the armoured block) below the line "
             "'key update'; nothing was changed"
         )
-    key = await take_new_key(ctx, member, armored)
+    key = await take_new_key(ctx, member, await without_current_key(armored, member.fingerprint))
     if key.problems:
         return refuse(
             "your new key was not accepted, nothing was changed:\n- " + "\n- ".join(key.problems)

@@ -282,6 +282,48 @@ async def test_f2_key_update_with_the_new_key_attached(world: World) -> None:
     await wait_notice(world, "changed their key", new)
 
 
+async def test_f2_key_update_sets_aside_the_current_key_thunderbird_attaches(
+    world: World,
+) -> None:
+    """Thunderbird, set to attach the sender's public key, attaches the key it signs with
+    beside the new one: the current key is set aside and the new one taken. Two new keys
+    are refused with the reason, and nothing changes."""
+    alice = world.mail["alice"]
+    address = world.address("alice")
+    old = getattr(member(world, "alice"), "fingerprint", "")
+    own = (
+        f"OpenPGP_0x{old[-16:]}.asc",
+        "application/pgp-keys",
+        (await alice.keyring.export_public(old)).encode(),
+    )
+    first = await alice.keyring.generate("Alice Jansen", address)
+    second = await alice.keyring.generate("Alice Jansen", address)
+    offered = [
+        (
+            f"OpenPGP_0x{f[-16:]}.asc",
+            "application/pgp-keys",
+            (await alice.keyring.export_public(f)).encode(),
+        )
+        for f in (first, second)
+    ]
+    await alice.send(
+        request_address(world), world.list_fpr, "k", "key update\n", attachments=(own, *offered)
+    )
+    refused = await alice.wait_for_mail(
+        lambda m: ANSWERS in m.text and "NOT DONE" in m.text, what="the refusal"
+    )
+    assert "give exactly one public key (found 2)" in refused.text
+    assert getattr(member(world, "alice"), "fingerprint", None) == old
+    await alice.send(
+        request_address(world), world.list_fpr, "k", "key update\n", attachments=(own, offered[0])
+    )
+    done = await alice.wait_for_mail(
+        lambda m: ANSWERS in m.text and "your key is now" in m.text, what="the rotation"
+    )
+    assert first in done.text
+    assert getattr(member(world, "alice"), "fingerprint", None) == first
+
+
 async def test_i9_made_up_codes_cannot_flood_the_control_room(world_unstarted: World) -> None:
     """Plain mail with a made-up nomination code is cheap to send in bulk: each is refused,
     its sender (unproven) is never answered, and the admins hear of it at most
