@@ -21,7 +21,7 @@ import aioimaplib
 
 from secir_bot.bridges.email import close_imap
 
-from .cpu import agents_of, sharers, snapshot
+from .cpu import agents_of, sharers, snapshot, used
 from .figures import FILLER, mail_operator
 from .profile import Spy
 from .stack import Arrival
@@ -215,7 +215,7 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
         "gpg": gpg,
         "cpu_after_sync": cpu,
         # From the start to the last in the room (the gpg-agent decrypts and signs for gpg).
-        "cpu_others": {k: others_end[k] - others_start.get(k, 0.0) for k in others},
+        "cpu_others": used(others_start, others_end),
         "profile": profile,
         **verdict,
     }
