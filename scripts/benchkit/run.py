@@ -58,6 +58,7 @@ class Options:
     backend: str = "gpg"  # crypto.backend of the bot (sequoia: key ids shown)
     sink: str = "lean"  # the SMTP sink's protocol: "lean" or "aiosmtpd" (sink.py)
     matrix_parallel: int | None = None  # delivery.matrix_parallel (None: the bot's default)
+    parallel_decisions: int | None = None  # imap.parallel_decisions (None: the bot's default)
     parts: frozenset[str] = frozenset(PARTS)
 
 
@@ -158,6 +159,9 @@ async def set_up(opts: Options) -> Bench:
         hide_recipients="false" if opts.backend == "sequoia" else "true",
         delivery_extra=(
             f"matrix_parallel = {opts.matrix_parallel}\n" if opts.matrix_parallel else ""
+        ),
+        imap_extra=(
+            f"parallel_decisions = {opts.parallel_decisions}\n" if opts.parallel_decisions else ""
         ),
         matrix_password=stack.bot_password,
         imap_password="pw-list",
