@@ -9,17 +9,22 @@ second here (five minutes by default).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+import aioimaplib
 import pytest
 import pytest_asyncio
 from servers import MAIL_USERS, MailStack, TestCA
+from test_smtpsend import _arrived
 from worlds import world_on
 
+from secir_bot.app import App
+from secir_bot.bridges.email.imap import ImapReceiver
 from secir_bot.model import Channel
 from secir_bot.sandbox.operators import SeenEvent, wait_until
 from secir_bot.sandbox.synapse import Synapse
@@ -147,3 +152,95 @@ async def test_f6_an_smtp_outage_is_told_and_so_is_its_end(
     back = await world.admin.wait_for_event(_control(world, where, "works again"), 30)
     assert "Waiting now:" in back.body
     assert sum("unreachable since" in n for n in await notices(world)) == 1
+
+
+# How long a mail may take from the list mailbox to the room: a ceiling for a loaded machine,
+# and far below the IDLE timeout of these tests (a mail the bot was not told of waits for it).
+IN_THE_ROOM = 30
+LONG_IDLE = 300.0
+
+
+class Idles:
+    """The bot's IMAP receiver, watched where it begins an IDLE (a seam of our own).
+
+    ``before``, when set, runs once just before the next IDLE is sent: the bot has searched
+    the mailbox and found nothing, and the server has not yet been asked to tell of news.
+    """
+
+    def __init__(self, receiver: ImapReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.receiver = receiver
+        self.imap: aioimaplib.IMAP4 | None = None  # the connection of the last IDLE begun
+        self.before: Callable[[], Awaitable[None]] | None = None
+        original = receiver._idle
+
+        async def idle(imap: aioimaplib.IMAP4, lost: asyncio.Event) -> None:
+            self.imap = imap
+            if self.before is not None:
+                hook, self.before = self.before, None
+                await hook()
+            await original(imap, lost)
+
+        monkeypatch.setattr(receiver, "_idle", idle)
+
+    def idling(self) -> bool:
+        """The server has acknowledged the IDLE of the current session."""
+        return self.imap is not None and self.imap.has_pending_idle()
+
+    async def outage(self, stack: MailStack) -> None:
+        """Dovecot dies (its sessions with it) and starts again on the same mailboxes."""
+        connected = self.receiver.connected
+        await asyncio.to_thread(stack.stop_dovecot)
+        await wait_until(lambda: not connected.is_set(), 30, "the bot noticing the outage")
+        self.imap = None  # the lost session's IDLE is over
+        await asyncio.to_thread(stack.start_dovecot)
+
+
+async def _long_idle_bot(world: World) -> App:
+    """The world's bot, with an IDLE that lasts ``LONG_IDLE`` (the world's is 30 s)."""
+    await world.setup(delivery_extra=QUICK_NOTICE)
+    assert world.config is not None
+    imap = dataclasses.replace(world.config.imap, idle_timeout=LONG_IDLE)
+    world.config = dataclasses.replace(world.config, imap=imap)
+    return await world.start_bot()
+
+
+async def test_f6_mail_after_an_imap_outage_is_pushed_at_once(
+    mail_world: World, own_mail: MailStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the bot is idling again after an outage, a new mail reaches the room at
+    Dovecot's push, not at the end of the IDLE. Several outages: a missed push may be a race."""
+    world = mail_world
+    app = await _long_idle_bot(world)
+    idles = Idles(app.email.receiver, monkeypatch)
+    for n in range(3):
+        await idles.outage(own_mail)
+        await wait_until(idles.idling, 60, "the bot idling again after the outage")
+        text = f"AFTER-OUTAGE-{n}-7203"
+        # Dovecot is up: Postfix hands the mail over at once.
+        await world.mail["bob"].send(world.list_address, world.list_fpr, "s", text)
+        event = await world.mx["carol"].wait_for_event(lambda e: text in e.body, IN_THE_ROOM)
+        assert event.decrypted
+
+
+async def test_f6_mail_landing_while_the_bot_reconnects_is_not_left_waiting(
+    mail_world: World, own_mail: MailStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an outage, a mail lands after the bot's catch-up found the mailbox empty and
+    before its IDLE began: the IDLE must be told of it at once."""
+    world = mail_world
+    app = await _long_idle_bot(world)
+    idles = Idles(app.email.receiver, monkeypatch)
+    for n in range(2):
+        text = f"WHILE-RECONNECTING-{n}-7204"
+
+        async def deliver(text: str = text) -> None:
+            msgid = await world.mail["bob"].send(world.list_address, world.list_fpr, "s", text)
+            await wait_until(
+                lambda: _arrived(own_mail, world.list_address, msgid), 30, "mail in the mailbox"
+            )
+
+        await idles.outage(own_mail)
+        idles.before = deliver
+        event = await world.mx["carol"].wait_for_event(lambda e: text in e.body, IN_THE_ROOM)
+        assert event.decrypted
+        assert idles.before is None  # the mail did land between catch-up and IDLE
