@@ -3,7 +3,8 @@
 Each test has a server of its own to stop (the session's are shared): a Synapse restarted on
 the same directory and port, so users, rooms and devices survive the outage; or a Dovecot or
 Postfix restarted on the same ports, mailboxes and queue. The outage notice threshold is one
-second here (five minutes by default).
+second here (five minutes by default). The IMAP tests give the bot an IDLE of 300 s: a mail
+it was not told of would wait that long, so their 30 s waits fail rather than hide it.
 """
 
 from __future__ import annotations
@@ -171,15 +172,21 @@ class Idles:
         await asyncio.to_thread(stack.start_dovecot)
 
 
-async def _in_the_room(world: World, stack: MailStack, text: str, idles: Idles) -> SeenEvent:
+async def _in_the_room(
+    world: World, stack: MailStack, idles: Idles, text: str, msgid: str
+) -> SeenEvent:
     """The relayed mail as Carol sees it, within ``IN_THE_ROOM``; if not, where it was."""
     try:
         return await world.mx["carol"].wait_for_event(lambda e: text in e.body, IN_THE_ROOM)
     except TimeoutError as exc:
-        handed = stack.handovers(world.list_address)
+        assert world.app is not None
+        store = world.app.store
+        item = store.inbox.item(Channel.EMAIL, msgid)
+        taken = "not taken" if item is None else store.inbox.state(item.id)
         raise AssertionError(
-            f"{exc}\nPostfix to Dovecot: {handed}; the bot idling: {idles.idling()}\n"
-            f"{stack.dovecot_log()}"
+            f"{exc}\nPostfix to Dovecot: {stack.handovers(world.list_address)}; "
+            f"the bot idling: {idles.idling()}; in its inbox: {taken}; "
+            f"its outbox: {store.outbox.counts()}\n{stack.dovecot_log()}"
         ) from None
 
 
@@ -204,7 +211,8 @@ async def test_f6_an_imap_outage_is_told_and_so_is_its_end(
     down = await world.admin.wait_for_event(_control(world, where, "unreachable since"), 30)
     assert "mail to the list waits on the mail server" in down.body
     # Mail sent meanwhile waits in Postfix's queue, and arrives after the outage.
-    await world.mail["bob"].send(world.list_address, world.list_fpr, "s", "OUTAGE-IMAP-7201")
+    text = "OUTAGE-IMAP-7201"
+    msgid = await world.mail["bob"].send(world.list_address, world.list_fpr, "s", text)
     await wait_until(
         lambda: "deferred" in own_mail.handovers(world.list_address),
         30,
@@ -221,7 +229,7 @@ async def test_f6_an_imap_outage_is_told_and_so_is_its_end(
         30,
         "Postfix handing the queued mail to Dovecot",
     )
-    event = await _in_the_room(world, own_mail, "OUTAGE-IMAP-7201", idles)
+    event = await _in_the_room(world, own_mail, idles, text, msgid)
     assert event.decrypted
     assert sum("unreachable since" in n for n in await notices(world)) == 1
 
@@ -239,8 +247,8 @@ async def test_f6_mail_after_an_imap_outage_is_pushed_at_once(
         await wait_until(idles.idling, 60, "the bot idling again after the outage")
         text = f"AFTER-OUTAGE-{n}-7203"
         # Dovecot is up: Postfix hands the mail over at once.
-        await world.mail["bob"].send(world.list_address, world.list_fpr, "s", text)
-        event = await _in_the_room(world, own_mail, text, idles)
+        msgid = await world.mail["bob"].send(world.list_address, world.list_fpr, "s", text)
+        event = await _in_the_room(world, own_mail, idles, text, msgid)
         assert event.decrypted
 
 
@@ -252,17 +260,18 @@ async def test_f6_mail_landing_while_the_bot_reconnects_is_not_left_waiting(
     world = mail_world
     app = await _long_idle_bot(world)
     idles = Idles(app.email.receiver, monkeypatch)
+    sent: list[str] = []  # Message-IDs
+
+    async def deliver() -> None:
+        text = f"WHILE-RECONNECTING-{len(sent)}-7204"
+        sent.append(await world.mail["bob"].send(world.list_address, world.list_fpr, "s", text))
+        await wait_until(
+            lambda: _arrived(own_mail, world.list_address, sent[-1]), 30, "mail in the mailbox"
+        )
+
     for n in range(2):
-        text = f"WHILE-RECONNECTING-{n}-7204"
-
-        async def deliver(text: str = text) -> None:
-            msgid = await world.mail["bob"].send(world.list_address, world.list_fpr, "s", text)
-            await wait_until(
-                lambda: _arrived(own_mail, world.list_address, msgid), 30, "mail in the mailbox"
-            )
-
         await idles.outage(own_mail)
-        idles.before = deliver
-        event = await _in_the_room(world, own_mail, text, idles)
+        idles.before = deliver  # the mail lands after the catch-up, before the IDLE
+        await wait_until(lambda n=n: len(sent) > n, 60, "the bot's catch-up after the outage")
+        event = await _in_the_room(world, own_mail, idles, f"WHILE-RECONNECTING-{n}-7204", sent[n])
         assert event.decrypted
-        assert idles.before is None  # the mail did land between catch-up and IDLE
