@@ -209,7 +209,13 @@ class ImapReceiver:
             await close_imap(imap)
 
     async def _idle(self, imap: aioimaplib.IMAP4, lost: asyncio.Event) -> None:
-        idle = await imap.idle_start(timeout=self.config.imap.idle_timeout)
+        # aioimaplib waits for the server's "+ idling" without a deadline and is not told
+        # of a lost connection: a server gone at that moment left the bot connected in name.
+        starting = asyncio.ensure_future(imap.idle_start(timeout=self.config.imap.idle_timeout))
+        await asyncio.wait_for(_until_lost(starting, lost), IMAP_TIMEOUT)
+        if not starting.done() or starting.cancelled():
+            raise ImapError("connection lost")
+        idle = starting.result()
         push = asyncio.ensure_future(imap.wait_server_push(timeout=self.config.imap.idle_timeout))
         await _until_lost(push, lost)
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
