@@ -224,11 +224,14 @@ async def test_f6_an_imap_outage_is_told_and_so_is_its_end(
     # The queue is flushed rather than left to Postfix's retry timer (1-2 s here), so the
     # wait below is the bot's: the mail may land before, during or after its catch-up.
     await asyncio.to_thread(own_mail.flush_queue)
-    await wait_until(
-        lambda: "sent" in own_mail.handovers(world.list_address),
-        30,
-        "Postfix handing the queued mail to Dovecot",
-    )
+    try:
+        await wait_until(
+            lambda: "sent" in own_mail.handovers(world.list_address),
+            30,
+            "Postfix handing the queued mail to Dovecot",
+        )
+    except TimeoutError as exc:  # deferred still, or bounced: the test stack's, not the bot's
+        raise AssertionError(f"{exc}\n{own_mail.logs()}") from None
     event = await _in_the_room(world, own_mail, idles, text, msgid)
     assert event.decrypted
     assert sum("unreachable since" in n for n in await notices(world)) == 1
