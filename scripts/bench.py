@@ -66,6 +66,8 @@ def parser() -> argparse.ArgumentParser:
                    help="the SMTP sink's protocol (aiosmtpd: as before 2026-12-03)")  # fmt: skip
     p.add_argument("--matrix-parallel", type=int, help="the bot's delivery.matrix_parallel "
                    "(default: the bot's own)")  # fmt: skip
+    p.add_argument("--parallel-decisions", type=int, help="the bot's imap.parallel_decisions "
+                   "(default: the bot's own)")  # fmt: skip
     p.add_argument("--parts", type=_parts, default=frozenset(PARTS),
                    help=f"comma-separated, from {','.join(PARTS)} (default: all)")  # fmt: skip
     p.add_argument("--json", type=Path, help="also write the raw results here")
@@ -106,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         max_recipients=args.max_recipients,
         backend=args.backend,
         matrix_parallel=args.matrix_parallel,
+        parallel_decisions=args.parallel_decisions,
         parts=frozenset(parts),
     )
     if args.from_json:

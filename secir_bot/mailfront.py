@@ -41,6 +41,7 @@ from secir_bot.commands import Actor, Context, Front, Invocation, Reply, SendMai
 from secir_bot.commands.dispatch import Dispatcher
 from secir_bot.commands.effects import dumps
 from secir_bot.commands.parse import Line, mail_commands
+from secir_bot.crypto import armor_keys
 from secir_bot.fidelity.attachments import AttachmentLimits, walk
 from secir_bot.mime.headers import parse_bounded
 from secir_bot.model import InboxState, Member, Outcome, new_uid
@@ -122,7 +123,7 @@ class MailFront:
             actor = Actor(now.email, member=now, device_trusted=True)
             invocation = self._invocation(line, actor, env.source_id)
             if invocation.name == "key-update" and not invocation.body.strip():
-                invocation = replace(invocation, body=_attached_key(ctx))
+                invocation = replace(invocation, body=await _attached_key(ctx))
             reply = await self.dispatcher.handle(invocation)
             mark = "" if reply.ok else "NOT DONE: "
             parts.append(f"> {line.text}\n{mark}{reply.text}")
@@ -324,20 +325,24 @@ class MailFront:
         return Outcome(state, reason)
 
 
-def _attached_key(ctx: MailItem) -> str:
-    """The public keys attached to the signed part (``application/pgp-keys`` or ``.asc``
-    files, as Thunderbird attaches them) for a ``key update`` line with no key pasted below
-    it, one after the other; "" when there is none, and the command asks for the key.
+async def _attached_key(ctx: MailItem) -> str:
+    """The public keys attached to the signed part for a ``key update`` line with no key
+    pasted below it, one after the other; "" when there is none, and the command asks for
+    the key. A key file is ``application/pgp-keys`` or named ``.asc`` (as Thunderbird
+    attaches one), ``.gpg`` or ``.pgp``; a binary one (``gpg --export``) is armoured by gpg.
     Thunderbird may attach the sender's current key too: ``key update`` sets it aside."""
     if ctx.decrypted is None:
         return ""
     # The list skips key files when it relays a post (``skipped_types``); here they count.
     # Everything the member's signature covers is read: the decrypted data is signed whole.
     entity = parse_bounded(ctx.decrypted.data)
-    files = walk(entity, AttachmentLimits(skipped_types=())).attachments
-    keys = [
-        f.data.decode("ascii", "replace")
-        for f in files
-        if f.content_type == "application/pgp-keys" or f.filename.lower().endswith(".asc")
-    ]
+    keys = []
+    for f in walk(entity, AttachmentLimits(skipped_types=())).attachments:
+        named = f.filename.lower().endswith((".asc", ".gpg", ".pgp"))
+        if f.content_type != "application/pgp-keys" and not named:
+            continue
+        if b"-----BEGIN PGP " in f.data:
+            keys.append(f.data.decode("ascii", "replace"))
+        elif text := await armor_keys(f.data):
+            keys.append(text)
     return "\n".join(keys)

@@ -406,6 +406,27 @@ class MailStack:
         """Both servers' logs, for an assertion message."""
         return f"--- postfix ---\n{self.postfix_log()}\n--- dovecot ---\n{self.dovecot_log()}"
 
+    def handovers(self, address: str) -> list[str]:
+        """How each of Postfix's attempts to hand mail for ``address`` to Dovecot ended
+        ("sent", "deferred", "bounced"), oldest first."""
+        told = f" to=<{address.lower()}>, "
+        return [
+            line.rsplit(" status=", 1)[1].split(" ", 1)[0]
+            for line in self.postfix_log(10**7).splitlines()
+            if told in line and " status=" in line
+        ]
+
+    def flush_queue(self) -> None:
+        """Have Postfix try its deferred mail now (``postqueue -f``), not at its next retry."""
+        flushed = subprocess.run(
+            [_program("postqueue"), "-c", str(self.postfix_dir / "etc"), "-f"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if flushed.returncode != 0:
+            raise ServerError(f"postqueue -f: {flushed.stderr}\n{self.postfix_log()}")
+
     def _configure_dovecot(self) -> None:
         root = self.dovecot_dir
         root.chmod(0o755)

@@ -54,7 +54,7 @@ port = {imap_port}
 security = "plain"
 username = "{list_address}"
 password_file = "secrets/imap-password"
-
+{imap_extra}
 [smtp]
 host = "127.0.0.1"
 port = {smtp_port}

@@ -21,7 +21,7 @@ import aioimaplib
 
 from secir_bot.bridges.email import close_imap
 
-from .cpu import agents_of, live_children, sharers, snapshot
+from .cpu import agents_of, sharers, snapshot, used
 from .figures import FILLER, mail_operator
 from .profile import Spy
 from .stack import Arrival
@@ -157,10 +157,9 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(reader.changed.wait(), 5)
     cpu = b.bot.cpu() - cpu
-    # The agent starts with the first decryption, after the snapshot at the start, and
-    # Sequoia's workers may start after it too: their CPU up to then was nothing.
+    # The agent starts with the first decryption, after the snapshot at the start: its CPU
+    # up to then was nothing.
     others["gpg_agent"] = agents_of(b.bot.store / "gnupg")
-    others["workers"] = sorted({*others["workers"], *live_children(b.bot.pid)})
     others_end = snapshot(others)
     profile = await spy.stop() if spy is not None else None
     arrivals = [a for a in reader.arrivals if a.at >= spawned]
@@ -216,7 +215,7 @@ async def burst(b: Bench, n: int, count: int, profiled: bool = False) -> dict[st
         "gpg": gpg,
         "cpu_after_sync": cpu,
         # From the start to the last in the room (the gpg-agent decrypts and signs for gpg).
-        "cpu_others": {k: v - others_start.get(k, 0.0) for k, v in others_end.items()},
+        "cpu_others": used(others_start, others_end),
         "profile": profile,
         **verdict,
     }

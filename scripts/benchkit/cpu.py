@@ -35,13 +35,17 @@ def agents_of(home: Path) -> list[int]:
     return found
 
 
-def live_children(pid: int) -> list[int]:
-    """Process ids of ``pid``'s children that are running now (the bot's Sequoia workers
-    between posts: its gpg runs have ended and are counted in its children's CPU)."""
+def python_workers(pid: int) -> list[int]:
+    """Process ids of ``pid``'s Python worker processes (the bot's Sequoia workers, started
+    by multiprocessing); its gpg runs are not among them: they are counted in its children's
+    CPU when they end."""
     found: list[int] = []
     for children in Path(f"/proc/{pid}/task").glob("*/children"):
         with contextlib.suppress(OSError):
-            found += [int(c) for c in children.read_text().split()]
+            for child in children.read_text().split():
+                with contextlib.suppress(OSError):
+                    if b"multiprocessing" in Path(f"/proc/{child}/cmdline").read_bytes():
+                        found.append(int(child))
     return found
 
 
@@ -50,7 +54,7 @@ def sharers(synapse: int, bot: int, gnupg_home: Path) -> dict[str, list[int]]:
     return {
         "synapse": [synapse],
         "gpg_agent": agents_of(gnupg_home),
-        "workers": live_children(bot),
+        "workers": python_workers(bot),
         "benchmark": [os.getpid()],
     }
 
@@ -58,3 +62,8 @@ def sharers(synapse: int, bot: int, gnupg_home: Path) -> dict[str, list[int]]:
 def snapshot(pids: dict[str, list[int]]) -> dict[str, float]:
     """CPU seconds so far of each named group of processes (a group with none: left out)."""
     return {name: sum(process_cpu(p) for p in group) for name, group in pids.items() if group}
+
+
+def used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each group used between two snapshots (a group seen in either)."""
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in before.keys() | after.keys()}

@@ -23,7 +23,7 @@ from secir_bot.sandbox.operators import MailOperator
 from secir_bot.sandbox.scratch import short_tempdir
 
 from .bot import GpgCall
-from .cpu import sharers, snapshot
+from .cpu import sharers, snapshot, used
 from .people import DOMAIN, Person
 from .sink import Transaction
 from .stats import medians, pct, summary
@@ -128,8 +128,7 @@ async def fanout(b: Bench, n: int, posts: int) -> dict[str, Any]:
             check = await verify_mail(b, tx.content, member, marker)
         else:
             shares = {"cpu": b.bot.cpu() - cpu, "cpu_gpg": b.bot.children_cpu() - gpg}
-            after = snapshot(others)
-            shares |= {f"cpu_{k}": after[k] - before[k] for k in after}
+            shares |= {f"cpu_{k}": v for k, v in used(before, snapshot(others)).items()}
             samples.append(fanout_sample(b, txs, started, sent) | shares)
         b.sink.forget()
     keys = (

@@ -58,6 +58,7 @@ class Options:
     backend: str = "gpg"  # crypto.backend of the bot (key ids hidden with both)
     sink: str = "lean"  # the SMTP sink's protocol: "lean" or "aiosmtpd" (sink.py)
     matrix_parallel: int | None = None  # delivery.matrix_parallel (None: the bot's default)
+    parallel_decisions: int | None = None  # imap.parallel_decisions (None: the bot's default)
     parts: frozenset[str] = frozenset(PARTS)
 
 
@@ -157,6 +158,9 @@ async def set_up(opts: Options) -> Bench:
         backend=opts.backend,
         delivery_extra=(
             f"matrix_parallel = {opts.matrix_parallel}\n" if opts.matrix_parallel else ""
+        ),
+        imap_extra=(
+            f"parallel_decisions = {opts.parallel_decisions}\n" if opts.parallel_decisions else ""
         ),
         matrix_password=stack.bot_password,
         imap_password="pw-list",

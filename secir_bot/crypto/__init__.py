@@ -7,6 +7,7 @@ human messages leaves this package.
 """
 
 from secir_bot.crypto.gpg import GpgTimeout
+from secir_bot.crypto.keyfiles import armor_keys
 from secir_bot.crypto.keyring import Decrypted, Keyring, Verified, inspect_key
 from secir_bot.crypto.keys import MIN_RSA_BITS, KeyInfo
 
@@ -17,5 +18,6 @@ __all__ = [
     "KeyInfo",
     "Keyring",
     "Verified",
+    "armor_keys",
     "inspect_key",
 ]

@@ -6,7 +6,9 @@ such a response when no NOOP or IDLE waits for it; the bot's IDLE then has nothi
 push, and the mail used to wait for the end of the IDLE (``imap.idle_timeout``, an hour here).
 Both windows are made to happen through seams we own (the receiver's own set-up, and the
 inbox runner as the IMAP side sees it), on the real Dovecot. So is a connection that drops
-while a command waits for its answer (noticed at once, not after the command's timeout).
+while a command waits for its answer (noticed at once, not after the command's timeout), or
+before the server's go-ahead for IDLE (where the bot used to wait for ever), or while the
+bot makes its folders after the login.
 """
 
 from __future__ import annotations
@@ -194,3 +196,66 @@ async def test_a_connection_lost_during_a_command_is_noticed_at_once(
     async with running(receiver):
         await wait_until(lambda: subject in intake.subjects, 60, "the mail after the drop")
     assert receiver.dropped
+
+
+async def test_a_connection_lost_before_idle_is_acknowledged_is_noticed_at_once(
+    mail_stack: MailStack, config: Config, store: Store
+) -> None:
+    """The server goes away after the bot sent IDLE and before its "+ idling" came (frozen,
+    then killed): aioimaplib waits for that answer without a deadline and is not told of the
+    loss, so the bot stayed connected in name and read no mail until it was restarted."""
+    subject = f"after idle {uuid.uuid4().hex}"
+
+    class Dropped(ImapReceiver):
+        dropped = False
+
+        async def _idle(self, imap: Any, lost: asyncio.Event) -> None:
+            if self.dropped:
+                return await super()._idle(imap, lost)
+            self.dropped = True
+            (pid,) = await asyncio.to_thread(_imap_pids, mail_stack, LIST)
+            os.kill(pid, signal.SIGSTOP)  # the IDLE below is never acknowledged
+            idling = asyncio.ensure_future(super()._idle(imap, lost))
+            for _ in range(5):
+                await asyncio.sleep(0)  # sent
+            os.kill(pid, signal.SIGKILL)  # and the connection drops
+            return await idling
+
+    intake = Deciding(store)
+    receiver = Dropped(config, store, intake, lambda t: None, _health(config))
+    async with running(receiver):
+        await wait_until(lambda: receiver.dropped, 30, "the bot's first IDLE")
+        await deliver(mail_stack, config, subject)
+        await wait_until(lambda: subject in intake.subjects, 60, "the mail after the drop")
+
+
+async def test_a_connection_lost_while_the_folders_are_made_is_noticed_at_once(
+    mail_stack: MailStack, config: Config, store: Store
+) -> None:
+    """The server goes away while the bot, just logged in, makes sure of its folders (a
+    server restarting at that moment): the bot used to wait for aioimaplib's command timeout
+    (a minute) before it tried again. The mail sent meanwhile must not wait that long."""
+    subject = f"after prepare {uuid.uuid4().hex}"
+
+    class Dropped(ImapReceiver):
+        dropped = False
+
+        async def _prepare(self, imap: Any) -> None:
+            if self.dropped:
+                return await super()._prepare(imap)
+            self.dropped = True
+            (pid,) = await asyncio.to_thread(_imap_pids, mail_stack, LIST)
+            os.kill(pid, signal.SIGSTOP)  # the CREATE below is never answered
+            preparing = asyncio.ensure_future(super()._prepare(imap))
+            for _ in range(5):
+                await asyncio.sleep(0)  # sent
+            os.kill(pid, signal.SIGKILL)  # and the connection drops
+            return await preparing
+
+    intake = Deciding(store)
+    receiver = Dropped(config, store, intake, lambda t: None, _health(config))
+    async with running(receiver):
+        await wait_until(lambda: receiver.dropped, 30, "the bot's first login")
+        await deliver(mail_stack, config, subject)
+        # Well under the minute the bot used to wait, generous for a loaded machine.
+        await wait_until(lambda: subject in intake.subjects, 30, "the mail after the drop")

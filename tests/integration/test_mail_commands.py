@@ -14,6 +14,7 @@ import base64
 import os
 import re
 import struct
+import subprocess
 
 import pytest
 from servers import GpgWorld
@@ -322,6 +323,46 @@ async def test_f2_key_update_sets_aside_the_current_key_thunderbird_attaches(
     )
     assert first in done.text
     assert getattr(member(world, "alice"), "fingerprint", None) == first
+
+
+def _binary_export(home: object, *args: str) -> bytes:
+    """``gpg --export`` as a person on a shell runs it: binary, no armour."""
+    command = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback"]
+    return subprocess.run(
+        [*command, "--passphrase", "", *args], check=True, capture_output=True
+    ).stdout
+
+
+async def test_f2_key_update_with_a_binary_key_file_attached(world: World) -> None:
+    """A key file from ``gpg --export`` (binary, named .gpg, as mutt attaches it: no key
+    type) is read like an armoured one; a binary file with the secret key is refused with
+    the warning, and nothing changes."""
+    alice = world.mail["alice"]
+    address = world.address("alice")
+    old = getattr(member(world, "alice"), "fingerprint", "")
+    new = await alice.keyring.generate("Alice Jansen", address)
+    home = alice.keyring.home
+    secret = await asyncio.to_thread(_binary_export, home, "--export-secret-keys", new)
+    public = await asyncio.to_thread(_binary_export, home, "--export", new)
+    assert b"-----BEGIN" not in public and len(public) > 100
+    attached = (("alice-new.gpg", "application/octet-stream", secret),)
+    await alice.send(
+        request_address(world), world.list_fpr, "k", "key update\n", attachments=attached
+    )
+    refused = await alice.wait_for_mail(
+        lambda m: ANSWERS in m.text and "NOT DONE" in m.text, what="the refusal"
+    )
+    assert "SECRET key" in refused.text
+    assert getattr(member(world, "alice"), "fingerprint", None) == old
+    attached = (("alice-new.gpg", "application/octet-stream", public),)
+    await alice.send(
+        request_address(world), world.list_fpr, "k", "key update\n", attachments=attached
+    )
+    done = await alice.wait_for_mail(
+        lambda m: ANSWERS in m.text and "your key is now" in m.text, what="the rotation"
+    )
+    assert new in done.text
+    assert getattr(member(world, "alice"), "fingerprint", None) == new
 
 
 async def test_i9_made_up_codes_cannot_flood_the_control_room(world_unstarted: World) -> None:

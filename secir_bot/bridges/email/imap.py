@@ -21,7 +21,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import aioimaplib
 
@@ -44,6 +44,7 @@ from secir_bot.tasks import raise_if_cancelled
 # The email bridge's one logger name, as it was before the bridge became a package (log
 # filters and the admins' grep know it).
 log = logging.getLogger("secir_bot.bridges.email")
+T = TypeVar("T")
 
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 _EXISTS = re.compile(rb"\* (\d+) EXISTS")
@@ -170,8 +171,10 @@ class ImapReceiver:
         cfg = self.config.imap
         for folder in (cfg.processed_folder, cfg.quarantine_folder):
             # Fails harmlessly when the folder exists.
-            await asyncio.wait_for(imap.create(folder), IMAP_TIMEOUT)
-            status = await asyncio.wait_for(imap.status(folder, "(MESSAGES)"), IMAP_TIMEOUT)
+            await self._unless_lost(asyncio.wait_for(imap.create(folder), IMAP_TIMEOUT))
+            status = await self._unless_lost(
+                asyncio.wait_for(imap.status(folder, "(MESSAGES)"), IMAP_TIMEOUT)
+            )
             if status.result != "OK":
                 # Without its folders the bot cannot acknowledge mail: say so, loudly, once.
                 if not self._told_folders:
@@ -183,7 +186,7 @@ class ImapReceiver:
                         "'INBOX.') and restart the bot."
                     )
                 raise ImapError(f"IMAP folder {folder!r} is missing and cannot be created")
-        await _ok(imap.select(cfg.mailbox), "SELECT")
+        await self._ok(imap.select(cfg.mailbox), "SELECT")
 
     async def _session(self) -> None:
         lost = asyncio.Event()
@@ -209,7 +212,10 @@ class ImapReceiver:
             await close_imap(imap)
 
     async def _idle(self, imap: aioimaplib.IMAP4, lost: asyncio.Event) -> None:
-        idle = await imap.idle_start(timeout=self.config.imap.idle_timeout)
+        # aioimaplib waits for the server's "+ idling" without a deadline and is not told
+        # of a lost connection: a server gone at that moment left the bot connected in name.
+        starting = imap.idle_start(timeout=self.config.imap.idle_timeout)
+        idle = await self._unless_lost(asyncio.wait_for(starting, IMAP_TIMEOUT))
         push = asyncio.ensure_future(imap.wait_server_push(timeout=self.config.imap.idle_timeout))
         await _until_lost(push, lost)
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
@@ -291,10 +297,14 @@ class ImapReceiver:
             await self._move(imap, uid, folder)
 
     async def _ok(self, pending: Awaitable[aioimaplib.Response], what: str) -> aioimaplib.Response:
-        """``conn.ok``, given up as soon as the connection drops: aioimaplib leaves a command
-        whose connection dropped pending, which cost ``IMAP_TIMEOUT`` (a kick or a BYE
-        during a SEARCH or FETCH, not only during IDLE)."""
-        answer = asyncio.ensure_future(_ok(pending, what))
+        """``conn.ok``, given up as soon as the connection drops."""
+        return await self._unless_lost(_ok(pending, what))
+
+    async def _unless_lost(self, pending: Awaitable[T]) -> T:
+        """``pending``, given up as soon as the session's connection drops: aioimaplib leaves
+        a command whose connection dropped pending, which cost its timeout (a kick or a BYE
+        during a SEARCH or FETCH, or while the folders are made after the login)."""
+        answer = asyncio.ensure_future(pending)
         await _until_lost(answer, self._lost)
         if not answer.done() or answer.cancelled():  # cancelled by the loss, or about to be
             raise ImapError("connection lost")
