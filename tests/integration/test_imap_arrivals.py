@@ -20,9 +20,9 @@ import os
 import signal
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosmtplib
 import pytest
@@ -39,6 +39,8 @@ from secir_bot.model import Channel, InboxState, Outcome
 from secir_bot.sandbox.operators import wait_until
 from secir_bot.sandbox.world import offline_config
 from secir_bot.store import Store
+
+T = TypeVar("T")
 
 LIST = "list@test.example"
 
@@ -168,6 +170,18 @@ def _imap_pids(stack: MailStack, user: str) -> list[int]:
     return [int(f) for line in who.stdout.splitlines() if "imap" in line for f in line.split()[2:3]]
 
 
+async def dropped_during(mail_stack: MailStack, start: Callable[[], Awaitable[T]]) -> T:
+    """Run ``start()`` with the list's IMAP server frozen, so that the command it sends is
+    never answered, then kill the server: the connection drops under that command."""
+    (pid,) = await asyncio.to_thread(_imap_pids, mail_stack, LIST)
+    os.kill(pid, signal.SIGSTOP)
+    pending = asyncio.ensure_future(start())
+    for _ in range(5):
+        await asyncio.sleep(0)  # sent
+    os.kill(pid, signal.SIGKILL)
+    return await pending
+
+
 async def test_a_connection_lost_during_a_command_is_noticed_at_once(
     mail_stack: MailStack, config: Config, store: Store
 ) -> None:
@@ -183,13 +197,7 @@ async def test_a_connection_lost_during_a_command_is_noticed_at_once(
             if self.dropped:
                 return await super()._size(imap, uid)
             self.dropped = True
-            (pid,) = await asyncio.to_thread(_imap_pids, mail_stack, LIST)
-            os.kill(pid, signal.SIGSTOP)  # the command below is never answered
-            asking = asyncio.ensure_future(super()._size(imap, uid))
-            for _ in range(5):
-                await asyncio.sleep(0)  # sent
-            os.kill(pid, signal.SIGKILL)  # and the connection drops
-            return await asking
+            return await dropped_during(mail_stack, lambda: super(Dropped, self)._size(imap, uid))
 
     intake = Deciding(store)
     receiver = Dropped(config, store, intake, lambda t: None, _health(config))
@@ -213,13 +221,7 @@ async def test_a_connection_lost_before_idle_is_acknowledged_is_noticed_at_once(
             if self.dropped:
                 return await super()._idle(imap, lost)
             self.dropped = True
-            (pid,) = await asyncio.to_thread(_imap_pids, mail_stack, LIST)
-            os.kill(pid, signal.SIGSTOP)  # the IDLE below is never acknowledged
-            idling = asyncio.ensure_future(super()._idle(imap, lost))
-            for _ in range(5):
-                await asyncio.sleep(0)  # sent
-            os.kill(pid, signal.SIGKILL)  # and the connection drops
-            return await idling
+            return await dropped_during(mail_stack, lambda: super(Dropped, self)._idle(imap, lost))
 
     intake = Deciding(store)
     receiver = Dropped(config, store, intake, lambda t: None, _health(config))
@@ -244,13 +246,7 @@ async def test_a_connection_lost_while_the_folders_are_made_is_noticed_at_once(
             if self.dropped:
                 return await super()._prepare(imap)
             self.dropped = True
-            (pid,) = await asyncio.to_thread(_imap_pids, mail_stack, LIST)
-            os.kill(pid, signal.SIGSTOP)  # the CREATE below is never answered
-            preparing = asyncio.ensure_future(super()._prepare(imap))
-            for _ in range(5):
-                await asyncio.sleep(0)  # sent
-            os.kill(pid, signal.SIGKILL)  # and the connection drops
-            return await preparing
+            return await dropped_during(mail_stack, lambda: super(Dropped, self)._prepare(imap))
 
     intake = Deciding(store)
     receiver = Dropped(config, store, intake, lambda t: None, _health(config))

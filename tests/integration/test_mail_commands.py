@@ -264,6 +264,20 @@ async def test_i9_key_update_by_mail(world: World) -> None:
     assert not [e for e in world.mx["carol"].events if "OLD-KEY-POST" in e.body]
 
 
+async def key_update_by_mail(
+    world: World, attachments: tuple[tuple[str, str, bytes], ...], answer: str
+) -> ReceivedMail:
+    """Alice's ``key update`` mail with ``attachments`` and no key pasted; the list's answer
+    to her, once it says ``answer``."""
+    alice = world.mail["alice"]
+    await alice.send(
+        request_address(world), world.list_fpr, "k", "key update\n", attachments=attachments
+    )
+    return await alice.wait_for_mail(
+        lambda m: ANSWERS in m.text and answer in m.text, what=f"the answer '{answer}'"
+    )
+
+
 async def test_f2_key_update_with_the_new_key_attached(world: World) -> None:
     """The new key attached as a file inside the signed part (multipart/mixed, as
     Thunderbird attaches it), with no key pasted below ``key update``."""
@@ -272,12 +286,7 @@ async def test_f2_key_update_with_the_new_key_attached(world: World) -> None:
     new = await alice.keyring.generate("Alice Jansen", address)
     armored = await alice.keyring.export_public(new)
     attached = ((f"OpenPGP_0x{new[-16:]}.asc", "application/pgp-keys", armored.encode()),)
-    await alice.send(
-        request_address(world), world.list_fpr, "k", "key update\n", attachments=attached
-    )
-    done = await alice.wait_for_mail(
-        lambda m: ANSWERS in m.text and "your key is now" in m.text, what="the rotation"
-    )
+    done = await key_update_by_mail(world, attached, "your key is now")
     assert new in done.text
     assert getattr(member(world, "alice"), "fingerprint", None) == new
     await wait_notice(world, "changed their key", new)
@@ -307,20 +316,10 @@ async def test_f2_key_update_sets_aside_the_current_key_thunderbird_attaches(
         )
         for f in (first, second)
     ]
-    await alice.send(
-        request_address(world), world.list_fpr, "k", "key update\n", attachments=(own, *offered)
-    )
-    refused = await alice.wait_for_mail(
-        lambda m: ANSWERS in m.text and "NOT DONE" in m.text, what="the refusal"
-    )
+    refused = await key_update_by_mail(world, (own, *offered), "NOT DONE")
     assert "give exactly one public key (found 2)" in refused.text
     assert getattr(member(world, "alice"), "fingerprint", None) == old
-    await alice.send(
-        request_address(world), world.list_fpr, "k", "key update\n", attachments=(own, offered[0])
-    )
-    done = await alice.wait_for_mail(
-        lambda m: ANSWERS in m.text and "your key is now" in m.text, what="the rotation"
-    )
+    done = await key_update_by_mail(world, (own, offered[0]), "your key is now")
     assert first in done.text
     assert getattr(member(world, "alice"), "fingerprint", None) == first
 
@@ -346,21 +345,11 @@ async def test_f2_key_update_with_a_binary_key_file_attached(world: World) -> No
     public = await asyncio.to_thread(_binary_export, home, "--export", new)
     assert b"-----BEGIN" not in public and len(public) > 100
     attached = (("alice-new.gpg", "application/octet-stream", secret),)
-    await alice.send(
-        request_address(world), world.list_fpr, "k", "key update\n", attachments=attached
-    )
-    refused = await alice.wait_for_mail(
-        lambda m: ANSWERS in m.text and "NOT DONE" in m.text, what="the refusal"
-    )
+    refused = await key_update_by_mail(world, attached, "NOT DONE")
     assert "SECRET key" in refused.text
     assert getattr(member(world, "alice"), "fingerprint", None) == old
     attached = (("alice-new.gpg", "application/octet-stream", public),)
-    await alice.send(
-        request_address(world), world.list_fpr, "k", "key update\n", attachments=attached
-    )
-    done = await alice.wait_for_mail(
-        lambda m: ANSWERS in m.text and "your key is now" in m.text, what="the rotation"
-    )
+    done = await key_update_by_mail(world, attached, "your key is now")
     assert new in done.text
     assert getattr(member(world, "alice"), "fingerprint", None) == new
 
