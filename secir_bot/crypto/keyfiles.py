@@ -8,12 +8,7 @@ throwaway home: nothing of it reaches the list's keyring here.
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import tempfile
-from pathlib import Path
-
-from secir_bot.crypto.keyring import Keyring
+from secir_bot.crypto.keyring import scratch_keyring
 from secir_bot.errors import CryptoError
 
 PRIVATE_HEADER = "-----BEGIN PGP PRIVATE KEY BLOCK-----\n"
@@ -26,9 +21,7 @@ async def armor_keys(data: bytes) -> str:
     private key block's header only, so that ``keycheck.vet`` refuses it with its warning
     (the key is exposed) instead of taking the public part silently.
     """
-    home = Path(tempfile.mkdtemp(prefix="gk"))  # short: gpg-agent's socket path is limited
-    ring = Keyring(home)
-    try:
+    async with scratch_keyring() as ring:
         try:
             fingerprints = await ring.import_key(data)
         except CryptoError:
@@ -36,6 +29,3 @@ async def armor_keys(data: bytes) -> str:
         if any(key.has_secret for key in await ring.keys(fingerprints)):
             return PRIVATE_HEADER
         return "".join([await ring.export_public(fpr) for fpr in fingerprints])
-    finally:
-        await asyncio.to_thread(ring.close)
-        shutil.rmtree(home, ignore_errors=True)

@@ -18,10 +18,12 @@ into groups and runs one such call per group, several at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -350,16 +352,22 @@ def _verified(run: Run, data: bytes = b"") -> Verified:
     )
 
 
+@contextlib.asynccontextmanager
+async def scratch_keyring() -> AsyncIterator[Keyring]:
+    """A keyring in a throwaway home, removed after: keys read here touch no real one."""
+    home = Path(tempfile.mkdtemp(prefix="gk"))  # short: gpg-agent's socket path is limited
+    ring = Keyring(home)
+    try:
+        yield ring
+    finally:
+        await asyncio.to_thread(ring.close)
+        shutil.rmtree(home, ignore_errors=True)
+
+
 async def inspect_key(armored: str | bytes) -> list[KeyInfo]:
     """Describe the keys in ``armored`` without touching any real keyring.
 
     ``has_secret`` is set when the data carries secret key material.
     """
-    home = Path(tempfile.mkdtemp(prefix="gk"))  # short: gpg-agent's socket path is limited
-    ring = Keyring(home)
-    try:
-        fprs = await ring.import_key(armored)
-        return await ring.keys(fprs)
-    finally:
-        await asyncio.to_thread(ring.close)
-        shutil.rmtree(home, ignore_errors=True)
+    async with scratch_keyring() as ring:
+        return await ring.keys(await ring.import_key(armored))
