@@ -145,7 +145,8 @@ COMMANDS = (
         "replace your key with a new one",
         "Replaces the key registered for you with a new one. Paste the new public key (the "
         "armoured block) below the command line, in a mail signed with your current key: "
-        "the old key vouches for the new one. By mail, write 'key update'. The new key is "
+        "the old key vouches for the new one. By mail, write 'key update'; the key may "
+        "instead be attached as a file (.asc, or .gpg from gpg --export). The new key is "
         "checked as any member's key (OpenPGP v4, not expired or revoked, able to sign and "
         "to encrypt, a user id with your address); if it fails, nothing changes. The "
         "admins are told.",
