@@ -17,6 +17,10 @@ from typing import Any
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+from benchkit import calib  # type: ignore[import-not-found]  # scripts/, not a package
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -50,6 +54,27 @@ def _check_core(stage: dict[str, Any], page: str) -> None:
     assert stage["mail2room"]["latency"]["n"] == 1
     assert stage["start"]["synced"] > 0 and stage["import"]["members"] == 5
     assert "## Targets of issue 11" in page and "| fan-out, 1 post → 3 email members" in page
+    _check_speed(stage, page, ["start", "fanout", "mail2room"])
+
+
+def _check_speed(stage: dict[str, Any], page: str, parts: list[str]) -> None:
+    """The machine-speed probe ran before and after each part, and its index is reported."""
+    speed = stage["speed"]
+    assert set(parts) <= speed.keys()
+    for name in parts:
+        record = speed[name]
+        before, after = record["probes"]
+        assert before["python_s"] > 0 and before["gpg_s"] > 0, record
+        assert after["python_s"] > 0 and after["gpg_s"] > 0, record
+        assert after["at"] >= record["start"] + record["seconds"]  # taken after the part
+        assert record["index"] == pytest.approx(calib.speed_index([before, after]))
+        assert 0 <= record["steal_pct"] <= record["busy_pct"] + record["steal_pct"] <= 100
+        index = f"{record['index']:.2f}"
+        assert f"| {name} | 3 |" in page and f"| {index} |" in page
+    fanout_row = next(line for line in page.splitlines() if line.startswith("| fan-out, 1 post"))
+    assert f"| {speed['fanout']['index']:.2f} | met |" in fanout_row or (
+        f"| {speed['fanout']['index']:.2f} | missed |" in fanout_row
+    )
 
 
 @pytest.mark.timeout(300)
@@ -73,3 +98,4 @@ def test_bench_every_part_at_three_members(tmp_path: Path) -> None:
     assert burst["out_of_order"] == 0 and burst["wrong_thread"] == 0
     assert burst["mailed"] == 4  # each post's list copy, to everyone but its author
     assert stage["stored"]["posts"] == 50 and stage["stored"]["start"]["rss_mib"] > 0
+    _check_speed(stage, page, ["sandbox", "mailboxes", "burst", "gpgscale", "stored"])

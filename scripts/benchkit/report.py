@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .calib import index_of, machine_table
 from .details import details, md_table, num, stages_of
 
 BEGIN = "<!-- bench:begin -->"
@@ -75,9 +76,9 @@ def machine_after() -> dict[str, Any]:
     return {"load_end": os.getloadavg(), "uptime_end": _run("uptime")}
 
 
-def _targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(figure, target, measured, verdict) rows."""
-    rows: list[tuple[str, str, str, str]] = []
+def _targets(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(figure, target, measured, machine speed index of its part, verdict) rows."""
+    rows: list[tuple[str, str, str, str, str]] = []
     stages = stages_of(results)
     fan = [s for s in stages if "fanout" in s]
     if fan:
@@ -87,6 +88,7 @@ def _targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"fan-out, 1 post → {big['n']} email members, Matrix event to last SMTP 250",
             "≤ 0.5 s",
             f"median {num(lat['median'])} s (p90 {num(lat['p90'])}, p99 {num(lat['p99'])})",
+            index_of(big, "fanout"),
             "met" if lat["median"] <= 0.5 else "missed",
         ))  # fmt: skip
         calls = ", ".join(f"{s['n']}: {num(s['fanout']['breakdown']['gpg_calls'], 0)}" for s in fan)
@@ -96,6 +98,7 @@ def _targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "gpg invocations per post",
             "bounded by recipient groups, never one per member",
             f"{calls} (at {big['n']}: {', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))})",
+            "",
             "missed" if per_member else "met",
         ))  # fmt: skip
         size = big["fanout"]["breakdown"]["bytes"]
@@ -103,6 +106,7 @@ def _targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"bytes per delivered mail at {big['n']} members",
             "≤ 40 KB (ed25519 keys)",
             f"{num(size / 1000, 1)} KB ({results.get('options', {}).get('keys', '?')})",
+            "",
             "met" if size <= 40_000 else "missed",
         ))  # fmt: skip
     box = next((s for s in stages if "mailboxes" in s), None)
@@ -112,14 +116,16 @@ def _targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"room → members' mailboxes, {box['n']} members, p50 / p99",
             "≤ 0.25 s / ≤ 1 s",
             f"{num(every['median'])} s / {num(every['p99'])} s",
+            index_of(box, "mailboxes"),
             "met" if every["median"] <= 0.25 and every["p99"] <= 1 else "missed",
         ))  # fmt: skip
     m2r = [s for s in stages if "mail2room" in s]
     if m2r:
         text = ", ".join(f"{s['n']}: {num(s['mail2room']['latency']['median'])} s" for s in m2r)
         ok = all(s["mail2room"]["latency"]["median"] <= 0.7 for s in m2r)
+        speed = ", ".join(f"{s['n']}: {index_of(s, 'mail2room')}" for s in m2r)
         rows.append(
-            ("mail → room, p50, Dovecot (by N)", "≤ 0.7 s", text, "met" if ok else "missed")
+            ("mail → room, p50, Dovecot (by N)", "≤ 0.7 s", text, speed, "met" if ok else "missed")
         )
     sandbox = next((s for s in stages if "mail2room_sandbox" in s), None)
     if sandbox:
@@ -128,10 +134,12 @@ def _targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"mail → room, p50, sandbox server ({sandbox['n']} members)",
             "≤ 0.1 s",
             f"{num(lat['median'])} s",
+            index_of(sandbox, "sandbox"),
             "met" if lat["median"] <= 0.1 else "missed",
         ))  # fmt: skip
-    burst = next((s["burst"] for s in stages if "burst" in s), None)
-    if burst:
+    burst_stage = next((s for s in stages if "burst" in s), None)
+    if burst_stage:
+        burst = burst_stage["burst"]
         ok = burst["rate_from_start"] >= 20 and not burst["lost"] and not burst["out_of_order"]
         rows.append((
             f"burst: {burst['mails']} queued member mails → room ({burst['n']} members)",
@@ -140,6 +148,7 @@ def _targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"from start); lost {burst['lost']}, duplicates {burst['duplicates']}, "
             f"out of order {burst['out_of_order']}, outside their thread {burst['wrong_thread']}"
             f"; last list copy mailed {num(burst.get('last_list_copy'), 0)} s from start",
+            index_of(burst_stage, "burst"),
             "met" if ok else "missed",
         ))  # fmt: skip
     stored = next(({"n": s["n"], **s["stored"]} for s in stages if "stored" in s), None)
@@ -149,6 +158,7 @@ def _targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"RSS, {stored['n']} members and {stored['posts']} stored posts",
             "≤ 150 MiB, measured",
             f"{num(stored['start']['rss_mib'], 0)} MiB idle, {num(rss, 0)} MiB peak after posts",
+            "",
             "met" if rss <= 150 else "missed",
         ))  # fmt: skip
     starts = [s for s in stages if "start" in s]
@@ -159,6 +169,7 @@ def _targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "`secir-bot run` start to first sync (by N)",
             "measured and reported",
             text + (f"; `import secir_bot.cli` {num(imports)} s" if imports else ""),
+            ", ".join(f"{s['n']}: {index_of(s, 'start')}" for s in starts),
             "reported",
         ))  # fmt: skip
     return rows
@@ -166,7 +177,8 @@ def _targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 def table(results: dict[str, Any]) -> str:
     """The targets table (what ``make bench`` prints at the end)."""
-    return md_table(["figure", "target", "measured", ""], [list(row) for row in _targets(results)])
+    rows = [list(row) for row in _targets(results)]
+    return md_table(["figure", "target", "measured", "machine speed", ""], rows)
 
 
 def _machine(results: dict[str, Any]) -> str:
@@ -219,6 +231,13 @@ def generated(results: dict[str, Any]) -> str:
         "## Targets of issue 11 and what was measured",
         "",
         table(results),
+        "",
+        "Machine speed: the speed index of the machine around the figure's part (1.00 = as "
+        "fast as the reference, lower is slower; see the next table).",
+        "",
+        "## The machine during each part",
+        "",
+        machine_table(results) or "(not probed in this run)",
         "",
         "## Details",
         "",

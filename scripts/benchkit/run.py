@@ -30,7 +30,7 @@ from secir_bot.sandbox.mailserver import SandboxMail
 from secir_bot.sandbox.scratch import short_tempdir
 
 from . import burst as burst_mod
-from . import extras, figures
+from . import calib, extras, figures
 from .bot import Bot
 from .people import KeyWorld, Person, email_members, write_import_file
 from .profile import Spy
@@ -75,6 +75,7 @@ class Bench:
     tag: str
     list_fpr: str = ""
     list_public: str = ""
+    prober: calib.Prober | None = None  # the machine-speed probe (calib.py)
     results: dict[str, Any] = field(default_factory=dict)
 
     def bot_gpg(self, *args: str) -> bytes:
@@ -172,6 +173,10 @@ async def set_up(opts: Options) -> Bench:
     for m in b.members[: max(opts.mailboxes_at, 1)]:
         stack.mail.add_user(m.email, "pw-" + m.handle)
     b.say(f"keys made in {keygen:.1f}s; init done; list key {b.list_fpr}")
+    b.prober = prober = await asyncio.to_thread(calib.Prober.make, root / "calib")
+    first = await asyncio.to_thread(prober.probe)
+    b.say(f"machine-speed probe: Python {first['python_s']:.3f} s, gpg {first['gpg_s']:.3f} s "
+          f"of CPU (reference {calib.REFERENCE_PYTHON}, {calib.REFERENCE_GPG})")  # fmt: skip
     return b
 
 
@@ -183,14 +188,17 @@ async def stage(b: Bench, n: int, previous: int) -> None:
     result["import"] = {"members": len(new), "seconds": seconds, "gpg_runs": gpg_runs}
     b.say(f"N={n}: imported {len(new)} members in {seconds:.1f}s ({gpg_runs} gpg runs)")
 
-    result["start"] = await start_bot(b, f"N={n}")
+    async with calib.part(b, "start", n):
+        result["start"] = await start_bot(b, f"N={n}")
     if "fanout" in opts.parts:
-        result["fanout"] = await figures.fanout(b, n, opts.posts)
+        async with calib.part(b, "fanout", n):
+            result["fanout"] = await figures.fanout(b, n, opts.posts)
         b.say(f"N={n}: fan-out median {result['fanout']['latency']['median']:.3f}s")
     if "mail2room" in opts.parts:
-        result["mail2room"] = await figures.mail_to_room(
-            b, n, opts.mail_samples, b.stack.mail.smtp_port
-        )
+        async with calib.part(b, "mail2room", n):
+            result["mail2room"] = await figures.mail_to_room(
+                b, n, opts.mail_samples, b.stack.mail.smtp_port
+            )
         b.say(f"N={n}: mail → room median {result['mail2room']['latency']['median']:.3f}s")
     result["rss_after_mib"] = b.bot.rss()
     if "profile" in opts.parts and n == max(opts.sizes):
@@ -201,23 +209,27 @@ async def stage(b: Bench, n: int, previous: int) -> None:
     await stop_bot(b)
 
     if "sandbox" in opts.parts and n == opts.sandbox_at:
-        await sandbox_stage(b, n, result)
+        async with calib.part(b, "sandbox", n):
+            await sandbox_stage(b, n, result)
     if "mailboxes" in opts.parts and n == opts.mailboxes_at:
         b.bot.set_servers(imap_port=b.stack.mail.imap_port, smtp_port=b.stack.mail.smtp_port)
         await start_bot(b, "SMTP to Postfix")
-        result["mailboxes"] = await figures.mailboxes(b, n, opts.posts)
+        async with calib.part(b, "mailboxes", n):
+            result["mailboxes"] = await figures.mailboxes(b, n, opts.posts)
         await stop_bot(b)
         b.bot.set_servers(imap_port=b.stack.mail.imap_port, smtp_port=b.sink.port)
         b.say(f"N={n}: mailboxes p50 {result['mailboxes']['every_mailbox']['median']:.3f}s")
     if "burst" in opts.parts and n == opts.burst_at:
         b.say(f"N={n}: queueing {opts.burst} member mails")
-        result["burst"] = await burst_mod.burst(b, n, opts.burst, "profile" in opts.parts)
+        async with calib.part(b, "burst", n):
+            result["burst"] = await burst_mod.burst(b, n, opts.burst, "profile" in opts.parts)
         await stop_bot(b)
         b.say(f"N={n}: burst {result['burst']['rate_from_start']:.2f} mails/s")
     if n == max(opts.sizes):
         if "gpgscale" in opts.parts:
             b.say("gpg scaling")
-            b.results["gpg_scaling"] = await asyncio.to_thread(extras.gpg_scaling, b)
+            async with calib.part(b, "gpgscale", n):
+                b.results["gpg_scaling"] = await asyncio.to_thread(extras.gpg_scaling, b)
         if "stored" in opts.parts and opts.stored_posts:
             await stored_stage(b, n, result)
 
@@ -244,8 +256,9 @@ async def stored_stage(b: Bench, n: int, result: dict[str, Any]) -> None:
     b.say(f"N={n}: storing {count} posts")
     poster = b.results["matrix_people"][0]
     stored = extras.store_posts(b.bot.store, poster.email, b.stack.incident_room, count)
-    stored["start"] = await start_bot(b, f"N={n}, {count} stored posts")
-    stored["fanout"] = await figures.fanout(b, n, 2)
+    async with calib.part(b, "stored", n):
+        stored["start"] = await start_bot(b, f"N={n}, {count} stored posts")
+        stored["fanout"] = await figures.fanout(b, n, 2)
     stored["rss_after_mib"] = b.bot.rss()
     await stop_bot(b)
     result["stored"] = stored
@@ -267,6 +280,8 @@ async def run(opts: Options) -> dict[str, Any]:
         print(b.stack.mail.logs(), flush=True)  # the servers' side of a failure
         raise
     finally:
+        if b.prober:
+            b.prober.close()
         b.bot.close()
         await b.sink.stop()
         await b.stack.close()
