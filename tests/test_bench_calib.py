@@ -57,5 +57,11 @@ def test_the_speed_index_is_the_reference_over_the_mean_of_the_probes() -> None:
     assert calib.speed_index([slower]) == pytest.approx(0.75)
 
 
+def test_the_index_during_a_part_is_the_reference_over_the_mean_sample() -> None:
+    ref = calib.REFERENCE_SAMPLE
+    assert calib.sampled_index([ref, ref * 2, ref * 3]) == pytest.approx(0.5)
+    assert calib.sampled_index([]) is None  # no sample: no index, rather than a guess
+
+
 def test_the_python_probe_counts_cpu_seconds() -> None:
     assert calib.python_work(rounds=20_000) > 0

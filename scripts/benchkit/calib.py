@@ -5,8 +5,8 @@ code gave 20.9 and 27.6 mails/s in the burst minutes apart. So every part (the f
 each N, mail → room, the burst, …) is bracketed by a probe, a fixed workload timed in CPU
 seconds of the probe itself, never wall time:
 
-* **Python**: a fixed pure-Python loop, the CPU time of the thread that runs it
-  (``time.thread_time``);
+* **Python**: a fixed pure-Python loop (``speedloop.py``), the CPU time of the thread that
+  runs it (``time.thread_time``);
 * **gpg**: one sign+encrypt of a fixed 4 KB text to 100 cv25519 keys, as the bot's fan-out
   calls gpg, in a keyring of the probe's own (101 ed25519 keys made at set-up, so that the
   workload is the same whatever ``--keys`` and ``--sizes`` say); the gpg process's own CPU
@@ -14,11 +14,16 @@ seconds of the probe itself, never wall time:
   whose CPU is not counted; the cost is the recipients' ECDH in libgcrypt;
 * **/proc/stat** before and after the part: the share of the cores' time that was busy,
   and the share stolen by the hypervisor for other guests (time a process did not run,
-  which its CPU time does not count: hence both figures).
+  which its CPU time does not count: hence both figures);
+* **during** the part, a sampler process runs a tenth of the Python loop once a second.
+  The machine's speed changes within seconds (the same short loop took 10–11 ms or
+  20–26 ms, by turns, second by second on 2026-12-03), so two probes around a part of a
+  minute cannot tell its mean speed; the samples can (at about 2 % of one core).
 
 The **speed index** of a part is the probes' reference CPU seconds divided by what they took
-around that part: 1.00 is as fast as the reference, 0.75 means the same work needed a third
-more CPU time. It stands beside the figures as a measurement of the machine; it never
+around that part ("around"), or the sampler's reference over the mean of its samples
+("during"): 1.00 is as fast as the reference, 0.75 means the same work needed a third more
+CPU time. It stands beside the figures as a measurement of the machine; it never
 corrects them.
 """
 
@@ -39,6 +44,7 @@ from secir_bot.sandbox.scratch import short_tempdir
 
 from .details import md_table, num, stages_of
 from .people import KeyWorld, email_members
+from .speedloop import SAMPLE_ROUNDS, python_work
 
 if TYPE_CHECKING:
     from .run import Bench
@@ -51,25 +57,16 @@ if TYPE_CHECKING:
 REFERENCE_PYTHON = 0.25
 REFERENCE_GPG = 0.38
 REFERENCE = REFERENCE_PYTHON + REFERENCE_GPG
+REFERENCE_SAMPLE = 0.025  # the sampler's short loop (speedloop.SAMPLE_ROUNDS)
+
+PROBE_ROUNDS = 800_000  # the probe's Python loop
+SAMPLE_INTERVAL = 1.0  # seconds between the sampler's short loops during a part
 
 RECIPIENTS = 100
 TEXT = "".join(f"{i:04d} the probe's fixed text, as long as a list mail's body.....\n"
                for i in range(64)).encode()  # fmt: skip
 REUSE_SECONDS = 2.0  # a probe this recent serves as the next part's "before"
 STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-
-
-def python_work(rounds: int = 800_000) -> float:
-    """Run the fixed Python loop; the CPU seconds this thread spent on it."""
-    start = time.thread_time()
-    table: dict[int, str] = {}
-    acc = 0
-    for i in range(rounds):
-        acc = (acc * 31 + i) % 1_000_003
-        table[i & 1023] = str(acc)
-    if len(table) != 1024:  # uses the result, so the loop is never optimised away
-        raise AssertionError("the probe's loop went wrong")
-    return time.thread_time() - start
 
 
 def stat_snapshot(text: str | None = None) -> tuple[int, ...]:
@@ -102,6 +99,38 @@ def speed_index(probes: list[dict[str, float]]) -> float:
     """Reference CPU seconds of a probe / the mean CPU seconds the ``probes`` took."""
     measured = statistics.fmean(p["python_s"] + p["gpg_s"] for p in probes)
     return REFERENCE / measured
+
+
+def sampled_index(samples: list[float]) -> float | None:
+    """Reference CPU seconds of the sampler's loop / the mean of its ``samples`` (None:
+    no sample)."""
+    return REFERENCE_SAMPLE / statistics.fmean(samples) if samples else None
+
+
+class Sampler:
+    """The short Python loop once a second, in a process of its own, during a part."""
+
+    def __init__(self, interval: float = SAMPLE_INTERVAL) -> None:
+        script = Path(__file__).with_name("speedloop.py")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), str(interval)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+
+    def stop(self) -> list[float]:
+        """Stop the sampler; the CPU seconds of each of its loops."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        out = self.proc.stdout.read().decode()
+        self.proc.stdout.close()
+        if self.proc.wait(timeout=30) != 0:
+            raise RuntimeError(f"the speed sampler exited with {self.proc.returncode}")
+        return [float(line.split()[1]) for line in out.splitlines() if line.strip()]
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.communicate()
 
 
 class Prober:
@@ -147,7 +176,7 @@ class Prober:
     def probe(self) -> dict[str, float]:
         """Run both probes (the Python one in the calling thread); remember the result."""
         at = time.time()
-        self.last = {"at": at, "python_s": python_work(), "gpg_s": self.gpg_work()}
+        self.last = {"at": at, "python_s": python_work(PROBE_ROUNDS), "gpg_s": self.gpg_work()}
         self.last["seconds"] = time.time() - at
         return self.last
 
@@ -162,18 +191,24 @@ class Prober:
 
 @contextlib.asynccontextmanager
 async def part(b: Bench, name: str, n: int) -> AsyncIterator[None]:
-    """Probe the machine before and after the part ``name`` of stage ``n``; keep both, the
-    /proc/stat shares in between and the speed index in the stage's ``speed``."""
+    """Probe the machine before and after the part ``name`` of stage ``n``, sample it
+    during the part; keep it all, with the /proc/stat shares, in the stage's ``speed``."""
     prober = b.prober
     assert prober is not None
     before = prober.recent() or await _probe(prober)
     stat, start, load = stat_snapshot(), time.time(), os.getloadavg()[0]
-    yield
+    sampler = Sampler()
+    try:
+        yield
+    except BaseException:
+        sampler.kill()
+        raise
+    samples = await asyncio.to_thread(sampler.stop)
     shares = cpu_shares(stat, stat_snapshot())
     seconds = time.time() - start
     after = await _probe(prober)
     probes = [before, after]
-    index = speed_index(probes)
+    index, during = speed_index(probes), sampled_index(samples)
     record = {
         "start": start,
         "seconds": seconds,
@@ -181,14 +216,17 @@ async def part(b: Bench, name: str, n: int) -> AsyncIterator[None]:
         "index": index,
         "index_python": REFERENCE_PYTHON / statistics.fmean(p["python_s"] for p in probes),
         "index_gpg": REFERENCE_GPG / statistics.fmean(p["gpg_s"] for p in probes),
+        "samples": samples,
+        "index_during": during,
         "load": [load, os.getloadavg()[0]],
         **shares,
     }
     b.stage(n).setdefault("speed", {})[name] = record
     b.say(
-        f"N={n} {name}: machine speed {index:.2f} (probe Python {before['python_s']:.3f} → "
+        f"N={n} {name}: machine speed {index:.2f} around, {num(during)} during "
+        f"({len(samples)} samples); probe Python {before['python_s']:.3f} → "
         f"{after['python_s']:.3f} s, gpg {before['gpg_s']:.3f} → {after['gpg_s']:.3f} s; "
-        f"busy {shares['busy_pct']:.0f} %, steal {shares['steal_pct']:.1f} %)"
+        f"busy {shares['busy_pct']:.0f} %, steal {shares['steal_pct']:.1f} %"
     )
 
 
@@ -199,9 +237,10 @@ async def _probe(prober: Prober) -> dict[str, float]:
 
 
 def index_of(stage: dict[str, Any] | None, name: str) -> str:
-    """The speed index of part ``name`` of ``stage``, as the tables show it."""
+    """The speed indexes of part ``name`` of ``stage``, "during / around", as the targets
+    table shows them."""
     record = (stage or {}).get("speed", {}).get(name)
-    return num(record["index"]) if record else "–"
+    return f"{num(record.get('index_during'))} / {num(record['index'])}" if record else "–"
 
 
 def machine_table(results: dict[str, Any]) -> str:
@@ -214,6 +253,7 @@ def machine_table(results: dict[str, Any]) -> str:
                 name, str(stage["n"]), time.strftime("%H:%M:%S", time.gmtime(r["start"])),
                 num(r["seconds"], 0), f"{num(before['python_s'], 3)} → {num(after['python_s'], 3)}",
                 f"{num(before['gpg_s'], 3)} → {num(after['gpg_s'], 3)}", num(r["index"]),
+                _samples(r.get("samples", [])), num(r.get("index_during")),
                 num(r["busy_pct"], 0), num(r["steal_pct"], 1),
                 f"{num(r['load'][0])} → {num(r['load'][1])}",
             ])  # fmt: skip
@@ -222,14 +262,23 @@ def machine_table(results: dict[str, Any]) -> str:
     head = (
         "CPU seconds of the machine-speed probe just before and just after each part (a "
         f"fixed Python loop, reference {REFERENCE_PYTHON} s; gpg sign+encrypt of 4 KB to "
-        f"{RECIPIENTS} cv25519 keys, reference {REFERENCE_GPG} s); speed index = reference / "
-        "measured, 1.00 as fast as the reference, lower is slower. Busy and steal: shares of "
-        "both cores' time during the part (/proc/stat). A measurement beside the figures, "
-        "never used to correct them."
+        f"{RECIPIENTS} cv25519 keys, reference {REFERENCE_GPG} s), and of a tenth of the "
+        f"Python loop once a second during the part (reference {REFERENCE_SAMPLE * 1000:.0f} "
+        "ms); speed index = reference / measured, 1.00 as fast as the reference, lower is "
+        "slower. Busy and steal: shares of both cores' time during the part (/proc/stat). A "
+        "measurement beside the figures, never used to correct them."
     )
     table = md_table(["part", "N", "start (UTC)", "s", "Python probe s", "gpg probe s",
-                      "speed index", "busy %", "steal %", "1-min load"], rows)  # fmt: skip
+                      "index around", "samples during, ms (min–median–max)", "index during",
+                      "busy %", "steal %", "1-min load"], rows)  # fmt: skip
     return f"{head}\n\n{table}"
+
+
+def _samples(samples: list[float]) -> str:
+    if not samples:
+        return "–"
+    ms = sorted(1000 * s for s in samples)
+    return f"{len(ms)}: {ms[0]:.0f}–{statistics.median(ms):.0f}–{ms[-1]:.0f}"
 
 
 def reference(count: int) -> dict[str, float]:
@@ -238,12 +287,14 @@ def reference(count: int) -> dict[str, float]:
     try:
         stat = stat_snapshot()
         probes = [prober.probe() for _ in range(count)]
+        samples = [python_work(SAMPLE_ROUNDS) for _ in range(count * 5)]
         shares = cpu_shares(stat, stat_snapshot())
     finally:
         prober.close()
     return {
         "python_s": statistics.median(p["python_s"] for p in probes),
         "gpg_s": statistics.median(p["gpg_s"] for p in probes),
+        "sample_s": statistics.median(samples),
         "python_min": min(p["python_s"] for p in probes),
         "gpg_min": min(p["gpg_s"] for p in probes),
         "probe_wall_s": statistics.median(p["seconds"] for p in probes),

@@ -178,7 +178,7 @@ def _targets(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
 def table(results: dict[str, Any]) -> str:
     """The targets table (what ``make bench`` prints at the end)."""
     rows = [list(row) for row in _targets(results)]
-    return md_table(["figure", "target", "measured", "machine speed", ""], rows)
+    return md_table(["figure", "target", "measured", "machine speed during / around", ""], rows)
 
 
 def _machine(results: dict[str, Any]) -> str:
@@ -232,8 +232,9 @@ def generated(results: dict[str, Any]) -> str:
         "",
         table(results),
         "",
-        "Machine speed: the speed index of the machine around the figure's part (1.00 = as "
-        "fast as the reference, lower is slower; see the next table).",
+        "Machine speed: the speed index of the machine during the figure's part (sampled "
+        "once a second) and around it (probes before and after); 1.00 = as fast as the "
+        "reference, lower is slower; see the next table.",
         "",
         "## The machine during each part",
         "",
