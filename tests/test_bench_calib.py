@@ -7,6 +7,8 @@ itself runs in tests/test_bench_smoke.py, inside a real benchmark.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from benchkit import calib  # type: ignore[import-not-found]  # scripts/, not a package
+from benchkit import calib, cpu  # type: ignore[import-not-found]  # scripts/, not a package
 
 STAT = """cpu  {user} 10 {system} {idle} 40 0 {softirq} {steal} 7 0
 cpu0 1 2 3 4 5 6 7 8 9 10
@@ -37,13 +39,37 @@ def test_busy_and_steal_are_shares_of_all_the_cores_time_between_two_snapshots()
     # 400 ticks in all: 150 user + 40 system + 10 softirq busy, 180 idle, 20 stolen;
     # iowait, nice and guest (inside user already) do not move.
     after = snapshot(user=1150, system=240, idle=5180, softirq=20, steal=70)
-    shares = calib.cpu_shares(before, after)
-    assert shares == pytest.approx({"busy_pct": 50.0, "steal_pct": 5.0})
+    # The benchmark's processes used 1.5 s of it, at 100 ticks a second: 150 ticks.
+    shares = calib.cpu_shares(before, after, ours=1.5, tick=100)
+    expected = {"busy_pct": 50.0, "steal_pct": 5.0, "ours_pct": 37.5, "others_pct": 12.5}
+    assert shares == pytest.approx(expected)
+    # Per-process ticks are rounded: the benchmark never gets more than the busy time.
+    capped = calib.cpu_shares(before, after, ours=2.1, tick=100)
+    assert (capped["ours_pct"], capped["others_pct"]) == pytest.approx((50.0, 0.0))
 
 
 def test_no_time_between_two_snapshots_gives_zero_shares_not_a_division_error() -> None:
     same = snapshot(1, 2, 3, 4, 5)
-    assert calib.cpu_shares(same, same) == {"busy_pct": 0.0, "steal_pct": 0.0}
+    shares = calib.cpu_shares(same, same, ours=1.0)
+    assert shares == {"busy_pct": 0.0, "steal_pct": 0.0, "ours_pct": 0.0, "others_pct": 0.0}
+
+
+def test_a_process_that_ended_counts_once_through_its_parent() -> None:
+    # 1 is the benchmark, 2 a child alive at both snapshots, 3 a child that ended and was
+    # reaped (its 4.0 s whole now in 1's reaped time: 10 + 4), 4 a new child.
+    before = {1: 10.0, 2: 1.0, 3: 3.0}
+    after = {1: 14.5, 2: 2.0, 4: 0.25}
+    assert cpu.tree_used(before, after) == pytest.approx(0.5 + 1.0 + 1.0 + 0.25)
+
+
+def test_the_cpu_of_an_ended_child_is_counted_in_the_benchmarks_tree() -> None:
+    before = cpu.tree_snapshot(os.getpid(), "no gpg-agent here")
+    child = subprocess.Popen([sys.executable, "-c", "sum(i * i for i in range(3_000_000))"])
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    used = cpu.tree_used(before, cpu.tree_snapshot(os.getpid(), "no gpg-agent here"))
+    # Two readings of clock ticks (10 ms): each may round down by one.
+    assert used >= usage.ru_utime + usage.ru_stime - 2 / cpu.TICK > 0
 
 
 def test_the_speed_index_is_the_reference_over_the_mean_of_the_probes() -> None:

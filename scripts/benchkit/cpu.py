@@ -67,3 +67,38 @@ def snapshot(pids: dict[str, list[int]]) -> dict[str, float]:
 def used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """CPU seconds each group used between two snapshots (a group seen in either)."""
     return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in before.keys() | after.keys()}
+
+
+def tree_snapshot(root: int, marker: str) -> dict[int, float]:
+    """CPU seconds so far of every process in ``root``'s tree (its own and its reaped
+    children's, so that a process that ends is still counted, by its parent) and of each
+    gpg-agent whose command line holds ``marker`` (they leave the tree when they start)."""
+    parents: dict[int, int] = {}
+    seconds: dict[int, float] = {}
+    agents: list[int] = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = stat.read_text()
+            fields = text.rpartition(")")[2].split()
+            pid = int(stat.parent.name)
+            parents[pid] = int(fields[1])
+            # utime, stime, cutime, cstime: fields 14 to 17 of proc(5).
+            seconds[pid] = sum(int(f) for f in fields[11:15]) / TICK
+            if "(gpg-agent)" in text and marker.encode() in (stat.parent / "cmdline").read_bytes():
+                agents.append(pid)
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    ours, todo = set(agents), [root]
+    while todo:
+        pid = todo.pop()
+        ours.add(pid)
+        todo += children.get(pid, [])
+    return {pid: seconds[pid] for pid in ours if pid in seconds}
+
+
+def tree_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the tree used between two ``tree_snapshot``s: a process gone since the
+    first is in its parent's reaped children's time, whole, so its time before is taken off;
+    one that is new counts from zero."""
+    return sum(after.values()) - sum(before.values())
