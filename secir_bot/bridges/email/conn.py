@@ -21,12 +21,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aioimaplib
 import aiosmtplib
 
 from secir_bot.config import ImapConfig, SmtpConfig
+
+T = TypeVar("T")
 
 IMAP_TIMEOUT = 120.0  # seconds for one IMAP command (a FETCH of a large mail included)
 CONNECT_TIMEOUT = 60.0  # seconds for the TCP connection, the TLS handshake and the greeting
@@ -63,6 +65,10 @@ async def ok(pending: Awaitable[aioimaplib.Response], what: str) -> aioimaplib.R
 
 async def close_imap(imap: aioimaplib.IMAP4) -> None:
     """Log out if the server still listens, and close the socket in any case."""
+    for task in list(getattr(imap.protocol, "tasks", ())):
+        # aioimaplib's answer to the greeting (it asks for the CAPABILITY, with no deadline)
+        # would wait for ever on a connection lost before the answer came.
+        task.cancel()
     transport = getattr(imap.protocol, "transport", None)
     if transport is None or transport.is_closing():
         # Gone already (the server hung up): a LOGOUT would only wait for its timeout.
@@ -75,6 +81,17 @@ async def close_imap(imap: aioimaplib.IMAP4) -> None:
         transport.close()
 
 
+async def until_lost(pending: asyncio.Future[Any], lost: asyncio.Event) -> None:
+    """Wait until ``pending`` is done or the connection is lost; cancel it in the latter case."""
+    waiter = asyncio.ensure_future(lost.wait())
+    try:
+        await asyncio.wait({pending, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not pending.done():
+            pending.cancel()
+
+
 async def open_imap(
     cfg: ImapConfig,
     password: str,
@@ -83,20 +100,42 @@ async def open_imap(
     """Connect (TLS as configured), wait for the greeting and log in.
 
     Raises :class:`ImapLoginRefused` when the server refuses the login, ``OSError`` (TLS
-    errors included) or ``TimeoutError`` when it cannot be reached.
+    errors included) or ``TimeoutError`` when it cannot be reached. A connection that drops
+    before the greeting or during the login raises ``ConnectionError`` at once: aioimaplib
+    is told of the loss but would wait for its timeout (``CONNECT_TIMEOUT``).
     """
+    lost = asyncio.Event()
+    why: list[Exception] = []
+
+    def on_lost(exc: Exception | None) -> None:
+        why.extend([exc] if exc is not None else [])
+        lost.set()
+        if conn_lost is not None:
+            conn_lost(exc)
+
+    async def unless_lost(pending: Awaitable[T], when: str) -> T:
+        answer = asyncio.ensure_future(pending)
+        await until_lost(answer, lost)
+        if not answer.done() or answer.cancelled():  # cancelled by the loss, or about to be
+            raise ConnectionError(f"the IMAP server closed the connection {when}") from (
+                why[0] if why else None
+            )
+        return answer.result()
+
     # The base class takes both a TLS context and the connection-lost callback; IMAP4_SSL
     # (aioimaplib 2.0) accepts no callback, and only adds a default context.
     imap = aioimaplib.IMAP4(
         host=cfg.host,
         port=cfg.port,
-        timeout=CONNECT_TIMEOUT,
-        conn_lost_cb=conn_lost,
+        timeout=CONNECT_TIMEOUT,  # the TCP connection, the TLS handshake and the greeting
+        conn_lost_cb=on_lost,
         ssl_context=tls_context(cfg.ca_file) if cfg.security == "tls" else None,
     )
     try:
-        await imap.wait_hello_from_server()
-        resp = await asyncio.wait_for(imap.login(cfg.username, password), IMAP_TIMEOUT)
+        await unless_lost(imap.wait_hello_from_server(), "before its greeting")
+        resp = await unless_lost(
+            asyncio.wait_for(imap.login(cfg.username, password), IMAP_TIMEOUT), "during the login"
+        )
         if resp.result != "OK":
             said = bytes(resp.lines[-1]).decode(errors="replace") if resp.lines else ""
             raise login_failure(cfg.username, said)
