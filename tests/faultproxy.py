@@ -9,8 +9,14 @@ client can be seen to recover.
 
 - ``"greeting"``: as soon as the client has connected, before the server's first byte
   reaches it (a server restarted just then, a flow dropped by a NAT).
-- ``"login"``: when the client's IMAP LOGIN line comes through (it is not passed on).
+- ``"capability"``: when the client's first IMAP CAPABILITY line comes through (aioimaplib
+  asks right after the greeting); ``"login"``: when its LOGIN line does (neither is passed
+  on).
 - ``"tls"``: when the client's first bytes come through (its TLS ClientHello; not passed on).
+
+With ``stall``, such a connection is not cut but goes silent at that moment: the proxy
+passes nothing more on from the client and keeps both ends open (a server that hangs, a
+flow that a firewall drops without a word).
 """
 
 from __future__ import annotations
@@ -21,22 +27,23 @@ import re
 from collections.abc import AsyncIterator
 from typing import Literal
 
-Cut = Literal["greeting", "login", "tls"]
-
-_LOGIN = re.compile(rb"^\S+ LOGIN ", re.IGNORECASE)
+Cut = Literal["greeting", "capability", "login", "tls"]
 
 
 class FaultProxy:
     """Forwards ``127.0.0.1:port`` to the server at ``host:target``; see the module."""
 
-    def __init__(self, target: int, cut: Cut, times: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, target: int, cut: Cut, times: int, stall: bool = False, host: str = "127.0.0.1"
+    ) -> None:
         self.host = host
         self.target = target
         self.cut = cut
         self.times = times
+        self.stall = stall
         self.port = 0  # known once started
         self.connections = 0  # accepted so far
-        self.cuts = 0  # of which cut
+        self.cuts = 0  # of which cut (or stalled)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -56,9 +63,13 @@ class FaultProxy:
         if self._server is not None:
             await self._server.wait_closed()
 
-    def _cut(self, *writers: asyncio.StreamWriter) -> None:
-        """Reset both ends, as a peer that is gone does."""
+    async def _cut(self, reader: asyncio.StreamReader, *writers: asyncio.StreamWriter) -> None:
+        """Reset both ends, as a peer that is gone does; or, with ``stall``, pass on nothing
+        more of what the client sends, until it goes."""
         self.cuts += 1
+        if self.stall:
+            while await reader.read(65536):
+                pass
         for writer in writers:
             writer.transport.abort()
 
@@ -71,7 +82,7 @@ class FaultProxy:
         cutting = self.cuts < self.times
         try:
             if cutting and self.cut == "greeting":
-                self._cut(writer)
+                await self._cut(reader, writer)
                 return
             up_reader, up_writer = await asyncio.open_connection(self.host, self.target)
             self._writers.add(up_writer)
@@ -96,15 +107,16 @@ class FaultProxy:
         writer: asyncio.StreamWriter,
         cutting: bool,
     ) -> None:
-        """The client's bytes to the server, cut where told (line by line, for LOGIN)."""
-        by_line = cutting and self.cut == "login"
+        """The client's bytes to the server, cut where told (line by line, for a command)."""
+        by_line = cutting and self.cut in ("capability", "login")
+        command = re.compile(rb"^\S+ %s\b" % self.cut.encode(), re.IGNORECASE)
         while True:
             data = await (reader.readline() if by_line else reader.read(65536))
             if not data:
                 up_writer.write_eof()
                 return
-            if cutting and (self.cut == "tls" or _LOGIN.match(data)):
-                self._cut(writer, up_writer)
+            if cutting and (self.cut == "tls" or (by_line and command.match(data))):
+                await self._cut(reader, writer, up_writer)
                 return
             up_writer.write(data)
             await up_writer.drain()
@@ -120,9 +132,11 @@ class FaultProxy:
 
 
 @contextlib.asynccontextmanager
-async def fault_proxy(target: int, cut: Cut, times: int) -> AsyncIterator[FaultProxy]:
+async def fault_proxy(
+    target: int, cut: Cut, times: int, stall: bool = False
+) -> AsyncIterator[FaultProxy]:
     """A started :class:`FaultProxy`, closed (with every connection through it) at the end."""
-    proxy = FaultProxy(target, cut, times)
+    proxy = FaultProxy(target, cut, times, stall)
     await proxy.start()
     try:
         yield proxy

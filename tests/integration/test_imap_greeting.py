@@ -1,7 +1,8 @@
 """A connection lost while the bot greets or logs in to IMAP is noticed at once.
 
 Dovecot restarted while the bot reconnects after an outage, or a NAT dropping the flow: the
-server is gone before its greeting, during the LOGIN, or in the middle of the TLS handshake.
+server is gone before its greeting, before its answer to the CAPABILITY that aioimaplib asks
+right after the greeting, during the LOGIN, or in the middle of the TLS handshake.
 aioimaplib is told of the loss but leaves the greeting and the LOGIN waiting for their
 timeouts (a minute each), and only then did the bot's reconnect back-off begin. A fault proxy
 (``faultproxy``, a seam we own) in front of the real Dovecot cuts the bot's first
@@ -23,6 +24,7 @@ from faultproxy import Cut, FaultProxy, fault_proxy
 from servers import MailStack, TestCA, password_for
 from test_imap_arrivals import LIST, Deciding, deliver, running
 
+from secir_bot.bridges.email import conn
 from secir_bot.bridges.email.conn import probe_imap
 from secir_bot.bridges.email.imap import ImapReceiver
 from secir_bot.config import Config
@@ -102,7 +104,7 @@ async def _recovers(
     assert not health.is_down(Link.IMAP)
 
 
-@pytest.mark.parametrize("cut", ["greeting", "login"])
+@pytest.mark.parametrize("cut", ["greeting", "capability", "login"])
 async def test_a_connection_cut_before_the_session_is_noticed_at_once(
     mail_stack: MailStack, direct: Config, store: Store, cut: Cut
 ) -> None:
@@ -118,7 +120,13 @@ async def test_a_tls_handshake_cut_is_noticed_at_once(
         await _recovers(mail_stack, direct, store, bot, proxy)
 
 
-@pytest.mark.parametrize("cut", ["greeting", "login"])
+def _where(task: asyncio.Task[object]) -> str:
+    """The file of the code a task runs."""
+    code = getattr(task.get_coro(), "cr_code", None)
+    return code.co_filename if code is not None else ""
+
+
+@pytest.mark.parametrize("cut", ["greeting", "capability", "login"])
 async def test_doctor_names_a_cut_connection_as_the_network(
     mail_stack: MailStack, direct: Config, cut: Cut
 ) -> None:
@@ -131,6 +139,34 @@ async def test_doctor_names_a_cut_connection_as_the_network(
         assert failed.failure is not None
         assert failed.failure.kind == "network"
         assert "connection" in failed.failure.text.lower()
+        # Nothing of that connection waits on: aioimaplib's answer to the greeting (its
+        # CAPABILITY) has no deadline, and waited for ever on a connection cut before it.
+        await wait_until(
+            lambda: not [t for t in asyncio.all_tasks() if "aioimaplib" in _where(t)],
+            10,
+            "aioimaplib's tasks to end",
+        )
         passed = await probe_imap(config.imap, password)
         assert passed.failure is None
         assert passed.folders[config.imap.mailbox]
+
+
+async def test_a_server_silent_after_its_greeting_is_given_up_at_the_connect_deadline(
+    mail_stack: MailStack, direct: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dovecot greets, and its answer to the CAPABILITY that aioimaplib asks then never
+    comes (the flow goes silent): aioimaplib's deadline cancels a wait that cannot end (it
+    waits for a lock the unanswered command holds), so the bot hung for ever. It now gives
+    up at CONNECT_TIMEOUT (shortened here), and the next attempt passes."""
+    monkeypatch.setattr(conn, "CONNECT_TIMEOUT", 2.0)
+    async with fault_proxy(mail_stack.imap_port, "capability", 1, stall=True) as proxy:
+        config = _through(direct, proxy)
+        password = password_for(LIST)
+        async with asyncio.timeout(30):
+            failed = await probe_imap(config.imap, password)
+        assert proxy.cuts == 1
+        assert failed.failure is not None
+        assert failed.failure.kind == "network"
+        assert "no answer" in failed.failure.text
+        passed = await probe_imap(config.imap, password)
+        assert passed.failure is None

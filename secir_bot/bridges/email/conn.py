@@ -65,10 +65,12 @@ async def ok(pending: Awaitable[aioimaplib.Response], what: str) -> aioimaplib.R
 
 async def close_imap(imap: aioimaplib.IMAP4) -> None:
     """Log out if the server still listens, and close the socket in any case."""
-    for task in list(getattr(imap.protocol, "tasks", ())):
-        # aioimaplib's answer to the greeting (it asks for the CAPABILITY, with no deadline)
-        # would wait for ever on a connection lost before the answer came.
+    # aioimaplib's answer to the greeting (it asks for the CAPABILITY, with no deadline)
+    # would wait for ever on a connection lost before the answer came.
+    helpers = [task for task in getattr(imap.protocol, "tasks", ()) if not task.done()]
+    for task in helpers:
         task.cancel()
+    await asyncio.gather(*helpers, return_exceptions=True)
     transport = getattr(imap.protocol, "transport", None)
     if transport is None or transport.is_closing():
         # Gone already (the server hung up): a LOGOUT would only wait for its timeout.
@@ -101,8 +103,9 @@ async def open_imap(
 
     Raises :class:`ImapLoginRefused` when the server refuses the login, ``OSError`` (TLS
     errors included) or ``TimeoutError`` when it cannot be reached. A connection that drops
-    before the greeting or during the login raises ``ConnectionError`` at once: aioimaplib
-    is told of the loss but would wait for its timeout (``CONNECT_TIMEOUT``).
+    before the login or during it raises ``ConnectionError`` at once: aioimaplib is told of
+    the loss but waited for its timeout. The TCP connection, the TLS handshake and the
+    greeting (aioimaplib's CAPABILITY after it included) end after ``CONNECT_TIMEOUT``.
     """
     lost = asyncio.Event()
     why: list[Exception] = []
@@ -113,9 +116,13 @@ async def open_imap(
         if conn_lost is not None:
             conn_lost(exc)
 
-    async def unless_lost(pending: Awaitable[T], when: str) -> T:
+    async def unless_lost(pending: Awaitable[T], when: str, deadline: float | None = None) -> T:
         answer = asyncio.ensure_future(pending)
-        await until_lost(answer, lost)
+        try:
+            async with asyncio.timeout(deadline):
+                await until_lost(answer, lost)
+        except TimeoutError:
+            raise TimeoutError(f"no answer from the IMAP server {when} in {deadline:g} s") from None
         if not answer.done() or answer.cancelled():  # cancelled by the loss, or about to be
             raise ConnectionError(f"the IMAP server closed the connection {when}") from (
                 why[0] if why else None
@@ -127,12 +134,15 @@ async def open_imap(
     imap = aioimaplib.IMAP4(
         host=cfg.host,
         port=cfg.port,
-        timeout=CONNECT_TIMEOUT,  # the TCP connection, the TLS handshake and the greeting
+        timeout=CONNECT_TIMEOUT,
         conn_lost_cb=on_lost,
         ssl_context=tls_context(cfg.ca_file) if cfg.security == "tls" else None,
     )
     try:
-        await unless_lost(imap.wait_hello_from_server(), "before its greeting")
+        # aioimaplib's own deadline here cannot end the wait when the server greets and
+        # leaves its CAPABILITY unanswered (the wait, cancelled, waits for a lock that the
+        # unanswered command holds): the bot's deadline does, and close_imap ends the rest.
+        await unless_lost(imap.wait_hello_from_server(), "before the login", CONNECT_TIMEOUT)
         resp = await unless_lost(
             asyncio.wait_for(imap.login(cfg.username, password), IMAP_TIMEOUT), "during the login"
         )
