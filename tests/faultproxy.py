@@ -4,18 +4,11 @@ The loss of a connection at a precise point of a protocol (before the server's g
 while the client's LOGIN is under way, in the middle of the TLS handshake) cannot be
 provoked reliably on the server itself. Between the bot and the real server, though, it is a
 seam we own: the proxy forwards bytes both ways untouched, and cuts the first ``times``
-connections (a reset on both sides) at the moment ``cut`` names; the later ones pass, so the
-client can be seen to recover.
-
-- ``"greeting"``: as soon as the client has connected, before the server's first byte
-  reaches it (a server restarted just then, a flow dropped by a NAT).
-- ``"capability"``: when the client's first IMAP CAPABILITY line comes through (aioimaplib
-  asks right after the greeting); ``"login"``: when its LOGIN line does (neither is passed
-  on).
-- ``"tls"``: when the client's first bytes come through (its TLS ClientHello; not passed on).
+connections (a reset on both sides) at the moment its :class:`Cut` names; the later ones
+pass, so the client can be seen to recover.
 
 With ``stall``, such a connection is not cut but goes silent at that moment: the proxy
-passes nothing more on from the client and keeps both ends open (a server that hangs, a
+passes nothing more on in that direction and keeps both ends open (a server that hangs, a
 flow that a firewall drops without a word).
 """
 
@@ -25,9 +18,25 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Literal
 
-Cut = Literal["greeting", "capability", "login", "tls"]
+
+@dataclass(frozen=True)
+class Cut:
+    """Where a connection is cut: as soon as the client has connected (``"connect"``), at
+    the client's first bytes or its first line matching ``line`` (``"client"``), or at the
+    server's first line matching ``line`` (``"server"``). The bytes that trigger the cut
+    are not passed on."""
+
+    at: Literal["connect", "client", "server"]
+    line: bytes | None = None  # a regular expression; None: the first bytes, whatever they are
+
+
+GREETING = Cut("connect")  # before the server's greeting (a restart, a NAT dropping the flow)
+TLS_HELLO = Cut("client")  # in the TLS handshake: the client's ClientHello
+IMAP_CAPABILITY = Cut("client", rb"^\S+ CAPABILITY\b")  # aioimaplib's, after the greeting
+IMAP_LOGIN = Cut("client", rb"^\S+ LOGIN ")
 
 
 class FaultProxy:
@@ -65,7 +74,7 @@ class FaultProxy:
 
     async def _cut(self, reader: asyncio.StreamReader, *writers: asyncio.StreamWriter) -> None:
         """Reset both ends, as a peer that is gone does; or, with ``stall``, pass on nothing
-        more of what the client sends, until it goes."""
+        more of what ``reader`` (the side that made the cut happen) sends, until it ends."""
         self.cuts += 1
         if self.stall:
             while await reader.read(65536):
@@ -79,16 +88,20 @@ class FaultProxy:
         self._tasks.add(task)
         self._writers.add(writer)
         self.connections += 1
-        cutting = self.cuts < self.times
+        cut = self.cut if self.cuts < self.times else None
         try:
-            if cutting and self.cut == "greeting":
+            if cut is not None and cut.at == "connect":
                 await self._cut(reader, writer)
                 return
             up_reader, up_writer = await asyncio.open_connection(self.host, self.target)
             self._writers.add(up_writer)
+            up_cut = cut if cut is not None and cut.at == "client" else None
+            down_cut = cut if cut is not None and cut.at == "server" else None
             try:
-                down = asyncio.create_task(self._pipe(up_reader, writer))
-                await self._upstream(reader, up_writer, writer, cutting)
+                down = asyncio.create_task(
+                    self._pipe(up_reader, writer, down_cut, writer, up_writer)
+                )
+                await self._pipe(reader, up_writer, up_cut, writer, up_writer)
                 await down
             finally:
                 self._writers.discard(up_writer)
@@ -100,35 +113,24 @@ class FaultProxy:
             writer.transport.abort()
             self._tasks.discard(task)
 
-    async def _upstream(
+    async def _pipe(
         self,
-        reader: asyncio.StreamReader,
-        up_writer: asyncio.StreamWriter,
-        writer: asyncio.StreamWriter,
-        cutting: bool,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        cut: Cut | None,
+        *ends: asyncio.StreamWriter,
     ) -> None:
-        """The client's bytes to the server, cut where told (line by line, for a command)."""
-        by_line = cutting and self.cut in ("capability", "login")
-        command = re.compile(rb"^\S+ %s\b" % self.cut.encode(), re.IGNORECASE)
-        while True:
-            data = await (reader.readline() if by_line else reader.read(65536))
-            if not data:
-                up_writer.write_eof()
-                return
-            if cutting and (self.cut == "tls" or (by_line and command.match(data))):
-                await self._cut(reader, writer, up_writer)
-                return
-            up_writer.write(data)
-            await up_writer.drain()
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """``source``'s bytes to ``sink`` (line by line while a line is to be cut at)."""
+        pattern = re.compile(cut.line, re.IGNORECASE) if cut and cut.line is not None else None
         with contextlib.suppress(OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-            if not writer.transport.is_closing():
-                writer.write_eof()
+            while data := await (source.readline() if pattern else source.read(65536)):
+                if cut is not None and (pattern is None or pattern.match(data)):
+                    await self._cut(source, *ends)
+                    return
+                sink.write(data)
+                await sink.drain()
+            if not sink.transport.is_closing():
+                sink.write_eof()
 
 
 @contextlib.asynccontextmanager

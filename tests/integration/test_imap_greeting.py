@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from faultproxy import Cut, FaultProxy, fault_proxy
+from faultproxy import GREETING, IMAP_CAPABILITY, IMAP_LOGIN, TLS_HELLO, FaultProxy, fault_proxy
 from servers import MailStack, TestCA, password_for
 from test_imap_arrivals import LIST, Deciding, deliver, running
 
@@ -35,6 +35,7 @@ from secir_bot.sandbox.world import offline_config
 from secir_bot.store import Store
 
 CUTS = 2  # connections cut before one is let through: the back-off waits 1 s, then 2 s
+CUTS_AT = {"greeting": GREETING, "capability": IMAP_CAPABILITY, "login": IMAP_LOGIN}
 
 
 @pytest.fixture
@@ -104,18 +105,18 @@ async def _recovers(
     assert not health.is_down(Link.IMAP)
 
 
-@pytest.mark.parametrize("cut", ["greeting", "capability", "login"])
+@pytest.mark.parametrize("cut", CUTS_AT)
 async def test_a_connection_cut_before_the_session_is_noticed_at_once(
-    mail_stack: MailStack, direct: Config, store: Store, cut: Cut
+    mail_stack: MailStack, direct: Config, store: Store, cut: str
 ) -> None:
-    async with fault_proxy(mail_stack.imap_port, cut, CUTS) as proxy:
+    async with fault_proxy(mail_stack.imap_port, CUTS_AT[cut], CUTS) as proxy:
         await _recovers(mail_stack, direct, store, _through(direct, proxy), proxy)
 
 
 async def test_a_tls_handshake_cut_is_noticed_at_once(
     mail_stack: MailStack, direct: Config, store: Store, test_ca: TestCA
 ) -> None:
-    async with fault_proxy(mail_stack.imaps_port, "tls", CUTS) as proxy:
+    async with fault_proxy(mail_stack.imaps_port, TLS_HELLO, CUTS) as proxy:
         bot = _through(direct, proxy, security="tls", ca_file=test_ca.ca)
         await _recovers(mail_stack, direct, store, bot, proxy)
 
@@ -126,12 +127,12 @@ def _where(task: asyncio.Task[object]) -> str:
     return code.co_filename if code is not None else ""
 
 
-@pytest.mark.parametrize("cut", ["greeting", "capability", "login"])
+@pytest.mark.parametrize("cut", CUTS_AT)
 async def test_doctor_names_a_cut_connection_as_the_network(
-    mail_stack: MailStack, direct: Config, cut: Cut
+    mail_stack: MailStack, direct: Config, cut: str
 ) -> None:
     """`secir-bot doctor`'s probe says what happened, at once, and the next probe passes."""
-    async with fault_proxy(mail_stack.imap_port, cut, 1) as proxy:
+    async with fault_proxy(mail_stack.imap_port, CUTS_AT[cut], 1) as proxy:
         config = _through(direct, proxy)
         password = password_for(LIST)
         async with asyncio.timeout(30):  # the probe used to wait a minute
@@ -159,7 +160,7 @@ async def test_a_server_silent_after_its_greeting_is_given_up_at_the_connect_dea
     waits for a lock the unanswered command holds), so the bot hung for ever. It now gives
     up at CONNECT_TIMEOUT (shortened here), and the next attempt passes."""
     monkeypatch.setattr(conn, "CONNECT_TIMEOUT", 2.0)
-    async with fault_proxy(mail_stack.imap_port, "capability", 1, stall=True) as proxy:
+    async with fault_proxy(mail_stack.imap_port, IMAP_CAPABILITY, 1, stall=True) as proxy:
         config = _through(direct, proxy)
         password = password_for(LIST)
         async with asyncio.timeout(30):
