@@ -63,8 +63,9 @@ async def ok(pending: Awaitable[aioimaplib.Response], what: str) -> aioimaplib.R
     return resp
 
 
-async def close_imap(imap: aioimaplib.IMAP4) -> None:
-    """Log out if the server still listens, and close the socket in any case."""
+async def close_imap(imap: aioimaplib.IMAP4, logout: bool = True) -> None:
+    """Log out if the server still listens (and ``logout``), and close the socket in any
+    case."""
     # aioimaplib's answer to the greeting (it asks for the CAPABILITY, with no deadline)
     # would wait for ever on a connection lost before the answer came.
     helpers = [task for task in getattr(imap.protocol, "tasks", ()) if not task.done()]
@@ -75,10 +76,11 @@ async def close_imap(imap: aioimaplib.IMAP4) -> None:
     if transport is None or transport.is_closing():
         # Gone already (the server hung up): a LOGOUT would only wait for its timeout.
         return
-    with contextlib.suppress(Exception):
-        if imap.has_pending_idle():
-            imap.idle_done()
-        await asyncio.wait_for(imap.logout(), 5)
+    if logout:
+        with contextlib.suppress(Exception):
+            if imap.has_pending_idle():
+                imap.idle_done()
+            await asyncio.wait_for(imap.logout(), 5)
     if not transport.is_closing():
         transport.close()
 
@@ -122,7 +124,7 @@ async def open_imap(
             async with asyncio.timeout(deadline):
                 await until_lost(answer, lost)
         except TimeoutError:
-            raise TimeoutError(f"no answer from the IMAP server {when} in {deadline:g} s") from None
+            raise TimeoutError(f"no greeting from the IMAP server in {deadline:g} s") from None
         if not answer.done() or answer.cancelled():  # cancelled by the loss, or about to be
             raise ConnectionError(f"the IMAP server closed the connection {when}") from (
                 why[0] if why else None
@@ -149,8 +151,10 @@ async def open_imap(
         if resp.result != "OK":
             said = bytes(resp.lines[-1]).decode(errors="replace") if resp.lines else ""
             raise login_failure(cfg.username, said)
-    except BaseException:
-        await close_imap(imap)  # a failed set-up must not leave its socket behind
+    except BaseException as exc:
+        # A failed set-up must not leave its socket behind; a server that did not answer
+        # in time would not answer a LOGOUT either.
+        await close_imap(imap, logout=not isinstance(exc, TimeoutError))
         raise
     return imap
 
