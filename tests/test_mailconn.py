@@ -1,10 +1,22 @@
-"""How a refused IMAP login is read: bad credentials, or a server that cannot check them now."""
+"""How a refused IMAP login is read: bad credentials, or a server that cannot check them now;
+and how long the bot waits for a server that hangs up or never speaks before its greeting.
+
+The servers here are bare TCP peers (they speak no IMAP): the moments a real server goes
+away are provoked on the real Dovecot in tests/integration/test_imap_greeting.py.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
 import pytest
 
-from secir_bot.bridges.email.conn import ImapLoginRefused, diagnose, login_failure
+from secir_bot.bridges.email import conn
+from secir_bot.bridges.email.conn import ImapLoginRefused, diagnose, login_failure, open_imap
+from secir_bot.config import ImapConfig
+from secir_bot.config.base import Secret
 
 
 @pytest.mark.parametrize(
@@ -29,3 +41,69 @@ def test_a_refused_password_is_named_as_such(said: str) -> None:
     failure = login_failure("list@nic.test", said)
     assert isinstance(failure, ImapLoginRefused)
     assert diagnose(failure).kind == "login"
+
+
+Peer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def listening(peer: Peer) -> AsyncIterator[int]:
+    """A TCP server on a free loopback port that treats each connection with ``peer``."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await peer(reader, writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for writer in writers:
+            writer.transport.abort()
+        await server.wait_closed()
+
+
+def _imap(port: int, security: str = "plain") -> ImapConfig:
+    return ImapConfig(
+        host="127.0.0.1",
+        port=port,
+        security=security,
+        username="list@nic.test",
+        password=Secret(),
+        mailbox="INBOX",
+        processed_folder="done",
+        quarantine_folder="quarantine",
+        poll_interval=60.0,
+        idle_timeout=300.0,
+    )
+
+
+async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.close()  # an orderly close (FIN), before any greeting
+
+
+async def _say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read()  # until the client goes
+
+
+async def test_a_server_that_hangs_up_before_its_greeting_is_noticed_at_once() -> None:
+    """aioimaplib is told of the loss but waited for the greeting until CONNECT_TIMEOUT."""
+    async with listening(_hang_up) as port:
+        async with asyncio.timeout(20):  # well under CONNECT_TIMEOUT (a minute)
+            with pytest.raises(ConnectionError, match="before the login") as failed:
+                await open_imap(_imap(port), "pw")
+    assert diagnose(failed.value).kind == "network"
+
+
+@pytest.mark.parametrize("security", ["plain", "tls"])
+async def test_a_server_that_never_greets_is_given_up_after_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch, security: str
+) -> None:
+    """Silent after the TCP connection (no greeting, or no answer to the TLS ClientHello):
+    the TCP connection, the handshake and the greeting share one deadline."""
+    monkeypatch.setattr(conn, "CONNECT_TIMEOUT", 0.5)
+    async with listening(_say_nothing) as port:
+        with pytest.raises(TimeoutError):
+            await open_imap(_imap(port, security), "pw")

@@ -21,12 +21,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aioimaplib
 import aiosmtplib
 
 from secir_bot.config import ImapConfig, SmtpConfig
+
+T = TypeVar("T")
 
 IMAP_TIMEOUT = 120.0  # seconds for one IMAP command (a FETCH of a large mail included)
 CONNECT_TIMEOUT = 60.0  # seconds for the TCP connection, the TLS handshake and the greeting
@@ -61,18 +63,37 @@ async def ok(pending: Awaitable[aioimaplib.Response], what: str) -> aioimaplib.R
     return resp
 
 
-async def close_imap(imap: aioimaplib.IMAP4) -> None:
-    """Log out if the server still listens, and close the socket in any case."""
+async def close_imap(imap: aioimaplib.IMAP4, logout: bool = True) -> None:
+    """Log out if the server still listens (and ``logout``), and close the socket in any
+    case."""
+    # aioimaplib's answer to the greeting (it asks for the CAPABILITY, with no deadline)
+    # would wait for ever on a connection lost before the answer came.
+    helpers = [task for task in getattr(imap.protocol, "tasks", ()) if not task.done()]
+    for task in helpers:
+        task.cancel()
+    await asyncio.gather(*helpers, return_exceptions=True)
     transport = getattr(imap.protocol, "transport", None)
     if transport is None or transport.is_closing():
         # Gone already (the server hung up): a LOGOUT would only wait for its timeout.
         return
-    with contextlib.suppress(Exception):
-        if imap.has_pending_idle():
-            imap.idle_done()
-        await asyncio.wait_for(imap.logout(), 5)
+    if logout:
+        with contextlib.suppress(Exception):
+            if imap.has_pending_idle():
+                imap.idle_done()
+            await asyncio.wait_for(imap.logout(), 5)
     if not transport.is_closing():
         transport.close()
+
+
+async def until_lost(pending: asyncio.Future[Any], lost: asyncio.Event) -> None:
+    """Wait until ``pending`` is done or the connection is lost; cancel it in the latter case."""
+    waiter = asyncio.ensure_future(lost.wait())
+    try:
+        await asyncio.wait({pending, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not pending.done():
+            pending.cancel()
 
 
 async def open_imap(
@@ -83,25 +104,57 @@ async def open_imap(
     """Connect (TLS as configured), wait for the greeting and log in.
 
     Raises :class:`ImapLoginRefused` when the server refuses the login, ``OSError`` (TLS
-    errors included) or ``TimeoutError`` when it cannot be reached.
+    errors included) or ``TimeoutError`` when it cannot be reached. A connection that drops
+    before the login or during it raises ``ConnectionError`` at once: aioimaplib is told of
+    the loss but waited for its timeout. The TCP connection, the TLS handshake and the
+    greeting (aioimaplib's CAPABILITY after it included) end after ``CONNECT_TIMEOUT``.
     """
+    lost = asyncio.Event()
+    why: list[Exception] = []
+
+    def on_lost(exc: Exception | None) -> None:
+        why.extend([exc] if exc is not None else [])
+        lost.set()
+        if conn_lost is not None:
+            conn_lost(exc)
+
+    async def unless_lost(pending: Awaitable[T], when: str, deadline: float | None = None) -> T:
+        answer = asyncio.ensure_future(pending)
+        try:
+            async with asyncio.timeout(deadline):
+                await until_lost(answer, lost)
+        except TimeoutError:
+            raise TimeoutError(f"no greeting from the IMAP server in {deadline:g} s") from None
+        if not answer.done() or answer.cancelled():  # cancelled by the loss, or about to be
+            raise ConnectionError(f"the IMAP server closed the connection {when}") from (
+                why[0] if why else None
+            )
+        return answer.result()
+
     # The base class takes both a TLS context and the connection-lost callback; IMAP4_SSL
     # (aioimaplib 2.0) accepts no callback, and only adds a default context.
     imap = aioimaplib.IMAP4(
         host=cfg.host,
         port=cfg.port,
         timeout=CONNECT_TIMEOUT,
-        conn_lost_cb=conn_lost,
+        conn_lost_cb=on_lost,
         ssl_context=tls_context(cfg.ca_file) if cfg.security == "tls" else None,
     )
     try:
-        await imap.wait_hello_from_server()
-        resp = await asyncio.wait_for(imap.login(cfg.username, password), IMAP_TIMEOUT)
+        # aioimaplib's own deadline here cannot end the wait when the server greets and
+        # leaves its CAPABILITY unanswered (the wait, cancelled, waits for a lock that the
+        # unanswered command holds): the bot's deadline does, and close_imap ends the rest.
+        await unless_lost(imap.wait_hello_from_server(), "before the login", CONNECT_TIMEOUT)
+        resp = await unless_lost(
+            asyncio.wait_for(imap.login(cfg.username, password), IMAP_TIMEOUT), "during the login"
+        )
         if resp.result != "OK":
             said = bytes(resp.lines[-1]).decode(errors="replace") if resp.lines else ""
             raise login_failure(cfg.username, said)
-    except BaseException:
-        await close_imap(imap)  # a failed set-up must not leave its socket behind
+    except BaseException as exc:
+        # A failed set-up must not leave its socket behind; a server that did not answer
+        # in time would not answer a LOGOUT either.
+        await close_imap(imap, logout=not isinstance(exc, TimeoutError))
         raise
     return imap
 

@@ -32,6 +32,7 @@ from secir_bot.bridges.email.conn import (
     close_imap,
     diagnose,
     open_imap,
+    until_lost,
 )
 from secir_bot.bridges.email.conn import ok as _ok
 from secir_bot.config import Config
@@ -62,17 +63,6 @@ IMAP_FIXES = {
     "tls": "No mail is being read. The bot never skips certificate checks; fix the trust "
     "(imap.ca_file, the system's CA store or SSL_CERT_FILE) or the server's certificate.",
 }
-
-
-async def _until_lost(pending: asyncio.Future[Any], lost: asyncio.Event) -> None:
-    """Wait until ``pending`` is done or the connection is lost; cancel it in the latter case."""
-    waiter = asyncio.ensure_future(lost.wait())
-    try:
-        await asyncio.wait({pending, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        if not pending.done():
-            pending.cancel()
 
 
 class Arrivals:
@@ -217,7 +207,7 @@ class ImapReceiver:
         starting = imap.idle_start(timeout=self.config.imap.idle_timeout)
         idle = await self._unless_lost(asyncio.wait_for(starting, IMAP_TIMEOUT))
         push = asyncio.ensure_future(imap.wait_server_push(timeout=self.config.imap.idle_timeout))
-        await _until_lost(push, lost)
+        await until_lost(push, lost)
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await push
         if lost.is_set():
@@ -225,7 +215,7 @@ class ImapReceiver:
         imap.idle_done()
         # The push may have been the server's BYE: then the end of IDLE never comes, and
         # aioimaplib does not fail the command when the connection drops.
-        await asyncio.wait_for(_until_lost(idle, lost), 30)
+        await asyncio.wait_for(until_lost(idle, lost), 30)
 
     async def _drain(self, imap: aioimaplib.IMAP4, lost: asyncio.Event, arrivals: Arrivals) -> None:
         """Take every message out of the mailbox, oldest first, until none is left.
@@ -305,7 +295,7 @@ class ImapReceiver:
         a command whose connection dropped pending, which cost its timeout (a kick or a BYE
         during a SEARCH or FETCH, or while the folders are made after the login)."""
         answer = asyncio.ensure_future(pending)
-        await _until_lost(answer, self._lost)
+        await until_lost(answer, self._lost)
         if not answer.done() or answer.cancelled():  # cancelled by the loss, or about to be
             raise ImapError("connection lost")
         return answer.result()
