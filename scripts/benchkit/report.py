@@ -133,7 +133,8 @@ def _targets(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         rows.append((
             f"mail → room, p50, sandbox server ({sandbox['n']} members)",
             "≤ 0.1 s",
-            f"{num(lat['median'])} s",
+            # Milliseconds shown: 0.1045 s is a miss that two decimals would print as 0.10.
+            f"{num(lat['median'], 3)} s (p90 {num(lat['p90'], 3)})",
             index_of(sandbox, "sandbox"),
             "met" if lat["median"] <= 0.1 else "missed",
         ))  # fmt: skip
