@@ -35,6 +35,24 @@ def test_a_temporary_refusal_is_not_a_wrong_password(said: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("failure", "text"),
+    [
+        # A TLS handshake cut by a reset raises the error with no words at all.
+        (ConnectionResetError(), "ConnectionResetError: the connection was reset by the server"),
+        (TimeoutError(), "TimeoutError: no answer in time"),
+        # The system's own words stay when there are some.
+        (ConnectionRefusedError(111, "Connection refused"), "[Errno 111] Connection refused"),
+    ],
+)
+def test_a_network_failure_without_words_is_named_for_the_admins(
+    failure: Exception, text: str
+) -> None:
+    diagnosis = diagnose(failure)
+    assert diagnosis.kind == "network"
+    assert text in diagnosis.text
+
+
+@pytest.mark.parametrize(
     "said", ["[AUTHENTICATIONFAILED] Authentication failed.", "Authentication failed."]
 )
 def test_a_refused_password_is_named_as_such(said: str) -> None:

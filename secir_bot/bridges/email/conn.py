@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -220,6 +221,18 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+# Words for a network error raised without any (a TLS handshake cut by a reset, asyncio's
+# own timeouts): the admins' notice would otherwise name only the exception's type.
+_NETWORK_WORDS: tuple[tuple[type[BaseException], str], ...] = (
+    (ConnectionResetError, "the connection was reset by the server or on the way"),
+    (ConnectionRefusedError, "the connection was refused (is the server up, the port right?)"),
+    (ConnectionAbortedError, "the connection was aborted"),
+    (ConnectionError, "the connection was lost"),
+    (TimeoutError, "no answer in time"),
+    (socket.gaierror, "the server's name could not be resolved"),
+)
+
+
 def diagnose(exc: BaseException) -> Diagnosis:
     """Sort a connection failure (see the module docstring)."""
     for cause in _chain(exc):
@@ -234,7 +247,8 @@ def diagnose(exc: BaseException) -> Diagnosis:
         if isinstance(cause, aiosmtplib.SMTPAuthenticationError) and cause.code >= 500:
             # 454 (RFC 4954: temporary authentication failure) is the server's trouble.
             return Diagnosis("login", f"the server refused the login: {cause.code} {cause.message}")
-    return Diagnosis("network", f"{type(exc).__name__}: {exc}".rstrip(": "))
+    said = str(exc) or next((words for kind, words in _NETWORK_WORDS if isinstance(exc, kind)), "")
+    return Diagnosis("network", f"{type(exc).__name__}: {said}".rstrip(": "))
 
 
 def certificate_expiry(transport: Any) -> datetime | None:
