@@ -125,3 +125,33 @@ async def test_a_server_that_never_greets_is_given_up_after_connect_timeout(
     async with listening(_say_nothing) as port:
         with pytest.raises(TimeoutError):
             await open_imap(_imap(port, security), "pw")
+
+
+@pytest.mark.parametrize("answered", [(), (b"CAPABILITY",)], ids=["greeting", "login"])
+async def test_a_stop_during_the_set_up_is_not_held_up_by_a_logout(
+    answered: tuple[bytes, ...],
+) -> None:
+    """The bot stopped while the server leaves aioimaplib's CAPABILITY (after the greeting)
+    or the LOGIN unanswered: a LOGOUT would wait behind that command for its 5 s."""
+    asked: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def greets_then_hangs(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"* OK ready\r\n")
+        while line := await reader.readline():
+            tag, command = line.split()[:2]
+            if command in answered:
+                writer.write(b"* CAPABILITY IMAP4rev1\r\n" + tag + b" OK done\r\n")
+            else:
+                await asked.put(command)
+
+    async with listening(greets_then_hangs) as port:
+        setting_up = asyncio.create_task(open_imap(_imap(port), "pw"))
+        assert await asked.get() == (b"LOGIN" if answered else b"CAPABILITY")
+        setting_up.cancel()
+        try:
+            # A LOGOUT's wait is 5 s; closing the socket takes none.
+            done, _ = await asyncio.wait({setting_up}, timeout=4)
+            assert done, "the stopped set-up still waits (for a LOGOUT)"
+            assert setting_up.cancelled()  # the stop stays a stop
+        finally:
+            await asyncio.gather(setting_up, return_exceptions=True)

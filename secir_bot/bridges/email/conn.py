@@ -153,9 +153,12 @@ async def open_imap(
             said = bytes(resp.lines[-1]).decode(errors="replace") if resp.lines else ""
             raise login_failure(cfg.username, said)
     except BaseException as exc:
-        # A failed set-up must not leave its socket behind; a server that did not answer
-        # in time would not answer a LOGOUT either.
-        await close_imap(imap, logout=not isinstance(exc, TimeoutError))
+        # A failed set-up must not leave its socket behind. A server that did not answer in
+        # time would not answer a LOGOUT either; nor is a stop (a cancellation, with the
+        # CAPABILITY or the LOGIN unanswered) held up by one: it would wait behind that
+        # command for its 5 s.
+        unanswered = isinstance(exc, TimeoutError | asyncio.CancelledError)
+        await close_imap(imap, logout=not unanswered)
         raise
     return imap
 
