@@ -155,3 +155,33 @@ async def test_a_stop_during_the_set_up_is_not_held_up_by_a_logout(
             assert setting_up.cancelled()  # the stop stays a stop
         finally:
             await asyncio.gather(setting_up, return_exceptions=True)
+
+
+async def test_a_close_cancelled_while_the_server_ignores_the_logout_still_closes_the_socket() -> (
+    None
+):
+    """A second stop (SIGTERM twice) while close_imap waits for the LOGOUT's answer: the
+    socket is closed all the same, not left open until the process ends."""
+    asked: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def ignores_the_logout(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        writer.write(b"* OK ready\r\n")
+        while line := await reader.readline():
+            tag, command = line.split()[:2]
+            if command == b"CAPABILITY":
+                writer.write(b"* CAPABILITY IMAP4rev1\r\n")
+            if command in (b"CAPABILITY", b"LOGIN"):
+                writer.write(tag + b" OK done\r\n")
+            else:
+                await asked.put(command)
+
+    async with listening(ignores_the_logout) as port:
+        imap = await open_imap(_imap(port), "pw")
+        closing = asyncio.create_task(conn.close_imap(imap))
+        assert await asked.get() == b"LOGOUT"
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert imap.protocol.transport.is_closing()

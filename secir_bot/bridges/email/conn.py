@@ -66,24 +66,27 @@ async def ok(pending: Awaitable[aioimaplib.Response], what: str) -> aioimaplib.R
 
 async def close_imap(imap: aioimaplib.IMAP4, logout: bool = True) -> None:
     """Log out if the server still listens (and ``logout``), and close the socket in any
-    case."""
-    # aioimaplib's answer to the greeting (it asks for the CAPABILITY, with no deadline)
-    # would wait for ever on a connection lost before the answer came.
-    helpers = [task for task in getattr(imap.protocol, "tasks", ()) if not task.done()]
-    for task in helpers:
-        task.cancel()
-    await asyncio.gather(*helpers, return_exceptions=True)
-    transport = getattr(imap.protocol, "transport", None)
-    if transport is None or transport.is_closing():
-        # Gone already (the server hung up): a LOGOUT would only wait for its timeout.
-        return
-    if logout:
-        with contextlib.suppress(Exception):
-            if imap.has_pending_idle():
-                imap.idle_done()
-            await asyncio.wait_for(imap.logout(), 5)
-    if not transport.is_closing():
-        transport.close()
+    case (also when this is cancelled: a second stop while the LOGOUT waits)."""
+    try:
+        # aioimaplib's answer to the greeting (it asks for the CAPABILITY, with no deadline)
+        # would wait for ever on a connection lost before the answer came.
+        helpers = [task for task in getattr(imap.protocol, "tasks", ()) if not task.done()]
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        transport = getattr(imap.protocol, "transport", None)
+        if transport is None or transport.is_closing():
+            # Gone already (the server hung up): a LOGOUT would only wait for its timeout.
+            return
+        if logout:
+            with contextlib.suppress(Exception):
+                if imap.has_pending_idle():
+                    imap.idle_done()
+                await asyncio.wait_for(imap.logout(), 5)
+    finally:
+        transport = getattr(imap.protocol, "transport", None)
+        if transport is not None and not transport.is_closing():
+            transport.close()
 
 
 async def until_lost(pending: asyncio.Future[Any], lost: asyncio.Event) -> None:
