@@ -128,7 +128,12 @@ async def open_imap(
             async with asyncio.timeout(deadline):
                 await until_lost(answer, lost)
         except TimeoutError:
-            raise TimeoutError(f"no greeting from the IMAP server in {deadline:g} s") from None
+            # No transport yet: the TCP connection or the TLS handshake never completed
+            # (a firewall dropping the packets), not a server that answers and is stuck.
+            reached = imap.protocol.transport is not None
+            what = "greeting from" if reached else "connection to"
+            how = "" if reached else " (TCP or TLS handshake)"
+            raise TimeoutError(f"no {what} the IMAP server in {deadline:g} s{how}") from None
         if not answer.done() or answer.cancelled():  # cancelled by the loss, or about to be
             raise ConnectionError(f"the IMAP server closed the connection {when}") from (
                 why[0] if why else None
