@@ -115,13 +115,82 @@ async def test_a_server_that_hangs_up_before_its_greeting_is_noticed_at_once() -
     assert diagnose(failed.value).kind == "network"
 
 
-@pytest.mark.parametrize("security", ["plain", "tls"])
+@pytest.mark.parametrize(
+    ("security", "said"),
+    [
+        ("plain", "no greeting from the IMAP server in 0.5 s"),
+        # Not "no greeting": the admins would look for a server that answers and is stuck.
+        ("tls", "no connection to the IMAP server in 0.5 s (TCP or TLS handshake)"),
+    ],
+)
 async def test_a_server_that_never_greets_is_given_up_after_connect_timeout(
-    monkeypatch: pytest.MonkeyPatch, security: str
+    monkeypatch: pytest.MonkeyPatch, security: str, said: str
 ) -> None:
     """Silent after the TCP connection (no greeting, or no answer to the TLS ClientHello):
-    the TCP connection, the handshake and the greeting share one deadline."""
+    the TCP connection, the handshake and the greeting share one deadline, and the
+    admins are told which step it ended in."""
     monkeypatch.setattr(conn, "CONNECT_TIMEOUT", 0.5)
     async with listening(_say_nothing) as port:
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError) as failed:
             await open_imap(_imap(port, security), "pw")
+    assert said in diagnose(failed.value).text
+
+
+@pytest.mark.parametrize("answered", [(), (b"CAPABILITY",)], ids=["greeting", "login"])
+async def test_a_stop_during_the_set_up_is_not_held_up_by_a_logout(
+    answered: tuple[bytes, ...],
+) -> None:
+    """The bot stopped while the server leaves aioimaplib's CAPABILITY (after the greeting)
+    or the LOGIN unanswered: a LOGOUT would wait behind that command for its 5 s."""
+    asked: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def greets_then_hangs(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"* OK ready\r\n")
+        while line := await reader.readline():
+            tag, command = line.split()[:2]
+            if command in answered:
+                writer.write(b"* CAPABILITY IMAP4rev1\r\n" + tag + b" OK done\r\n")
+            else:
+                await asked.put(command)
+
+    async with listening(greets_then_hangs) as port:
+        setting_up = asyncio.create_task(open_imap(_imap(port), "pw"))
+        assert await asked.get() == (b"LOGIN" if answered else b"CAPABILITY")
+        setting_up.cancel()
+        try:
+            # A LOGOUT's wait is 5 s; closing the socket takes none.
+            done, _ = await asyncio.wait({setting_up}, timeout=4)
+            assert done, "the stopped set-up still waits (for a LOGOUT)"
+            assert setting_up.cancelled()  # the stop stays a stop
+        finally:
+            await asyncio.gather(setting_up, return_exceptions=True)
+
+
+async def test_a_close_cancelled_while_the_server_ignores_the_logout_still_closes_the_socket() -> (
+    None
+):
+    """A second stop (SIGTERM twice) while close_imap waits for the LOGOUT's answer: the
+    socket is closed all the same, not left open until the process ends."""
+    asked: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def ignores_the_logout(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        writer.write(b"* OK ready\r\n")
+        while line := await reader.readline():
+            tag, command = line.split()[:2]
+            if command == b"CAPABILITY":
+                writer.write(b"* CAPABILITY IMAP4rev1\r\n")
+            if command in (b"CAPABILITY", b"LOGIN"):
+                writer.write(tag + b" OK done\r\n")
+            else:
+                await asked.put(command)
+
+    async with listening(ignores_the_logout) as port:
+        imap = await open_imap(_imap(port), "pw")
+        closing = asyncio.create_task(conn.close_imap(imap))
+        assert await asked.get() == b"LOGOUT"
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert imap.protocol.transport.is_closing()

@@ -91,8 +91,8 @@ class Deciding:
         return Outcome(InboxState.DROPPED, "test")
 
 
-@pytest.fixture
-def config(mail_stack: MailStack, directory: Path) -> Config:
+def list_config(mail_stack: MailStack, directory: Path) -> Config:
+    """The list's config, its IMAP side straight to Dovecot."""
     config = offline_config(directory, "test.example")
     secret = directory / "imap-pw"
     secret.write_text(password_for(LIST) + "\n")
@@ -105,6 +105,11 @@ def config(mail_stack: MailStack, directory: Path) -> Config:
         idle_timeout=3600.0,  # no periodic look can hide a mail left unread
     )
     return dataclasses.replace(config, imap=imap)
+
+
+@pytest.fixture
+def config(mail_stack: MailStack, directory: Path) -> Config:
+    return list_config(mail_stack, directory)
 
 
 @pytest_asyncio.fixture

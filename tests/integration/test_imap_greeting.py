@@ -22,16 +22,14 @@ import pytest
 import pytest_asyncio
 from faultproxy import GREETING, IMAP_CAPABILITY, IMAP_LOGIN, TLS_HELLO, FaultProxy, fault_proxy
 from servers import MailStack, TestCA, password_for
-from test_imap_arrivals import LIST, Deciding, deliver, running
+from test_imap_arrivals import LIST, Deciding, deliver, list_config, running
 
 from secir_bot.bridges.email import conn
 from secir_bot.bridges.email.conn import probe_imap
 from secir_bot.bridges.email.imap import ImapReceiver
 from secir_bot.config import Config
-from secir_bot.config.base import Secret
 from secir_bot.health import Health, Link, where_of
 from secir_bot.sandbox.operators import wait_until
-from secir_bot.sandbox.world import offline_config
 from secir_bot.store import Store
 
 CUTS = 2  # connections cut before one is let through: the back-off waits 1 s, then 2 s
@@ -41,18 +39,7 @@ CUTS_AT = {"greeting": GREETING, "capability": IMAP_CAPABILITY, "login": IMAP_LO
 @pytest.fixture
 def direct(mail_stack: MailStack, directory: Path) -> Config:
     """The list's config, straight to Dovecot (for the test's own sessions)."""
-    config = offline_config(directory, "test.example")
-    secret = directory / "imap-pw"
-    secret.write_text(password_for(LIST) + "\n")
-    imap = dataclasses.replace(
-        config.imap,
-        port=mail_stack.imap_port,
-        security="plain",
-        username=LIST,
-        password=Secret(file=secret),
-        idle_timeout=3600.0,
-    )
-    return dataclasses.replace(config, imap=imap)
+    return list_config(mail_stack, directory)
 
 
 @pytest_asyncio.fixture

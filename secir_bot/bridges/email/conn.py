@@ -66,24 +66,27 @@ async def ok(pending: Awaitable[aioimaplib.Response], what: str) -> aioimaplib.R
 
 async def close_imap(imap: aioimaplib.IMAP4, logout: bool = True) -> None:
     """Log out if the server still listens (and ``logout``), and close the socket in any
-    case."""
-    # aioimaplib's answer to the greeting (it asks for the CAPABILITY, with no deadline)
-    # would wait for ever on a connection lost before the answer came.
-    helpers = [task for task in getattr(imap.protocol, "tasks", ()) if not task.done()]
-    for task in helpers:
-        task.cancel()
-    await asyncio.gather(*helpers, return_exceptions=True)
-    transport = getattr(imap.protocol, "transport", None)
-    if transport is None or transport.is_closing():
-        # Gone already (the server hung up): a LOGOUT would only wait for its timeout.
-        return
-    if logout:
-        with contextlib.suppress(Exception):
-            if imap.has_pending_idle():
-                imap.idle_done()
-            await asyncio.wait_for(imap.logout(), 5)
-    if not transport.is_closing():
-        transport.close()
+    case (also when this is cancelled: a second stop while the LOGOUT waits)."""
+    try:
+        # aioimaplib's answer to the greeting (it asks for the CAPABILITY, with no deadline)
+        # would wait for ever on a connection lost before the answer came.
+        helpers = [task for task in getattr(imap.protocol, "tasks", ()) if not task.done()]
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        transport = getattr(imap.protocol, "transport", None)
+        if transport is None or transport.is_closing():
+            # Gone already (the server hung up): a LOGOUT would only wait for its timeout.
+            return
+        if logout:
+            with contextlib.suppress(Exception):
+                if imap.has_pending_idle():
+                    imap.idle_done()
+                await asyncio.wait_for(imap.logout(), 5)
+    finally:
+        transport = getattr(imap.protocol, "transport", None)
+        if transport is not None and not transport.is_closing():
+            transport.close()
 
 
 async def until_lost(pending: asyncio.Future[Any], lost: asyncio.Event) -> None:
@@ -125,7 +128,12 @@ async def open_imap(
             async with asyncio.timeout(deadline):
                 await until_lost(answer, lost)
         except TimeoutError:
-            raise TimeoutError(f"no greeting from the IMAP server in {deadline:g} s") from None
+            # No transport yet: the TCP connection or the TLS handshake never completed
+            # (a firewall dropping the packets), not a server that answers and is stuck.
+            reached = imap.protocol.transport is not None
+            what = "greeting from" if reached else "connection to"
+            how = "" if reached else " (TCP or TLS handshake)"
+            raise TimeoutError(f"no {what} the IMAP server in {deadline:g} s{how}") from None
         if not answer.done() or answer.cancelled():  # cancelled by the loss, or about to be
             raise ConnectionError(f"the IMAP server closed the connection {when}") from (
                 why[0] if why else None
@@ -153,9 +161,12 @@ async def open_imap(
             said = bytes(resp.lines[-1]).decode(errors="replace") if resp.lines else ""
             raise login_failure(cfg.username, said)
     except BaseException as exc:
-        # A failed set-up must not leave its socket behind; a server that did not answer
-        # in time would not answer a LOGOUT either.
-        await close_imap(imap, logout=not isinstance(exc, TimeoutError))
+        # A failed set-up must not leave its socket behind. A server that did not answer in
+        # time would not answer a LOGOUT either; nor is a stop (a cancellation, with the
+        # CAPABILITY or the LOGIN unanswered) held up by one: it would wait behind that
+        # command for its 5 s.
+        unanswered = isinstance(exc, TimeoutError | asyncio.CancelledError)
+        await close_imap(imap, logout=not unanswered)
         raise
     return imap
 
