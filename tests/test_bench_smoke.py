@@ -81,6 +81,7 @@ def _check_speed(stage: dict[str, Any], page: str, parts: list[str]) -> None:
     assert f"| {fanout['index_during']:.2f} / {fanout['index']:.2f} |" in fanout_row
 
 
+@pytest.mark.timeout(300)
 def test_bench_fanout_and_mail_to_room_at_three_members(tmp_path: Path) -> None:
     stage, page = _bench(tmp_path, "--parts", "fanout,mail2room")
     _check_core(stage, page)
