@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from secir_bot.bridges.email import conn
-from secir_bot.bridges.email.conn import ImapLoginRefused, diagnose, login_failure, open_imap
+from secir_bot.bridges.email.conn import (
+    ImapError,
+    ImapLoginRefused,
+    diagnose,
+    login_failure,
+    open_imap,
+)
 from secir_bot.config import ImapConfig
 from secir_bot.config.base import Secret
 
@@ -113,6 +120,33 @@ async def test_a_server_that_hangs_up_before_its_greeting_is_noticed_at_once() -
             with pytest.raises(ConnectionError, match="before the login") as failed:
                 await open_imap(_imap(port), "pw")
     assert diagnose(failed.value).kind == "network"
+
+
+@pytest.mark.parametrize("kept_open", [False, True], ids=["then-closes", "then-waits"])
+async def test_a_server_that_refuses_the_session_at_its_greeting_is_quoted(
+    kept_open: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``* BYE`` instead of ``* OK`` (Dovecot's answer to one connection too many): the
+    admins read the server's words at once, and no task's error is left unheard."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"* BYE Maximum number of connections from user+IP exceeded\r\n")
+        await writer.drain()
+        if kept_open:
+            await reader.read()
+        else:
+            writer.close()
+
+    async with listening(refuse) as port:
+        async with asyncio.timeout(20):  # well under CONNECT_TIMEOUT (a minute)
+            with pytest.raises(ImapError, match="refused the session") as failed:
+                await open_imap(_imap(port), "pw")
+    gc.collect()  # a task whose error nobody retrieved says so when it is collected
+
+    diagnosis = diagnose(failed.value)
+    assert diagnosis.kind == "network"
+    assert "Maximum number of connections from user+IP exceeded" in diagnosis.text
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
 
 
 @pytest.mark.parametrize(

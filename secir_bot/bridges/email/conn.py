@@ -110,8 +110,10 @@ async def open_imap(
     Raises :class:`ImapLoginRefused` when the server refuses the login, ``OSError`` (TLS
     errors included) or ``TimeoutError`` when it cannot be reached. A connection that drops
     before the login or during it raises ``ConnectionError`` at once: aioimaplib is told of
-    the loss but waited for its timeout. The TCP connection, the TLS handshake and the
-    greeting (aioimaplib's CAPABILITY after it included) end after ``CONNECT_TIMEOUT``.
+    the loss but waited for its timeout. A server that greets with anything but OK (``* BYE
+    Too many connections``) raises :class:`ImapError` with its words. The TCP connection,
+    the TLS handshake and the greeting (aioimaplib's CAPABILITY after it included) end
+    after ``CONNECT_TIMEOUT``.
     """
     lost = asyncio.Event()
     why: list[Exception] = []
@@ -134,6 +136,8 @@ async def open_imap(
             what = "greeting from" if reached else "connection to"
             how = "" if reached else " (TCP or TLS handshake)"
             raise TimeoutError(f"no {what} the IMAP server in {deadline:g} s{how}") from None
+        if refused:
+            raise ImapError(f"the IMAP server refused the session: {refused[0]}")
         if not answer.done() or answer.cancelled():  # cancelled by the loss, or about to be
             raise ConnectionError(f"the IMAP server closed the connection {when}") from (
                 why[0] if why else None
@@ -149,6 +153,20 @@ async def open_imap(
         conn_lost_cb=on_lost,
         ssl_context=tls_context(cfg.ca_file) if cfg.security == "tls" else None,
     )
+    # aioimaplib reads the greeting in a task of its own and, for anything but OK or PREAUTH
+    # (a server's "* BYE Too many connections"), raises there, where nobody hears it, and
+    # goes on waiting: the server's words are kept and end the wait instead.
+    refused: list[str] = []
+    welcome = imap.protocol.welcome
+
+    async def greeted(line: bytes) -> None:
+        try:
+            await welcome(line)
+        except aioimaplib.Error as exc:
+            refused.append(str(exc).removeprefix("* ").strip())
+            lost.set()
+
+    setattr(imap.protocol, "welcome", greeted)  # noqa: B010  (an instance's bound method)
     try:
         # aioimaplib's own deadline here cannot end the wait when the server greets and
         # leaves its CAPABILITY unanswered (the wait, cancelled, waits for a lock that the
@@ -165,7 +183,7 @@ async def open_imap(
         # time would not answer a LOGOUT either; nor is a stop (a cancellation, with the
         # CAPABILITY or the LOGIN unanswered) held up by one: it would wait behind that
         # command for its 5 s.
-        unanswered = isinstance(exc, TimeoutError | asyncio.CancelledError)
+        unanswered = isinstance(exc, TimeoutError | asyncio.CancelledError) or bool(refused)
         await close_imap(imap, logout=not unanswered)
         raise
     return imap
