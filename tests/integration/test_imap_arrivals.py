@@ -187,6 +187,26 @@ async def dropped_during(mail_stack: MailStack, start: Callable[[], Awaitable[T]
     return await pending
 
 
+class DropsOnce(ImapReceiver):
+    """A receiver whose first call of one of its steps loses the connection under it."""
+
+    dropped = False
+
+
+def dropping_once(mail_stack: MailStack, step: str) -> type[DropsOnce]:
+    """A :class:`DropsOnce` whose first call of ``step`` (a method of ImapReceiver) runs
+    with the server frozen, then killed (``dropped_during``); later calls run as ever."""
+    own = getattr(ImapReceiver, step)
+
+    async def first_dropped(self: DropsOnce, *args: Any) -> Any:
+        if self.dropped:
+            return await own(self, *args)
+        self.dropped = True
+        return await dropped_during(mail_stack, lambda: own(self, *args))
+
+    return type("Dropped", (DropsOnce,), {step: first_dropped})
+
+
 async def test_a_connection_lost_during_a_command_is_noticed_at_once(
     mail_stack: MailStack, config: Config, store: Store
 ) -> None:
@@ -195,15 +215,7 @@ async def test_a_connection_lost_during_a_command_is_noticed_at_once(
     subject = f"dropped {uuid.uuid4().hex}"
     await deliver(mail_stack, config, subject)
 
-    class Dropped(ImapReceiver):
-        dropped = False
-
-        async def _size(self, imap: Any, uid: str) -> int | None:
-            if self.dropped:
-                return await super()._size(imap, uid)
-            self.dropped = True
-            return await dropped_during(mail_stack, lambda: super(Dropped, self)._size(imap, uid))
-
+    Dropped = dropping_once(mail_stack, "_size")
     intake = Deciding(store)
     receiver = Dropped(config, store, intake, lambda t: None, _health(config))
     async with running(receiver):
@@ -219,15 +231,7 @@ async def test_a_connection_lost_before_idle_is_acknowledged_is_noticed_at_once(
     loss, so the bot stayed connected in name and read no mail until it was restarted."""
     subject = f"after idle {uuid.uuid4().hex}"
 
-    class Dropped(ImapReceiver):
-        dropped = False
-
-        async def _idle(self, imap: Any, lost: asyncio.Event) -> None:
-            if self.dropped:
-                return await super()._idle(imap, lost)
-            self.dropped = True
-            return await dropped_during(mail_stack, lambda: super(Dropped, self)._idle(imap, lost))
-
+    Dropped = dropping_once(mail_stack, "_idle")
     intake = Deciding(store)
     receiver = Dropped(config, store, intake, lambda t: None, _health(config))
     async with running(receiver):
@@ -244,15 +248,7 @@ async def test_a_connection_lost_while_the_folders_are_made_is_noticed_at_once(
     (a minute) before it tried again. The mail sent meanwhile must not wait that long."""
     subject = f"after prepare {uuid.uuid4().hex}"
 
-    class Dropped(ImapReceiver):
-        dropped = False
-
-        async def _prepare(self, imap: Any) -> None:
-            if self.dropped:
-                return await super()._prepare(imap)
-            self.dropped = True
-            return await dropped_during(mail_stack, lambda: super(Dropped, self)._prepare(imap))
-
+    Dropped = dropping_once(mail_stack, "_prepare")
     intake = Deciding(store)
     receiver = Dropped(config, store, intake, lambda t: None, _health(config))
     async with running(receiver):
