@@ -37,6 +37,7 @@ GREETING = Cut("connect")  # before the server's greeting (a restart, a NAT drop
 TLS_HELLO = Cut("client")  # in the TLS handshake: the client's ClientHello
 IMAP_CAPABILITY = Cut("client", rb"^\S+ CAPABILITY\b")  # aioimaplib's, after the greeting
 IMAP_LOGIN = Cut("client", rb"^\S+ LOGIN ")
+IMAP_CREATE = Cut("client", rb"^\S+ CREATE ")  # the bot's folders, after the login
 
 
 class FaultProxy:

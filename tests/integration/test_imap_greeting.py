@@ -20,7 +20,15 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from faultproxy import GREETING, IMAP_CAPABILITY, IMAP_LOGIN, TLS_HELLO, FaultProxy, fault_proxy
+from faultproxy import (
+    GREETING,
+    IMAP_CAPABILITY,
+    IMAP_CREATE,
+    IMAP_LOGIN,
+    TLS_HELLO,
+    FaultProxy,
+    fault_proxy,
+)
 from servers import MailStack, TestCA, password_for
 from test_imap_arrivals import LIST, Deciding, deliver, list_config, running
 
@@ -158,3 +166,24 @@ async def test_a_server_silent_after_its_greeting_is_given_up_at_the_connect_dea
         assert "no greeting from the IMAP server in 2 s" in failed.failure.text
         passed = await probe_imap(config.imap, password)
         assert passed.failure is None
+
+
+async def test_a_stop_while_the_folders_are_made_is_not_held_up_by_a_logout(
+    mail_stack: MailStack, direct: Config, store: Store
+) -> None:
+    """Logged in, the bot makes its folders, and the server leaves the CREATE unanswered
+    (the flow goes silent): a stop then closes the socket at once. A LOGOUT would wait
+    behind the unanswered CREATE for its 5 s before the socket was closed."""
+    async with fault_proxy(mail_stack.imap_port, IMAP_CREATE, 1, stall=True) as proxy:
+        bot = _through(direct, proxy)
+        receiver = ImapReceiver(bot, store, Deciding(store), lambda t: None, Watched(bot))
+        task = asyncio.create_task(receiver.run())
+        try:
+            await wait_until(lambda: proxy.cuts == 1, 30, "the CREATE left unanswered")
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=4)  # a LOGOUT's wait is 5 s
+            assert done, "the stopped set-up still waits (for a LOGOUT)"
+            assert task.cancelled()  # the stop stays a stop
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

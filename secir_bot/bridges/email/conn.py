@@ -89,6 +89,13 @@ async def close_imap(imap: aioimaplib.IMAP4, logout: bool = True) -> None:
             transport.close()
 
 
+def unanswered(exc: BaseException) -> bool:
+    """Whether a set-up ended by ``exc`` left a command unanswered: a server that did not
+    answer in time would not answer a LOGOUT either, and a stop (a cancellation) is not held
+    up by one, which would wait behind that command for its 5 s."""
+    return isinstance(exc, TimeoutError | asyncio.CancelledError)
+
+
 async def until_lost(pending: asyncio.Future[Any], lost: asyncio.Event) -> None:
     """Wait until ``pending`` is done or the connection is lost; cancel it in the latter case."""
     waiter = asyncio.ensure_future(lost.wait())
@@ -179,12 +186,9 @@ async def open_imap(
             said = bytes(resp.lines[-1]).decode(errors="replace") if resp.lines else ""
             raise login_failure(cfg.username, said)
     except BaseException as exc:
-        # A failed set-up must not leave its socket behind. A server that did not answer in
-        # time would not answer a LOGOUT either; nor is a stop (a cancellation, with the
-        # CAPABILITY or the LOGIN unanswered) held up by one: it would wait behind that
-        # command for its 5 s.
-        unanswered = isinstance(exc, TimeoutError | asyncio.CancelledError) or bool(refused)
-        await close_imap(imap, logout=not unanswered)
+        # A failed set-up must not leave its socket behind; a refusing server is not asked
+        # to log out of the session it refused.
+        await close_imap(imap, logout=not (unanswered(exc) or refused))
         raise
     return imap
 

@@ -32,6 +32,7 @@ from secir_bot.bridges.email.conn import (
     close_imap,
     diagnose,
     open_imap,
+    unanswered,
     until_lost,
 )
 from secir_bot.bridges.email.conn import ok as _ok
@@ -151,8 +152,10 @@ class ImapReceiver:
         arrivals = Arrivals(imap)
         try:
             await self._prepare(imap)
-        except BaseException:
-            await close_imap(imap)  # a failed set-up must not leave its socket behind
+        except BaseException as exc:
+            # A failed set-up must not leave its socket behind (the CREATE, the STATUS or the
+            # SELECT unanswered: no LOGOUT).
+            await close_imap(imap, logout=not unanswered(exc))
             raise
         return imap, arrivals
 
