@@ -147,8 +147,9 @@ def plan(
     ``items`` are the channel's items in order of arrival: every new and parked one, and
     every item (in any state) received after the oldest new one, so that a file's next
     event is found even when it was decided first. ``fetched`` says whether the file of a
-    media event was had (``store.media``): a file that is refused (too large, not
-    encrypted) is decided at once, so that its sender hears of it without delay."""
+    media event was had (``store.media``) and may be relayed: a file that is refused (too
+    large, not encrypted, of a blocked type) is decided at once, so that its sender hears
+    of it without delay."""
     keys = {item.id: key_of(item) for item in items}
     held: set[tuple[str, str, str]] = set()
     taken: set[int] = set()

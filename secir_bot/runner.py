@@ -21,6 +21,7 @@ from secir_bot import captions
 from secir_bot.inbox import Decider
 from secir_bot.lanes import lane_keys, run_in_lanes
 from secir_bot.model import Channel, InboxState, Outcome
+from secir_bot.steps.matrix import checked_file
 from secir_bot.store import InboxItem, Store
 from secir_bot.tasks import work_loop
 
@@ -97,10 +98,15 @@ class InboxRunner:
         window = self.store.inbox.window(self.channel, first, now - wait)
         s = self.decider.s
         room = s.config.matrix.incident_room
-        plan = captions.plan(window, room, s.bot_user_id, wait, now, s.store.media.fetched)
+        plan = captions.plan(window, room, s.bot_user_id, wait, now, self._relayable)
         self._due = plan.due
         for unit in plan.units:
             await self._decide_one(unit.item, unit.caption)
+
+    def _relayable(self, event_id: str) -> bool:
+        """Whether a room file may wait for its caption: one that is refused (not had, too
+        large, of a blocked type) is decided at once, so that its sender hears at once."""
+        return not isinstance(checked_file(self.decider.s, event_id), str)
 
     async def _decide_one(self, item: InboxItem, caption: InboxItem | None = None) -> None:
         self._answer(item.id, await self.decider.decide(item, caption))

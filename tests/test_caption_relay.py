@@ -144,6 +144,36 @@ async def test_a_file_and_the_text_after_it_are_one_post_and_others_do_not_wait(
     assert decided == {uid, _post_of(setup, "$urgent")}  # two posts, no third for the text
 
 
+async def test_a_file_of_a_blocked_type_is_refused_at_once_and_its_text_goes_alone(
+    setup: Setup,
+) -> None:
+    """A program is refused whatever its caption: its sender hears so at once, not after
+    the caption wait (600 s here), and the text typed after it is a post of its own."""
+    runner = InboxRunner(setup.store, await setup.decider(), Channel.MATRIX, lambda: None)
+    running = asyncio.create_task(runner.run())
+    try:
+        program = b"MZ\x90\x00" + bytes(300)  # a Windows executable, by its first bytes
+        setup.store.media.put(
+            StoredMedia("$exe", "patch.exe", "application/octet-stream", program, None)
+        )
+        file = setup.event(
+            "$exe", X, {"msgtype": "m.file", "body": "patch.exe", "filename": "patch.exe"}
+        )
+        runner.wake()
+        refused = await asyncio.wait_for(runner.decided(file.id), 60)
+        assert refused.state == "rejected"
+        assert "patch.exe" in (setup.store.inbox.state(file.id)[1] or "")
+        text = setup.text("$text", "the vendor's fix for the resolver, run it on ns1")
+        runner.wake()
+        assert (await asyncio.wait_for(runner.decided(text.id), 60)).state == "relayed"
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    post = setup.store.posts.get(_post_of(setup, "$text"))
+    assert post is not None and post.body == "the vendor's fix for the resolver, run it on ns1"
+    assert setup.store.posts.for_link(LinkKind.EVENT, "$exe") is None
+
+
 async def test_an_edit_of_the_caption_corrects_the_one_post(setup: Setup) -> None:
     decider_ = await setup.decider()
     file, text = setup.file("$file"), setup.text("$text", "pcap of ns1")

@@ -178,23 +178,31 @@ def _labels(s: Services) -> Callable[[str], str | None]:
     return label
 
 
-def _media(ctx: MatrixItem, s: Services, content: dict[str, Any]) -> Decision:
-    """A file: the one the bridge fetched, checked against the limits; its caption (the
-    body, when the event names the file apart) is the text, else the file's name."""
-    stored = s.store.media.get(str(ctx.event.get("event_id", "")))
+def checked_file(s: Services, event_id: str) -> Attachment | str:
+    """A media event's file as the bridge fetched it, when the list's limits let it be
+    relayed; else why not (not had, too large, of a blocked type)."""
+    stored = s.store.media.get(event_id)
     if stored is None or stored.data is None:
-        why = stored.problem if stored is not None else "the file was not fetched"
-        return reject("files-refused", why=why)
+        return (stored.problem if stored is not None else None) or "the file was not fetched"
     file = Attachment(stored.filename, stored.content_type, stored.data)
     refusals = check_all((file,), s.config.list.attachments)
     if refusals:
-        return reject("files-refused", why="; ".join(r.text() for r in refusals))
+        return "; ".join(r.text() for r in refusals)
+    return file
+
+
+def _media(ctx: MatrixItem, s: Services, content: dict[str, Any]) -> Decision:
+    """A file: the one the bridge fetched, checked against the limits; its caption (the
+    body, when the event names the file apart) is the text, else the file's name."""
+    file = checked_file(s, str(ctx.event.get("event_id", "")))
+    if isinstance(file, str):
+        return reject("files-refused", why=file)
     ctx.files = (File(file.filename, file.content_type, file.data),)
     read = matrix_to_text(content, _labels(s)) if captioned(content) else None
     if read is not None and read.text.strip():
         ctx.text, ctx.lead = read.text, read.lead
     else:
-        ctx.text = ctx.lead = f"File: {stored.filename}"
+        ctx.text = ctx.lead = f"File: {file.filename}"
     return CONTINUE
 
 
