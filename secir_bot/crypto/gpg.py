@@ -142,8 +142,6 @@ async def run(
             proc.stdin.write(data)
             await proc.stdin.drain()
         proc.stdin.close()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            await proc.stdin.wait_closed()
 
     async def read_output() -> None:
         assert proc.stdout is not None
@@ -212,6 +210,7 @@ async def run(
         _kill(proc)
         await _reaped(proc)
         transport.close()
+        await _stdin_closed(proc)
     return Run(
         returncode=returncode,
         output=bytes(output[: max_output if too_large else None]),
@@ -231,6 +230,25 @@ async def _reaped(proc: asyncio.subprocess.Process) -> None:
     _, cancelled = await _unhurried(proc.wait())
     if cancelled:
         raise asyncio.CancelledError
+
+
+async def _stdin_closed(proc: asyncio.subprocess.Process) -> None:
+    """gpg's stdin closed, and how its pipe ended heard, through any cancellation (passed
+    on afterwards). gpg killed with input unread (a cancelled run) ends the pipe with a
+    BrokenPipeError that Python 3.11 keeps for ``wait_closed`` alone, and logs as an error
+    nobody retrieved when nothing waited for it."""
+    if proc.stdin is None:
+        return
+    proc.stdin.close()
+    _, cancelled = await _unhurried(_closed_quietly(proc.stdin))
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+async def _closed_quietly(stream: asyncio.StreamWriter) -> None:
+    # gpg may stop reading early (bad input, or killed): that is its answer, not ours.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        await stream.wait_closed()
 
 
 async def _unhurried(pending: Awaitable[T]) -> tuple[T, bool]:
