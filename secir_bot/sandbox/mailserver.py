@@ -20,6 +20,7 @@ import asyncio
 import email.utils
 import secrets
 import uuid
+import weakref
 from argparse import Namespace
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -41,6 +42,9 @@ __all__ = ["SandboxMail"]
 
 HOSTNAME = "mx.test.example"
 STOP_GRACE = 1.0  # seconds open sessions get to end by themselves in stop()
+# Turns of the event loop from a connection taken to its connection_made (asyncio's accept
+# callback, its task, the transport's connection_made, its end), with one to spare.
+ACCEPT_TURNS = 5
 
 
 class _Config(DictConfig):
@@ -68,9 +72,26 @@ class _TrackedSMTP(SMTP):
         self._owner = owner
         owner._smtp_protocols.add(self)
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._owner._made(transport)
+
     def connection_lost(self, error: Exception | None) -> None:
         self._owner._smtp_protocols.discard(self)
         super().connection_lost(error)
+
+
+class _TrackedStreams(asyncio.StreamReaderProtocol):
+    """``asyncio.start_server``'s protocol for the IMAP side, known to its server from the
+    moment its connection is made (before the session's task has begun)."""
+
+    def __init__(self, owner: SandboxMail) -> None:
+        super().__init__(asyncio.StreamReader(), owner._imap_connected)
+        self._owner = owner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._owner._made(transport)
 
 
 class SandboxMail:
@@ -110,6 +131,9 @@ class SandboxMail:
         self._imap_tasks: set[asyncio.Task[Any]] = set()
         self._imap_writers: set[asyncio.StreamWriter] = set()
         self._smtp_protocols: set[_TrackedSMTP] = set()
+        # Every connection made and not yet gone (a closed one is dropped with its transport).
+        self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        self._stopping = False
 
     @classmethod
     async def start(
@@ -125,7 +149,9 @@ class SandboxMail:
             await mail.add_user(address, password)
         loop = asyncio.get_running_loop()
         try:
-            mail._imap_server = await asyncio.start_server(mail._imap_connected, host, imap_port)
+            mail._imap_server = await loop.create_server(
+                lambda: _TrackedStreams(mail), host, imap_port
+            )
             mail._smtp_server = await loop.create_server(mail._new_smtp, host, smtp_port)
         except OSError as exc:
             await mail.stop()
@@ -171,12 +197,36 @@ class SandboxMail:
                 return known
         return None
 
+    def _made(self, transport: asyncio.BaseTransport) -> None:
+        """A connection is made: known from now on, and ended at once after a stop."""
+        if self._stopping:
+            transport.close()
+            return
+        self._transports.add(transport)
+
     async def stop(self) -> None:
-        """Stop listening and end every open IMAP and SMTP connection; idempotent."""
+        """Stop listening and end every open IMAP and SMTP connection; idempotent.
+
+        A client that connected just before (the bot reconnecting as the sandbox ends) may
+        still be being accepted: asyncio makes its connection a few turns of the loop after
+        it took it from the kernel, and on Python 3.11 a connection made after its server
+        was closed fails half made, its socket left open for the garbage collector to find
+        later, with a warning in whatever runs then. So no connection is taken any more,
+        those turns are let pass (each connection made meanwhile is ended as it is made),
+        and only then are the servers closed."""
+        self._stopping = True
         servers = [s for s in (self._imap_server, self._smtp_server) if s is not None]
         self._imap_server = self._smtp_server = None
+        loop = asyncio.get_running_loop()
+        for server in servers:
+            for listening in server.sockets:
+                loop.remove_reader(listening.fileno())
+        for _ in range(ACCEPT_TURNS):
+            await asyncio.sleep(0)
         for server in servers:
             server.close()
+        for transport in list(self._transports):
+            transport.close()
         for writer in list(self._imap_writers):
             writer.close()
         handlers: list[asyncio.Task[Any]] = list(self._imap_tasks)
