@@ -22,6 +22,7 @@ from typing import Any
 
 import leaks
 import pytest
+import transports
 from servers import MAIL_USERS, TEST_KEYS, GpgWorld, MailStack, TestCA
 
 from secir_bot.sandbox import synapse as synapse_mod
@@ -48,6 +49,33 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if WATCH.leaks:
         print("\nsecrets were logged:\n  " + "\n  ".join(WATCH.leaks))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# Connections left open when a test's event loop closed (``transports.py``): closed right
+# after that test, before the garbage collector can warn of them in another one. A unit test
+# that leaves one fails; an integration test's are listed at the end of the session (as a
+# warning of theirs is ignored there, ``integration/conftest.py``).
+_LEFT_BY_INTEGRATION: list[str] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    result = yield
+    left = transports.left_open()
+    for one in left:
+        transports.shut(one)
+    if left and "integration" in item.path.parts:
+        _LEFT_BY_INTEGRATION.extend(f"{item.nodeid}: {one.what}" for one in left)
+    elif left:
+        pytest.fail("connections left open:\n  " + "\n  ".join(one.what for one in left))
+    return result
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _LEFT_BY_INTEGRATION:
+        terminalreporter.write_sep("-", "connections left open by integration tests (closed)")
+        for line in _LEFT_BY_INTEGRATION:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(autouse=True)

@@ -69,13 +69,13 @@ async def outsider_of(world: World) -> AsyncIterator[MailOperator]:
 
 # A loopback socket left open by one of the real-server tests is closed by the garbage
 # collector whenever it runs, so its ResourceWarning lands in whichever test happens to be
-# running then (seen twice in full runs, in test_servers' Synapse login, never alone). Until
-# the leak is found, such a warning fails no test here; the unit tests still treat every
-# unraisable warning as an error. Other unraisable exceptions are still errors.
-# Hunted once, not found: with gc.collect() after every test and every ResourceWarning and
-# unraisable exception recorded per test, no integration module and no unit test left a
-# socket or a transport behind. It seems to need timing those runs did not meet (a guess:
-# a connection still being made when its test's loop closed), so the filter stays.
+# running then (seen twice in full runs, in test_servers' Synapse login, never alone). Such a
+# warning fails no test here; the unit tests still treat every unraisable warning as an
+# error. Other unraisable exceptions are still errors. Runs with a collection after every
+# test never met it; one source was then found by provoking the timing it needs: the sandbox
+# mail server's stop, with a connection still being accepted (test_servers.py). Since then
+# ``tests/transports.py`` closes, right after each test, whatever connection it left open
+# (listed at the end of the session), so none waits for the collector any more.
 _SOCKET_LEAK = (
     r"ignore:Exception ignored in. (<socket\.socket|<function _SelectorTransport\.__del__)"
     r":pytest.PytestUnraisableExceptionWarning"
