@@ -20,7 +20,6 @@ import asyncio
 import email.utils
 import secrets
 import uuid
-import weakref
 from argparse import Namespace
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -37,14 +36,12 @@ from pymap.user import Passwords, UserMetadata
 from pysasl.hashing import Cleartext
 
 from . import SandboxError
+from .listening import Listeners
 
 __all__ = ["SandboxMail"]
 
 HOSTNAME = "mx.test.example"
 STOP_GRACE = 1.0  # seconds open sessions get to end by themselves in stop()
-# Turns of the event loop from a connection taken to its connection_made (asyncio's accept
-# callback, its task, the transport's connection_made, its end), with one to spare.
-ACCEPT_TURNS = 5
 
 
 class _Config(DictConfig):
@@ -74,24 +71,11 @@ class _TrackedSMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._owner._made(transport)
+        self._owner._listeners.made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
         self._owner._smtp_protocols.discard(self)
         super().connection_lost(error)
-
-
-class _TrackedStreams(asyncio.StreamReaderProtocol):
-    """``asyncio.start_server``'s protocol for the IMAP side, known to its server from the
-    moment its connection is made (before the session's task has begun)."""
-
-    def __init__(self, owner: SandboxMail) -> None:
-        super().__init__(asyncio.StreamReader(), owner._imap_connected)
-        self._owner = owner
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._owner._made(transport)
 
 
 class SandboxMail:
@@ -126,14 +110,9 @@ class SandboxMail:
         )
         self._login = Login(self._config)
         self._imap = IMAPServer(self._login, self._config)
-        self._imap_server: asyncio.Server | None = None
-        self._smtp_server: asyncio.Server | None = None
+        self._listeners = Listeners()
         self._imap_tasks: set[asyncio.Task[Any]] = set()
-        self._imap_writers: set[asyncio.StreamWriter] = set()
         self._smtp_protocols: set[_TrackedSMTP] = set()
-        # Every connection made and not yet gone (a closed one is dropped with its transport).
-        self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
-        self._stopping = False
 
     @classmethod
     async def start(
@@ -147,17 +126,14 @@ class SandboxMail:
         mail = cls(host)
         for address, password in users.items():
             await mail.add_user(address, password)
-        loop = asyncio.get_running_loop()
         try:
-            mail._imap_server = await loop.create_server(
-                lambda: _TrackedStreams(mail), host, imap_port
-            )
-            mail._smtp_server = await loop.create_server(mail._new_smtp, host, smtp_port)
+            imap = await mail._listeners.listen_streams(mail._imap_connected, host, imap_port)
+            smtp = await mail._listeners.listen(mail._new_smtp, host, smtp_port)
         except OSError as exc:
             await mail.stop()
             raise SandboxError(f"sandbox mail server cannot listen on {host}: {exc}") from exc
-        mail.imap_port = mail._imap_server.sockets[0].getsockname()[1]
-        mail.smtp_port = mail._smtp_server.sockets[0].getsockname()[1]
+        mail.imap_port = imap.sockets[0].getsockname()[1]
+        mail.smtp_port = smtp.sockets[0].getsockname()[1]
         return mail
 
     @property
@@ -197,42 +173,12 @@ class SandboxMail:
                 return known
         return None
 
-    def _made(self, transport: asyncio.BaseTransport) -> None:
-        """A connection is made: known from now on, and ended at once after a stop."""
-        if self._stopping:
-            transport.close()
-            return
-        self._transports.add(transport)
-
     async def stop(self) -> None:
-        """Stop listening and end every open IMAP and SMTP connection; idempotent.
-
-        A client that connected just before (the bot reconnecting as the sandbox ends) may
-        still be being accepted: asyncio makes its connection a few turns of the loop after
-        it took it from the kernel, and on Python 3.11 a connection made after its server
-        was closed fails half made, its socket left open for the garbage collector to find
-        later, with a warning in whatever runs then. So no connection is taken any more,
-        those turns are let pass (each connection made meanwhile is ended as it is made),
-        and only then are the servers closed."""
-        self._stopping = True
-        servers = [s for s in (self._imap_server, self._smtp_server) if s is not None]
-        self._imap_server = self._smtp_server = None
-        loop = asyncio.get_running_loop()
-        for server in servers:
-            for listening in server.sockets:
-                loop.remove_reader(listening.fileno())
-        for _ in range(ACCEPT_TURNS):
-            await asyncio.sleep(0)
-        for server in servers:
-            server.close()
-        for transport in list(self._transports):
-            transport.close()
-        for writer in list(self._imap_writers):
-            writer.close()
+        """Stop listening and end every open IMAP and SMTP connection, one still being made
+        included (``listening``); idempotent."""
+        await self._listeners.close()
         handlers: list[asyncio.Task[Any]] = list(self._imap_tasks)
         for protocol in list(self._smtp_protocols):
-            if protocol.transport is not None:
-                protocol.transport.close()
             # aiosmtpd keeps the task that runs the session private; it cancels it itself once
             # the transport reports the loss, and we wait for that below.
             task = getattr(protocol, "_handler_coroutine", None)
@@ -245,8 +191,6 @@ class SandboxMail:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*handlers, return_exceptions=True)
-        for server in servers:
-            await server.wait_closed()
 
     async def __aenter__(self) -> SandboxMail:
         return self
@@ -265,13 +209,11 @@ class SandboxMail:
         task = asyncio.current_task()
         assert task is not None
         self._imap_tasks.add(task)
-        self._imap_writers.add(writer)
         try:
             sock_info = SocketInfo.get(writer, None, unique_id=uuid.uuid4().bytes)
             await self._imap(reader, writer, sock_info)
         finally:
             self._imap_tasks.discard(task)
-            self._imap_writers.discard(writer)
             writer.close()
 
     # SMTP side

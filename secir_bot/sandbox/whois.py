@@ -15,6 +15,8 @@ import contextlib
 from collections.abc import Mapping
 from typing import Literal
 
+from .listening import Listeners
+
 Mode = Literal["ok", "slow", "garbage", "huge", "refuse", "empty"]
 
 _BANNER = (
@@ -103,7 +105,7 @@ class WhoisResponder:
         self.mode: Mode = mode
         self.queries: list[str] = []
         self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._listeners = Listeners()
 
     @property
     def port(self) -> int:
@@ -112,18 +114,14 @@ class WhoisResponder:
         return port
 
     async def start(self, port: int = 0) -> WhoisResponder:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+        self._server = await self._listeners.listen_streams(self._serve, "127.0.0.1", port)
         return self
 
     async def stop(self) -> None:
-        """Stop listening and close every open connection (a "slow" one included)."""
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        """Stop listening and close every open connection (a "slow" one, and one still
+        being made, included: ``listening``)."""
+        await self._listeners.close()
+        self._server = None
 
     async def __aenter__(self) -> WhoisResponder:
         return await self.start()
@@ -132,7 +130,6 @@ class WhoisResponder:
         await self.stop()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
         try:
             line = await reader.readline()
             self.queries.append(line.decode("ascii", "replace").strip())
@@ -140,7 +137,6 @@ class WhoisResponder:
         except (ConnectionError, OSError):
             pass  # the client gave up; nothing to tidy but the socket
         finally:
-            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()

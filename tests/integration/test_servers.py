@@ -14,6 +14,7 @@ import json
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from secir_bot.sandbox import SandboxError
 from secir_bot.sandbox.mailserver import SandboxMail
 from secir_bot.sandbox.scratch import RAM, ram_has_room
 from secir_bot.sandbox.synapse import Synapse
+from secir_bot.sandbox.whois import WhoisResponder, iana_records
 
 DEADLINE = 5.0
 
@@ -266,9 +268,18 @@ async def test_sandbox_mail_stop_ends_idle_sessions() -> None:
         await idle
 
 
+async def _sandbox_server(side: str) -> tuple[int, Callable[[], Awaitable[None]]]:
+    """A sandbox server's port, and its stop."""
+    if side == "whois":
+        whois = await WhoisResponder(iana_records("test.example")).start()
+        return whois.port, whois.stop
+    mail = await SandboxMail.start({"bob@test.example": "pw-bob"})
+    return (mail.imap_port if side == "imap" else mail.smtp_port), mail.stop
+
+
 @pytest.mark.parametrize("turns", range(7))
-@pytest.mark.parametrize("side", ["imap", "smtp"])
-async def test_sandbox_mail_stop_ends_a_connection_it_is_still_accepting(
+@pytest.mark.parametrize("side", ["imap", "smtp", "whois"])
+async def test_a_sandbox_server_stop_ends_a_connection_it_is_still_accepting(
     side: str, turns: int
 ) -> None:
     """A client connects just as the server stops (the bot reconnecting while the sandbox
@@ -276,13 +287,12 @@ async def test_sandbox_mail_stop_ends_a_connection_it_is_still_accepting(
     next turns of the loop, and the stop comes after ``turns`` of them. Whatever the turn,
     the connection ends: it was neither served after the stop nor left open (on Python 3.11
     one made after its server closed was left half made, its socket open)."""
-    mail = await SandboxMail.start({"bob@test.example": "pw-bob"})
-    port = mail.imap_port if side == "imap" else mail.smtp_port
+    port, stop = await _sandbox_server(side)
     sock = socket.create_connection(("127.0.0.1", port))  # accepted by the kernel at once
     try:
         for _ in range(turns):
             await asyncio.sleep(0)
-        await mail.stop()
+        await stop()
         sock.setblocking(False)
         reader, writer = await asyncio.open_connection(sock=sock)
         try:
