@@ -203,9 +203,10 @@ class SandboxMail:
     async def _imap_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        # Called by asyncio.start_server in a task of its own; we run pymap's connection
-        # handler in that same task, so tracking it is enough to end the connection on stop.
-        # (pymap's own service goes through proxyprotocol, which spawns an untracked task.)
+        # Called in a task of its own (``Listeners.listen_streams``); we run pymap's
+        # connection handler in that same task, so that stop, which ends the connection,
+        # can wait for the session to end. (pymap's own service goes through proxyprotocol,
+        # which spawns an untracked task.)
         task = asyncio.current_task()
         assert task is not None
         self._imap_tasks.add(task)
